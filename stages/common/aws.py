@@ -1,0 +1,43 @@
+"""boto3 client factories that honour AWS_ENDPOINT_URL, the region and the credential chain."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config
+
+from stages.common.config import Settings
+
+# Retries are ours to make (counted, with the backoff the data path needs), so botocore's own
+# retry loop is kept short: it would otherwise hide throttling from our counters.
+_CLIENT_CONFIG = Config(
+    retries={"max_attempts": 2, "mode": "standard"},
+    connect_timeout=5,
+    read_timeout=30,
+    max_pool_connections=64,
+    s3={"addressing_style": "path"},
+)
+
+
+def client(service: str, settings: Settings, **overrides: Any) -> Any:
+    """A boto3 client for ``service``; ``endpoint_url`` None means real AWS."""
+    session = boto3.session.Session()
+    kwargs: dict[str, Any] = {
+        "region_name": settings.aws_default_region,
+        "config": _CLIENT_CONFIG,
+    }
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+        if is_local_endpoint(settings.aws_endpoint_url) and session.get_credentials() is None:
+            # The emulator accepts any key; these are LocalStack's documented defaults.
+            kwargs["aws_access_key_id"] = "test"
+            kwargs["aws_secret_access_key"] = "test"
+    kwargs.update(overrides)
+    return session.client(service, **kwargs)
+
+
+def is_local_endpoint(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host in {"localhost", "127.0.0.1", "::1", "localstack"} or host.startswith("127.")

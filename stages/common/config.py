@@ -1,0 +1,74 @@
+"""The one place environment variables are read.
+
+Every setting has a default that works on a laptop with the embedded emulator; the README's
+configuration table lists each one. Standard AWS variables (``AWS_ENDPOINT_URL``,
+``AWS_DEFAULT_REGION``, the credential chain) are left to boto3 itself, except the endpoint and
+region, which the services pass on explicitly so that every client agrees.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
+
+    # --- AWS / emulator -------------------------------------------------------------------
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        description="AWS endpoint; unset means real AWS (start.sh sets it to the emulator).",
+    )
+    aws_default_region: str = "us-east-1"
+    emulator_host: str = "127.0.0.1"
+    emulator_port: int = Field(default=4566, ge=0, le=65535)
+
+    # --- Resources (names are fixed in resources.py; sizes are tunable) -------------------
+    logs_stream_shards: int = Field(default=2, ge=1, le=64)
+    metrics_stream_shards: int = Field(default=1, ge=1, le=64)
+    apm_stream_shards: int = Field(default=1, ge=1, le=64)
+    lease_table: str = "stage01-consumer-leases"
+
+    # --- Run directory --------------------------------------------------------------------
+    run_dir: Path = Path(".run")
+    log_level: str = "INFO"
+
+    # --- Kinesis consumer -----------------------------------------------------------------
+    consumer_host: str = "127.0.0.1"
+    consumer_port: int = Field(default=8011, ge=0, le=65535)
+    consumer_streams: str = Field(
+        default="logs,metrics,apm",
+        description="Comma-separated kinds whose streams this consumer reads.",
+    )
+    consumer_worker_id: str | None = None
+    flush_max_records: int = Field(default=50_000, ge=1)
+    flush_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    flush_max_age_seconds: float = Field(default=1.0, gt=0)
+    max_open_partitions: int = Field(default=512, ge=1)
+    compression: Literal["none", "gzip"] = "none"
+    poll_interval_seconds: float = Field(default=0.2, gt=0)
+    get_records_limit: int = Field(default=10_000, ge=1, le=10_000)
+    lease_duration_seconds: float = Field(default=10.0, gt=0)
+    shard_sync_interval_seconds: float = Field(default=5.0, gt=0)
+    s3_max_backoff_seconds: float = Field(default=5.0, gt=0)
+
+    # --- Kinesis producer -----------------------------------------------------------------
+    producer_aggregate: bool = True
+    producer_linger_ms: int = Field(default=50, ge=0)
+    producer_max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    producer_max_backoff_seconds: float = Field(default=5.0, gt=0)
+    producer_max_retries: int = Field(default=10, ge=0)
+
+    @property
+    def emulator_url(self) -> str:
+        return f"http://{self.emulator_host}:{self.emulator_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

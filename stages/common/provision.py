@@ -1,0 +1,87 @@
+"""Create the catalogue's streams, buckets and lease table; safe to run any number of times."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from botocore.exceptions import ClientError
+
+from stages.common import aws, resources
+from stages.common.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def ensure_resources(settings: Settings, *, wait: bool = True) -> None:
+    kinesis = aws.client("kinesis", settings)
+    s3 = aws.client("s3", settings)
+    dynamodb = aws.client("dynamodb", settings)
+    for spec in resources.streams(settings):
+        _ensure_stream(kinesis, spec.name, spec.shards)
+    for bucket in resources.buckets(settings):
+        _ensure_bucket(s3, bucket, settings.aws_default_region)
+    ensure_lease_table(dynamodb, settings.lease_table)
+    if wait:
+        for spec in resources.streams(settings):
+            _wait_stream_active(kinesis, spec.name)
+
+
+def _ensure_stream(kinesis, name: str, shards: int) -> None:
+    try:
+        kinesis.create_stream(StreamName=name, ShardCount=shards)
+        log.info("created stream %s with %d shards", name, shards)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+
+
+def _wait_stream_active(kinesis, name: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
+            "StreamStatus"
+        ]
+        if status == "ACTIVE":
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"stream {name} still {status} after {timeout}s")
+        time.sleep(0.5)
+
+
+def _ensure_bucket(s3, name: str, region: str) -> None:
+    kwargs = {"Bucket": name}
+    if region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**kwargs)
+        log.info("created bucket %s", name)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+            raise
+
+
+def ensure_lease_table(dynamodb, name: str) -> None:
+    """The consumer's lease table: one item per shard, keyed by ``lease_key`` (stream:shard)."""
+    try:
+        dynamodb.create_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": "lease_key", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "lease_key", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        log.info("created lease table %s", name)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+    dynamodb.get_waiter("table_exists").wait(TableName=name)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    ensure_resources(get_settings())
+    print("resources ready")
+
+
+if __name__ == "__main__":
+    main()

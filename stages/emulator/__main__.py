@@ -1,0 +1,3 @@
+from stages.emulator.server import main
+
+main()

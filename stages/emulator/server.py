@@ -1,0 +1,109 @@
+"""The embedded AWS emulator: a moto server that also answers LocalStack's health endpoint.
+
+``python -m stages.emulator`` binds 127.0.0.1:4566 by default, serves Kinesis, S3 and DynamoDB
+(and every other service moto knows), and creates the resource catalogue once it listens, so the
+verification commands users know from LocalStack work unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+log = logging.getLogger(__name__)
+
+HEALTH_PATHS = ("/_localstack/health", "/health")
+EMULATED_SERVICES = ("kinesis", "s3", "dynamodb")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class HealthMiddleware:
+    """Answers the health paths itself and hands every other request to moto."""
+
+    def __init__(self, app: WSGIApp, ready: threading.Event) -> None:
+        self.app = app
+        self.ready = ready
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
+        if environ.get("PATH_INFO") in HEALTH_PATHS and environ.get("REQUEST_METHOD") == "GET":
+            state = "running" if self.ready.is_set() else "starting"
+            body = json.dumps(
+                {
+                    "services": dict.fromkeys(EMULATED_SERVICES, state),
+                    "edition": "moto",
+                    "status": "healthy" if self.ready.is_set() else "starting",
+                }
+            ).encode()
+            status = "200 OK" if self.ready.is_set() else "503 Service Unavailable"
+            start_response(
+                status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            )
+            return [body]
+        return self.app(environ, start_response)
+
+
+def serve(host: str, port: int, *, provision: bool) -> None:
+    ready = threading.Event()
+    app = HealthMiddleware(DomainDispatcherApplication(create_backend_app), ready)
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    bound_port = server.server_address[1]
+    endpoint = f"http://{host}:{bound_port}"
+    log.info("emulator listening on %s", endpoint)
+
+    def shutdown(*_: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+
+    def provision_then_ready() -> None:
+        if provision:
+            from stages.common.config import Settings
+            from stages.common.provision import ensure_resources
+
+            try:
+                ensure_resources(Settings(aws_endpoint_url=endpoint))
+            except Exception:
+                log.exception("creating resources failed")
+                os._exit(1)
+        ready.set()
+        # Machine-readable for whoever started us with port 0.
+        print(f"EMULATOR READY {endpoint}", flush=True)
+
+    threading.Thread(target=provision_then_ready, daemon=True).start()
+    server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from stages.common.config import get_settings
+
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="python -m stages.emulator", description=__doc__)
+    parser.add_argument("--host", default=settings.emulator_host)
+    parser.add_argument("--port", type=int, default=settings.emulator_port)
+    parser.add_argument(
+        "--no-provision", action="store_true", help="do not create the resource catalogue"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    # werkzeug logs every request at INFO; at thousands of requests a second that is noise.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    serve(args.host, args.port, provision=not args.no_provision)
+    sys.exit(0)

@@ -1,0 +1,36 @@
+"""Shared fixtures: a real moto server subprocess per test (fresh state) and its settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stages.common.config import Settings
+from tests.support.processes import Process, start_emulator
+
+
+@pytest.fixture
+def proc_logs(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def emulator(proc_logs: Path) -> Iterator[tuple[Process, str]]:
+    """A fresh embedded emulator (moto server subprocess) with the default resources."""
+    proc, endpoint = start_emulator(proc_logs)
+    yield proc, endpoint
+    proc.stop()
+
+
+@pytest.fixture
+def endpoint(emulator: tuple[Process, str]) -> str:
+    return emulator[1]
+
+
+@pytest.fixture
+def settings(endpoint: str) -> Settings:
+    return Settings(aws_endpoint_url=endpoint)
