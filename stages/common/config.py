@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     aws_default_region: str = "us-east-1"
     emulator_host: str = "127.0.0.1"
     emulator_port: int = Field(default=4566, ge=0, le=65535)
+    embedded_emulator: bool = Field(
+        default=True,
+        description="Run the embedded emulator when AWS_ENDPOINT_URL is unset; 0 = real AWS.",
+    )
 
     # --- Resources (names are fixed in resources.py; sizes are tunable) -------------------
     logs_stream_shards: int = Field(default=2, ge=1, le=64)
