@@ -24,6 +24,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+from stages.emulator import moto_patches
+
 log = logging.getLogger(__name__)
 
 HEALTH_PATHS = ("/_localstack/health", "/health")
@@ -58,6 +60,7 @@ class HealthMiddleware:
 
 
 def serve(host: str, port: int, *, provision: bool) -> None:
+    moto_patches.apply()
     ready = threading.Event()
     app = HealthMiddleware(DomainDispatcherApplication(create_backend_app), ready)
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)

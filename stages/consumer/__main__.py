@@ -1,0 +1,3 @@
+from stages.consumer.main import main
+
+main()

@@ -1,0 +1,302 @@
+"""Shard leases and checkpoints (KCL-style), in DynamoDB or in memory for unit tests.
+
+One item per shard, keyed ``<stream>:<shard>``. The contract every store keeps:
+
+- ``take`` is a compare-and-set on (owner, counter): it succeeds only if nobody changed the lease
+  since the caller looked, so two workers can never both believe they took it.
+- Every write a holder makes (``renew``, ``set_pending``, ``checkpoint``, ``release``) is guarded
+  by ``owner = me``; a worker that lost its lease gets ``LeaseLost`` instead of overwriting the
+  new owner's progress.
+- ``set_pending(end)`` records the end of a flush *before* its objects are uploaded. Whoever holds
+  the lease next replays exactly the range (checkpoint, end] before reading on, so the objects
+  are rebuilt with the same keys and nothing is duplicated by a different batching.
+- ``checkpoint(seq)`` is written only after the objects are in S3 and clears the pending range.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+TRIM_HORIZON = "TRIM_HORIZON"
+SHARD_END = "SHARD_END"
+
+
+class LeaseLost(Exception):
+    def __init__(self, lease_key: str) -> None:
+        super().__init__(f"lease {lease_key} is held by another worker")
+        self.lease_key = lease_key
+
+
+@dataclass(frozen=True)
+class Lease:
+    stream: str
+    shard_id: str
+    checkpoint: str = TRIM_HORIZON
+    owner: str | None = None
+    counter: int = 0
+    parents: tuple[str, ...] = ()
+    pending_end: str | None = None
+    heartbeat_ms: int = 0
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+
+    @property
+    def key(self) -> str:
+        return lease_key(self.stream, self.shard_id)
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint == SHARD_END
+
+
+def lease_key(stream: str, shard_id: str) -> str:
+    return f"{stream}:{shard_id}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class LeaseStore(Protocol):
+    def create_if_missing(self, stream: str, shard_id: str, parents: tuple[str, ...]) -> bool: ...
+    def list(self) -> list[Lease]: ...
+    def take(self, lease: Lease, owner: str) -> Lease | None: ...
+    def renew(self, key: str, owner: str) -> None: ...
+    def set_pending(self, key: str, owner: str, end_sequence: str) -> None: ...
+    def checkpoint(self, key: str, owner: str, sequence: str) -> None: ...
+    def mark_started(self, key: str, owner: str) -> None: ...
+    def release(self, key: str, owner: str) -> None: ...
+
+
+@dataclass
+class InMemoryLeaseStore:
+    """The same contract as DynamoLeaseStore, for unit tests of the coordination logic."""
+
+    leases: dict[str, Lease] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def create_if_missing(self, stream: str, shard_id: str, parents: tuple[str, ...]) -> bool:
+        with self.lock:
+            key = lease_key(stream, shard_id)
+            if key in self.leases:
+                return False
+            self.leases[key] = Lease(stream, shard_id, parents=parents)
+            return True
+
+    def list(self) -> list[Lease]:
+        with self.lock:
+            return list(self.leases.values())
+
+    def take(self, lease: Lease, owner: str) -> Lease | None:
+        with self.lock:
+            current = self.leases.get(lease.key)
+            if current is None or (current.owner, current.counter) != (lease.owner, lease.counter):
+                return None
+            taken = replace(
+                current, owner=owner, counter=current.counter + 1, heartbeat_ms=_now_ms()
+            )
+            self.leases[lease.key] = taken
+            return taken
+
+    def _update_owned(self, key: str, owner: str, **changes: Any) -> None:
+        with self.lock:
+            current = self.leases.get(key)
+            if current is None or current.owner != owner:
+                raise LeaseLost(key)
+            self.leases[key] = replace(current, **changes)
+
+    def renew(self, key: str, owner: str) -> None:
+        with self.lock:
+            current = self.leases.get(key)
+        counter = current.counter + 1 if current else 0
+        self._update_owned(key, owner, counter=counter, heartbeat_ms=_now_ms())
+
+    def set_pending(self, key: str, owner: str, end_sequence: str) -> None:
+        self._update_owned(key, owner, pending_end=end_sequence)
+
+    def checkpoint(self, key: str, owner: str, sequence: str) -> None:
+        changes: dict[str, Any] = {"checkpoint": sequence, "pending_end": None}
+        if sequence == SHARD_END:
+            changes["finished_at_ms"] = _now_ms()
+        self._update_owned(key, owner, **changes)
+
+    def mark_started(self, key: str, owner: str) -> None:
+        with self.lock:
+            current = self.leases.get(key)
+        if current is not None and current.started_at_ms is None:
+            self._update_owned(key, owner, started_at_ms=_now_ms())
+
+    def release(self, key: str, owner: str) -> None:
+        with self.lock:
+            current = self.leases.get(key)
+        counter = current.counter + 1 if current else 0
+        self._update_owned(key, owner, owner=None, counter=counter)
+
+
+class DynamoLeaseStore:
+    """Leases in a DynamoDB table with a string hash key ``lease_key``; conditional writes only."""
+
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self.db = dynamodb
+        self.table = table
+
+    def create_if_missing(self, stream: str, shard_id: str, parents: tuple[str, ...]) -> bool:
+        item: dict[str, Any] = {
+            "lease_key": {"S": lease_key(stream, shard_id)},
+            "stream": {"S": stream},
+            "shard_id": {"S": shard_id},
+            "checkpoint": {"S": TRIM_HORIZON},
+            "lease_counter": {"N": "0"},
+            "heartbeat_ms": {"N": "0"},
+        }
+        if parents:
+            item["parent_shard_ids"] = {"L": [{"S": p} for p in parents]}
+        try:
+            self.db.put_item(
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(lease_key)",
+            )
+            return True
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+
+    def list(self) -> list[Lease]:
+        leases = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        while True:
+            page = self.db.scan(**kwargs)
+            leases.extend(_from_item(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return leases
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def take(self, lease: Lease, owner: str) -> Lease | None:
+        values: dict[str, Any] = {
+            ":me": {"S": owner},
+            ":one": {"N": "1"},
+            ":expected": {"N": str(lease.counter)},
+            ":now": {"N": str(_now_ms())},
+        }
+        condition = "lease_counter = :expected AND "
+        if lease.owner is None:
+            condition += "attribute_not_exists(lease_owner)"
+        else:
+            condition += "lease_owner = :previous"
+            values[":previous"] = {"S": lease.owner}
+        try:
+            resp = self.db.update_item(
+                TableName=self.table,
+                Key={"lease_key": {"S": lease.key}},
+                UpdateExpression=(
+                    "SET lease_owner = :me, lease_counter = lease_counter + :one, "
+                    "heartbeat_ms = :now"
+                ),
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return _from_item(resp["Attributes"])
+
+    def _update_owned(
+        self,
+        key: str,
+        owner: str,
+        expression: str,
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"lease_key": {"S": key}},
+                UpdateExpression=expression,
+                ConditionExpression="lease_owner = :me",
+                ExpressionAttributeValues={":me": {"S": owner}, **(values or {})},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                raise LeaseLost(key) from exc
+            raise
+
+    def renew(self, key: str, owner: str) -> None:
+        self._update_owned(
+            key,
+            owner,
+            "SET lease_counter = lease_counter + :one, heartbeat_ms = :now",
+            {":one": {"N": "1"}, ":now": {"N": str(_now_ms())}},
+        )
+
+    def set_pending(self, key: str, owner: str, end_sequence: str) -> None:
+        self._update_owned(key, owner, "SET pending_end = :end", {":end": {"S": end_sequence}})
+
+    def checkpoint(self, key: str, owner: str, sequence: str) -> None:
+        expression = "SET #cp = :seq"
+        values: dict[str, Any] = {":seq": {"S": sequence}}
+        if sequence == SHARD_END:
+            expression += ", finished_at_ms = :now"
+            values[":now"] = {"N": str(_now_ms())}
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"lease_key": {"S": key}},
+                UpdateExpression=expression + " REMOVE pending_end",
+                ConditionExpression="lease_owner = :me",
+                ExpressionAttributeNames={"#cp": "checkpoint"},
+                ExpressionAttributeValues={":me": {"S": owner}, **values},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                raise LeaseLost(key) from exc
+            raise
+
+    def mark_started(self, key: str, owner: str) -> None:
+        self._update_owned(
+            key,
+            owner,
+            "SET started_at_ms = if_not_exists(started_at_ms, :now)",
+            {":now": {"N": str(_now_ms())}},
+        )
+
+    def release(self, key: str, owner: str) -> None:
+        self._update_owned(
+            key,
+            owner,
+            "REMOVE lease_owner SET lease_counter = lease_counter + :one",
+            {":one": {"N": "1"}},
+        )
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def _from_item(item: dict[str, Any]) -> Lease:
+    def s(name: str) -> str | None:
+        return item[name]["S"] if name in item else None
+
+    def n(name: str) -> int | None:
+        return int(item[name]["N"]) if name in item else None
+
+    return Lease(
+        stream=item["stream"]["S"],
+        shard_id=item["shard_id"]["S"],
+        checkpoint=s("checkpoint") or TRIM_HORIZON,
+        owner=s("lease_owner"),
+        counter=n("lease_counter") or 0,
+        parents=tuple(p["S"] for p in item.get("parent_shard_ids", {}).get("L", [])),
+        pending_end=s("pending_end"),
+        heartbeat_ms=n("heartbeat_ms") or 0,
+        started_at_ms=n("started_at_ms"),
+        finished_at_ms=n("finished_at_ms"),
+    )
