@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# LocalStack ready hook (mounted into /etc/localstack/init/ready.d): creates the same streams,
+# buckets and lease table as the embedded emulator (stages/common/resources.py + provision.py).
+# Idempotent: whatever exists is kept. tests/ops/test_localstack_init.py runs this script against
+# the embedded emulator and compares the result with the Python catalogue, so the two stay equal.
+#
+# Same environment variables and defaults as stages/common/config.py.
+set -euo pipefail
+
+LOGS_STREAM_SHARDS=${LOGS_STREAM_SHARDS:-2}
+METRICS_STREAM_SHARDS=${METRICS_STREAM_SHARDS:-1}
+APM_STREAM_SHARDS=${APM_STREAM_SHARDS:-1}
+LEASE_TABLE=${LEASE_TABLE:-stage01-consumer-leases}
+REGION=${AWS_DEFAULT_REGION:-us-east-1}
+
+# stream name -> shard count, in the catalogue's order (resources.streams()).
+STREAMS=(
+    "stage01-logs-stream:$LOGS_STREAM_SHARDS"
+    "stage01-metrics-stream:$METRICS_STREAM_SHARDS"
+    "stage01-apm-stream:$APM_STREAM_SHARDS"
+)
+# resources.buckets(): the three raw buckets, then the later stages' ones.
+BUCKETS=(md-raw-logs md-raw-metrics md-raw-apm md-processed md-features md-models)
+
+# awslocal prints a deprecation banner on every call; it says nothing about our resources.
+export DISABLE_DEPRECATION_NOTICE=1
+AWSLOCAL=${AWSLOCAL:-awslocal}
+aws_() { "$AWSLOCAL" "$@"; }
+
+# One listing call per service: each CLI start costs most of a second.
+existing_streams=" $(aws_ kinesis list-streams --query 'StreamNames' --output text | tr '\t' ' ') "
+for entry in "${STREAMS[@]}"; do
+    name=${entry%%:*} shards=${entry##*:}
+    if [[ "$existing_streams" == *" $name "* ]]; then
+        have=$(aws_ kinesis describe-stream-summary --stream-name "$name" \
+            --query 'StreamDescriptionSummary.OpenShardCount' --output text)
+        if [[ "$have" != "$shards" ]]; then
+            # Resharding live data is an operator's decision, not a start-up side effect.
+            echo "WARNING: stream $name exists with $have open shards (configured: $shards); left as is"
+        else
+            echo "stream $name exists ($have shards)"
+        fi
+    else
+        aws_ kinesis create-stream --stream-name "$name" --shard-count "$shards"
+        echo "created stream $name ($shards shards)"
+    fi
+done
+
+existing_buckets=" $(aws_ s3api list-buckets --query 'Buckets[].Name' --output text | tr '\t' ' ') "
+for bucket in "${BUCKETS[@]}"; do
+    if [[ "$existing_buckets" == *" $bucket "* ]]; then
+        echo "bucket $bucket exists"
+        continue
+    fi
+    if [[ "$REGION" == "us-east-1" ]]; then
+        aws_ s3api create-bucket --bucket "$bucket" >/dev/null
+    else
+        aws_ s3api create-bucket --bucket "$bucket" \
+            --create-bucket-configuration "LocationConstraint=$REGION" >/dev/null
+    fi
+    echo "created bucket $bucket"
+done
+
+# Key schema as in stages/common/provision.py: one item per shard, keyed by lease_key.
+if aws_ dynamodb describe-table --table-name "$LEASE_TABLE" >/dev/null 2>&1; then
+    echo "table $LEASE_TABLE exists"
+else
+    aws_ dynamodb create-table --table-name "$LEASE_TABLE" \
+        --attribute-definitions AttributeName=lease_key,AttributeType=S \
+        --key-schema AttributeName=lease_key,KeyType=HASH \
+        --billing-mode PAY_PER_REQUEST >/dev/null
+    echo "created table $LEASE_TABLE"
+fi
+
+for entry in "${STREAMS[@]}"; do
+    aws_ kinesis wait stream-exists --stream-name "${entry%%:*}"
+done
+aws_ dynamodb wait table-exists --table-name "$LEASE_TABLE"
+echo "Stage 01 resources ready"
