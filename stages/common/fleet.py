@@ -44,7 +44,7 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test
 
 # How long `start` waits for health and `stop` waits before SIGKILL, unless told otherwise.
 DEFAULT_START_TIMEOUT = 60.0
-DEFAULT_STOP_TIMEOUT = 15.0
+DEFAULT_STOP_TIMEOUT = 40.0
 LOG_TAIL_LINES = 30
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -103,39 +104,39 @@ class InMemoryLeaseStore:
             self.leases[lease.key] = taken
             return taken
 
-    def _update_owned(self, key: str, owner: str, **changes: Any) -> None:
+    def _update_owned(
+        self, key: str, owner: str, change: Callable[[Lease], dict[str, Any]]
+    ) -> None:
         with self.lock:
             current = self.leases.get(key)
             if current is None or current.owner != owner:
                 raise LeaseLost(key)
-            self.leases[key] = replace(current, **changes)
+            self.leases[key] = replace(current, **change(current))
 
     def renew(self, key: str, owner: str) -> None:
-        with self.lock:
-            current = self.leases.get(key)
-        counter = current.counter + 1 if current else 0
-        self._update_owned(key, owner, counter=counter, heartbeat_ms=_now_ms())
+        self._update_owned(
+            key, owner, lambda lease: {"counter": lease.counter + 1, "heartbeat_ms": _now_ms()}
+        )
 
     def set_pending(self, key: str, owner: str, end_sequence: str) -> None:
-        self._update_owned(key, owner, pending_end=end_sequence)
+        self._update_owned(key, owner, lambda lease: {"pending_end": end_sequence})
 
     def checkpoint(self, key: str, owner: str, sequence: str) -> None:
-        changes: dict[str, Any] = {"checkpoint": sequence, "pending_end": None}
-        if sequence == SHARD_END:
-            changes["finished_at_ms"] = _now_ms()
-        self._update_owned(key, owner, **changes)
+        def change(lease: Lease) -> dict[str, Any]:
+            changes: dict[str, Any] = {"checkpoint": sequence, "pending_end": None}
+            if sequence == SHARD_END:
+                changes["finished_at_ms"] = _now_ms()
+            return changes
+
+        self._update_owned(key, owner, change)
 
     def mark_started(self, key: str, owner: str) -> None:
-        with self.lock:
-            current = self.leases.get(key)
-        if current is not None and current.started_at_ms is None:
-            self._update_owned(key, owner, started_at_ms=_now_ms())
+        self._update_owned(
+            key, owner, lambda lease: {"started_at_ms": lease.started_at_ms or _now_ms()}
+        )
 
     def release(self, key: str, owner: str) -> None:
-        with self.lock:
-            current = self.leases.get(key)
-        counter = current.counter + 1 if current else 0
-        self._update_owned(key, owner, owner=None, counter=counter)
+        self._update_owned(key, owner, lambda lease: {"owner": None, "counter": lease.counter + 1})
 
 
 class DynamoLeaseStore:

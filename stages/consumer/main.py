@@ -71,6 +71,15 @@ class Consumer:
         self.last_error: str | None = None
         self._last_sync = -math.inf
         self.tick_interval = min(1.0, settings.lease_duration_seconds / 3)
+        # Read at scrape time, so the gauges are never a tick old.
+        metrics.OWNED_SHARDS.set_function(lambda: len(self.workers))
+        metrics.OPEN_PARTITIONS.set_function(self.open_partitions)
+        metrics.BUFFERED_RECORDS.set_function(
+            lambda: sum(len(w.buffer) for w in list(self.workers.values()))
+        )
+        metrics.OLDEST_UNFLUSHED_AGE.set_function(
+            lambda: max((w.buffer.age() for w in list(self.workers.values())), default=0.0)
+        )
 
     # --- main loop ----------------------------------------------------------------------
     def run(self) -> int:
@@ -101,7 +110,6 @@ class Consumer:
         self.renew_owned()
         self.reap_workers()
         self.acquire(leases, now)
-        self.update_gauges()
 
     # --- shards and leases ----------------------------------------------------------------
     def sync_shards(self) -> None:
@@ -269,19 +277,11 @@ class Consumer:
                     self.store.release(key, self.worker_id)
                 except Exception as exc:
                     log.warning("%s: could not release lease: %s", key, exc)
-        self.update_gauges()
         return 0 if clean else 1
 
     # --- status -------------------------------------------------------------------------
     def open_partitions(self) -> int:
         return sum(len(w.buffer.partitions) for w in list(self.workers.values()))
-
-    def update_gauges(self) -> None:
-        workers = list(self.workers.values())
-        metrics.OWNED_SHARDS.set(len(workers))
-        metrics.OPEN_PARTITIONS.set(sum(len(w.buffer.partitions) for w in workers))
-        metrics.BUFFERED_RECORDS.set(sum(len(w.buffer) for w in workers))
-        metrics.OLDEST_UNFLUSHED_AGE.set(max((w.buffer.age() for w in workers), default=0.0))
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         stale_after = max(3 * self.tick_interval, 5.0)
