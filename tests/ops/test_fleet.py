@@ -12,7 +12,7 @@ import psutil
 
 from stages.common import aws, fleet, resources
 from stages.common.config import Settings
-from tests.ops.conftest import FleetRun, alive
+from tests.ops.support import FleetRun, alive
 from tests.support.processes import start_emulator
 
 STAGE01 = ("emulator", "kinesis-consumer")

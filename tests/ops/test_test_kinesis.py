@@ -1,0 +1,118 @@
+"""01-ingestion/test-kinesis.sh against a fresh emulator and the real consumer process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stages.common import aws
+from stages.common.config import Settings
+from tests.ops.support import clean_env
+from tests.support.processes import ROOT, Process, base_env, free_port, wait_http_ok
+
+SCRIPT = ROOT / "01-ingestion" / "test-kinesis.sh"
+
+
+def run_script(
+    endpoint: str, consumer_port: int, timeout: str = "30"
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(SCRIPT), timeout],
+        env=clean_env(AWS_ENDPOINT_URL=endpoint, CONSUMER_PORT=str(consumer_port)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def consumer_port(endpoint: str, proc_logs: Path) -> Iterator[int]:
+    port = free_port()
+    proc = Process(
+        "consumer",
+        [sys.executable, "-m", "stages.consumer"],
+        base_env(endpoint, CONSUMER_PORT=str(port)),
+        proc_logs,
+    )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/health", proc)
+        yield port
+    finally:
+        proc.stop()
+
+
+def lake_lines(settings: Settings, marker: str) -> list[str]:
+    s3 = aws.client("s3", settings)
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="md-raw-logs"):
+        for obj in page.get("Contents", []):
+            body = s3.get_object(Bucket="md-raw-logs", Key=obj["Key"])["Body"].read().decode()
+            found += [f"{obj['Key']}: {ln}" for ln in body.splitlines() if marker in ln]
+    return found
+
+
+def test_record_reaches_the_lake_exactly_once(
+    endpoint: str, settings: Settings, consumer_port: int
+) -> None:
+    result = run_script(endpoint, consumer_port)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: record" in result.stdout and "exactly once" in result.stdout
+    event_id = result.stdout.split("put event_id=")[1].split()[0]
+    # Checked independently of the script: one line, in the record's own hour partition.
+    lines = lake_lines(settings, event_id)
+    assert len(lines) == 1, lines
+    key = lines[0].split(":", 1)[0]
+    assert key.startswith("service=test-kinesis/year=")
+    hour = key.split("hour=")[1][:2]
+    assert f"hour={hour}/" in result.stdout
+
+
+def test_fails_fast_when_the_consumer_is_not_running(endpoint: str, settings: Settings) -> None:
+    began = time.monotonic()
+    result = run_script(endpoint, free_port())
+    assert result.returncode != 0
+    assert time.monotonic() - began < 10
+    assert "consumer is not running" in result.stderr
+    # Nothing was put on the stream for a consumer that is not there.
+    kinesis = aws.client("kinesis", settings)
+    for shard in kinesis.list_shards(StreamName="stage01-logs-stream")["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName="stage01-logs-stream",
+            ShardId=shard["ShardId"],
+            ShardIteratorType="TRIM_HORIZON",
+        )["ShardIterator"]
+        assert kinesis.get_records(ShardIterator=iterator)["Records"] == []
+
+
+def test_fails_with_a_message_when_the_record_never_arrives(endpoint: str) -> None:
+    # A stand-in that answers /health but consumes nothing: the script must time out, not hang.
+    port = free_port()
+    stub = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(Path(__file__).parent / "health_stub"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/health")
+        result = run_script(endpoint, port, timeout="3")
+    finally:
+        stub.kill()
+        stub.wait()
+    assert result.returncode != 0
+    assert "not in s3://md-raw-logs/service=test-kinesis/" in result.stderr
+    assert "after 3s" in result.stderr
