@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop what ./start.sh started: ./stop.sh [SERVICE...]   (no names = everything)
 # Only processes recorded under RUN_DIR (default .run) whose command line is still ours are
-# signalled: SIGTERM, then SIGKILL after --timeout seconds (default 15).
+# signalled: SIGTERM (the consumer flushes its buffers), then SIGKILL after --timeout seconds
+# (default 40).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 

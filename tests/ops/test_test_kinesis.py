@@ -16,6 +16,17 @@ from tests.ops.support import clean_env
 from tests.support.processes import ROOT, Process, base_env, free_port, wait_http_ok
 
 SCRIPT = ROOT / "01-ingestion" / "test-kinesis.sh"
+# An HTTP server whose every GET is a 200: a "consumer" that is healthy but reads nothing.
+HEALTH_STUB = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Ok(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"status": "healthy"}')
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
+"""
 
 
 def run_script(
@@ -94,16 +105,7 @@ def test_fails_with_a_message_when_the_record_never_arrives(endpoint: str) -> No
     # A stand-in that answers /health but consumes nothing: the script must time out, not hang.
     port = free_port()
     stub = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "http.server",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            str(Path(__file__).parent / "health_stub"),
-        ],
+        [sys.executable, "-c", HEALTH_STUB, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
