@@ -1,0 +1,27 @@
+# One image for every Python service of the pipeline; each compose service picks its module with
+# `command:` (the default runs the Kinesis consumer).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# README.md* : pyproject.toml names it as the long description; the glob keeps the build working
+# in a checkout without it.
+COPY pyproject.toml README.md* ./
+COPY stages ./stages
+RUN pip install . \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
+    && mkdir -p /app/.run && chown app:app /app/.run
+
+# Services write their run files (spools, state) under RUN_DIR; nothing runs as root.
+ENV RUN_DIR=/app/.run
+USER app
+
+EXPOSE 8011
+# The registry knows each service's port and health path; compose overrides the service name.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "stages.common.fleet", "probe", "kinesis-consumer"]
+CMD ["python", "-m", "stages.consumer"]
