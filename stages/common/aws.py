@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlparse
 
@@ -23,7 +25,7 @@ _CLIENT_CONFIG = Config(
 
 def client(service: str, settings: Settings, **overrides: Any) -> Any:
     """A boto3 client for ``service``; ``endpoint_url`` None means real AWS."""
-    session = boto3.session.Session()
+    session = _shared_session()
     kwargs: dict[str, Any] = {
         "region_name": settings.aws_default_region,
         "config": _CLIENT_CONFIG,
@@ -35,7 +37,18 @@ def client(service: str, settings: Settings, **overrides: Any) -> Any:
             kwargs["aws_access_key_id"] = "test"
             kwargs["aws_secret_access_key"] = "test"
     kwargs.update(overrides)
-    return session.client(service, **kwargs)
+    with _session_lock:
+        return session.client(service, **kwargs)
+
+
+_session_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _shared_session() -> boto3.session.Session:
+    """One session per process: its clients share loaded service models (~30 MB fewer than a
+    session per client). Sessions are not thread-safe, so clients are created under a lock."""
+    return boto3.session.Session()
 
 
 def is_local_endpoint(url: str) -> bool:

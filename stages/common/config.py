@@ -50,8 +50,8 @@ class Settings(BaseSettings):
         description="Comma-separated kinds whose streams this consumer reads.",
     )
     consumer_worker_id: str | None = None
-    flush_max_records: int = Field(default=50_000, ge=1)
-    flush_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    flush_max_records: int = Field(default=20_000, ge=1)
+    flush_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     flush_max_age_seconds: float = Field(default=1.0, gt=0)
     max_open_partitions: int = Field(default=512, ge=1)
     compression: Literal["none", "gzip"] = "none"

@@ -174,9 +174,7 @@ class ShardWorker(threading.Thread):
         return reached >= int(self.ending_sequence)
 
     def _pause(self, result: ReadResult) -> None:
-        behind = result.records and (
-            result.millis_behind > 0 or len(result.records) >= self.config.get_records_limit
-        )
+        behind = result.records and (result.millis_behind > 0 or result.limit_reached)
         if behind:
             return
         wait = self.config.poll_interval

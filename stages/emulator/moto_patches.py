@@ -7,6 +7,8 @@ guarantees depend on it. Applied once, in the emulator process only.
 - Finding the last sequence number built a list of every key (O(n) per put), and GetRecords
   scanned the shard from its first record on every call; both made the emulator quadratic in the
   number of records. Sequence numbers in moto are consecutive integers, so both become lookups.
+- GetRecords returned everything up to ``Limit`` however large; Kinesis stops at 10 MiB per call,
+  and consumers size their memory by that.
 - After ``SplitShard`` moto re-puts the parent's records and keeps routing new records by hash
   range over *all* shards, so they land in the closed parent again. Real Kinesis keeps the
   parent's records in the parent and routes new records to the open children only.
@@ -20,6 +22,7 @@ from typing import Any
 from moto.kinesis import models
 
 _write_lock = threading.RLock()
+_MAX_GET_BYTES = 10 * 1024 * 1024
 _applied = False
 
 
@@ -50,11 +53,14 @@ def _get_records(
     position = int(last_sequence_id)
     newest = _max_sequence_number(self)
     results: list[models.Record] = []
+    size = 0
     seq = max(position + 1, _min_sequence_number(self))
-    while seq <= newest and (limit is None or len(results) < limit):
+    while seq <= newest and (limit is None or len(results) < limit) and size < _MAX_GET_BYTES:
         record = self.records.get(seq)
         if record is not None:
             results.append(record)
+            # moto keeps the data base64-encoded: 3 bytes for every 4 characters.
+            size += len(record.data) * 3 // 4 + len(record.partition_key)
             position = seq
         seq += 1
     millis_behind = 0

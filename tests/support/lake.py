@@ -71,8 +71,17 @@ def put_aggregated(
                 agg.add_user_record(key, orjson.dumps(record))
             pk, _ehk, data = agg.clear_and_get().get_contents()
             entries.append({"Data": data, "PartitionKey": pk})
-    for start in range(0, len(entries), 100):
-        _put_all(kinesis, stream, entries[start : start + 100])
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for entry in entries:
+        # Stay inside PutRecords' 500-entry / 5 MiB limits.
+        if batch and (len(batch) == 500 or size + len(entry["Data"]) > 4_500_000):
+            _put_all(kinesis, stream, batch)
+            batch, size = [], 0
+        batch.append(entry)
+        size += len(entry["Data"])
+    if batch:
+        _put_all(kinesis, stream, batch)
     return len(entries)
 
 
