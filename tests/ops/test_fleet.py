@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -203,3 +205,45 @@ def test_probe_reports_health(fleet_run: FleetRun) -> None:
     assert fleet_run.cli("probe", "emulator").returncode == 1
     assert fleet_run.cli("start", "emulator").returncode == 0
     assert fleet_run.cli("probe", "localstack").returncode == 0
+
+
+# A process whose command line looks like the emulator's (`-m stages.emulator` in its argv) but
+# that ignores SIGTERM, as a wedged service would.
+STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+    "-m",
+    "stages.emulator",
+)
+
+
+def test_stop_escalates_to_sigkill(fleet_run: FleetRun) -> None:
+    stubborn = subprocess.Popen([sys.executable, "-c", *STUBBORN])
+    try:
+        fleet_run.run_dir.mkdir(parents=True)
+        time.sleep(0.2)  # the handler is installed before stop signals it
+        (fleet_run.run_dir / "emulator.pid").write_text(f"{stubborn.pid}\n")
+        result = fleet_run.cli("stop", "--timeout", "1")
+        assert result.returncode == 0, result.stdout
+        assert "emulator: still running after 1s, sending SIGKILL" in result.stdout
+        assert stubborn.wait(5) == -signal.SIGKILL
+        assert not (fleet_run.run_dir / "emulator.pid").exists()
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+
+
+def test_a_recycled_pid_is_not_signalled(fleet_run: FleetRun) -> None:
+    # Same command line, but the process is younger than the pid file: the pid was reused.
+    lookalike = subprocess.Popen([sys.executable, "-c", *STUBBORN])
+    try:
+        fleet_run.run_dir.mkdir(parents=True)
+        pid_file = fleet_run.run_dir / "emulator.pid"
+        pid_file.write_text(f"{lookalike.pid}\n")
+        an_hour_ago = time.time() - 3600
+        os.utime(pid_file, (an_hour_ago, an_hour_ago))
+        assert fleet_run.cli("stop", "--timeout", "1").returncode == 0
+        assert lookalike.poll() is None
+        assert not pid_file.exists()
+    finally:
+        lookalike.kill()
+        lookalike.wait()
