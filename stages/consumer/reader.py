@@ -113,7 +113,8 @@ class ShardReader:
         self.position = checkpoint
         self._iterator: str | None = None
         self._closed = False
-        self._avg_record_bytes = 1024.0  # running estimate, sizes the next call's Limit
+        # Sizes the next call's Limit; starts at Kinesis' largest record so the first call is small.
+        self._avg_record_bytes = 1024.0 * 1024
 
     def _next_limit(self) -> int:
         return max(1, min(self.limit, int(TARGET_BYTES_PER_READ / self._avg_record_bytes)))
@@ -175,8 +176,7 @@ class ShardReader:
             )
         if records:
             self.position = records[-1].sequence
-            mean = sum(r.size for r in records) / len(records)
-            self._avg_record_bytes = 0.5 * self._avg_record_bytes + 0.5 * max(mean, 1.0)
+            self._avg_record_bytes = max(sum(r.size for r in records) / len(records), 1.0)
         self._iterator = resp.get("NextShardIterator")
         if self._iterator is None:
             self._closed = True
