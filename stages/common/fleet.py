@@ -394,19 +394,22 @@ class Fleet:
                     self.provision(timeout)
                     provisioned = True
                 spawned: dict[str, subprocess.Popen[bytes]] = {}
-                failures: dict[str, str] = {}
+                blocked: dict[str, str] = {}
                 for svc in to_spawn:
                     blocker = self.port_conflict(svc)
                     if blocker:
-                        failures[svc.name] = blocker
+                        blocked[svc.name] = blocker
                     else:
                         spawned[svc.name] = self.spawn(svc)
                         started.append(svc)
-                healthy = [svc for svc in group if svc.name not in failures]
-                failures.update(self.wait_healthy(healthy, spawned, timeout))
+                waited = [svc for svc in group if svc.name not in blocked]
+                failures = blocked | self.wait_healthy(waited, spawned, timeout)
                 if failures:
                     for name, why in failures.items():
-                        self.report_failure(BY_NAME[name], spawned.get(name), why)
+                        # A blocked service never ran: its log is an older run's.
+                        self.report_failure(
+                            BY_NAME[name], spawned.get(name), why, show_log=name not in blocked
+                        )
                     left = [s.name for s in started if s.name not in failures]
                     if left:
                         _say(f"left running: {', '.join(left)} (./stop.sh stops them)")
@@ -511,14 +514,16 @@ class Fleet:
                 time.sleep(0.1)
         return failures
 
-    def report_failure(self, svc: Service, popen: subprocess.Popen[bytes] | None, why: str) -> None:
+    def report_failure(
+        self, svc: Service, popen: subprocess.Popen[bytes] | None, why: str, *, show_log: bool
+    ) -> None:
         if popen is not None:
             if popen.poll() is None:
                 # Half-started services are stopped, so a retry starts from a clean state.
                 self._terminate([(svc, psutil.Process(popen.pid))], DEFAULT_STOP_TIMEOUT)
             self.pid_file(svc).unlink(missing_ok=True)
         _say(f"\n{svc.name}: FAILED to start: {why}")
-        if popen is not None or self.log_file(svc).exists():
+        if show_log:
             _say(f"--- last lines of {self.log_file(svc)} ---\n{tail(self.log_file(svc))}\n---")
 
     def print_urls(self, services: Iterable[Service]) -> None:

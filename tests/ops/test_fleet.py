@@ -143,6 +143,8 @@ def test_stop_never_signals_a_pid_that_is_not_ours(fleet_run: FleetRun) -> None:
 
 
 def test_port_already_taken_is_reported(fleet_run: FleetRun) -> None:
+    (fleet_run.run_dir / "logs").mkdir(parents=True)
+    (fleet_run.run_dir / "logs" / "emulator.log").write_text("an earlier run's log\n")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", fleet_run.emulator_port))
         squatter.listen()
@@ -150,6 +152,7 @@ def test_port_already_taken_is_reported(fleet_run: FleetRun) -> None:
     assert result.returncode == 1
     assert f"127.0.0.1:{fleet_run.emulator_port} is already in use" in result.stdout
     assert "EMULATOR_PORT" in result.stdout
+    assert "an earlier run's log" not in result.stdout  # nothing ran, so no log is shown
     assert not (fleet_run.run_dir / "emulator.pid").exists()
 
 
