@@ -245,9 +245,9 @@ def port_in_use(host: str, port: int) -> bool:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return True
-            raise
+            # Anything else (an address this host does not have, ...) is the service's own
+            # start-up error to report, with its log.
+            return exc.errno == errno.EADDRINUSE
     return False
 
 
