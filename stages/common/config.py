@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     get_records_limit: int = Field(default=10_000, ge=1, le=10_000)
     lease_duration_seconds: float = Field(default=10.0, gt=0)
     shard_sync_interval_seconds: float = Field(default=5.0, gt=0)
-    s3_max_backoff_seconds: float = Field(default=5.0, gt=0)
+    consumer_max_backoff_seconds: float = Field(default=5.0, gt=0)
 
     # --- Kinesis producer -----------------------------------------------------------------
     producer_aggregate: bool = True

@@ -241,7 +241,7 @@ class Consumer:
             limits=self.limits,
             get_records_limit=self.settings.get_records_limit,
             poll_interval=self.settings.poll_interval_seconds,
-            max_backoff=self.settings.s3_max_backoff_seconds,
+            max_backoff=self.settings.consumer_max_backoff_seconds,
         )
         worker = ShardWorker(
             lease,
