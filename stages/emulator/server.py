@@ -59,11 +59,18 @@ class HealthMiddleware:
         return self.app(environ, start_response)
 
 
+class KeepAliveRequestHandler(MotoRequestHandler):
+    """HTTP/1.1, so clients keep their connections: with moto's default HTTP/1.0 every AWS call
+    opened a new TCP connection, a large share of the emulator's and its clients' CPU."""
+
+    protocol_version = "HTTP/1.1"
+
+
 def serve(host: str, port: int, *, provision: bool) -> None:
     moto_patches.apply()
     ready = threading.Event()
     app = HealthMiddleware(DomainDispatcherApplication(create_backend_app), ready)
-    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(host, port, app, threaded=True, request_handler=KeepAliveRequestHandler)
     bound_port = server.server_address[1]
     endpoint = f"http://{host}:{bound_port}"
     log.info("emulator listening on %s", endpoint)
