@@ -12,8 +12,8 @@ from botocore.config import Config
 
 from stages.common.config import Settings
 
-# Retries are ours to make (counted, with the backoff the data path needs), so botocore's own
-# retry loop is kept short: it would otherwise hide throttling from our counters.
+# botocore retries a little for the control plane; the data path (producer, consumer) passes
+# retries=False and makes every retry itself, so each one is counted by cause.
 _CLIENT_CONFIG = Config(
     retries={"max_attempts": 2, "mode": "standard"},
     connect_timeout=5,
@@ -23,12 +23,15 @@ _CLIENT_CONFIG = Config(
 )
 
 
-def client(service: str, settings: Settings, **overrides: Any) -> Any:
+_NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
+
+
+def client(service: str, settings: Settings, *, retries: bool = True, **overrides: Any) -> Any:
     """A boto3 client for ``service``; ``endpoint_url`` None means real AWS."""
     session = _shared_session()
     kwargs: dict[str, Any] = {
         "region_name": settings.aws_default_region,
-        "config": _CLIENT_CONFIG,
+        "config": _CLIENT_CONFIG if retries else _CLIENT_CONFIG.merge(_NO_RETRIES),
     }
     if settings.aws_endpoint_url:
         kwargs["endpoint_url"] = settings.aws_endpoint_url

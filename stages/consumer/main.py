@@ -337,9 +337,11 @@ def main() -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     consumer = Consumer(
         settings,
-        kinesis=aws.client("kinesis", settings),
-        s3=aws.client("s3", settings),
-        store=DynamoLeaseStore(aws.client("dynamodb", settings), settings.lease_table),
+        kinesis=aws.client("kinesis", settings, retries=False),
+        s3=aws.client("s3", settings, retries=False),
+        store=DynamoLeaseStore(
+            aws.client("dynamodb", settings, retries=False), settings.lease_table
+        ),
         worker_id=settings.consumer_worker_id or default_worker_id(),
         streams=resources.consumer_streams(settings),
     )
