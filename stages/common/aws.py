@@ -23,16 +23,28 @@ _CLIENT_CONFIG = Config(
 )
 
 
-_NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
+# total_max_attempts counts the first call too; max_attempts=1 would still allow one retry.
+_NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
 
-def client(service: str, settings: Settings, *, retries: bool = True, **overrides: Any) -> Any:
-    """A boto3 client for ``service``; ``endpoint_url`` None means real AWS."""
+def client(
+    service: str,
+    settings: Settings,
+    *,
+    retries: bool = True,
+    config: Config | None = None,
+    **overrides: Any,
+) -> Any:
+    """A boto3 client for ``service``; ``endpoint_url`` None means real AWS.
+
+    ``retries=False`` turns botocore's retries off for callers that retry (and count) themselves;
+    ``config`` is merged over the defaults.
+    """
     session = _shared_session()
-    kwargs: dict[str, Any] = {
-        "region_name": settings.aws_default_region,
-        "config": _CLIENT_CONFIG if retries else _CLIENT_CONFIG.merge(_NO_RETRIES),
-    }
+    merged = _CLIENT_CONFIG if retries else _CLIENT_CONFIG.merge(_NO_RETRIES)
+    if config is not None:
+        merged = merged.merge(config)
+    kwargs: dict[str, Any] = {"region_name": settings.aws_default_region, "config": merged}
     if settings.aws_endpoint_url:
         kwargs["endpoint_url"] = settings.aws_endpoint_url
         if is_local_endpoint(settings.aws_endpoint_url) and session.get_credentials() is None:

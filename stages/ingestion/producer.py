@@ -426,13 +426,9 @@ class _Lane:
         self.retired = False
 
 
-def _producer_client_config() -> Config:
-    # Retries are ours (only the failed entries, counted); botocore's own loop would re-send whole
-    # calls and hide throttling. Parameter validation walks every entry of every call in Python;
-    # the entries are built here and the service validates them anyway.
-    return aws._CLIENT_CONFIG.merge(
-        Config(retries={"total_max_attempts": 1, "mode": "standard"}, parameter_validation=False)
-    )
+# Parameter validation walks every entry of every call in Python; the entries are built here and
+# the service validates them anyway.
+_PRODUCER_CLIENT_CONFIG = Config(parameter_validation=False)
 
 
 def _resolve(
@@ -494,7 +490,9 @@ class KinesisProducer:
     ) -> None:
         settings = settings or get_settings()
         self.stream_name = stream_name
-        self._client = client or aws.client("kinesis", settings, config=_producer_client_config())
+        self._client = client or aws.client(
+            "kinesis", settings, retries=False, config=_PRODUCER_CLIENT_CONFIG
+        )
         self._aggregate = settings.producer_aggregate if aggregate is None else aggregate
         self._linger = (settings.producer_linger_ms if linger_ms is None else linger_ms) / 1000
         self._max_in_flight = (
