@@ -244,6 +244,9 @@ def test_partial_failures_and_throttling_lose_and_duplicate_nothing(
     proxy: FaultProxy, kinesis: Any, aggregate: bool
 ) -> None:
     proxy.configure(putrecords_partial=0.25, putrecords_throttle=0.25)
+    # A run may need only a few calls; force some of each fault so both paths always run.
+    proxy.inject_next("putrecords_throttle", 2)
+    proxy.inject_next("putrecords_partial", 1)
     records = make_records(3000 if aggregate else 1500)
     with producer_for(
         proxy.url,
