@@ -49,31 +49,73 @@ def test_age_flush_happens_without_new_data(
         consumer.stop()
 
 
-def test_count_and_size_limits_cut_objects(
+def _objects(lines) -> dict[str, list[dict]]:
+    per_object: dict[str, list[dict]] = {}
+    for line in lines:
+        per_object.setdefault(line.key, []).append(line.record)
+    return per_object
+
+
+def test_count_limit_cuts_objects(endpoint: str, settings: Settings, proc_logs: Path) -> None:
+    kinesis = aws.client("kinesis", settings)
+    s3 = aws.client("s3", settings)
+    consumer = ConsumerProcess(
+        endpoint, proc_logs, FLUSH_MAX_AGE_SECONDS="600", FLUSH_MAX_RECORDS="100"
+    )
+    try:
+        consumer.wait_healthy()
+        # One service and hour: every record on one shard and in one partition.
+        sent = [make_record(i, services=["api-gateway"], hours=1) for i in range(1_000)]
+        put_plain(kinesis, LOGS, sent)
+        lines = wait_for_lines(s3, "md-raw-logs", len(sent), timeout=30, proc=consumer)
+        assert_exactly_once(lines, sent)
+        assert max(len(records) for records in _objects(lines).values()) <= 100
+        assert consumer.metric("consumer_flushes_total", reason="count") >= 10
+    finally:
+        consumer.stop()
+
+
+def test_size_limit_cuts_objects(endpoint: str, settings: Settings, proc_logs: Path) -> None:
+    kinesis = aws.client("kinesis", settings)
+    s3 = aws.client("s3", settings)
+    limit = 20_000
+    consumer = ConsumerProcess(
+        endpoint, proc_logs, FLUSH_MAX_AGE_SECONDS="5", FLUSH_MAX_BYTES=str(limit)
+    )
+    try:
+        consumer.wait_healthy()
+        sent = [make_record(i, services=["api-gateway"], hours=1) for i in range(1_000)]
+        put_plain(kinesis, LOGS, sent)
+        lines = wait_for_lines(s3, "md-raw-logs", len(sent), timeout=30, proc=consumer)
+        assert_exactly_once(lines, sent)
+        biggest = max(
+            s3.head_object(Bucket="md-raw-logs", Key=key)["ContentLength"]
+            for key in _objects(lines)
+        )
+        # A flush starts once the limit is reached, so an object holds at most one record more
+        # (the last, smaller object is the tail, flushed by age).
+        assert limit <= biggest < limit + 400
+        assert consumer.metric("consumer_flushes_total", reason="size") >= 10
+    finally:
+        consumer.stop()
+
+
+def test_too_many_open_partitions_force_a_flush(
     endpoint: str, settings: Settings, proc_logs: Path
 ) -> None:
     kinesis = aws.client("kinesis", settings)
     s3 = aws.client("s3", settings)
     consumer = ConsumerProcess(
-        endpoint,
-        proc_logs,
-        FLUSH_MAX_AGE_SECONDS="600",
-        FLUSH_MAX_RECORDS="100",
-        CONSUMER_STREAMS="logs",
-        LOGS_STREAM_SHARDS="2",
+        endpoint, proc_logs, FLUSH_MAX_AGE_SECONDS="5", MAX_OPEN_PARTITIONS="4"
     )
     try:
         consumer.wait_healthy()
-        # One service: every record on one shard and in one partition per hour.
-        sent = [make_record(i, services=["api-gateway"], hours=1) for i in range(1_000)]
+        sent = [make_record(i) for i in range(500)]  # 5 services x 4 hours = 20 partitions
         put_plain(kinesis, LOGS, sent)
         lines = wait_for_lines(s3, "md-raw-logs", len(sent), timeout=30, proc=consumer)
         assert_exactly_once(lines, sent)
-        per_object: dict[str, int] = {}
-        for line in lines:
-            per_object[line.key] = per_object.get(line.key, 0) + 1
-        assert max(per_object.values()) <= 100
-        assert consumer.metric("consumer_flushes_total", reason="count") >= 10
+        assert consumer.metric("consumer_flushes_total", reason="open_partitions") >= 1
+        assert consumer.metric("consumer_open_partitions") <= 4
     finally:
         consumer.stop()
 
