@@ -42,6 +42,27 @@ class Settings(BaseSettings):
     run_dir: Path = Path(".run")
     log_level: str = "INFO"
 
+    # --- Stage 00 services (bind address and port each; peers are reached at these) -------
+    orchestrator_host: str = "127.0.0.1"
+    orchestrator_port: int = Field(default=8000, ge=0, le=65535)
+    patterns_host: str = "127.0.0.1"
+    patterns_port: int = Field(default=8001, ge=0, le=65535)
+    synthesis_host: str = "127.0.0.1"
+    synthesis_port: int = Field(default=8002, ge=0, le=65535)
+    state_host: str = "127.0.0.1"
+    state_port: int = Field(default=8003, ge=0, le=65535)
+    ingestion_host: str = "127.0.0.1"
+    ingestion_port: int = Field(default=8004, ge=0, le=65535)
+    consolidation_host: str = "127.0.0.1"
+    consolidation_port: int = Field(default=8005, ge=0, le=65535)
+    data_dir: Path = Field(
+        default=Path(".run/data"),
+        description="Category files, ingestion spool, consolidated OTLP files, state database.",
+    )
+    control_token: str | None = Field(
+        default=None, description="When set, mutating endpoints need 'Authorization: Bearer <it>'."
+    )
+
     # --- Kinesis consumer -----------------------------------------------------------------
     consumer_host: str = "127.0.0.1"
     consumer_port: int = Field(default=8011, ge=0, le=65535)
@@ -71,6 +92,13 @@ class Settings(BaseSettings):
     @property
     def emulator_url(self) -> str:
         return f"http://{self.emulator_host}:{self.emulator_port}"
+
+    def service_url(self, prefix: str) -> str:
+        """Base URL of a Stage 00 service by settings prefix (``"state"``, ``"ingestion"``...)."""
+        host = getattr(self, f"{prefix}_host")
+        if host in {"0.0.0.0", "::"}:
+            host = "127.0.0.1"
+        return f"http://{host}:{getattr(self, f'{prefix}_port')}"
 
 
 @lru_cache

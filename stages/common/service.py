@@ -1,40 +1,81 @@
-"""Plumbing every HTTP service shares: /health, Prometheus /metrics, /docs, and serving.
+"""Plumbing every HTTP service shares: /health, Prometheus /metrics, /docs, error handling,
+the control token, a small status page at /, logging, and serving.
 
-A service supplies its routers and a ``health`` callable; this module turns that into a FastAPI
-app, so health and metrics look the same on every port.
+A service supplies its routers, a ``health`` callable and (optionally) a ``status`` callable
+with the counters its status page shows; this module turns that into a FastAPI app, so health,
+metrics, errors and the status page look the same on every port.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, FastAPI, Header
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
 import stages
+from stages.common.config import Settings, get_settings
+from stages.common.errors import Unauthorized, install_error_handlers
 
 # The *_created timestamps double every series and no dashboard of ours reads them.
 disable_created_metrics()
 
 # (healthy, details). Details are merged into the /health body, so they must be JSON-able.
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+# Counters for the status page: name -> value (rendered as text, never as HTML).
+StatusCounters = Callable[[], dict[str, Any]]
+
+_templates = Environment(
+    loader=PackageLoader("stages.common", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+def require_control_token(
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    """Dependency for mutating endpoints: with CONTROL_TOKEN set, a matching bearer token."""
+    token = get_settings().control_token
+    if not token:
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+        raise Unauthorized(
+            "this endpoint needs 'Authorization: Bearer <CONTROL_TOKEN>'",
+        )
+
+
+ControlToken = Annotated[None, Depends(require_control_token)]
 
 
 def create_service_app(
     name: str,
     *,
     health: HealthCheck | None = None,
+    status: StatusCounters | None = None,
     routers: Sequence[APIRouter] = (),
     lifespan: Any = None,
     description: str = "",
+    status_page: bool = True,
 ) -> FastAPI:
     app = FastAPI(
         title=name, version=stages.__version__, description=description, lifespan=lifespan
     )
+    install_error_handlers(app)
 
     @app.get("/health", tags=["ops"], summary="Liveness and readiness of the service")
     def get_health() -> JSONResponse:
@@ -46,9 +87,24 @@ def create_service_app(
     def get_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    if status_page:
+
+        @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+        def get_status_page() -> HTMLResponse:
+            counters = status() if status is not None else {}
+            html = _templates.get_template("status.html").render(
+                name=name, version=stages.__version__, counters=counters
+            )
+            return HTMLResponse(html)
+
     for router in routers:
         app.include_router(router)
     return app
+
+
+def run_service(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` in the foreground (the ``python -m stages.<service>`` entry points)."""
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 def serve_in_thread(app: FastAPI, host: str, port: int) -> uvicorn.Server:

@@ -1,0 +1,135 @@
+"""The canonical record: one flat shape for logs, metrics and APM spans (SPEC section 4).
+
+Every service that makes, checks or stores records uses this model: synthesis builds records
+with it, the Ingestion Interface validates incoming batches against it, and the lake's schema is
+its JSON form. Type-specific fields live under ``attributes`` so each kind has one stable
+top-level schema.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Kind = Literal["log", "metric", "apm"]
+Level = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+
+# A service name becomes a Hive partition value: lower-case words joined by dashes.
+SERVICE_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+ShortText = Annotated[str, Field(max_length=256)]
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and a Z, the only form records carry."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class Record(BaseModel):
+    """One telemetry record. Unknown top-level fields are refused: they belong in attributes."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    event_id: str = Field(default_factory=new_event_id, min_length=8, max_length=64)
+    timestamp: str = Field(
+        description="RFC 3339 UTC with milliseconds, e.g. 2025-11-09T13:24:33.120Z"
+    )
+    kind: Kind
+    service: str = Field(pattern=SERVICE_PATTERN)
+    host: ShortText | None = None
+    level: Level | None = None
+    message: str | None = Field(default=None, max_length=32_768)
+    log_type: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{1,63}$")
+    category: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{1,63}$")
+    source: ShortText | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    # metric
+    metric_name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_.]{1,127}$")
+    value: float | None = None
+    unit: ShortText | None = None
+    # apm
+    name: ShortText | None = None
+    duration_ms: float | None = Field(default=None, ge=0)
+    status: Literal["OK", "ERROR", "UNSET"] | None = None
+    # ground truth
+    anomaly_score: float = Field(default=0.0, ge=0, le=100)
+    is_anomaly: bool = False
+    scenario_id: str | None = Field(default=None, max_length=128)
+    anomaly_type: str | None = Field(default=None, max_length=64)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc_rfc3339(cls, value: str) -> str:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError("timestamp must be RFC 3339, e.g. 2025-11-09T13:24:33.120Z") from exc
+        if parsed.tzinfo is None:
+            raise ValueError("timestamp needs a time zone (use Z for UTC)")
+        return format_timestamp(parsed)
+
+    @field_validator("trace_id")
+    @classmethod
+    def _trace_id(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX32.match(value):
+            raise ValueError("trace_id must be 32 lower-case hex characters")
+        return value
+
+    @field_validator("span_id", "parent_span_id")
+    @classmethod
+    def _span_id(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX16.match(value):
+            raise ValueError("span ids must be 16 lower-case hex characters")
+        return value
+
+    @field_validator("attributes")
+    @classmethod
+    def _flat_attributes(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > 64:
+            raise ValueError("at most 64 attributes")
+        for key, item in value.items():
+            if len(key) > 128:
+                raise ValueError(f"attribute name too long: {key[:40]}...")
+            if not isinstance(item, str | int | float | bool) and item is not None:
+                raise ValueError(f"attribute {key!r} must be a string, number, boolean or null")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Record:
+        if self.kind == "log":
+            missing = [f for f in ("level", "message") if getattr(self, f) is None]
+        elif self.kind == "metric":
+            missing = [f for f in ("metric_name", "value", "unit") if getattr(self, f) is None]
+        else:
+            missing = [
+                f
+                for f in ("trace_id", "span_id", "name", "duration_ms", "status")
+                if getattr(self, f) is None
+            ]
+        if missing:
+            raise ValueError(f"a {self.kind} record needs {', '.join(missing)}")
+        if self.is_anomaly and not self.anomaly_type:
+            raise ValueError("an anomalous record names its anomaly_type")
+        return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The wire and lake form: None fields of other kinds are left out."""
+        return self.model_dump(exclude_none=True) | {
+            "is_anomaly": self.is_anomaly,
+            "scenario_id": self.scenario_id,
+            "anomaly_type": self.anomaly_type,
+        }

@@ -1,0 +1,47 @@
+import pytest
+from pydantic import ValidationError
+
+from stages.common.records import Record
+
+LOG = {
+    "timestamp": "2025-11-09T13:24:33.120Z",
+    "kind": "log",
+    "service": "api-gateway",
+    "level": "INFO",
+    "message": "Request processed",
+}
+
+
+def test_a_canonical_log_record_validates_and_keeps_ground_truth_fields() -> None:
+    record = Record.model_validate(LOG)
+    body = record.to_json_dict()
+    assert body["service"] == "api-gateway" and len(body["event_id"]) == 32
+    assert body["is_anomaly"] is False and body["scenario_id"] is None
+
+
+def test_timestamps_are_normalised_to_utc_milliseconds() -> None:
+    record = Record.model_validate(LOG | {"timestamp": "2025-11-09T15:24:33.1234+02:00"})
+    assert record.timestamp == "2025-11-09T13:24:33.123Z"
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"kind": "metric"}, "metric_name"),
+        ({"kind": "apm"}, "trace_id"),
+        ({"service": "../../etc"}, "service"),
+        ({"service": "API Gateway"}, "service"),
+        ({"timestamp": "yesterday"}, "RFC 3339"),
+        ({"timestamp": "2025-11-09T13:24:33"}, "time zone"),
+        ({"trace_id": "xyz"}, "trace_id"),
+        ({"anomaly_score": 101}, "anomaly_score"),
+        ({"is_anomaly": True}, "anomaly_type"),
+        ({"surprise": 1}, "surprise"),
+        ({"attributes": {"nested": {"a": 1}}}, "nested"),
+        ({"log_type": "../../etc/x"}, "log_type"),
+    ],
+)
+def test_invalid_records_are_refused_with_the_reason(change: dict, problem: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        Record.model_validate(LOG | change)
+    assert problem in str(exc.value)
