@@ -89,6 +89,21 @@ class Settings(BaseSettings):
     producer_max_backoff_seconds: float = Field(default=5.0, gt=0)
     producer_max_retries: int = Field(default=10, ge=0)
 
+    # --- Ingestion Interface ----------------------------------------------------------------
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Disk the ingestion spool may use while Kinesis is down; beyond it: 503.",
+    )
+    ingest_kinesis_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    consolidation_queue_size: int = Field(default=1000, ge=1, le=100_000)
+
+    # --- Log Consolidation ------------------------------------------------------------------
+    deployment_environment: str = "local"
+    consolidated_file_max_bytes: int = Field(default=16 * 1024 * 1024, ge=4096)
+    consolidated_max_files: int = Field(default=20, ge=1, le=10_000)
+    consolidation_recent_records: int = Field(default=50_000, ge=100, le=1_000_000)
+
     @property
     def emulator_url(self) -> str:
         return f"http://{self.emulator_host}:{self.emulator_port}"
