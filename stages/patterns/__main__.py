@@ -1,0 +1,3 @@
+from stages.patterns.app import main
+
+main()
