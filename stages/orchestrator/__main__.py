@@ -1,0 +1,3 @@
+from stages.orchestrator.app import main
+
+main()

@@ -1,0 +1,323 @@
+"""Continuous generation: one background thread producing ``logs_per_interval`` records every
+``interval_seconds`` through Log Synthesis, folding open anomaly windows into its records.
+
+Ticks follow a monotonic schedule. When a synthesis call takes longer than the interval, the
+missed ticks are produced by the next calls, at most ``MAX_CATCHUP_TICKS`` at a time; a backlog
+beyond ``MAX_BACKLOG_TICKS`` is dropped, counted as skipped records and reported. The generator
+counts as falling behind (``can_keep_up`` false) while it is more than ``BEHIND_SECONDS`` (or two
+intervals) behind schedule, and for ``BEHIND_MEMORY_SECONDS`` after.
+
+With a seed, tick n's synthesis requests and random anomaly choices depend only on the seed and
+n, so the same request produces the same sequence of synthesis calls (timestamps aside).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from stages.common.records import format_timestamp
+from stages.orchestrator import metrics
+from stages.orchestrator.catalogue import Scenario
+from stages.orchestrator.errors import GeneratorAlreadyRunning
+from stages.orchestrator.ground_truth import GroundTruth, Window
+from stages.orchestrator.pacing import RateMeter, Schedule
+from stages.orchestrator.peers import (
+    AnomalyContext,
+    SynthesisClient,
+    SynthesisRequest,
+    derive_seed,
+    split_count,
+)
+from stages.orchestrator.production import Tally, produce
+
+MAX_CATCHUP_TICKS = 10
+MAX_BACKLOG_TICKS = 100
+BEHIND_SECONDS = 1.0
+BEHIND_MEMORY_SECONDS = 10.0
+STOP_JOIN_SECONDS = 30.0
+# Windows the generator folds into its records; execution windows are produced by executions.
+FOLDED_SOURCES = ("continuous", "trigger")
+
+# (scenario, intensity, duration, source, rng) -> the opened window
+AnomalyStarter = Callable[[Scenario, float, float, str, random.Random], Window]
+
+
+@dataclass(frozen=True)
+class ContinuousConfig:
+    interval_seconds: float
+    logs_per_interval: int
+    duration_seconds: float | None = None
+    anomaly_rate: float = 0.0
+    seed: int | None = None
+    services: tuple[str, ...] | None = None
+    log_types: tuple[str, ...] | None = None
+
+    @property
+    def requested_rate(self) -> float:
+        return self.logs_per_interval / self.interval_seconds
+
+    @property
+    def total_ticks(self) -> int | None:
+        if self.duration_seconds is None:
+            return None
+        # A tick due exactly at the end belongs to the next run, not this one.
+        return max(1, -int(-self.duration_seconds // self.interval_seconds))
+
+
+def anomalous_share(intensity: float) -> float:
+    """Share of a window's records that carry the anomaly: 10 % at intensity 0, 50 % at 100."""
+    return round(0.1 + 0.4 * intensity / 100, 3)
+
+
+def context_for(window: Window) -> AnomalyContext:
+    return AnomalyContext(
+        anomaly_type=window.anomaly_type,
+        scenario_id=window.scenario_id,
+        intensity=window.intensity,
+        window_start=window.start,
+        window_end=window.planned_end,
+        target_service=window.services[0] if window.services else None,
+        target_entity=window.target_entity,
+    )
+
+
+def plan_requests(
+    config: ContinuousConfig,
+    tick: int,
+    ticks: int,
+    timestamp: datetime,
+    windows: Sequence[Window],
+) -> list[SynthesisRequest]:
+    """The synthesis calls for ``ticks`` ticks starting at ``tick``: the records are split
+    evenly between the open windows (or all normal when none is open)."""
+    count = ticks * config.logs_per_interval
+    parts: list[tuple[Window | None, int]] = [(None, count)]
+    if windows:
+        share, extra = divmod(count, len(windows))
+        parts = [(w, share + (1 if i < extra else 0)) for i, w in enumerate(windows)]
+    requests = []
+    for part, (window, part_count) in enumerate(parts):
+        for chunk, chunk_count in enumerate(split_count(part_count)):
+            seed = None if config.seed is None else derive_seed(config.seed, tick, part, chunk)
+            requests.append(
+                SynthesisRequest(
+                    count=chunk_count,
+                    seed=seed,
+                    timestamp=timestamp,
+                    spread_seconds=ticks * config.interval_seconds,
+                    services=config.services,
+                    log_types=config.log_types,
+                    anomaly=context_for(window) if window else None,
+                    anomalous_share=anomalous_share(window.intensity) if window else None,
+                )
+            )
+    return requests
+
+
+@dataclass
+class ContinuousRun:
+    config: ContinuousConfig
+    started_at: datetime
+    start_mono: float
+    rng: random.Random
+    stop: threading.Event = field(default_factory=threading.Event)
+    tally: Tally = field(default_factory=Tally)
+    meter: RateMeter = field(default_factory=RateMeter)
+    ended_mono: float | None = None
+    ticks: int = 0
+    backlog_ticks: int = 0
+    max_backlog_ticks: int = 0
+    ticks_skipped: int = 0
+    records_skipped: int = 0
+    last_behind_mono: float | None = None
+    anomalies_started: int = 0
+    windows_opened: list[str] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.ended_mono is None
+
+    def elapsed(self, now: float) -> float:
+        return (self.ended_mono or now) - self.start_mono
+
+    def can_keep_up(self, now: float) -> bool:
+        if self.last_behind_mono is None:
+            return True
+        return self.running and now - self.last_behind_mono > BEHIND_MEMORY_SECONDS
+
+
+class ContinuousGenerator:
+    """At most one run at a time; ``start`` while one runs is a GeneratorAlreadyRunning."""
+
+    def __init__(
+        self,
+        synthesis: SynthesisClient,
+        ground_truth: GroundTruth,
+        scenarios: Sequence[Scenario],
+        start_anomaly: AnomalyStarter,
+    ) -> None:
+        self._synthesis = synthesis
+        self._ground_truth = ground_truth
+        self._scenarios = sorted(scenarios, key=lambda s: s.id)
+        self._start_anomaly = start_anomaly
+        self._lock = threading.Lock()
+        self._run: ContinuousRun | None = None
+
+    @property
+    def running(self) -> bool:
+        run = self._run
+        return run is not None and run.running
+
+    def start(self, config: ContinuousConfig) -> dict[str, Any]:
+        with self._lock:
+            if self.running:
+                raise GeneratorAlreadyRunning()
+            run = ContinuousRun(
+                config=config,
+                started_at=datetime.now(UTC),
+                start_mono=time.monotonic(),
+                rng=random.Random(config.seed),
+            )
+            run.thread = threading.Thread(
+                target=self._loop, args=(run,), name="continuous-generator", daemon=True
+            )
+            self._run = run
+            metrics.CONTINUOUS_RUNNING.set(1)
+            run.thread.start()
+        return self.stats()
+
+    def stop(self) -> dict[str, Any]:
+        run = self._run
+        if run is not None and run.thread is not None:
+            run.stop.set()
+            run.thread.join(STOP_JOIN_SECONDS)
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        run = self._run
+        if run is None:
+            return {"running": False, "started_at": None, "can_keep_up": True}
+        return run_stats(run, self._ground_truth, time.monotonic())
+
+    # --- the generator thread -----------------------------------------------------------------
+    def _loop(self, run: ContinuousRun) -> None:
+        config = run.config
+        schedule = Schedule(config.interval_seconds, run.start_mono, config.total_ticks)
+        try:
+            while not schedule.finished():
+                if run.stop.wait(max(0.0, schedule.next_due() - time.monotonic())):
+                    break
+                self._tick(run, schedule)
+            if config.duration_seconds is not None and not run.stop.is_set():
+                run.stop.wait(max(0.0, run.start_mono + config.duration_seconds - time.monotonic()))
+        finally:
+            run.ended_mono = time.monotonic()
+            self._close_folded_windows(run)
+            metrics.CONTINUOUS_RUNNING.set(0)
+
+    def _tick(self, run: ContinuousRun, schedule: Schedule) -> None:
+        now = time.monotonic()
+        backlog = schedule.due_count(now)
+        if backlog > MAX_BACKLOG_TICKS:
+            self._skip(run, schedule, backlog - MAX_CATCHUP_TICKS)
+            backlog = MAX_CATCHUP_TICKS
+        take = min(backlog, MAX_CATCHUP_TICKS)
+        first = schedule.done
+        for tick in range(first, first + take):
+            self._maybe_start_anomaly(run, tick)
+        self._ground_truth.close_expired()
+        windows = [w for w in self._ground_truth.active() if w.source in FOLDED_SOURCES]
+        timestamp = run.started_at + timedelta(seconds=first * run.config.interval_seconds)
+        requests = plan_requests(run.config, first, take, timestamp, windows)
+        produce(
+            self._synthesis, requests, stop=run.stop, tally=run.tally, source="continuous",
+            meter=run.meter,
+        )  # fmt: skip
+        schedule.advance(take)
+        run.ticks += take
+        self._note_backlog(run, schedule)
+
+    def _note_backlog(self, run: ContinuousRun, schedule: Schedule) -> None:
+        now = time.monotonic()
+        run.backlog_ticks = schedule.due_count(now)
+        run.max_backlog_ticks = max(run.max_backlog_ticks, run.backlog_ticks)
+        limit = max(BEHIND_SECONDS, 2 * run.config.interval_seconds)
+        if run.backlog_ticks * run.config.interval_seconds > limit:
+            run.last_behind_mono = now
+
+    def _skip(self, run: ContinuousRun, schedule: Schedule, ticks: int) -> None:
+        schedule.advance(ticks)
+        run.ticks_skipped += ticks
+        run.records_skipped += ticks * run.config.logs_per_interval
+        run.last_behind_mono = time.monotonic()
+        metrics.RECORDS_SKIPPED.labels("continuous").inc(ticks * run.config.logs_per_interval)
+
+    def _maybe_start_anomaly(self, run: ContinuousRun, tick: int) -> None:
+        # One draw per tick, always, so a seeded run makes the same choices at the same ticks.
+        draw = run.rng.random()
+        pick = run.rng.randrange(len(self._scenarios)) if self._scenarios else 0
+        if not self._scenarios or draw >= run.config.anomaly_rate:
+            return
+        scenario = self._scenarios[pick]
+        window = self._start_anomaly(
+            scenario,
+            float(scenario.default_intensity),
+            float(scenario.default_duration_seconds),
+            "continuous",
+            run.rng,
+        )
+        run.anomalies_started += 1
+        run.windows_opened.append(window.id)
+
+    def _close_folded_windows(self, run: ContinuousRun) -> None:
+        """Records stop with the generator, so the windows it was feeding end now too."""
+        for window in self._ground_truth.active():
+            if window.source in FOLDED_SOURCES:
+                self._ground_truth.close_window(window.id)
+
+
+def run_stats(run: ContinuousRun, ground_truth: GroundTruth, now: float) -> dict[str, Any]:
+    elapsed = run.elapsed(now)
+    config = run.config
+    return {
+        "running": run.running,
+        "started_at": format_timestamp(run.started_at),
+        "elapsed_seconds": round(elapsed, 3),
+        "config": {
+            "interval_seconds": config.interval_seconds,
+            "logs_per_interval": config.logs_per_interval,
+            "duration_seconds": config.duration_seconds,
+            "anomaly_rate": config.anomaly_rate,
+            "seed": config.seed,
+            "services": list(config.services) if config.services else None,
+            "log_types": list(config.log_types) if config.log_types else None,
+        },
+        "requested_rate": round(config.requested_rate, 3),
+        "measured_rate": round(run.tally.produced / elapsed, 3) if elapsed > 0 else 0.0,
+        "measured_rate_recent": round(
+            run.meter.recent_rate(run.start_mono, run.ended_mono or now), 3
+        ),
+        "records_requested": run.tally.requested,
+        "records_produced": run.tally.produced,
+        "records_failed": run.tally.failed,
+        "records_skipped": run.records_skipped,
+        "synthesis_calls": run.tally.calls,
+        "synthesis_retries": run.tally.retries,
+        "last_error": run.tally.last_error,
+        "ticks": run.ticks,
+        "ticks_behind": run.backlog_ticks,
+        "max_ticks_behind": run.max_backlog_ticks,
+        "ticks_skipped": run.ticks_skipped,
+        "can_keep_up": run.can_keep_up(now),
+        "anomalies_started": run.anomalies_started,
+        "active_anomalies": [
+            w.to_json() for w in ground_truth.active() if w.source in FOLDED_SOURCES
+        ],
+    }

@@ -1,0 +1,200 @@
+"""The orchestrator's domain facade: one object the HTTP layer calls, owning the catalogue,
+ground truth, executions, the continuous generator and the clients of its peers."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import httpx
+
+from stages.common.config import Settings
+from stages.common.http import service_client
+from stages.orchestrator.catalogue import Scenario, ScenarioCatalogue, scenario_id
+from stages.orchestrator.continuous import ContinuousConfig, ContinuousGenerator
+from stages.orchestrator.effects import apply_state_effect
+from stages.orchestrator.errors import ScenarioNotFound, UnknownAnomalyType, UnknownTarget
+from stages.orchestrator.executions import Execution, ExecutionPlan, Executions
+from stages.orchestrator.ground_truth import GroundTruth, Window
+from stages.orchestrator.peers import StateClient, StateEffectResult, SynthesisClient
+
+GROUND_TRUTH_FILE = "ground_truth.jsonl"
+
+
+class Orchestrator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalogue = ScenarioCatalogue()
+        self.ground_truth = GroundTruth(settings.data_dir / GROUND_TRUTH_FILE)
+        self._clients: list[httpx.Client] = []
+        self._executions: Executions | None = None
+        self._continuous: ContinuousGenerator | None = None
+        self._state: StateClient | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def open(self) -> None:
+        synthesis_http = service_client(self.settings, "synthesis")
+        state_http = service_client(self.settings, "state")
+        self._clients = [synthesis_http, state_http]
+        synthesis = SynthesisClient(synthesis_http)
+        self._state = StateClient(state_http)
+        self._executions = Executions(synthesis, self.ground_truth)
+        self._continuous = ContinuousGenerator(
+            synthesis, self.ground_truth, self.catalogue.all(), self._open_anomaly_window
+        )
+
+    def close(self) -> None:
+        if self._continuous is not None:
+            self._continuous.stop()
+        if self._executions is not None:
+            self._executions.stop_all()
+        for client in self._clients:
+            client.close()
+
+    @property
+    def executions(self) -> Executions:
+        assert self._executions is not None, "Orchestrator.open() was not called"
+        return self._executions
+
+    @property
+    def continuous(self) -> ContinuousGenerator:
+        assert self._continuous is not None, "Orchestrator.open() was not called"
+        return self._continuous
+
+    # --- scenarios ----------------------------------------------------------------------------
+    def scenario(self, scenario_id: str) -> Scenario:
+        scenario = self.catalogue.get(scenario_id)
+        if scenario is None:
+            raise ScenarioNotFound(scenario_id)
+        return scenario
+
+    def scenarios_for_type(self, anomaly_type: str) -> list[Scenario]:
+        scenarios = self.catalogue.for_type(anomaly_type)
+        if not scenarios:
+            raise UnknownAnomalyType(anomaly_type, self.catalogue.anomaly_types())
+        return scenarios
+
+    # --- executions and triggers --------------------------------------------------------------
+    def execute(self, scenario_id: str, plan: ExecutionPlan, source: str = "api") -> Execution:
+        scenario = self.scenario(scenario_id)
+        self.executions.ensure_capacity()
+        rng = random.Random(plan.seed)
+        window, effect = self._open_window_with_effect(
+            scenario, plan.intensity, plan.duration_seconds, f"execution:{source}", rng
+        )
+        return self.executions.start(scenario, plan, window, effect, source)
+
+    def plan_for(
+        self,
+        scenario: Scenario,
+        *,
+        duration_seconds: float | None,
+        intensity: float | None,
+        rate: float,
+        anomalous_share: float,
+        seed: int | None,
+    ) -> ExecutionPlan:
+        return ExecutionPlan(
+            duration_seconds=duration_seconds or float(scenario.default_duration_seconds),
+            intensity=float(scenario.default_intensity if intensity is None else intensity),
+            rate=rate,
+            anomalous_share=anomalous_share,
+            seed=seed,
+        )
+
+    def trigger(
+        self,
+        anomaly_type: str,
+        *,
+        intensity: float | None,
+        duration_seconds: float | None,
+        target: str | None,
+        rate: float,
+    ) -> dict[str, Any]:
+        """Open a window the running generator folds in, or run a short execution if none runs."""
+        scenario = self._trigger_scenario(anomaly_type, target)
+        plan = self.plan_for(
+            scenario, duration_seconds=duration_seconds, intensity=intensity, rate=rate,
+            anomalous_share=0.7, seed=None,
+        )  # fmt: skip
+        if self.continuous.running:
+            window, effect = self._open_window_with_effect(
+                scenario, plan.intensity, plan.duration_seconds, "trigger", random.Random()
+            )
+            return {"mode": "continuous", "window": window, "state_effect": effect,
+                    "execution": None}  # fmt: skip
+        execution = self.execute(scenario.id, plan, source="trigger")
+        return {
+            "mode": "execution",
+            "window": execution.window,
+            "state_effect": execution.state_effect,
+            "execution": execution,
+        }
+
+    def _trigger_scenario(self, anomaly_type: str, target: str | None) -> Scenario:
+        scenarios = self.scenarios_for_type(anomaly_type)
+        if target is None:
+            return scenarios[0]
+        scenario = self.catalogue.get(scenario_id(anomaly_type, target))
+        if scenario is None:
+            raise UnknownTarget(anomaly_type, target, [s.target.name for s in scenarios])
+        return scenario
+
+    def _open_window_with_effect(
+        self,
+        scenario: Scenario,
+        intensity: float,
+        duration_seconds: float,
+        source: str,
+        rng: random.Random,
+    ) -> tuple[Window, StateEffectResult | None]:
+        assert self._state is not None
+        effect = apply_state_effect(
+            self._state, scenario, rng, reason=f"scenario {scenario.id} ({source})"
+        )
+        entity = effect.entity_id if effect is not None else None
+        window = self.ground_truth.open_window(
+            scenario,
+            intensity=intensity,
+            duration_seconds=duration_seconds,
+            source=source,
+            target_entity=entity,
+        )
+        return window, effect
+
+    def _open_anomaly_window(
+        self,
+        scenario: Scenario,
+        intensity: float,
+        duration_seconds: float,
+        source: str,
+        rng: random.Random,
+    ) -> Window:
+        return self._open_window_with_effect(scenario, intensity, duration_seconds, source, rng)[0]
+
+    # --- continuous ---------------------------------------------------------------------------
+    def start_continuous(self, config: ContinuousConfig) -> dict[str, Any]:
+        return self.continuous.start(config)
+
+    # --- ground truth and status --------------------------------------------------------------
+    def windows(self, *, only_open: bool | None) -> list[Window]:
+        self.ground_truth.close_expired()
+        return self.ground_truth.list(only_open=only_open)
+
+    def status_counters(self) -> dict[str, Any]:
+        stats = self._continuous.stats() if self._continuous else {"running": False}
+        executions = self._executions.list() if self._executions else []
+        return {
+            "scenarios": len(self.catalogue),
+            "continuous running": stats.get("running", False),
+            "continuous requested rate (records/s)": stats.get("requested_rate", 0),
+            "continuous measured rate (records/s)": stats.get("measured_rate", 0),
+            "continuous records produced": stats.get("records_produced", 0),
+            "continuous records failed": stats.get("records_failed", 0),
+            "continuous can keep up": stats.get("can_keep_up", True),
+            "executions running": sum(1 for e in executions if e.status == "running"),
+            "executions total": len(executions),
+            "executions records produced": sum(e.tally.produced for e in executions),
+            "open anomaly windows": len(self.ground_truth.active()),
+            "ground truth file": str(self.ground_truth.path),
+        }

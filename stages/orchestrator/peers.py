@@ -1,0 +1,197 @@
+"""Calls to Log Synthesis and the State Manager, with the retry policy of the data path.
+
+A synthesis 503 or a connection failure is retried after a bounded back-off; what still fails is
+returned as an outcome (never raised into the generator loop) so the caller counts it: stats show
+records requested against records produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from stages.common.records import format_timestamp
+from stages.orchestrator import metrics
+
+MAX_SYNTHESIS_COUNT = 5_000  # the synthesis API's per-call bound
+SYNTHESIS_ATTEMPTS = 4
+MAX_RETRY_DELAY_SECONDS = 2.0
+
+
+def derive_seed(base: int, *parts: int | str) -> int:
+    """A per-call seed from the run's seed, stable across processes (unlike ``hash``)."""
+    text = ":".join(str(p) for p in (base, *parts)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") % (2**31)
+
+
+@dataclass(frozen=True)
+class AnomalyContext:
+    anomaly_type: str
+    scenario_id: str
+    intensity: float
+    window_start: datetime
+    window_end: datetime
+    target_service: str | None = None
+    target_entity: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "anomaly_type": self.anomaly_type,
+            "scenario_id": self.scenario_id,
+            "intensity": self.intensity,
+            "window_start": format_timestamp(self.window_start),
+            "window_end": format_timestamp(self.window_end),
+        }
+        if self.target_service:
+            body["target_service"] = self.target_service
+        if self.target_entity:
+            body["target_entity"] = self.target_entity
+        return body
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    count: int
+    seed: int | None
+    timestamp: datetime
+    spread_seconds: float
+    services: tuple[str, ...] | None = None
+    log_types: tuple[str, ...] | None = None
+    anomaly: AnomalyContext | None = None
+    anomalous_share: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "count": self.count,
+            "timestamp": format_timestamp(self.timestamp),
+            "spread_seconds": round(self.spread_seconds, 6),
+            "forward": True,
+            "return_records": False,
+        }
+        if self.seed is not None:
+            body["seed"] = self.seed
+        if self.services:
+            body["services"] = list(self.services)
+        if self.log_types:
+            body["log_types"] = list(self.log_types)
+        if self.anomaly is not None:
+            body["anomaly"] = self.anomaly.to_json()
+            body["anomalous_share"] = self.anomalous_share
+        return body
+
+
+@dataclass
+class SynthesisOutcome:
+    requested: int
+    produced: int = 0
+    retries: int = 0
+    error: str | None = None
+
+
+def split_count(count: int, limit: int = MAX_SYNTHESIS_COUNT) -> list[int]:
+    """Chunks of at most ``limit`` that add up to ``count``."""
+    chunks = [limit] * (count // limit)
+    if count % limit:
+        chunks.append(count % limit)
+    return chunks
+
+
+class SynthesisClient:
+    def __init__(self, http: httpx.Client) -> None:
+        self._http = http
+
+    def synthesize(self, request: SynthesisRequest, stop: threading.Event) -> SynthesisOutcome:
+        outcome = SynthesisOutcome(requested=request.count)
+        for attempt in range(SYNTHESIS_ATTEMPTS):
+            if attempt:
+                outcome.retries += 1
+            delay, reason = self._attempt(request, outcome)
+            if reason is None:
+                return outcome
+            outcome.error = reason
+            if delay is None or attempt == SYNTHESIS_ATTEMPTS - 1:
+                break
+            metrics.SYNTHESIS_RETRIES.labels(reason.split(":")[0]).inc()
+            if stop.wait(delay):
+                outcome.error = f"{reason} (stopped while retrying)"
+                break
+        return outcome
+
+    def _attempt(
+        self, request: SynthesisRequest, outcome: SynthesisOutcome
+    ) -> tuple[float | None, str | None]:
+        """(retry delay or None for no retry, failure reason or None on success)."""
+        try:
+            resp = self._http.post("/api/synthesize", json=request.to_json())
+        except httpx.HTTPError as exc:
+            return _backoff(outcome.retries), f"unreachable: {type(exc).__name__}"
+        if resp.status_code == 503:
+            return _retry_after(resp), "unavailable: synthesis answered 503"
+        if resp.status_code >= 500:
+            return _backoff(outcome.retries), f"server_error: synthesis answered {resp.status_code}"
+        if resp.status_code >= 400:
+            return None, f"rejected: synthesis answered {resp.status_code}: {resp.text[:300]}"
+        try:
+            outcome.produced = int(resp.json()["count"])
+        except (ValueError, KeyError, TypeError):
+            return None, "bad_answer: synthesis answer has no integer 'count'"
+        return None, None
+
+
+def _backoff(retries: int) -> float:
+    return min(MAX_RETRY_DELAY_SECONDS, 0.2 * 2**retries) * random.uniform(0.8, 1.2)
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    try:
+        return min(MAX_RETRY_DELAY_SECONDS, max(0.05, float(resp.headers["Retry-After"])))
+    except (KeyError, ValueError):
+        return 1.0
+
+
+@dataclass
+class StateEffectResult:
+    entity_type: str
+    to_state: str
+    entity_id: str | None = None
+    outcome: str = "pending"  # applied | unchanged | rejected | not_found | failed
+    detail: Any = None
+    previous_state: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entity_type": self.entity_type,
+            "entity_id": self.entity_id,
+            "to_state": self.to_state,
+            "previous_state": self.previous_state,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+class StateClient:
+    ENTITY_PAGE = 200
+
+    def __init__(self, http: httpx.Client) -> None:
+        self._http = http
+
+    def entities(self, entity_type: str) -> list[dict[str, Any]]:
+        resp = self._http.get(
+            "/api/entities", params={"type": entity_type, "limit": self.ENTITY_PAGE}
+        )
+        resp.raise_for_status()
+        items = resp.json().get("items", [])
+        return [i for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)]
+
+    def transition(self, entity_id: str, to_state: str, reason: str) -> httpx.Response:
+        return self._http.post(
+            f"/api/entities/{quote(entity_id, safe='')}/transition",
+            json={"to": to_state, "reason": reason},
+        )

@@ -1,0 +1,213 @@
+"""Request and response bodies of the orchestrator's API."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stages.common.catalogue import ARCHETYPES, LOG_TYPES
+from stages.common.estate import SERVICE_NAMES
+
+CategoryName = StrEnum("CategoryName", sorted({a.category for a in ARCHETYPES}))  # type: ignore[misc]
+ServiceName = StrEnum("ServiceName", {n.replace("-", "_"): n for n in SERVICE_NAMES})  # type: ignore[misc]
+LogTypeName = StrEnum("LogTypeName", sorted(LOG_TYPES))  # type: ignore[misc]
+Severity = Literal["low", "medium", "high", "critical"]
+MAX_SEED = 2**31 - 1
+
+
+class RequestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests -------------------------------------------------------------------------------
+class ExecuteRequest(RequestBody):
+    duration_seconds: float | None = Field(
+        default=None, ge=1, le=3600, description="Defaults to the scenario's duration."
+    )
+    intensity: float | None = Field(
+        default=None, ge=0, le=100, description="Defaults to the scenario's intensity."
+    )
+    rate: float = Field(default=10, ge=1, le=5000, description="Records per second.")
+    anomalous_share: float = Field(
+        default=0.7, ge=0, le=1, description="Share of the records that carry the anomaly."
+    )
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+
+
+class ContinuousStartRequest(RequestBody):
+    interval_seconds: float = Field(ge=0.05, le=3600)
+    logs_per_interval: int = Field(ge=1, le=10_000)
+    duration_seconds: float | None = Field(
+        default=None, ge=1, le=86_400, description="Omit to run until stopped."
+    )
+    anomaly_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Probability per interval of a random anomaly."
+    )
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    services: list[ServiceName] | None = Field(default=None, min_length=1, max_length=64)
+    log_types: list[LogTypeName] | None = Field(default=None, min_length=1, max_length=128)
+
+
+class TriggerRequest(RequestBody):
+    anomaly_type: str = Field(min_length=1, max_length=64)
+    intensity: float | None = Field(default=None, ge=0, le=100)
+    duration_seconds: float | None = Field(default=None, ge=1, le=3600)
+    target: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Estate name (service, database, queue, host) or e.g. account-via-api-gateway;"
+        " defaults to the type's first scenario.",
+    )
+    rate: float = Field(
+        default=20, ge=1, le=5000, description="Records/s of the execution used when no "
+        "continuous generator runs.",
+    )  # fmt: skip
+
+
+# --- responses ------------------------------------------------------------------------------
+class TargetOut(BaseModel):
+    kind: str
+    name: str
+    services: list[str]
+
+
+class SignalOut(BaseModel):
+    metric: str
+    shape: str
+    unit: str
+    baseline: float
+    peak: float
+
+
+class LogEffectOut(BaseModel):
+    log_type: str
+    category: str
+    effect: str
+
+
+class StateEffectOut(BaseModel):
+    entity_type: str
+    entity: str
+    to_state: str
+
+
+class ScenarioOut(BaseModel):
+    id: str
+    name: str
+    anomaly_type: str
+    category: str
+    severity: str
+    description: str
+    target: TargetOut
+    signals: list[SignalOut]
+    log_types: list[LogEffectOut]
+    state_effect: StateEffectOut | None
+    root_cause: str
+    correlated_effects: list[str]
+    default_intensity: int
+    default_duration_seconds: int
+
+
+class ScenarioPage(BaseModel):
+    items: list[ScenarioOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class CategoriesOut(BaseModel):
+    categories: dict[str, int]
+    severities: dict[str, int]
+    anomaly_types: list[str]
+
+
+class StateEffectResultOut(BaseModel):
+    entity_type: str
+    entity_id: str | None
+    to_state: str
+    previous_state: str | None
+    outcome: str
+    detail: Any = None
+
+
+class ExecutionOut(BaseModel):
+    id: str
+    scenario_id: str
+    anomaly_type: str
+    source: str
+    status: str
+    started_at: str
+    ends_at: str
+    ended_at: str | None
+    duration_seconds: float
+    intensity: float
+    rate: float
+    anomalous_share: float
+    seed: int | None
+    window_id: str
+    target_entity: str | None
+    state_effect: StateEffectResultOut | None
+    records_requested: int
+    logs_generated: int
+    records_failed: int
+    synthesis_retries: int
+    last_error: str | None
+
+
+class ExecutionPage(BaseModel):
+    items: list[ExecutionOut]
+    total: int
+
+
+class WindowOut(BaseModel):
+    id: str
+    scenario_id: str
+    anomaly_type: str
+    services: list[str]
+    metrics: list[str]
+    target_entity: str | None
+    start: str
+    planned_end: str
+    end: str | None
+    intensity: float
+    ramp_seconds: float
+    source: str
+
+
+class GroundTruthPage(BaseModel):
+    items: list[WindowOut]
+    total: int
+    jsonl_path: str
+
+
+class ContinuousStats(BaseModel):
+    running: bool
+    started_at: str | None
+    can_keep_up: bool
+    elapsed_seconds: float = 0.0
+    config: dict[str, Any] | None = None
+    requested_rate: float = 0.0
+    measured_rate: float = 0.0
+    measured_rate_recent: float = 0.0
+    records_requested: int = 0
+    records_produced: int = 0
+    records_failed: int = 0
+    records_skipped: int = 0
+    synthesis_calls: int = 0
+    synthesis_retries: int = 0
+    last_error: str | None = None
+    ticks: int = 0
+    ticks_behind: int = 0
+    max_ticks_behind: int = 0
+    ticks_skipped: int = 0
+    anomalies_started: int = 0
+    active_anomalies: list[WindowOut] = Field(default_factory=list)
+
+
+class TriggerOut(BaseModel):
+    mode: Literal["continuous", "execution"]
+    window: WindowOut
+    state_effect: StateEffectResultOut | None
+    execution: ExecutionOut | None

@@ -1,0 +1,115 @@
+"""Stub Log Synthesis and State Manager peers: a real HTTP server (uvicorn in a thread) that
+records every request, so tests can check what the orchestrator asked for."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from stages.common import estate
+from stages.common.service import serve_in_thread
+from tests.support.processes import free_port
+
+BUSINESS_TRANSITIONS = {
+    "active": {"suspended", "locked"},
+    "suspended": {"active", "closed"},
+    "locked": {"active", "closed"},
+    "closed": set(),
+}
+SYSTEM_TRANSITIONS = {
+    "healthy": {"degraded", "maintenance"},
+    "degraded": {"healthy", "down", "maintenance"},
+    "down": {"degraded", "maintenance"},
+    "maintenance": {"healthy"},
+}
+
+
+def seed_entities() -> dict[str, dict[str, Any]]:
+    entities: dict[str, dict[str, Any]] = {}
+    for i in range(1, 4):
+        entities[f"acc-{i}"] = {"id": f"acc-{i}", "type": "account", "state": "active"}
+        entities[f"usr-{i}"] = {"id": f"usr-{i}", "type": "user", "state": "active"}
+    for kind, names in (
+        ("service", estate.SERVICE_NAMES),
+        ("database", estate.DATABASES),
+        ("queue", estate.QUEUES),
+        ("host", estate.HOSTS),
+    ):
+        for name in names:
+            entities[name] = {"id": name, "type": kind, "state": "healthy"}
+    for entity in entities.values():
+        entity["attributes"] = {}
+    return entities
+
+
+@dataclass
+class Peers:
+    url: str = ""
+    port: int = 0
+    synthesize: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    entities: dict[str, dict[str, Any]] = field(default_factory=seed_entities)
+    fail_next: int = 0  # answer this many synthesize calls with 503
+    delay_seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def produced(self) -> int:
+        with self.lock:
+            return sum(r["count"] for r in self.synthesize)
+
+
+def build_app(peers: Peers) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/api/synthesize")
+    async def synthesize(request: Request) -> JSONResponse:
+        body = await request.json()
+        with peers.lock:
+            if peers.fail_next > 0:
+                peers.fail_next -= 1
+                return JSONResponse({"error": "busy"}, 503, headers={"Retry-After": "1"})
+            peers.synthesize.append(body | {"received_at": time.monotonic()})
+        if peers.delay_seconds:
+            time.sleep(peers.delay_seconds)  # blocks the loop on purpose: a slow synthesis
+        return JSONResponse({"count": body["count"], "forwarded": body["count"]})
+
+    @app.get("/api/entities")
+    def entities(type: str, limit: int = 50) -> dict[str, Any]:
+        items = [e for e in peers.entities.values() if e["type"] == type][:limit]
+        return {"items": items, "total": len(items)}
+
+    @app.post("/api/entities/{entity_id}/transition")
+    async def transition(entity_id: str, request: Request) -> JSONResponse:
+        body = await request.json()
+        peers.transitions.append((entity_id, body))
+        entity = peers.entities.get(entity_id)
+        if entity is None:
+            return JSONResponse({"error": "not_found"}, 404)
+        machine = (
+            BUSINESS_TRANSITIONS if entity["type"] in ("account", "user") else SYSTEM_TRANSITIONS
+        )
+        allowed = machine[entity["state"]]
+        if body["to"] != entity["state"] and body["to"] not in allowed:
+            detail = {"current": entity["state"], "allowed": sorted(allowed)}
+            return JSONResponse({"error": "conflict", "detail": detail}, 409)
+        entity["state"] = body["to"]
+        return JSONResponse(entity)
+
+    return app
+
+
+def start_peers() -> tuple[Peers, Any]:
+    peers = Peers(port=free_port())
+    peers.url = f"http://127.0.0.1:{peers.port}"
+    server = serve_in_thread(build_app(peers), "127.0.0.1", peers.port)
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise TimeoutError("stub peers did not start")
+        time.sleep(0.02)
+    return peers, server
