@@ -1,0 +1,3 @@
+from stages.consolidation.app import main
+
+main()

@@ -1,0 +1,95 @@
+"""Where both inputs end: canonical batches and OTLP requests become OTLP-JSON lines on disk
+and entries in the query index."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from stages.common.counters import OutcomeCounters
+from stages.common.errors import Unavailable, Unprocessable
+from stages.consolidation.otel import records_to_request, to_otlp_json
+from stages.consolidation.query import LogIndex, entries_from_request
+from stages.consolidation.writer import RotatingWriter
+from stages.ingestion.validate import validate_records
+
+log = logging.getLogger(__name__)
+
+COUNTER_NAMES = (
+    "received",
+    "accepted",
+    "rejected",
+    "otlp_requests",
+    "otlp_records",
+    "otlp_rejected",
+    "write_failures",
+    "lines_written",
+)
+
+
+def consolidation_counters() -> OutcomeCounters:
+    return OutcomeCounters("consolidation", COUNTER_NAMES, "Log Consolidation record outcomes")
+
+
+class CannotStore(Unavailable):
+    """The consolidated file could not be written; the sender retries."""
+
+
+@dataclass
+class BatchResult:
+    accepted: int
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Consolidator:
+    def __init__(
+        self,
+        writer: RotatingWriter,
+        index: LogIndex,
+        counters: OutcomeCounters,
+        *,
+        environment: str,
+    ) -> None:
+        self._writer = writer
+        self.index = index
+        self.counters = counters
+        self._environment = environment
+
+    def add_records(self, raw: list[Any]) -> BatchResult:
+        """Canonical records (what ingestion forwards): validated, normalised, stored."""
+        validated = validate_records(raw)
+        rejected = [r.to_dict() for r in validated.rejected]
+        self.counters.inc("received", len(raw))
+        self.counters.inc("rejected", len(rejected))
+        if not validated.records:
+            raise Unprocessable("none of the records is valid", detail=rejected)
+        self._store(records_to_request(validated.records, self._environment))
+        self.counters.inc("accepted", len(validated.records))
+        return BatchResult(accepted=len(validated.records), rejected=rejected)
+
+    def add_request(self, request: ExportLogsServiceRequest, rejected: int) -> int:
+        """An OTLP request already screened by the receiver; returns how many records it held."""
+        count = sum(
+            len(scope.log_records) for res in request.resource_logs for scope in res.scope_logs
+        )
+        self.counters.inc("otlp_requests")
+        self.counters.inc("otlp_rejected", rejected)
+        if count:
+            self._store(request)
+        self.counters.inc("otlp_records", count)
+        return count
+
+    def _store(self, request: ExportLogsServiceRequest) -> None:
+        line = orjson.dumps(to_otlp_json(request)) + b"\n"
+        try:
+            self._writer.write_line(line)
+        except OSError as exc:
+            self.counters.inc("write_failures")
+            log.error("cannot write the consolidated file: %s", exc)
+            raise CannotStore(f"cannot write the consolidated file: {exc.strerror or exc}") from exc
+        self.counters.inc("lines_written")
+        self.index.add(entries_from_request(request))

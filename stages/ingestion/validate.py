@@ -1,0 +1,65 @@
+"""Checking incoming records against the canonical model, with a reason per rejected record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from stages.common.records import Record
+from stages.ingestion.producer import MAX_RECORD_BYTES
+
+# Kinesis counts the partition key (the service, at most 63 characters) in the 1 MiB limit.
+MAX_RECORD_JSON_BYTES = MAX_RECORD_BYTES - 64
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    problems: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "problems": self.problems}
+
+
+@dataclass
+class Validated:
+    records: list[Record] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)  # each record's JSON line, as stored
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per problem, naming the field: what a caller needs to fix the record."""
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in err.get("loc", ()))
+        message = err.get("msg", "invalid")
+        problems.append(f"{where}: {message}" if where else message)
+    return problems or ["invalid record"]
+
+
+def validate_records(raw: list[Any]) -> Validated:
+    outcome = Validated()
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            outcome.rejected.append(Rejection(index, ["a record must be a JSON object"]))
+            continue
+        try:
+            record = Record.model_validate(item)
+        except ValidationError as exc:
+            outcome.rejected.append(Rejection(index, describe_errors(exc)))
+            continue
+        line = orjson.dumps(record.to_json_dict()) + b"\n"
+        if len(line) > MAX_RECORD_JSON_BYTES:
+            problem = (
+                f"record is {len(line)} bytes as JSON; Kinesis takes at most "
+                f"{MAX_RECORD_JSON_BYTES}"
+            )
+            outcome.rejected.append(Rejection(index, [problem]))
+            continue
+        outcome.records.append(record)
+        outcome.lines.append(line)
+    return outcome
