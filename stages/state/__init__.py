@@ -1,0 +1,1 @@
+"""State Manager: entities, their state machines and history, persisted in SQLite (port 8003)."""

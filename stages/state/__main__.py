@@ -1,0 +1,3 @@
+from stages.state.app import main
+
+main()
