@@ -51,8 +51,12 @@ def single_kind(kind: str, params: dict[str, Any], baseline: float) -> Compositi
         raise Unprocessable(
             f"invalid parameters for {kind}",
             detail=[
-                {"location": ".".join(str(p) for p in err["loc"][1:]), "problem": err["msg"]}
-                for err in exc.errors()
+                {"location": _location(err["loc"]), "problem": err["msg"]} for err in exc.errors()
             ],
         ) from exc
     return Composition(baseline=baseline, components=[component])
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    # loc[0] is the kind (the union's tag); an empty rest means a check across parameters.
+    return ".".join(["params", *(str(part) for part in loc[1:])])

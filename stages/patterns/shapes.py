@@ -41,6 +41,7 @@ _TWO_PI = 2.0 * math.pi
 _LN2 = math.log(2.0)
 _DAY = 86_400.0
 _WEEK = 7 * _DAY
+_BELL_EDGE = math.exp(-4.5)
 _UNIT = 1.0 / (1 << 53)
 _UNIT_OPEN = 1.0 / ((1 << 53) + 1)
 _UNIT_21 = 1.0 / (1 << 21)
@@ -254,7 +255,8 @@ class Oscillation(_Window):
 
 
 class GaussianSpike(_FiniteWindow):
-    """A bell curve centred in the window, sigma = window/6, peaking at ``magnitude``; 0 outside."""
+    """A bell curve centred in the window (sigma = window/6) that rises from 0 at ``start`` to
+    ``magnitude`` mid-window and is back to 0 at ``end``; 0 outside."""
 
     kind: Literal["gaussian_spike"] = "gaussian_spike"
     magnitude: Magnitude = Field(1.0, description="Change at the peak (may be negative).")
@@ -264,7 +266,9 @@ class GaussianSpike(_FiniteWindow):
             return 0.0
         sigma = (self.end - self.start) / 6.0
         z = (t - (self.start + self.end) / 2.0) / sigma
-        return self.magnitude * math.exp(-0.5 * z * z)
+        # Lowered by the bell's value at the edges (z = ±3) and rescaled, so the spike starts
+        # and ends at exactly 0 instead of jumping by 1 % of the magnitude.
+        return self.magnitude * (math.exp(-0.5 * z * z) - _BELL_EDGE) / (1.0 - _BELL_EDGE)
 
 
 class Step(_Window):

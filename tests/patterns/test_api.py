@@ -110,7 +110,7 @@ def test_preview_refuses_bad_params_and_unknown_kinds(client: TestClient) -> Non
     )
     assert bad.status_code == 422
     assert bad.json()["message"] == "invalid parameters for sawtooth"
-    assert bad.json()["detail"][0]["location"] == "period_seconds"
+    assert bad.json()["detail"][0]["location"] == "params.period_seconds"
     assert client.post("/api/patterns/preview/wobble", json=RANGE).status_code == 422
 
 

@@ -34,6 +34,7 @@ def test_gaussian_spike_peaks_inside_its_window_and_is_zero_outside() -> None:
     assert 495 <= ts[peak] <= 505
     assert values[peak] == pytest.approx(55, abs=0.1)
     assert all(v == 5 for t, v in zip(ts, values, strict=True) if t < 400 or t >= 600)
+    assert values[400] == pytest.approx(5, abs=0.01) and values[599] == pytest.approx(5, abs=0.1)
 
 
 def test_ramp_grows_monotonically_then_returns_to_normal() -> None:
