@@ -1,0 +1,156 @@
+"""Continuous generation against the stub synthesis server: API contract, pacing, backlog,
+anomaly folding and determinism."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from stages.orchestrator.continuous import ContinuousConfig, plan_requests
+from tests.orchestrator.helpers import wait_until
+from tests.orchestrator.stubs import Peers
+
+SEED_BODY = {"interval_seconds": 2, "logs_per_interval": 10, "duration_seconds": 60}
+
+
+def test_seed_body_start_409_stop_and_stats(client: TestClient, peers: Peers) -> None:
+    started = client.post("/api/continuous/start", json=SEED_BODY)
+    assert started.status_code == 200
+    assert started.json()["running"] is True
+    assert started.json()["requested_rate"] == 5.0
+
+    again = client.post("/api/continuous/start", json=SEED_BODY)
+    assert again.status_code == 409
+    assert "already running" in again.json()["message"]
+
+    wait_until(lambda: peers.produced() == 10)
+    stopped = client.post("/api/continuous/stop").json()
+    assert stopped["running"] is False
+    assert stopped["records_produced"] == 10 == stopped["records_requested"]
+    assert stopped["ticks"] == 1
+    stats = client.get("/api/continuous/stats").json()
+    assert stats["running"] is False and stats["records_produced"] == 10
+    # A new start is allowed once stopped.
+    assert client.post("/api/continuous/start", json=SEED_BODY).status_code == 200
+    client.post("/api/continuous/stop")
+
+
+def test_unknown_and_out_of_bounds_fields_are_422(client: TestClient) -> None:
+    for body in (
+        SEED_BODY | {"logs_per_second": 5},
+        SEED_BODY | {"interval_seconds": 0.01},
+        SEED_BODY | {"logs_per_interval": 10_001},
+        SEED_BODY | {"duration_seconds": 86_401},
+        SEED_BODY | {"anomaly_rate": 1.5},
+        SEED_BODY | {"services": ["no-such-service"]},
+        SEED_BODY | {"log_types": ["../../etc/passwd"]},
+        {"logs_per_interval": 10},
+    ):
+        resp = client.post("/api/continuous/start", json=body)
+        assert resp.status_code == 422, body
+    assert client.get("/api/continuous/stats").json()["running"] is False
+
+
+def test_measured_rate_matches_200_per_second(client: TestClient, peers: Peers) -> None:
+    body = {"interval_seconds": 0.05, "logs_per_interval": 10, "duration_seconds": 5}
+    assert client.post("/api/continuous/start", json=body).status_code == 200
+    stats = wait_until(
+        lambda: (s := client.get("/api/continuous/stats").json())["running"] is False and s,
+        timeout=10,
+    )
+    assert stats["records_produced"] == 1000 == peers.produced()
+    assert abs(stats["measured_rate"] - 200) <= 10
+    assert abs(stats["measured_rate_recent"] - 200) <= 10
+    assert stats["can_keep_up"] is True and stats["ticks_skipped"] == 0
+    # Delivery was paced, not bursted: ~5 s between the first and last call.
+    times = [r["received_at"] for r in peers.synthesize]
+    assert 4.7 <= times[-1] - times[0] <= 5.0
+
+
+def test_slow_synthesis_is_reported_as_falling_behind(client: TestClient, peers: Peers) -> None:
+    # 1 s per call, at most 10 ticks (0.5 s of schedule) per call: it loses 0.5 s per call.
+    peers.delay_seconds = 1.0
+    body = {"interval_seconds": 0.05, "logs_per_interval": 5}
+    client.post("/api/continuous/start", json=body)
+    time.sleep(2.5)
+    stats = client.get("/api/continuous/stats").json()
+    stopped = client.post("/api/continuous/stop").json()
+    assert stats["can_keep_up"] is False
+    assert stats["ticks_behind"] > 0
+    assert stats["measured_rate"] < 0.95 * stats["requested_rate"]
+    # The backlog is produced in bigger calls (catch-up), bounded per call.
+    counts = [r["count"] for r in peers.synthesize]
+    assert max(counts) > 5 and max(counts) <= 50
+    assert stopped["records_produced"] == peers.produced()
+
+
+def test_anomaly_rate_folds_windows_into_records(client: TestClient, peers: Peers) -> None:
+    body = {
+        "interval_seconds": 0.1, "logs_per_interval": 10, "duration_seconds": 1,
+        "anomaly_rate": 1, "seed": 7,
+    }  # fmt: skip
+    client.post("/api/continuous/start", json=body)
+    stats = wait_until(
+        lambda: (s := client.get("/api/continuous/stats").json())["running"] is False and s
+    )
+    assert stats["anomalies_started"] == 10
+    windows = client.get("/api/ground-truth").json()["items"]
+    assert len(windows) == 10
+    assert all(w["source"] == "continuous" and w["end"] is not None for w in windows)
+    anomalous = [r for r in peers.synthesize if "anomaly" in r]
+    assert anomalous
+    assert {r["anomaly"]["scenario_id"] for r in anomalous} <= {w["scenario_id"] for w in windows}
+    assert stats["records_produced"] == 100
+
+
+def _signature(requests: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (r["count"], r.get("seed"), r.get("anomaly", {}).get("scenario_id"), r.get("services"))
+        for r in requests
+    ]
+
+
+def test_same_seed_same_synthesis_requests(client: TestClient, peers: Peers) -> None:
+    body = {
+        "interval_seconds": 0.1, "logs_per_interval": 7, "duration_seconds": 1,
+        "anomaly_rate": 0.3, "seed": 42, "services": ["payment-service", "auth-service"],
+    }  # fmt: skip
+    runs = []
+    for _ in range(2):
+        peers.synthesize.clear()
+        client.post("/api/continuous/start", json=body)
+        wait_until(lambda: client.get("/api/continuous/stats").json()["running"] is False)
+        runs.append(_signature(peers.synthesize))
+    assert runs[0] == runs[1]
+    assert len({seed for _, seed, _, _ in runs[0]}) == len(runs[0])  # a new seed per call
+    assert any(scenario for _, _, scenario, _ in runs[0])
+
+
+def test_plan_splits_big_ticks_and_derives_seeds() -> None:
+    config = ContinuousConfig(interval_seconds=1, logs_per_interval=10_000, seed=1)
+    now = datetime.now(UTC)
+    first = plan_requests(config, 3, 1, now, [])
+    assert [r.count for r in first] == [5000, 5000]
+    assert [r.seed for r in first] == [r.seed for r in plan_requests(config, 3, 1, now, [])]
+    assert first[0].seed != plan_requests(config, 4, 1, now, [])[0].seed
+    catch_up = plan_requests(config, 3, 2, now, [])
+    assert sum(r.count for r in catch_up) == 20_000 and catch_up[0].spread_seconds == 2
+    unseeded = ContinuousConfig(interval_seconds=1, logs_per_interval=1)
+    assert plan_requests(unseeded, 0, 1, now, [])[0].seed is None
+
+
+def test_backlog_beyond_its_bound_is_skipped_and_counted(
+    client: TestClient, peers: Peers, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("stages.orchestrator.continuous.MAX_BACKLOG_TICKS", 12)
+    peers.delay_seconds = 1.0
+    client.post("/api/continuous/start", json={"interval_seconds": 0.05, "logs_per_interval": 5})
+    time.sleep(2.2)
+    stats = client.post("/api/continuous/stop").json()
+    assert stats["ticks_skipped"] > 0
+    assert stats["records_skipped"] == 5 * stats["ticks_skipped"]
+    assert stats["records_produced"] == stats["records_requested"] == peers.produced()
+    assert stats["can_keep_up"] is False
