@@ -1,0 +1,74 @@
+"""The orchestrator as a real process (``python -m stages.orchestrator``) with the real State
+Manager process and a stub Log Synthesis: the seed's documented commands work as written."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.orchestrator.helpers import wait_until
+from tests.orchestrator.stubs import Peers, start_peers
+from tests.support.processes import Process, base_env, free_port, wait_http_ok
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[tuple[str, str, Peers]]:
+    peers, server = start_peers()
+    state_port, orch_port = free_port(), free_port()
+    env = base_env(
+        "http://127.0.0.1:1",
+        DATA_DIR=str(tmp_path / "data"),
+        STATE_PORT=str(state_port),
+        SYNTHESIS_PORT=str(peers.port),
+        ORCHESTRATOR_PORT=str(orch_port),
+    )
+    env.pop("CONTROL_TOKEN", None)
+    procs = [
+        Process("state", [sys.executable, "-m", "stages.state"], env, tmp_path),
+        Process("orchestrator", [sys.executable, "-m", "stages.orchestrator"], env, tmp_path),
+    ]
+    try:
+        state_url, orch_url = f"http://127.0.0.1:{state_port}", f"http://127.0.0.1:{orch_port}"
+        wait_http_ok(f"{state_url}/health", procs[0])
+        wait_http_ok(f"{orch_url}/health", procs[1])
+        yield orch_url, state_url, peers
+    finally:
+        for proc in procs:
+            proc.stop()
+        server.should_exit = True
+
+
+def test_seed_commands_against_real_processes(fleet: tuple[str, str, Peers]) -> None:
+    orch, state, peers = fleet
+    # curl -X POST http://localhost:8000/api/continuous/start -H "Content-Type: application/json"
+    #   -d '{"interval_seconds": 2, "logs_per_interval": 10, "duration_seconds": 60}'
+    started = httpx.post(
+        f"{orch}/api/continuous/start",
+        content='{"interval_seconds": 2, "logs_per_interval": 10, "duration_seconds": 60}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert started.status_code == 200 and started.json()["running"] is True
+
+    trigger = httpx.post(
+        f"{orch}/api/anomaly/trigger",
+        json={"anomaly_type": "auth_failure", "intensity": 90, "duration_seconds": 60},
+    )
+    assert trigger.status_code == 200
+    effect = trigger.json()["state_effect"]
+    assert effect["outcome"] == "applied"
+    account = httpx.get(f"{state}/api/entities/{effect['entity_id']}").json()
+    assert account["state"] == "locked"
+
+    wait_until(lambda: any("anomaly" in r for r in peers.synthesize), timeout=5)
+    stats = httpx.post(f"{orch}/api/continuous/stop").json()
+    assert stats["running"] is False
+    assert stats["records_produced"] == peers.produced() >= 10
+
+    truth = httpx.get(f"{orch}/api/ground-truth").json()
+    assert [w["anomaly_type"] for w in truth["items"]] == ["auth_failure"]
+    assert truth["items"][0]["target_entity"] == effect["entity_id"]
+    assert Path(truth["jsonl_path"]).read_text().count("\n") == 2
