@@ -1,0 +1,400 @@
+"""The domain entry point: a synthesize request in, canonical record dicts out.
+
+Records are built as plain dicts (validating each one with pydantic would cost more than making
+it); the tests validate samples of every kind and log type against ``Record``. With a seed, every
+random choice comes from one ``random.Random`` so the same request gives the same records, apart
+from event ids and, when no timestamp is given, the time.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from stages.common import estate
+from stages.common.catalogue import BY_TYPE, LOG_TYPES, METRICS, Archetype
+from stages.common.records import format_timestamp
+from stages.synthesis import apm
+from stages.synthesis.errors import NothingToGenerate, UnknownNames, UnknownTargetEntity
+from stages.synthesis.log_types import REGISTRY, Ctx, LogType
+from stages.synthesis.metrics import METRICS_BY_SERVICE, MetricSlot, Window, metric_values
+from stages.synthesis.schemas import AnomalyRequest, SynthesizeRequest
+from stages.synthesis.state import EntityPool
+
+SOURCE = "log-synthesis"
+KIND_WEIGHTS = {"log": 0.7, "metric": 0.2, "apm": 0.1}
+# Categories whose records belong to a request and so carry its trace context.
+TRACED_CATEGORIES = frozenset(
+    {
+        "application",
+        "database",
+        "security",
+        "transaction",
+        "fraud_aml",
+        "integration",
+        "user_behavior",
+        "specialized",
+    }
+)
+ANOMALY_TYPES_BY_LOG_TYPE: dict[str, tuple[str, ...]] = {
+    name: tuple(a.anomaly_type for a in BY_TYPE.values() if name in a.log_types)
+    for name in LOG_TYPES
+}
+
+
+@dataclass(frozen=True)
+class ActiveAnomaly:
+    """An anomaly request resolved against the estate and the entity pool."""
+
+    archetype: Archetype
+    scenario_id: str
+    intensity: float
+    start: float
+    end: float
+    service: str
+    host: str | None
+    focus_account: str
+    focus_user: str
+    focus_ip: str
+    log_types: tuple[str, ...]
+
+    def covers(self, moment: float) -> bool:
+        return self.start <= moment < self.end
+
+
+@dataclass
+class Batch:
+    records: list[dict[str, Any]]
+    anomalous: int
+
+
+# --- validation and resolution ------------------------------------------------------------------
+
+
+def check_names(what: str, given: Iterable[str] | None, valid: Iterable[str]) -> None:
+    valid_set = set(valid)
+    unknown = [name for name in given or () if name not in valid_set]
+    if unknown:
+        raise UnknownNames(what, unknown, valid_set)
+
+
+def normal_log_types(req: SynthesizeRequest) -> dict[str, tuple[str, ...]]:
+    """log type -> the requested services that emit it (all emitters without a filter)."""
+    check_names("log types", req.log_types, REGISTRY)
+    check_names("services", req.services, estate.SERVICE_NAMES)
+    wanted = set(req.services or estate.SERVICE_NAMES)
+    emitters = {
+        name: tuple(s for s in REGISTRY[name].services if s in wanted)
+        for name in (req.log_types or REGISTRY)
+    }
+    usable = {name: services for name, services in emitters.items() if services}
+    if not usable and "log" in req.kinds:
+        raise NothingToGenerate(
+            "none of the requested log types is emitted by the requested services",
+            detail={name: list(REGISTRY[name].services) for name in emitters},
+        )
+    return usable
+
+
+def resolve_anomaly(
+    anomaly: AnomalyRequest, pool: EntityPool, log_types: list[str] | None = None
+) -> ActiveAnomaly:
+    """The anomaly's target and focus; its logs keep to ``log_types`` when they overlap."""
+    check_names("anomaly type", [anomaly.anomaly_type], BY_TYPE)
+    archetype = BY_TYPE[anomaly.anomaly_type]
+    if anomaly.target_service is not None:
+        check_names("target service", [anomaly.target_service], estate.SERVICE_NAMES)
+    service, host = _target_service_and_host(archetype, anomaly)
+    scenario = anomaly.scenario_id
+    entity = anomaly.target_entity
+    focus_account = entity if entity and archetype.target == "account" else None
+    focus_user = entity if entity and archetype.target == "user" else None
+    return ActiveAnomaly(
+        archetype=archetype,
+        scenario_id=scenario,
+        intensity=anomaly.intensity,
+        start=anomaly.window_start.timestamp(),
+        end=anomaly.window_end.timestamp(),
+        service=service,
+        host=host,
+        focus_account=focus_account or pool.pick_stable(pool.accounts, f"{scenario}:account"),
+        focus_user=focus_user or pool.pick_stable(pool.users, f"{scenario}:user"),
+        focus_ip=attacker_ip(scenario),
+        log_types=tuple(t for t in archetype.log_types if t in (log_types or ()))
+        or archetype.log_types,
+    )
+
+
+def attacker_ip(scenario_id: str) -> str:
+    """One external address per scenario, from a range no ordinary customer record uses."""
+    h = zlib.crc32(scenario_id.encode())
+    return f"185.220.{(h >> 8) % 256}.{h % 254 + 1}"
+
+
+def _target_service_and_host(
+    archetype: Archetype, anomaly: AnomalyRequest
+) -> tuple[str, str | None]:
+    entity = anomaly.target_entity
+    owner: str | None = None
+    host: str | None = None
+    if entity and archetype.target in ("host", "database", "queue"):
+        owner, host = _owner_of(archetype.target, entity)
+    service = anomaly.target_service or owner or default_target_service(archetype)
+    if host is not None and host not in estate.BY_NAME[service].hosts:
+        raise UnknownTargetEntity(f"host {entity} does not belong to {service}")
+    if archetype.target == "host" and host is None:
+        hosts = estate.BY_NAME[service].hosts
+        host = hosts[zlib.crc32(anomaly.scenario_id.encode()) % len(hosts)]
+    return service, host
+
+
+def _owner_of(kind: str, entity: str) -> tuple[str, str | None]:
+    for spec in estate.SERVICES:
+        if kind == "host" and entity in spec.hosts:
+            return spec.name, entity
+        if (kind == "database" and entity in spec.databases) or (
+            kind == "queue" and entity in spec.queues
+        ):
+            return spec.name, None
+    valid = {"host": estate.HOSTS, "database": estate.DATABASES, "queue": estate.QUEUES}[kind]
+    raise UnknownTargetEntity(
+        f"unknown {kind} {entity!r} for this anomaly", detail={"valid": list(valid)}
+    )
+
+
+def default_target_service(archetype: Archetype) -> str:
+    """The service that emits most of the archetype's log types (estate order breaks ties)."""
+
+    def emitted(service: str) -> int:
+        return sum(service in REGISTRY[name].services for name in archetype.log_types)
+
+    return max(estate.SERVICE_NAMES, key=emitted)
+
+
+# --- the mix -------------------------------------------------------------------------------
+
+
+def kind_quotas(count: int, kinds: Iterable[str]) -> dict[str, int]:
+    """Split ``count`` over the kinds by their weights (largest remainder, so it adds up)."""
+    chosen = list(dict.fromkeys(kinds))
+    total = sum(KIND_WEIGHTS[k] for k in chosen)
+    exact = {k: count * KIND_WEIGHTS[k] / total for k in chosen}
+    quotas = {k: int(v) for k, v in exact.items()}
+    for k in sorted(chosen, key=lambda k: exact[k] - quotas[k], reverse=True)[
+        : count - sum(quotas.values())
+    ]:
+        quotas[k] += 1
+    return quotas
+
+
+def timeline(start: float, spread: float, count: int) -> list[float]:
+    if count == 1 or spread == 0:
+        return [start] * count
+    step = spread / (count - 1)
+    return [start + i * step for i in range(count)]
+
+
+def anomaly_score(rng: random.Random, anomalous: bool, intensity: float) -> float:
+    if anomalous:
+        return round(min(100.0, 35.0 + 0.6 * intensity + rng.uniform(0, 5)), 1)
+    return round(rng.uniform(0, 15), 1)
+
+
+def metric_score(strength: float, intensity: float) -> float:
+    """A metric's score follows how far the value really moved, scaled by intensity."""
+    return round(min(100.0, 10.0 + strength * (25.0 + 0.65 * intensity)), 1)
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+def build_log_attributes(
+    spec: LogType, ctx: Ctx, anomalous: bool
+) -> tuple[str, str, dict[str, Any]]:
+    """(level, message, attributes) for one record; the override only touches anomalous fields."""
+    attrs = spec.normal(ctx)
+    if anomalous:
+        attrs.update(spec.anomalous(ctx, attrs))
+    level, message = spec.render(attrs)
+    return level, message, attrs
+
+
+class RecordMaker:
+    """Makes the records of one request; holds its randomness, filters and anomaly."""
+
+    def __init__(self, req: SynthesizeRequest, pool: EntityPool, now: float) -> None:
+        self.req = req
+        self.pool = pool
+        self.rng = random.Random(req.seed) if req.seed is not None else random.Random()
+        self.seed = req.seed if req.seed is not None else self.rng.getrandbits(32)
+        self.log_types = normal_log_types(req)
+        self.log_type_names = sorted(self.log_types)
+        self.services = tuple(req.services or estate.SERVICE_NAMES)
+        self.anomaly = resolve_anomaly(req.anomaly, pool, req.log_types) if req.anomaly else None
+        start = req.timestamp.timestamp() if req.timestamp else now
+        self.times = timeline(start, req.spread_seconds, req.count)
+
+    def make(self) -> Batch:
+        count = self.req.count
+        quotas = kind_quotas(count, self.req.kinds)
+        kinds = [k for k, n in quotas.items() for _ in range(n)]
+        self.rng.shuffle(kinds)
+        chosen = self._anomalous_positions(count)
+        records: list[dict[str, Any] | None] = [None] * count
+        metric_slots: list[MetricSlot] = []
+        apm_positions: list[int] = []
+        for i, kind in enumerate(kinds):
+            flagged = (
+                i in chosen and self.anomaly is not None and self.anomaly.covers(self.times[i])
+            )
+            if kind == "log":
+                records[i] = self._log(i, flagged)
+            elif kind == "metric":
+                metric_slots.append(self._metric_slot(i, flagged))
+            else:
+                apm_positions.append(i)
+        self._fill_metrics(records, metric_slots)
+        self._fill_spans(records, apm_positions, chosen)
+        done = [r for r in records if r is not None]
+        return Batch(done, sum(1 for r in done if r["is_anomaly"]))
+
+    def _anomalous_positions(self, count: int) -> set[int]:
+        if self.anomaly is None:
+            return set()
+        return set(self.rng.sample(range(count), round(count * self.req.anomalous_share)))
+
+    def _base(self, i: int, kind: str, service: str, host: str, flagged: bool) -> dict[str, Any]:
+        anomaly = self.anomaly if flagged else None
+        return {
+            "event_id": uuid.uuid4().hex,
+            "timestamp": _stamp(self.times[i]),
+            "kind": kind,
+            "service": service,
+            "host": host,
+            "source": SOURCE,
+            "anomaly_score": anomaly_score(self.rng, flagged, anomaly.intensity if anomaly else 0),
+            "is_anomaly": flagged,
+            "scenario_id": anomaly.scenario_id if anomaly else None,
+            "anomaly_type": anomaly.archetype.anomaly_type if anomaly else None,
+        }
+
+    def _log(self, i: int, flagged: bool) -> dict[str, Any]:
+        rng = self.rng
+        anomaly = self.anomaly if flagged else None
+        if anomaly is not None:
+            name = rng.choice(anomaly.log_types)
+            emitters = REGISTRY[name].services
+            service = anomaly.service if anomaly.service in emitters else emitters[0]
+        else:
+            name = rng.choice(self.log_type_names)
+            service = rng.choice(self.log_types[name])
+        spec = REGISTRY[name]
+        host = self._host(service, anomaly)
+        account_id, account_state = self.pool.account(rng)
+        ctx = Ctx(
+            rng=rng,
+            service=service,
+            host=host,
+            account_id=account_id,
+            user_id=self.pool.user(rng),
+            account_state=account_state,
+        )
+        if anomaly is not None:
+            ctx.anomaly_type = anomaly.archetype.anomaly_type
+            ctx.intensity = anomaly.intensity
+            ctx.focus_ip, ctx.focus_account = anomaly.focus_ip, anomaly.focus_account
+            ctx.focus_user = anomaly.focus_user
+        level, message, attrs = build_log_attributes(spec, ctx, anomaly is not None)
+        record = self._base(i, "log", service, host, flagged)
+        record.update(level=level, message=message, log_type=name, category=spec.category)
+        if spec.category in TRACED_CATEGORIES:
+            record["trace_id"] = f"{rng.getrandbits(128):032x}"
+            record["span_id"] = f"{rng.getrandbits(64):016x}"
+        record["attributes"] = attrs
+        return record
+
+    def _host(self, service: str, anomaly: ActiveAnomaly | None) -> str:
+        if anomaly is not None and anomaly.host is not None and service == anomaly.service:
+            return anomaly.host
+        return self.rng.choice(estate.BY_NAME[service].hosts)
+
+    def _metric_slot(self, i: int, flagged: bool) -> MetricSlot:
+        rng = self.rng
+        if flagged and self.anomaly is not None:
+            effect = rng.choice(self.anomaly.archetype.metrics)
+            service = self.anomaly.service
+            return MetricSlot(
+                i, service, self._host(service, self.anomaly), effect.metric, self.times[i], effect
+            )
+        service = rng.choice(self.services)
+        metric = rng.choice(METRICS_BY_SERVICE[service])
+        return MetricSlot(i, service, self._host(service, None), metric, self.times[i])
+
+    def _fill_metrics(self, records: list[dict[str, Any] | None], slots: list[MetricSlot]) -> None:
+        if not slots:
+            return
+        window = None
+        if self.anomaly is not None:
+            window = Window(self.anomaly.start, self.anomaly.end, self.anomaly.intensity)
+        values = metric_values(slots, self.seed, window)
+        for slot in slots:
+            flagged = slot.effect is not None
+            record = self._base(slot.position, "metric", slot.service, slot.host, flagged)
+            spec = METRICS[slot.metric]
+            result = values[slot.position]
+            record.update(metric_name=slot.metric, value=result.value, unit=spec.unit)
+            if flagged and self.anomaly is not None:
+                record["anomaly_score"] = metric_score(result.strength, self.anomaly.intensity)
+            record["attributes"] = {"metric.baseline": spec.baseline, "host.name": slot.host}
+            if slot.effect is not None:
+                record["attributes"]["anomaly.shape"] = slot.effect.shape
+            records[slot.position] = record
+
+    def _fill_spans(
+        self, records: list[dict[str, Any] | None], positions: list[int], chosen: set[int]
+    ) -> None:
+        queue: list[dict[str, Any]] = []
+        trace_start = 0.0
+        flagged = False
+        allowed = frozenset(self.services)
+        for i in positions:
+            if not queue:
+                trace_start = self.times[i]
+                flagged = (
+                    i in chosen and self.anomaly is not None and self.anomaly.covers(trace_start)
+                )
+                queue = self._trace(flagged, allowed)
+            span = queue.pop(0)
+            offset = span.pop("offset_ms")
+            record = self._base(i, "apm", span.pop("service"), span.pop("host"), flagged)
+            record["timestamp"] = _stamp(trace_start + offset / 1000.0)
+            record.update(span)
+            records[i] = record
+
+    def _trace(self, flagged: bool, allowed: frozenset[str]) -> list[dict[str, Any]]:
+        rng = self.rng
+        if flagged and self.anomaly is not None:
+            target = self.anomaly.service
+            effect = apm.span_effect(self.anomaly.archetype, target, self.anomaly.intensity)
+            everyone = frozenset(estate.SERVICE_NAMES)
+            if target in estate.BY_NAME["api-gateway"].calls:
+                return apm.trace(rng, "api-gateway", everyone, effect, only_child=target)
+            return apm.trace(rng, target, everyone, effect)
+        roots = [s for s in self.services if s == "api-gateway"] or list(self.services)
+        root = roots[0] if rng.random() < 0.8 else rng.choice(self.services)
+        return apm.trace(rng, root, allowed)
+
+
+def _stamp(moment: float) -> str:
+    return format_timestamp(datetime.fromtimestamp(moment, UTC))
+
+
+def synthesize(req: SynthesizeRequest, pool: EntityPool, now: float | None = None) -> Batch:
+    """Make the records a request asks for (no forwarding; see ``service.Synthesizer``)."""
+    return RecordMaker(req, pool, time.time() if now is None else now).make()

@@ -1,0 +1,151 @@
+"""Metric records: every value comes from a Pattern Generator composition.
+
+A value is the catalogue baseline with a daily cycle and noise; inside an anomaly window, for the
+targeted service, the archetype's overlay is added with magnitude (target - baseline) x
+intensity/100, where target is the effect's ``peak`` or ``factor`` x baseline. The composition is
+clipped to the metric's [low, high].
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
+
+from stages.common import estate
+from stages.common.catalogue import METRICS, MetricEffect
+from stages.patterns import Composition, anomaly_component, evaluate
+
+_SYSTEM = (
+    "cpu.utilization",
+    "memory.utilization",
+    "disk.utilization",
+    "disk.io_wait",
+    "latency.p95",
+    "error.rate",
+    "request.rate",
+    "thread_pool.active",
+    "gc.pause",
+    "container.restarts",
+    "network.latency",
+    "network.packet_loss",
+    "dns.lookup",
+)
+_DB = (
+    "db.connections.active",
+    "db.query.duration",
+    "db.deadlocks",
+    "db.replica.lag",
+    "cache.hit_ratio",
+)
+_BY_SERVICE_EXTRA: dict[str, tuple[str, ...]] = {
+    "api-gateway": (
+        "tls.handshake_failures",
+        "rate_limit.rejections",
+        "lb.request_share",
+        "circuit_breaker.open",
+    ),
+    "auth-service": ("auth.failures",),
+    "payment-service": ("payment.amount", "transaction.rate", "circuit_breaker.open"),
+    "ledger-service": ("transaction.rate",),
+    "fraud-detection": ("fraud.score",),
+    "account-service": ("circuit_breaker.open",),
+}
+
+
+def metrics_for(service: str) -> tuple[str, ...]:
+    """The metrics a service reports: system ones, its database's and queue's, its business ones."""
+    spec = estate.BY_NAME[service]
+    names = list(_SYSTEM)
+    if spec.databases:
+        names += _DB
+    if spec.queues:
+        names.append("queue.depth")
+    names += _BY_SERVICE_EXTRA.get(service, ())
+    return tuple(names)
+
+
+METRICS_BY_SERVICE: dict[str, tuple[str, ...]] = {s: metrics_for(s) for s in estate.SERVICE_NAMES}
+
+
+@dataclass(frozen=True)
+class MetricSlot:
+    """One metric record to make: which series, when, and whether the anomaly applies."""
+
+    position: int
+    service: str
+    host: str
+    metric: str
+    timestamp: float
+    effect: MetricEffect | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float
+    end: float
+    intensity: float
+
+
+def anomaly_magnitude(metric: str, effect: MetricEffect, intensity: float) -> float:
+    baseline = METRICS[metric].baseline
+    target = effect.peak if effect.peak is not None else effect.factor * baseline
+    return (target - baseline) * intensity / 100.0
+
+
+@lru_cache(maxsize=1024)
+def normal_composition(metric: str) -> Composition:
+    spec = METRICS[metric]
+    b = spec.baseline
+    components: list[dict[str, object]] = [
+        {"kind": "daily_seasonality", "amplitude": 0.15 * b, "peak_hour": 14.0},
+        {"kind": "gaussian_noise", "sigma": 0.04 * b},
+    ]
+    return Composition(baseline=b, components=components, low=spec.low, high=spec.high)
+
+
+def anomalous_composition(metric: str, effect: MetricEffect, window: Window) -> Composition:
+    base = normal_composition(metric)
+    overlay = anomaly_component(
+        effect.shape, window.start, window.end, anomaly_magnitude(metric, effect, window.intensity)
+    )
+    return Composition(
+        baseline=base.baseline, components=[*base.components, overlay], low=base.low, high=base.high
+    )
+
+
+def series_seed(seed: int, service: str, host: str, metric: str) -> int:
+    """Each (host, metric) series has its own noise, stable for a given request seed."""
+    return zlib.crc32(f"{seed}|{service}|{host}|{metric}".encode())
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    value: float
+    # How much of the anomaly's full magnitude shows in this value (0 outside its shape).
+    strength: float = 0.0
+
+
+def metric_values(
+    slots: list[MetricSlot], seed: int, window: Window | None
+) -> dict[int, MetricValue]:
+    """Values for all slots, evaluated one series at a time (one ``evaluate`` call per series)."""
+    groups: dict[tuple[str, str, str, MetricEffect | None], list[MetricSlot]] = defaultdict(list)
+    for slot in slots:
+        groups[(slot.service, slot.host, slot.metric, slot.effect)].append(slot)
+    values: dict[int, MetricValue] = {}
+    for (service, host, metric, effect), members in groups.items():
+        times = [m.timestamp for m in members]
+        key = series_seed(seed, service, host, metric)
+        normal = evaluate(normal_composition(metric), times, key)
+        if effect is None or window is None:
+            for member, value in zip(members, normal, strict=True):
+                values[member.position] = MetricValue(round(value, 3))
+            continue
+        shifted = evaluate(anomalous_composition(metric, effect, window), times, key)
+        full = abs(anomaly_magnitude(metric, effect, window.intensity)) or 1.0
+        for member, plain, value in zip(members, normal, shifted, strict=True):
+            strength = min(1.0, abs(value - plain) / full)
+            values[member.position] = MetricValue(round(value, 3), strength)
+    return values

@@ -1,0 +1,75 @@
+"""Request and response models of the synthesis API (bounds are part of the contract)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+MAX_COUNT = 5000
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+EntityId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+RecordKind = Literal["log", "metric", "apm"]
+
+
+class AnomalyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    anomaly_type: Name = Field(description="One of the catalogue's archetypes (e.g. cpu_spike).")
+    scenario_id: str = Field(min_length=1, max_length=128)
+    intensity: float = Field(70, ge=0, le=100)
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    target_service: Name | None = None
+    target_entity: EntityId | None = Field(
+        None, description="An account/user id, or a host, database or queue of the estate."
+    )
+
+    @model_validator(mode="after")
+    def _window_has_length(self) -> AnomalyRequest:
+        if self.window_end <= self.window_start:
+            raise ValueError("window_end must be after window_start")
+        if (self.window_end - self.window_start).total_seconds() > 31 * 24 * 3600:
+            raise ValueError("an anomaly window lasts at most 31 days")
+        return self
+
+
+class SynthesizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=1, le=MAX_COUNT, description=f"Records to make, 1..{MAX_COUNT}.")
+    kinds: list[RecordKind] = Field(
+        default_factory=lambda: ["log", "metric", "apm"],
+        min_length=1,
+        max_length=3,
+        description="Mixed ~70/20/10 (log/metric/apm), renormalised over the kinds given.",
+    )
+    log_types: list[Name] | None = Field(None, min_length=1, max_length=100)
+    services: list[Name] | None = Field(None, min_length=1, max_length=20)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    timestamp: AwareDatetime | None = Field(None, description="Start time; default now.")
+    spread_seconds: float = Field(
+        0, ge=0, le=86_400, description="Timestamps are spread evenly over this many seconds."
+    )
+    anomaly: AnomalyRequest | None = None
+    anomalous_share: float = Field(1.0, ge=0, le=1)
+    forward: bool = False
+    return_records: bool = True
+
+
+class SynthesizeResponse(BaseModel):
+    count: int
+    forwarded: int
+    anomalous: int
+    records: list[dict[str, Any]]
+
+
+class LogTypeInfo(BaseModel):
+    name: str
+    category: str
+    kind: Literal["log"] = "log"
+    services: list[str]
+    fields: list[str]
+    anomalous_fields: list[str]
+    anomaly_types: list[str] = Field(description="Archetypes that make this type anomalous.")
+    description: str
