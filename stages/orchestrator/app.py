@@ -27,6 +27,7 @@ from stages.orchestrator.schemas import (
     ScenarioOut,
     ScenarioPage,
     Severity,
+    StateEffectResultOut,
     TriggerOut,
     TriggerRequest,
     WindowOut,
@@ -183,11 +184,12 @@ def trigger_anomaly(orch: OrchestratorDep, body: TriggerRequest, _: ControlToken
         target=body.target,
         rate=body.rate,
     )
+    effect = result.state_effect
     return TriggerOut(
-        mode=result["mode"],
-        window=window_out(result["window"]),
-        state_effect=result["state_effect"].to_json() if result["state_effect"] else None,
-        execution=execution_out(result["execution"]) if result["execution"] else None,
+        mode=result.mode,
+        window=window_out(result.window),
+        state_effect=StateEffectResultOut.model_validate(effect.to_json()) if effect else None,
+        execution=execution_out(result.execution) if result.execution else None,
     )
 
 
@@ -220,10 +222,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     return create_service_app(
         NAME,
-        health=lambda: (
-            True,
-            {"continuous_running": orchestrator.status_counters()["continuous running"]},
-        ),
+        health=orchestrator.health,
         status=orchestrator.status_counters,
         routers=[scenarios, executions, continuous, anomalies],
         lifespan=lifespan,

@@ -94,15 +94,18 @@ def plan_requests(
     timestamp: datetime,
     windows: Sequence[Window],
 ) -> list[SynthesisRequest]:
-    """The synthesis calls for ``ticks`` ticks starting at ``tick``: the records are split
-    evenly between the open windows (or all normal when none is open)."""
+    """The synthesis calls for ``ticks`` ticks starting at ``tick``.
+
+    The records are split evenly between background traffic (the configured services) and one
+    part per open window. A window's part comes from the window's services with the log types
+    synthesis picks for the anomaly, so its anomalous records exist even when the configured
+    services or log types leave the target out."""
     count = ticks * config.logs_per_interval
-    parts: list[tuple[Window | None, int]] = [(None, count)]
-    if windows:
-        share, extra = divmod(count, len(windows))
-        parts = [(w, share + (1 if i < extra else 0)) for i, w in enumerate(windows)]
+    owners: list[Window | None] = [None, *windows]
+    share, extra = divmod(count, len(owners))
     requests = []
-    for part, (window, part_count) in enumerate(parts):
+    for part, window in enumerate(owners):
+        part_count = share + (1 if part < extra else 0)
         for chunk, chunk_count in enumerate(split_count(part_count)):
             seed = None if config.seed is None else derive_seed(config.seed, tick, part, chunk)
             requests.append(
@@ -111,8 +114,8 @@ def plan_requests(
                     seed=seed,
                     timestamp=timestamp,
                     spread_seconds=ticks * config.interval_seconds,
-                    services=config.services,
-                    log_types=config.log_types,
+                    services=window.services if window else config.services,
+                    log_types=None if window else config.log_types,
                     anomaly=context_for(window) if window else None,
                     anomalous_share=anomalous_share(window.intensity) if window else None,
                 )
@@ -261,6 +264,7 @@ class ContinuousGenerator:
 
     def _maybe_start_anomaly(self, run: ContinuousRun, tick: int) -> None:
         # One draw per tick, always, so a seeded run makes the same choices at the same ticks.
+        # Starting one calls the State Manager from this thread; a slow one shows as backlog.
         draw = run.rng.random()
         pick = run.rng.randrange(len(self._scenarios)) if self._scenarios else 0
         if not self._scenarios or draw >= run.config.anomaly_rate:

@@ -3,8 +3,10 @@ ground truth, executions, the continuous generator and the clients of its peers.
 
 from __future__ import annotations
 
+import os
 import random
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import httpx
 
@@ -19,6 +21,15 @@ from stages.orchestrator.ground_truth import GroundTruth, Window
 from stages.orchestrator.peers import StateClient, StateEffectResult, SynthesisClient
 
 GROUND_TRUTH_FILE = "ground_truth.jsonl"
+PEER_HEALTH_TIMEOUT_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    mode: Literal["continuous", "execution"]
+    window: Window
+    state_effect: StateEffectResult | None
+    execution: Execution | None
 
 
 class Orchestrator:
@@ -26,7 +37,7 @@ class Orchestrator:
         self.settings = settings
         self.catalogue = ScenarioCatalogue()
         self.ground_truth = GroundTruth(settings.data_dir / GROUND_TRUTH_FILE)
-        self._clients: list[httpx.Client] = []
+        self._clients: dict[str, httpx.Client] = {}
         self._executions: Executions | None = None
         self._continuous: ContinuousGenerator | None = None
         self._state: StateClient | None = None
@@ -35,7 +46,7 @@ class Orchestrator:
     def open(self) -> None:
         synthesis_http = service_client(self.settings, "synthesis")
         state_http = service_client(self.settings, "state")
-        self._clients = [synthesis_http, state_http]
+        self._clients = {"synthesis": synthesis_http, "state": state_http}
         synthesis = SynthesisClient(synthesis_http)
         self._state = StateClient(state_http)
         self._executions = Executions(synthesis, self.ground_truth)
@@ -48,7 +59,7 @@ class Orchestrator:
             self._continuous.stop()
         if self._executions is not None:
             self._executions.stop_all()
-        for client in self._clients:
+        for client in self._clients.values():
             client.close()
 
     @property
@@ -110,7 +121,7 @@ class Orchestrator:
         duration_seconds: float | None,
         target: str | None,
         rate: float,
-    ) -> dict[str, Any]:
+    ) -> TriggerResult:
         """Open a window the running generator folds in, or run a short execution if none runs."""
         scenario = self._trigger_scenario(anomaly_type, target)
         plan = self.plan_for(
@@ -121,15 +132,9 @@ class Orchestrator:
             window, effect = self._open_window_with_effect(
                 scenario, plan.intensity, plan.duration_seconds, "trigger", random.Random()
             )
-            return {"mode": "continuous", "window": window, "state_effect": effect,
-                    "execution": None}  # fmt: skip
+            return TriggerResult("continuous", window, effect, None)
         execution = self.execute(scenario.id, plan, source="trigger")
-        return {
-            "mode": "execution",
-            "window": execution.window,
-            "state_effect": execution.state_effect,
-            "execution": execution,
-        }
+        return TriggerResult("execution", execution.window, execution.state_effect, execution)
 
     def _trigger_scenario(self, anomaly_type: str, target: str | None) -> Scenario:
         scenarios = self.scenarios_for_type(anomaly_type)
@@ -180,6 +185,34 @@ class Orchestrator:
     def windows(self, *, only_open: bool | None) -> list[Window]:
         self.ground_truth.close_expired()
         return self.ground_truth.list(only_open=only_open)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy when the ground-truth directory is writable; peers are reported, not
+        required, so the orchestrator can start before them and report what is missing."""
+        directory = self.ground_truth.path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            writable = os.access(directory, os.W_OK)
+        except OSError:
+            writable = False
+        details: dict[str, Any] = {
+            "ground_truth_writable": writable,
+            "continuous_running": self._continuous is not None and self._continuous.running,
+            "peers": {prefix: self._peer_status(prefix) for prefix in ("synthesis", "state")},
+        }
+        if not writable:
+            details["reason"] = f"cannot write ground truth under {directory}"
+        return writable, details
+
+    def _peer_status(self, prefix: str) -> str:
+        client = self._clients.get(prefix)
+        if client is None:
+            return "not connected"
+        try:
+            resp = client.get("/health", timeout=PEER_HEALTH_TIMEOUT_SECONDS)
+        except httpx.HTTPError:
+            return "unreachable"
+        return "healthy" if resp.status_code == 200 else f"unhealthy ({resp.status_code})"
 
     def status_counters(self) -> dict[str, Any]:
         stats = self._continuous.stats() if self._continuous else {"running": False}

@@ -66,6 +66,10 @@ class Peers:
 def build_app(peers: Peers) -> FastAPI:
     app = FastAPI()
 
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "healthy"}
+
     @app.post("/api/synthesize")
     async def synthesize(request: Request) -> JSONResponse:
         body = await request.json()

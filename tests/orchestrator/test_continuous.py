@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from stages.orchestrator.catalogue import ScenarioCatalogue
 from stages.orchestrator.continuous import ContinuousConfig, plan_requests
+from stages.orchestrator.ground_truth import GroundTruth
 from tests.orchestrator.helpers import wait_until
 from tests.orchestrator.stubs import Peers
 
@@ -154,3 +157,23 @@ def test_backlog_beyond_its_bound_is_skipped_and_counted(
     assert stats["records_skipped"] == 5 * stats["ticks_skipped"]
     assert stats["records_produced"] == stats["records_requested"] == peers.produced()
     assert stats["can_keep_up"] is False
+
+
+def test_plan_gives_each_open_window_a_part_from_its_own_services(tmp_path: Path) -> None:
+    scenario = ScenarioCatalogue().get("database_slow--ledger-db")
+    assert scenario is not None
+    window = GroundTruth(tmp_path / "gt.jsonl").open_window(
+        scenario, intensity=100, duration_seconds=10, source="trigger"
+    )
+    config = ContinuousConfig(
+        interval_seconds=1, logs_per_interval=11, services=("api-gateway",), log_types=("cdn_log",)
+    )
+    background, anomalous = plan_requests(config, 0, 1, datetime.now(UTC), [window])
+    assert (background.count, anomalous.count) == (6, 5)
+    assert background.anomaly is None and background.services == ("api-gateway",)
+    assert background.log_types == ("cdn_log",)
+    assert anomalous.services == ("ledger-service",) and anomalous.log_types is None
+    assert anomalous.anomaly is not None
+    assert anomalous.anomaly.scenario_id == "database_slow--ledger-db"
+    assert anomalous.anomaly.target_entity == "ledger-db"
+    assert anomalous.anomalous_share == 0.5

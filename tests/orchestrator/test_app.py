@@ -1,4 +1,4 @@
-"""Mutating endpoints need the control token when one is configured."""
+"""Service plumbing of the orchestrator: control token, health, status page."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from stages.common.config import get_settings
+from stages.common.config import Settings, get_settings
+from stages.orchestrator.app import create_app
 
 
 @pytest.fixture
@@ -37,4 +38,26 @@ def test_status_page_shows_counters(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200
     assert "scenario-orchestrator" in page.text and "continuous measured rate" in page.text
-    assert client.get("/health").json()["status"] == "healthy"
+
+
+def test_health_reports_peers_without_depending_on_them(
+    client: TestClient, settings: Settings
+) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "healthy"
+    assert body["peers"] == {"synthesis": "healthy", "state": "healthy"}
+    dead = settings.model_copy(update={"synthesis_port": 1})
+    with TestClient(create_app(dead)) as lonely:
+        resp = lonely.get("/health")
+    assert resp.status_code == 200
+    assert resp.json()["peers"]["synthesis"] == "unreachable"
+
+
+def test_health_is_503_when_ground_truth_cannot_be_written(settings: Settings) -> None:
+    blocker = settings.data_dir.parent / "not-a-dir"
+    blocker.write_text("")
+    broken = settings.model_copy(update={"data_dir": blocker / "data"})
+    with TestClient(create_app(broken)) as client:
+        resp = client.get("/health")
+    assert resp.status_code == 503
+    assert "ground truth" in resp.json()["reason"]
