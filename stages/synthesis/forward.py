@@ -35,14 +35,16 @@ class Forwarder:
         *,
         budget_seconds: float = RETRY_BUDGET_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._budget = budget_seconds
         self._sleep = sleep
+        self._clock = clock
 
     def forward(self, records: Sequence[dict[str, Any]]) -> int:
         """Send every record; returns how many ingestion accepted, or raises with that count."""
-        deadline = time.monotonic() + self._budget
+        deadline = self._clock() + self._budget
         forwarded = 0
         for start in range(0, len(records), CHUNK):
             chunk = records[start : start + CHUNK]
@@ -71,7 +73,7 @@ class Forwarder:
             FORWARD_BATCHES.labels("retried").inc()
             STATS.add("forward_retries")
             pause = max(backoff, wait)
-            if time.monotonic() + pause > deadline:
+            if self._clock() + pause > deadline:
                 FORWARD_BATCHES.labels("gave_up").inc()
                 raise IngestionUnavailable(0, len(chunk), reason, max(1.0, wait))
             self._sleep(pause)

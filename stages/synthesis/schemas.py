@@ -52,7 +52,13 @@ class SynthesizeRequest(BaseModel):
         0, ge=0, le=86_400, description="Timestamps are spread evenly over this many seconds."
     )
     anomaly: AnomalyRequest | None = None
-    anomalous_share: float = Field(1.0, ge=0, le=1)
+    anomalous_share: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of records inside the anomaly window that carry it (logs and "
+        "metrics one by one, APM spans a whole trace at a time); the rest are background.",
+    )
     forward: bool = False
     return_records: bool = True
 

@@ -1,0 +1,3 @@
+from stages.synthesis.app import main
+
+main()
