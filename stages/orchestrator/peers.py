@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -108,20 +108,29 @@ class SynthesisClient:
         self._http = http
 
     def synthesize(self, request: SynthesisRequest, stop: threading.Event) -> SynthesisOutcome:
+        """Ask for ``request.count`` records, retrying what is still missing.
+
+        A synthesis 503 may say that part of the records were forwarded before ingestion gave
+        up (``detail.forwarded``); those count as produced and the retry asks for the rest only,
+        so a retry never duplicates what already reached ingestion."""
         outcome = SynthesisOutcome(requested=request.count)
+        pending = request
         for attempt in range(SYNTHESIS_ATTEMPTS):
             if attempt:
                 outcome.retries += 1
-            delay, reason = self._attempt(request, outcome)
+            delay, reason = self._attempt(pending, outcome)
             if reason is None:
+                outcome.error = None
                 return outcome
             outcome.error = reason
-            if delay is None or attempt == SYNTHESIS_ATTEMPTS - 1:
+            remaining = request.count - outcome.produced
+            if delay is None or remaining <= 0 or attempt == SYNTHESIS_ATTEMPTS - 1:
                 break
             metrics.SYNTHESIS_RETRIES.labels(reason.split(":")[0]).inc()
             if stop.wait(delay):
                 outcome.error = f"{reason} (stopped while retrying)"
                 break
+            pending = replace(pending, count=remaining)
         return outcome
 
     def _attempt(
@@ -133,16 +142,33 @@ class SynthesisClient:
         except httpx.HTTPError as exc:
             return _backoff(outcome.retries), f"unreachable: {type(exc).__name__}"
         if resp.status_code == 503:
-            return _retry_after(resp), "unavailable: synthesis answered 503"
+            outcome.produced += _forwarded_before_failure(resp, request.count)
+            return _retry_after(resp), f"unavailable: {_message(resp)}"
         if resp.status_code >= 500:
-            return _backoff(outcome.retries), f"server_error: synthesis answered {resp.status_code}"
+            return _backoff(outcome.retries), f"server_error: {_message(resp)}"
         if resp.status_code >= 400:
-            return None, f"rejected: synthesis answered {resp.status_code}: {resp.text[:300]}"
+            return None, f"rejected: {_message(resp)}"
         try:
-            outcome.produced = int(resp.json()["count"])
+            outcome.produced += int(resp.json()["count"])
         except (ValueError, KeyError, TypeError):
             return None, "bad_answer: synthesis answer has no integer 'count'"
         return None, None
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        message = resp.json().get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return f"synthesis answered {resp.status_code}: {message or resp.text[:200]}"
+
+
+def _forwarded_before_failure(resp: httpx.Response, asked: int) -> int:
+    try:
+        forwarded = int(resp.json()["detail"]["forwarded"])
+    except (ValueError, KeyError, TypeError):
+        return 0
+    return min(max(forwarded, 0), asked)
 
 
 def _backoff(retries: int) -> float:

@@ -55,6 +55,9 @@ class Peers:
     transitions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     entities: dict[str, dict[str, Any]] = field(default_factory=seed_entities)
     fail_next: int = 0  # answer this many synthesize calls with 503
+    # answer the next calls 503 after forwarding this many of their records (like synthesis
+    # when ingestion gives up mid-request)
+    partial_forward: list[int] = field(default_factory=list)
     delay_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,6 +80,15 @@ def build_app(peers: Peers) -> FastAPI:
             if peers.fail_next > 0:
                 peers.fail_next -= 1
                 return JSONResponse({"error": "busy"}, 503, headers={"Retry-After": "1"})
+            if peers.partial_forward:
+                forwarded = min(peers.partial_forward.pop(0), body["count"])
+                peers.synthesize.append(body | {"count": forwarded, "partial_of": body["count"]})
+                detail = {"forwarded": forwarded, "total": body["count"]}
+                return JSONResponse(
+                    {"error": "unavailable", "message": "ingestion gave up", "detail": detail},
+                    503,
+                    headers={"Retry-After": "1"},
+                )
             peers.synthesize.append(body | {"received_at": time.monotonic()})
         if peers.delay_seconds:
             time.sleep(peers.delay_seconds)  # blocks the loop on purpose: a slow synthesis

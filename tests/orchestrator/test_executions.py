@@ -106,6 +106,21 @@ def test_synthesis_503_is_retried_and_nothing_is_lost(client: TestClient, peers:
     assert done["records_failed"] == 0
 
 
+def test_partial_forward_is_counted_and_only_the_rest_retried(
+    client: TestClient, peers: Peers
+) -> None:
+    peers.partial_forward = [7]
+    resp = client.post(
+        "/api/scenarios/cpu_spike--auth-service/execute",
+        json={"duration_seconds": 1, "rate": 40},
+    )
+    done = wait_for_execution(client, resp.json()["id"])
+    assert [r["count"] for r in peers.synthesize[:2]] == [7, 3]  # 10 asked, 7 got through
+    assert peers.synthesize[0]["partial_of"] == 10
+    assert done["logs_generated"] == 40 == peers.produced()
+    assert done["synthesis_retries"] == 1 and done["records_failed"] == 0
+
+
 def test_unreachable_synthesis_is_counted_as_failed(peers: Peers, settings: Settings) -> None:
     dead = settings.model_copy(update={"synthesis_port": 1})
     with TestClient(create_app(dead)) as client:
