@@ -302,7 +302,7 @@ class RecordMaker:
             service=service,
             host=host,
             account_id=account_id,
-            user_id=self.pool.user(rng),
+            user_id=self.pool.owner(account_id, rng),
             account_state=account_state,
         )
         if anomaly is not None:

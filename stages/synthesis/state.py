@@ -35,6 +35,10 @@ class EntityPool:
     accounts: list[str] = field(default_factory=lambda: generated_ids("acc"))
     users: list[str] = field(default_factory=lambda: generated_ids("usr"))
     states: dict[str, str] = field(default_factory=dict)
+    # account -> owning user, so an account's records name its real owner
+    owners: dict[str, str] = field(
+        default_factory=lambda: dict(zip(generated_ids("acc"), generated_ids("usr"), strict=True))
+    )
     source: str = "generated"
 
     def account(self, rng: random.Random) -> tuple[str, str]:
@@ -43,6 +47,10 @@ class EntityPool:
 
     def user(self, rng: random.Random) -> str:
         return self.users[rng.randrange(len(self.users))]
+
+    def owner(self, account_id: str, rng: random.Random) -> str:
+        drawn = self.user(rng)  # always drawn, so the random sequence is the same either way
+        return self.owners.get(account_id, drawn)
 
     def pick_stable(self, ids: list[str], key: str) -> str:
         """The same id for the same key (a scenario's focus account) while the pool is the same."""
@@ -104,13 +112,21 @@ class StateSync:
             accounts=[a["id"] for a in accounts],
             users=[u["id"] for u in users],
             states=states,
+            owners={a["id"]: a["owner"] for a in accounts if a["owner"]},
             source="state-manager",
         )
 
     def _list(self, kind: str) -> list[dict[str, str]]:
         resp = self._client.get("/api/entities", params={"type": kind, "limit": POOL_SIZE})
         resp.raise_for_status()
-        return [{"id": str(i["id"]), "state": str(i["state"])} for i in resp.json()["items"]]
+        return [
+            {
+                "id": str(i["id"]),
+                "state": str(i["state"]),
+                "owner": str((i.get("attributes") or {}).get("owner") or ""),
+            }
+            for i in resp.json()["items"]
+        ]
 
     def _with_fresh_states(self, pool: EntityPool) -> EntityPool:
         ids = pool.accounts + pool.users
@@ -119,5 +135,6 @@ class StateSync:
             chunk = ids[start : start + BULK_CHUNK]
             resp = self._client.post("/api/entities/bulk-state", json={"ids": chunk})
             resp.raise_for_status()
-            fresh.update({str(k): str(v) for k, v in resp.json().items()})
-        return EntityPool(pool.accounts, pool.users, pool.states | fresh, pool.source)
+            # None: the entity was deleted since the listing; it keeps its last known state
+            fresh.update({str(k): str(v) for k, v in resp.json().items() if v is not None})
+        return EntityPool(pool.accounts, pool.users, pool.states | fresh, pool.owners, pool.source)

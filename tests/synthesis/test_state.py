@@ -10,8 +10,10 @@ from stages.synthesis.state import StateSync
 from stages.synthesis.telemetry import STATE_UNAVAILABLE
 from tests.synthesis.helpers import make
 
-ACCOUNTS = [{"id": f"acct-{i}", "type": "account", "state": "active", "attributes": {}}
-            for i in range(5)]  # fmt: skip
+ACCOUNTS = [
+    {"id": f"acct-{i}", "type": "account", "state": "active", "attributes": {"owner": f"user-{i}"}}
+    for i in range(5)
+]
 USERS = [{"id": f"user-{i}", "type": "user", "state": "active", "attributes": {}} for i in range(5)]
 
 
@@ -39,6 +41,10 @@ def test_ids_come_from_the_state_manager_and_locked_accounts_are_denied() -> Non
     assert sync.pool.states["acct-3"] == "locked"
     records = make(sync.pool, count=400, kinds=["log"], log_types=["authentication_log"]).records
     assert {r["attributes"]["account.id"] for r in records} <= {a["id"] for a in ACCOUNTS}
+    for record in records:  # each account's records name its owner
+        assert record["attributes"]["user.id"] == record["attributes"]["account.id"].replace(
+            "acct", "user"
+        )
     locked = [r for r in records if r["attributes"]["account.id"] == "acct-3"]
     assert locked
     for record in locked:

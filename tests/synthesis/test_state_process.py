@@ -1,0 +1,74 @@
+"""Synthesis against the real State Manager, both as processes: ids and a locked account."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.processes import Process, base_env, free_port, wait_http_ok
+
+LOCKED = [f"acc-{n:05d}" for n in range(1, 41)]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    logs = Path(tmp_path_factory.mktemp("state-synthesis"))
+    state_port, synthesis_port = free_port(), free_port()
+    env = base_env(
+        "http://127.0.0.1:1",
+        STATE_PORT=str(state_port),
+        SYNTHESIS_PORT=str(synthesis_port),
+        INGESTION_PORT=str(free_port()),
+        DATA_DIR=str(logs / "data"),
+    )
+    state = Process("state", [sys.executable, "-m", "stages.state"], env, logs)
+    synthesis = Process("synthesis", [sys.executable, "-m", "stages.synthesis"], env, logs)
+    state_url = f"http://127.0.0.1:{state_port}"
+    synthesis_url = f"http://127.0.0.1:{synthesis_port}"
+    try:
+        wait_http_ok(f"{state_url}/health", state)
+        wait_http_ok(f"{synthesis_url}/health", synthesis)
+        yield state_url, synthesis_url
+    finally:
+        synthesis.stop()
+        state.stop()
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_ids_and_locked_states_come_from_the_state_manager(fleet: tuple[str, str]) -> None:
+    state_url, synthesis_url = fleet
+    _wait_for(lambda: httpx.get(f"{synthesis_url}/health").json()["state_manager"] == "ok")
+    for account in LOCKED:
+        resp = httpx.post(
+            f"{state_url}/api/entities/{account}/transition", json={"to": "locked"}, timeout=5
+        )
+        assert resp.status_code == 200, resp.text
+
+    def locked_logins() -> list[dict[str, Any]]:
+        body = {"count": 3000, "seed": 1, "kinds": ["log"], "log_types": ["authentication_log"]}
+        records = httpx.post(f"{synthesis_url}/api/synthesize", json=body, timeout=30).json()
+        return [r for r in records["records"] if r["attributes"]["account.id"] in LOCKED]
+
+    # the pool refreshes states every ~2 s
+    _wait_for(lambda: any(r["attributes"]["outcome"] == "denied" for r in locked_logins()))
+    records = locked_logins()
+    assert records
+    for record in records:
+        assert record["attributes"]["outcome"] == "denied"
+        assert record["attributes"]["failure_reason"] == "account_locked"
+        assert record["level"] == "WARN"
+    assert httpx.get(f"{synthesis_url}/health").json()["entity_source"] == "state-manager"
