@@ -1,0 +1,3 @@
+from stages.ingestion.app import main
+
+main()

@@ -1,0 +1,213 @@
+"""HTTP routes of the Ingestion Interface (port 8004)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from stages.common import resources
+from stages.common.config import Settings, get_settings
+from stages.common.errors import Unprocessable
+from stages.common.http import service_client
+from stages.common.service import (
+    ControlToken,
+    configure_logging,
+    create_service_app,
+    run_service,
+)
+from stages.ingestion.categories import CategoryFiles
+from stages.ingestion.errors import BodyTooLarge
+from stages.ingestion.fanout import Ingestor, SpoolDrainer, ingestion_counters
+from stages.ingestion.forward import ConsolidationForwarder
+from stages.ingestion.kinesis import KinesisSink
+from stages.ingestion.producer import KinesisProducer
+from stages.ingestion.schemas import (
+    MAX_BODY_BYTES,
+    IngestBatchRequest,
+    IngestMetrics,
+    IngestResponse,
+)
+from stages.ingestion.spool import Spool
+from stages.ingestion.validate import describe_errors
+
+# The request path gives up on Kinesis after INGEST_KINESIS_TIMEOUT_SECONDS and spools the rest,
+# so the producer's own retries are kept short: the spool drain is the long-term retry.
+_INGEST_PRODUCER_MAX_RETRIES = 2
+_INGEST_PRODUCER_MAX_BACKOFF = 1.0
+_CONSOLIDATION_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
+
+
+def _batch_schema() -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": IngestBatchRequest.model_json_schema()}},
+        }
+    }
+
+
+async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refused with 413 before reading when Content-Length says it is too large."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(int(declared), limit)
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise BodyTooLarge(None, limit)
+    return bytes(body)
+
+
+def _parse_batch(body: bytes) -> list[Any]:
+    try:
+        return IngestBatchRequest.model_validate_json(body).records
+    except ValidationError as exc:
+        raise Unprocessable(
+            'the body must be {"records": [...]} with 1 to 5000 records',
+            detail=describe_errors(exc),
+        ) from exc
+
+
+def _parse_one(body: bytes) -> list[Any]:
+    try:
+        value = orjson.loads(body)
+    except ValueError as exc:
+        raise Unprocessable("the body is not JSON") from exc
+    return [value]
+
+
+def _router(ingestor_of: Any) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["ingestion"])
+
+    @router.post(
+        "/ingest/batch",
+        response_model=IngestResponse,
+        summary="Validate and accept a batch of canonical records",
+        openapi_extra=_batch_schema(),
+        responses={413: {"description": "body too large"}, 422: {}, 503: {}},
+    )
+    async def ingest_batch(request: Request, _: ControlToken) -> IngestResponse:
+        records = _parse_batch(await _read_body(request))
+        result = await run_in_threadpool(ingestor_of(request).ingest, records)
+        return IngestResponse.model_validate(result, from_attributes=True)
+
+    @router.post(
+        "/ingest",
+        response_model=IngestResponse,
+        summary="Validate and accept one canonical record",
+        responses={413: {"description": "body too large"}, 422: {}, 503: {}},
+    )
+    async def ingest_one(request: Request, _: ControlToken) -> IngestResponse:
+        records = _parse_one(await _read_body(request))
+        result = await run_in_threadpool(ingestor_of(request).ingest, records)
+        return IngestResponse.model_validate(result, from_attributes=True)
+
+    @router.get("/metrics", response_model=IngestMetrics, summary="Counters of every outcome")
+    def metrics(request: Request) -> IngestMetrics:
+        state = request.app.state
+        return IngestMetrics(
+            counters=state.counters.snapshot(),
+            spool_bytes=state.spool.pending_bytes(),
+            spool_segments=state.spool.segment_count(),
+            consolidation_queue_batches=state.forwarder.queued_batches(),
+        )
+
+    return router
+
+
+def _producers(settings: Settings) -> dict[str, KinesisProducer]:
+    return {
+        spec.kind: KinesisProducer(
+            spec.name,
+            settings,
+            max_retries=min(settings.producer_max_retries, _INGEST_PRODUCER_MAX_RETRIES),
+            max_backoff_seconds=min(
+                settings.producer_max_backoff_seconds, _INGEST_PRODUCER_MAX_BACKOFF
+            ),
+        )
+        for spec in resources.streams(settings)
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    counters = ingestion_counters()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        spool = Spool(settings.data_dir / "spool", settings.spool_max_bytes)
+        sink = KinesisSink(_producers(settings), settings.ingest_kinesis_timeout_seconds)
+        client = service_client(settings, "consolidation", timeout=_CONSOLIDATION_TIMEOUT)
+        forwarder = ConsolidationForwarder(
+            client, counters, queue_size=settings.consolidation_queue_size
+        )
+        drainer = SpoolDrainer(spool, sink, counters)
+        app.state.spool, app.state.sink, app.state.forwarder = spool, sink, forwarder
+        app.state.counters = counters
+        app.state.ingestor = Ingestor(
+            sink=sink,
+            spool=spool,
+            categories=CategoryFiles(settings.data_dir / "categories"),
+            forwarder=forwarder,
+            counters=counters,
+        )
+        drainer.start()
+        try:
+            yield
+        finally:
+            drainer.close()
+            forwarder.close()
+            client.close()
+            sink.close()
+
+    app_ref: dict[str, FastAPI] = {}
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        state = app_ref["app"].state
+        if not hasattr(state, "sink"):
+            return False, {"reason": "starting"}
+        kinesis_ok, kinesis_error = state.sink.reachable()
+        spool_bytes = state.spool.pending_bytes()
+        spool_room = state.spool.has_room(1)
+        details = {
+            "kinesis_reachable": kinesis_ok,
+            "kinesis_error": kinesis_error or None,
+            "spool_bytes": spool_bytes,
+            "spool_has_room": spool_room,
+            "consolidation_reachable": state.forwarder.reachable(),
+        }
+        # Unhealthy only when a batch could be neither put nor spooled.
+        return kinesis_ok is not False or spool_room, details
+
+    def status() -> dict[str, Any]:
+        state = app_ref["app"].state
+        counters_now = counters.snapshot()
+        if hasattr(state, "spool"):
+            counters_now["spool_bytes"] = state.spool.pending_bytes()
+        return counters_now
+
+    app = create_service_app(
+        "ingestion",
+        health=health,
+        status=status,
+        routers=[_router(lambda request: request.app.state.ingestor)],
+        lifespan=lifespan,
+        description="Validates records; fans out to Kinesis (or a durable spool), local category "
+        "files and Log Consolidation.",
+    )
+    app_ref["app"] = app
+    return app
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    run_service(create_app(settings), settings.ingestion_host, settings.ingestion_port)

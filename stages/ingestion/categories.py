@@ -1,0 +1,52 @@
+"""Local category files: one folder per catalogue category plus ``anomaly/``.
+
+Folder and file names come only from the catalogue (``LOG_TYPES``) and the three record kinds,
+never from a record's own strings: a log type the catalogue does not know is written to the
+fixed ``other.jsonl`` of its kind's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from stages.common.catalogue import LOG_TYPES
+from stages.common.records import Record
+
+OTHER: Final = "other"
+ANOMALY_FOLDER: Final = "anomaly"
+_KIND_FOLDERS: Final = {"log": "log", "metric": "metric", "apm": "apm"}
+
+
+def category_file(record: Record) -> tuple[str, str]:
+    """(folder, file name) for ``record``, both taken from the catalogue's own strings."""
+    category = LOG_TYPES.get(record.log_type or "")
+    if category is not None:
+        known_type = next(name for name in LOG_TYPES if name == record.log_type)
+        return category, f"{known_type}.jsonl"
+    return _KIND_FOLDERS[record.kind], f"{OTHER}.jsonl"
+
+
+def anomaly_file(record: Record) -> tuple[str, str]:
+    return ANOMALY_FOLDER, category_file(record)[1]
+
+
+class CategoryFiles:
+    """Appends records to their category files (and anomalous ones to ``anomaly/`` too)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def write(self, records: list[Record], lines: list[bytes]) -> int:
+        """Append each record's line; returns how many files were written. Raises OSError."""
+        grouped: dict[tuple[str, str], list[bytes]] = {}
+        for record, line in zip(records, lines, strict=True):
+            grouped.setdefault(category_file(record), []).append(line)
+            if record.is_anomaly:
+                grouped.setdefault(anomaly_file(record), []).append(line)
+        for (folder, name), chunk in grouped.items():
+            directory = self._root / folder
+            directory.mkdir(parents=True, exist_ok=True)
+            with open(directory / name, "ab") as handle:
+                handle.write(b"".join(chunk))
+        return len(grouped)

@@ -1,0 +1,27 @@
+"""The Ingestion Interface's refusals, each with its HTTP status (see stages.common.errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stages.common.errors import PayloadTooLarge, Unavailable, Unprocessable
+
+
+class AllRecordsInvalid(Unprocessable):
+    error = "validation_error"
+
+    def __init__(self, rejected: list[dict[str, Any]]) -> None:
+        super().__init__(
+            f"none of the {len(rejected)} records is valid; nothing was accepted",
+            detail=rejected,
+        )
+
+
+class BodyTooLarge(PayloadTooLarge):
+    def __init__(self, size: int | None, limit: int) -> None:
+        given = f"{size} bytes" if size is not None else "more"
+        super().__init__(f"request body is {given}; the limit is {limit} bytes")
+
+
+class CannotAcceptNow(Unavailable):
+    """Kinesis did not take the batch and the spool cannot hold it: the caller retries."""

@@ -1,0 +1,227 @@
+"""The Ingestion Interface's own API (TestClient): validation, bounds, category files, spool,
+Kinesis routing against a real emulator."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from stages.common import aws
+from stages.common.config import Settings
+from stages.ingestion.app import create_app
+from tests.ingestion.helpers import read_stream
+from tests.ingestion.records import apm_record, log_record, metric_record, mixed_batch
+from tests.support.processes import free_port
+
+# Nothing listens here: Kinesis is "unreachable" and every accepted record goes to the spool.
+CLOSED = f"http://127.0.0.1:{free_port()}"
+
+
+def _settings(tmp_path: Path, endpoint: str = CLOSED, **extra: Any) -> Settings:
+    return Settings(
+        aws_endpoint_url=endpoint,
+        data_dir=tmp_path / "data",
+        consolidation_port=free_port(),  # no consolidation: its failures are counted, not ours
+        ingest_kinesis_timeout_seconds=5,
+        **extra,
+    )
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(_settings(tmp_path)), raise_server_exceptions=False) as client:
+        yield client
+
+
+def _files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_fully_invalid_batch_is_422_with_reasons_per_record(
+    offline: TestClient, tmp_path: Path
+) -> None:
+    resp = offline.post(
+        "/api/ingest/batch",
+        json={"records": [{"kind": "log"}, "not an object", log_record(1, level="LOUD")]},
+    )
+    assert resp.status_code == 422
+    body = resp.json()
+    assert body["error"] == "validation_error"
+    assert "none of the 3 records" in body["message"]
+    assert [d["index"] for d in body["detail"]] == [0, 1, 2]
+    assert any(p.startswith("timestamp:") for p in body["detail"][0]["problems"])
+    assert body["detail"][1]["problems"] == ["a record must be a JSON object"]
+    assert any(p.startswith("level:") for p in body["detail"][2]["problems"])
+    assert not (tmp_path / "data" / "categories").exists()
+    assert offline.get("/api/metrics").json()["counters"]["rejected"] == 3
+
+
+def test_partial_batch_accepts_the_valid_records_only(offline: TestClient, tmp_path: Path) -> None:
+    resp = offline.post(
+        "/api/ingest/batch",
+        json={"records": [log_record(1), {"kind": "metric"}, log_record(2, trace_id="XYZ")]},
+    )
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["accepted"] == 1 and body["spooled"] == 1
+    assert [r["index"] for r in body["rejected"]] == [1, 2]
+    assert "trace_id" in body["rejected"][1]["problems"][0]
+    written = _lines(tmp_path / "data/categories/application/api_gateway_log.jsonl")
+    assert [r["event_id"] for r in written] == ["log-0000000001"]
+    spooled = [
+        json.loads(line)
+        for path in (tmp_path / "data/spool").glob("seg-*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert [r["event_id"] for r in spooled] == ["log-0000000001"]
+
+
+def test_single_record_endpoint(offline: TestClient) -> None:
+    assert offline.post("/api/ingest", json=log_record(5)).json()["accepted"] == 1
+    bad = offline.post("/api/ingest", json={"kind": "apm"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["index"] == 0
+    assert offline.post("/api/ingest", content=b"{oops").status_code == 422
+
+
+def test_bounds_body_size_and_record_count(offline: TestClient) -> None:
+    huge = offline.post(
+        "/api/ingest/batch",
+        content=b"x" * (10 * 1024 * 1024 + 1),
+        headers={"Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413
+    assert "limit" in huge.json()["message"]
+    too_many = offline.post("/api/ingest/batch", json={"records": [log_record(1)] * 5001})
+    assert too_many.status_code == 422
+    assert offline.post("/api/ingest/batch", json={"records": []}).status_code == 422
+    extra = offline.post("/api/ingest/batch", json={"records": [log_record(1)], "more": 1})
+    assert extra.status_code == 422
+    assert offline.post("/api/ingest/batch", content=b"[1,2").status_code == 422
+
+
+def test_path_traversal_never_leaves_the_category_tree(offline: TestClient, tmp_path: Path) -> None:
+    hostile = [
+        log_record(1, log_type="../../etc/x"),
+        log_record(2, category="../../../tmp"),
+        log_record(3, log_type="mystery_log", category="zzz"),
+        log_record(4, service="../etc"),
+    ]
+    resp = offline.post("/api/ingest/batch", json={"records": hostile})
+    assert resp.status_code == 200
+    assert [r["index"] for r in resp.json()["rejected"]] == [0, 1, 3]
+    data = tmp_path / "data"
+    files = _files_under(data)
+    assert {f for f in files if not f.startswith("spool/")} == {"categories/log/other.jsonl"}
+    assert _files_under(tmp_path) - {f"data/{f}" for f in files} == set()
+    assert [r["event_id"] for r in _lines(data / "categories/log/other.jsonl")] == [
+        "log-0000000003"
+    ]
+
+
+def test_spool_full_is_503_with_retry_after(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, spool_max_bytes=1024 * 1024)
+    records = [log_record(i, message="m" * 400) for i in range(4000)]  # ~2 MB of JSON
+    with TestClient(create_app(settings)) as client:
+        resp = client.post("/api/ingest/batch", json={"records": records})
+        metrics = client.get("/api/metrics").json()
+        health = client.get("/health")
+    assert resp.status_code == 503
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert "spool cannot hold it" in resp.json()["message"]
+    assert metrics["counters"]["unavailable_503"] == 1
+    assert metrics["counters"]["accepted"] == 0
+    assert metrics["spool_bytes"] == 0
+    assert not (tmp_path / "data" / "categories").exists()
+    assert health.status_code == 200  # smaller batches still fit
+
+
+def test_records_land_on_their_kinds_stream_and_category_files(
+    settings: Settings, tmp_path: Path
+) -> None:
+    app_settings = _settings(tmp_path, endpoint=settings.aws_endpoint_url or "")
+    batch = [
+        *mixed_batch(30),
+        log_record(100, is_anomaly=True, anomaly_type="cpu_spike", level="ERROR"),
+        metric_record(101, service="auth-service"),
+        apm_record(102, service="ledger-service"),
+    ]
+    with TestClient(create_app(app_settings)) as client:
+        resp = client.post("/api/ingest/batch", json={"records": batch})
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"accepted": 33, "rejected": [], "spooled": 0}
+        metrics = client.get("/api/metrics").json()["counters"]
+        health = client.get("/health").json()
+    assert metrics["to_kinesis"] == 33 and metrics["spooled"] == 0
+    assert health["kinesis_reachable"] is True
+
+    kinesis = aws.client("kinesis", settings)
+    expected = {"log": set(), "metric": set(), "apm": set()}
+    services = {}
+    for record in batch:
+        expected[record["kind"]].add(record["event_id"])
+        services[record["event_id"]] = record["service"]
+    for kind, stream in (
+        ("log", "stage01-logs-stream"),
+        ("metric", "stage01-metrics-stream"),
+        ("apm", "stage01-apm-stream"),
+    ):
+        contents = read_stream(kinesis, stream)
+        got = [json.loads(r.data) for r in contents.records]
+        assert sorted(r["event_id"] for r in got) == sorted(expected[kind])
+        for user_record in contents.records:
+            event_id = json.loads(user_record.data)["event_id"]
+            assert user_record.partition_key == services[event_id]
+
+    categories = tmp_path / "data" / "categories"
+    app_log = _lines(categories / "application/api_gateway_log.jsonl")
+    assert len(app_log) == 11
+    anomalies = _lines(categories / "anomaly/api_gateway_log.jsonl")
+    assert [r["event_id"] for r in anomalies] == ["log-0000000100"]
+    assert len(_lines(categories / "metric/other.jsonl")) == 11
+    assert len(_lines(categories / "apm/other.jsonl")) == 11
+
+
+def test_dead_consolidation_does_not_slow_kinesis(settings: Settings, tmp_path: Path) -> None:
+    """Consolidation accepts connections but never answers: ingestion latency stays low."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(100)
+    app_settings = _settings(tmp_path, endpoint=settings.aws_endpoint_url or "")
+    app_settings.consolidation_port = silent.getsockname()[1]
+    app_settings.consolidation_queue_size = 2
+    latencies = []
+    try:
+        with TestClient(create_app(app_settings)) as client:
+            for n in range(10):
+                started = time.perf_counter()
+                resp = client.post("/api/ingest/batch", json={"records": mixed_batch(20, n * 20)})
+                latencies.append(time.perf_counter() - started)
+                assert resp.status_code == 200
+                assert resp.json()["spooled"] == 0
+            counters = client.get("/api/metrics").json()["counters"]
+    finally:
+        silent.close()
+    assert counters["to_kinesis"] == 200
+    # One batch is in delivery, two wait in the queue; the rest were dropped and counted.
+    assert counters["consolidation_dropped"] >= 7 * 20
+    assert counters["consolidation_delivered"] == 0
+    assert max(latencies) < 2.0, latencies
+    kinesis = aws.client("kinesis", settings)
+    total = sum(
+        len(read_stream(kinesis, s).records)
+        for s in ("stage01-logs-stream", "stage01-metrics-stream", "stage01-apm-stream")
+    )
+    assert total == 200
