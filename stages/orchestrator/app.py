@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -234,4 +235,6 @@ def create_app(settings: Settings) -> FastAPI:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings)
+    # One INFO line per peer call would drown the service's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     run_service(create_app(settings), settings.orchestrator_host, settings.orchestrator_port)

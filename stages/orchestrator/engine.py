@@ -3,6 +3,7 @@ ground truth, executions, the continuous generator and the clients of its peers.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import httpx
 
 from stages.common.config import Settings
 from stages.common.http import service_client
+from stages.orchestrator import metrics
 from stages.orchestrator.catalogue import Scenario, ScenarioCatalogue, scenario_id
 from stages.orchestrator.continuous import ContinuousConfig, ContinuousGenerator
 from stages.orchestrator.effects import apply_state_effect
@@ -19,6 +21,8 @@ from stages.orchestrator.errors import ScenarioNotFound, UnknownAnomalyType, Unk
 from stages.orchestrator.executions import Execution, ExecutionPlan, Executions
 from stages.orchestrator.ground_truth import GroundTruth, Window
 from stages.orchestrator.peers import StateClient, StateEffectResult, SynthesisClient
+
+log = logging.getLogger(__name__)
 
 GROUND_TRUTH_FILE = "ground_truth.jsonl"
 PEER_HEALTH_TIMEOUT_SECONDS = 0.5
@@ -41,13 +45,15 @@ class Orchestrator:
         self._executions: Executions | None = None
         self._continuous: ContinuousGenerator | None = None
         self._state: StateClient | None = None
+        self._synthesis: SynthesisClient | None = None
+        self._emitters: dict[str, tuple[str, ...]] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
         synthesis_http = service_client(self.settings, "synthesis")
         state_http = service_client(self.settings, "state")
         self._clients = {"synthesis": synthesis_http, "state": state_http}
-        synthesis = SynthesisClient(synthesis_http)
+        synthesis = self._synthesis = SynthesisClient(synthesis_http)
         self._state = StateClient(state_http)
         self._executions = Executions(synthesis, self.ground_truth)
         self._continuous = ContinuousGenerator(
@@ -164,8 +170,26 @@ class Orchestrator:
             duration_seconds=duration_seconds,
             source=source,
             target_entity=entity,
+            services=self.window_services(scenario),
         )
         return window, effect
+
+    def window_services(self, scenario: Scenario) -> tuple[str, ...]:
+        """The target's services plus every service synthesis emits the scenario's log types
+        from: anomalous records come from all of them, so the window must name them all."""
+        emitters = self._log_type_emitters()
+        extra = (service for name in scenario.log_type_names for service in emitters.get(name, ()))
+        return tuple(dict.fromkeys((*scenario.target.services, *extra)))
+
+    def _log_type_emitters(self) -> dict[str, tuple[str, ...]]:
+        if self._emitters is None and self._synthesis is not None:
+            try:
+                self._emitters = self._synthesis.log_type_emitters()
+            except (httpx.HTTPError, ValueError) as exc:
+                # Asked again at the next window; this one names the target's services only.
+                metrics.EMITTERS_UNKNOWN.inc()
+                log.warning("cannot read synthesis log types (%s); window services incomplete", exc)
+        return self._emitters or {}
 
     def _open_anomaly_window(
         self,

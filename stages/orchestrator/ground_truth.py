@@ -95,13 +95,14 @@ class GroundTruth:
         source: str,
         target_entity: str | None = None,
         start: datetime | None = None,
+        services: tuple[str, ...] | None = None,
     ) -> Window:
         start = start or datetime.now(UTC)
         window = Window(
             id=uuid.uuid4().hex,
             scenario_id=scenario.id,
             anomaly_type=scenario.anomaly_type,
-            services=scenario.target.services,
+            services=services or scenario.target.services,
             metrics=scenario.metric_names,
             target_entity=target_entity
             or (None if scenario.target.kind in ("account", "user") else scenario.target.name),

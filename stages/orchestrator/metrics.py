@@ -31,3 +31,7 @@ STATE_EFFECTS = Counter(
 WINDOWS = Counter("orchestrator_windows_total", "Ground-truth windows", ["event"])
 EXECUTIONS = Counter("orchestrator_executions_total", "Executions by final status", ["status"])
 CONTINUOUS_RUNNING = Gauge("orchestrator_continuous_running", "1 while a generator runs")
+EMITTERS_UNKNOWN = Counter(
+    "orchestrator_window_emitters_unknown_total",
+    "Windows opened while synthesis's log-type catalogue could not be read",
+)

@@ -23,6 +23,7 @@ from stages.orchestrator import metrics
 MAX_SYNTHESIS_COUNT = 5_000  # the synthesis API's per-call bound
 SYNTHESIS_ATTEMPTS = 4
 MAX_RETRY_DELAY_SECONDS = 2.0
+CATALOGUE_TIMEOUT_SECONDS = 2.0
 
 
 def derive_seed(base: int, *parts: int | str) -> int:
@@ -106,6 +107,18 @@ def split_count(count: int, limit: int = MAX_SYNTHESIS_COUNT) -> list[int]:
 class SynthesisClient:
     def __init__(self, http: httpx.Client) -> None:
         self._http = http
+
+    def log_type_emitters(self) -> dict[str, tuple[str, ...]]:
+        """Log type -> the services synthesis emits it from (``GET /api/log-types``)."""
+        resp = self._http.get("/api/log-types", timeout=CATALOGUE_TIMEOUT_SECONDS)
+        resp.raise_for_status()
+        return {
+            item["name"]: tuple(item["services"])
+            for item in resp.json()
+            if isinstance(item, dict)
+            and isinstance(item.get("name"), str)
+            and isinstance(item.get("services"), list)
+        }
 
     def synthesize(self, request: SynthesisRequest, stop: threading.Event) -> SynthesisOutcome:
         """Ask for ``request.count`` records, retrying what is still missing.

@@ -59,6 +59,8 @@ class Peers:
     # when ingestion gives up mid-request)
     partial_forward: list[int] = field(default_factory=list)
     delay_seconds: float = 0.0
+    ingested: list[dict[str, Any]] = field(default_factory=list)
+    log_types: list[dict[str, Any]] = field(default_factory=list)  # GET /api/log-types
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def produced(self) -> int:
@@ -93,6 +95,18 @@ def build_app(peers: Peers) -> FastAPI:
         if peers.delay_seconds:
             time.sleep(peers.delay_seconds)  # blocks the loop on purpose: a slow synthesis
         return JSONResponse({"count": body["count"], "forwarded": body["count"]})
+
+    @app.get("/api/log-types")
+    def log_types() -> list[dict[str, Any]]:
+        return peers.log_types
+
+    @app.post("/api/ingest/batch")
+    async def ingest(request: Request) -> JSONResponse:
+        body = await request.json()
+        records = body["records"] if isinstance(body, dict) else body
+        with peers.lock:
+            peers.ingested.extend(records)
+        return JSONResponse({"accepted": len(records)})
 
     @app.get("/api/entities")
     def entities(type: str, limit: int = 50) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from stages.common.records import format_timestamp
 from stages.orchestrator.catalogue import ScenarioCatalogue
 from stages.orchestrator.ground_truth import GroundTruth, label_for, ramp_seconds
 from tests.orchestrator.helpers import wait_for_execution
+from tests.orchestrator.stubs import Peers
 
 
 def test_windows_are_listed_and_written_as_jsonl(client: TestClient, tmp_path: Path) -> None:
@@ -40,6 +41,33 @@ def test_windows_are_listed_and_written_as_jsonl(client: TestClient, tmp_path: P
 
     assert client.get("/api/ground-truth", params={"open": True}).json()["total"] == 0
     assert client.get("/api/ground-truth", params={"limit": 0}).status_code == 422
+
+
+def test_window_names_every_service_that_emits_the_scenario_log_types(
+    client: TestClient, peers: Peers
+) -> None:
+    peers.log_types = [
+        {"name": "fraud_score_log", "services": ["fraud-detection"]},
+        {"name": "card_fraud_alert_log", "services": ["fraud-detection", "notification-service"]},
+        {"name": "cdn_log", "services": ["api-gateway"]},
+    ]
+    resp = client.post(
+        "/api/anomaly/trigger",
+        json={
+            "anomaly_type": "payment_fraud",
+            "target": "account-via-payment-service",
+            "duration_seconds": 1,
+            "rate": 4,
+        },
+    )
+    window = resp.json()["window"]
+    assert window["services"] == [
+        "payment-service", "fraud-detection", "notification-service",
+    ]  # fmt: skip
+    client.post(f"/api/executions/{resp.json()['execution']['id']}/stop")
+    assert all(
+        r["services"] == window["services"] for r in peers.synthesize
+    )  # the execution asks synthesis for records from all of them
 
 
 def test_records_inside_a_window_by_time_and_service(tmp_path: Path) -> None:
