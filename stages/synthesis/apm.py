@@ -8,7 +8,7 @@ ancestor's.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stages.common import estate
 from stages.common.catalogue import Archetype
@@ -64,73 +64,65 @@ def trace(
     ``allowed`` prunes services the caller did not ask for (with their subtrees);
     ``only_child`` keeps just that branch under the root (an anomaly's path to its target).
     """
-    trace_id = _hex(rng, 32)
-    spans: list[dict[str, object]] = []
-    _span(rng, trace_id, root, None, 0, allowed, effect, only_child, spans, 0.0)
-    return spans
+    builder = _TraceBuilder(rng, _hex(rng, 32), allowed, effect)
+    builder.span(root, None, 0, 0.0, only_child)
+    return builder.spans
 
 
-def _span(
-    rng: random.Random,
-    trace_id: str,
-    service: str,
-    parent: str | None,
-    depth: int,
-    allowed: frozenset[str],
-    effect: SpanEffect | None,
-    only_child: str | None,
-    out: list[dict[str, object]],
-    offset_ms: float,
-) -> tuple[float, bool]:
-    """Appends this span and its subtree to ``out``; returns (duration, failed)."""
-    span_id = _hex(rng, 16)
-    record: dict[str, object] = {
-        "kind": "apm",
-        "service": service,
-        "host": rng.choice(estate.BY_NAME[service].hosts),
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "parent_span_id": parent,
-        "name": rng.choice(_ROUTES[service]),
-    }
-    out.append(record)
-    own = rng.uniform(1.0, 18.0)
-    failed = False
-    if effect is not None and service == effect.service:
-        own *= effect.slowdown
-        failed = rng.random() < effect.error_probability
-    children = estate.BY_NAME[service].calls if depth < MAX_DEPTH else ()
-    if only_child is not None and depth == 0:
-        children = tuple(c for c in children if c == only_child)
-    elapsed = own / 2
-    for child in children:
+@dataclass
+class _TraceBuilder:
+    rng: random.Random
+    trace_id: str
+    allowed: frozenset[str]
+    effect: SpanEffect | None
+    spans: list[dict[str, object]] = field(default_factory=list)
+
+    def span(
+        self, service: str, parent: str | None, depth: int, offset_ms: float, only_child: str | None
+    ) -> tuple[float, bool]:
+        """Appends this span and its subtree; returns (duration, failed)."""
+        rng = self.rng
+        record: dict[str, object] = {
+            "kind": "apm",
+            "service": service,
+            "host": rng.choice(estate.BY_NAME[service].hosts),
+            "trace_id": self.trace_id,
+            "span_id": _hex(rng, 16),
+            "parent_span_id": parent,
+            "name": rng.choice(_ROUTES[service]),
+        }
+        self.spans.append(record)
+        own, failed = self._own_work(service)
+        elapsed = own / 2
+        for child in self._children(service, depth, only_child):
+            child_ms, child_failed = self.span(
+                child, str(record["span_id"]), depth + 1, offset_ms + elapsed, None
+            )
+            elapsed += child_ms
+            # a failed dependency usually fails its caller too
+            failed = failed or (child_failed and rng.random() < 0.8)
+        duration = round(elapsed + own / 2, 2)
+        record.update(duration_ms=duration, offset_ms=offset_ms, status="ERROR" if failed else "OK")
+        record["attributes"] = {
+            "span.kind": "server" if parent is None else "internal",
+            "http.status_code": 500 if failed else 200,
+            "peer.service": service,
+            "self_time_ms": round(own, 2),
+            "depth": depth,
+        }
+        return duration, failed
+
+    def _own_work(self, service: str) -> tuple[float, bool]:
+        own = self.rng.uniform(1.0, 18.0)
+        if self.effect is None or service != self.effect.service:
+            return own, False
+        return own * self.effect.slowdown, self.rng.random() < self.effect.error_probability
+
+    def _children(self, service: str, depth: int, only_child: str | None) -> list[str]:
+        if depth >= MAX_DEPTH:
+            return []
+        calls = estate.BY_NAME[service].calls
+        if only_child is not None:
+            return [c for c in calls if c == only_child]
         # not every request fans out to every dependency
-        if child not in allowed or (only_child is None and rng.random() < 0.3):
-            continue
-        child_ms, child_failed = _span(
-            rng,
-            trace_id,
-            child,
-            span_id,
-            depth + 1,
-            allowed,
-            effect,
-            None,
-            out,
-            offset_ms + elapsed,
-        )
-        elapsed += child_ms
-        # a failed dependency usually fails its caller too
-        failed = failed or (child_failed and rng.random() < 0.8)
-    duration = round(elapsed + own / 2, 2)
-    record["duration_ms"] = duration
-    record["offset_ms"] = offset_ms
-    record["status"] = "ERROR" if failed else "OK"
-    record["attributes"] = {
-        "span.kind": "server" if parent is None else "internal",
-        "http.status_code": 500 if failed else 200,
-        "peer.service": service,
-        "self_time_ms": round(own, 2),
-        "depth": depth,
-    }
-    return duration, failed
+        return [c for c in calls if c in self.allowed and self.rng.random() >= 0.3]

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 MAX_COUNT = 5000
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _in_supported_range(moment: datetime) -> datetime:
+    # far-off years overflow epoch arithmetic; no scenario needs them
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError("times must be between 2000-01-01 and 2100-01-01")
+    return moment
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_in_supported_range)]
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 EntityId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 RecordKind = Literal["log", "metric", "apm"]
@@ -18,8 +31,8 @@ class AnomalyRequest(BaseModel):
     anomaly_type: Name = Field(description="One of the catalogue's archetypes (e.g. cpu_spike).")
     scenario_id: str = Field(min_length=1, max_length=128)
     intensity: float = Field(70, ge=0, le=100)
-    window_start: AwareDatetime
-    window_end: AwareDatetime
+    window_start: Moment
+    window_end: Moment
     target_service: Name | None = None
     target_entity: EntityId | None = Field(
         None, description="An account/user id, or a host, database or queue of the estate."
@@ -47,7 +60,7 @@ class SynthesizeRequest(BaseModel):
     log_types: list[Name] | None = Field(None, min_length=1, max_length=100)
     services: list[Name] | None = Field(None, min_length=1, max_length=20)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    timestamp: AwareDatetime | None = Field(None, description="Start time; default now.")
+    timestamp: Moment | None = Field(None, description="Start time; default now.")
     spread_seconds: float = Field(
         0, ge=0, le=86_400, description="Timestamps are spread evenly over this many seconds."
     )

@@ -97,6 +97,7 @@ def test_return_records_false_still_counts(client: TestClient) -> None:
         ({"count": 5, "timestamp": "yesterday"}, "timestamp"),
         ({"count": 5, "timestamp": "2026-03-02T10:00:00"}, "timestamp"),
         ({"count": 5, "spread_seconds": -1}, "spread_seconds"),
+        ({"count": 5, "timestamp": "9999-12-31T23:59:59Z", "spread_seconds": 86400}, "2100"),
         ({"count": 5, "log_types": ["api_gateway_log"], "services": ["ledger-service"]}, "none"),
     ],
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from stages.common import estate
@@ -36,7 +36,6 @@ class Ctx:
     focus_ip: str = "185.220.101.7"
     focus_account: str = "acc-000001"
     focus_user: str = "usr-000001"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def k(self) -> float:
