@@ -91,12 +91,9 @@ def list_scenarios(
 
 @scenarios.get("/categories", summary="Scenario counts per category and severity")
 def scenario_categories(orch: OrchestratorDep) -> CategoriesOut:
-    severities: dict[str, int] = {}
-    for scenario in orch.catalogue.all():
-        severities[scenario.severity] = severities.get(scenario.severity, 0) + 1
     return CategoriesOut(
         categories=orch.catalogue.categories(),
-        severities=severities,
+        severities=orch.catalogue.severities(),
         anomaly_types=orch.catalogue.anomaly_types(),
     )
 
@@ -117,15 +114,15 @@ def get_scenario(
 def execute_scenario(
     orch: OrchestratorDep, scenario_id: str, body: ExecuteRequest, _: ControlToken
 ) -> ExecutionOut:
-    plan = orch.plan_for(
-        orch.scenario(scenario_id),
+    execution = orch.execute_scenario(
+        scenario_id,
         duration_seconds=body.duration_seconds,
         intensity=body.intensity,
         rate=body.rate,
         anomalous_share=body.anomalous_share,
         seed=body.seed,
     )
-    return execution_out(orch.execute(scenario_id, plan))
+    return execution_out(execution)
 
 
 @executions.get("", summary="Executions, newest first")

@@ -10,6 +10,7 @@ the scenario runs.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -216,10 +217,11 @@ class ScenarioCatalogue:
         ]
 
     def categories(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for scenario in self._scenarios.values():
-            counts[scenario.category] = counts.get(scenario.category, 0) + 1
-        return dict(sorted(counts.items()))
+        return dict(sorted(Counter(s.category for s in self._scenarios.values()).items()))
+
+    def severities(self) -> dict[str, int]:
+        counts = Counter(s.severity for s in self._scenarios.values())
+        return {severity: counts[severity] for severity in SEVERITIES if counts[severity]}
 
 
 def _search_text(scenario: Scenario) -> str:

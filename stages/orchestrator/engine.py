@@ -92,6 +92,27 @@ class Orchestrator:
         return scenarios
 
     # --- executions and triggers --------------------------------------------------------------
+    def execute_scenario(
+        self,
+        scenario_id: str,
+        *,
+        duration_seconds: float | None,
+        intensity: float | None,
+        rate: float,
+        anomalous_share: float,
+        seed: int | None,
+    ) -> Execution:
+        """Run a scenario; unset duration and intensity come from its definition."""
+        plan = self.plan_for(
+            self.scenario(scenario_id),
+            duration_seconds=duration_seconds,
+            intensity=intensity,
+            rate=rate,
+            anomalous_share=anomalous_share,
+            seed=seed,
+        )
+        return self.execute(scenario_id, plan)
+
     def execute(self, scenario_id: str, plan: ExecutionPlan, source: str = "api") -> Execution:
         scenario = self.scenario(scenario_id)
         self.executions.ensure_capacity()
