@@ -72,7 +72,7 @@ class Ingestor:
         self.counters.inc("rejected", len(rejected))
         if not validated.records:
             raise AllRecordsInvalid(rejected)
-        dicts = [record.to_json_dict() for record in validated.records]
+        dicts = validated.dicts
         spooled = self._make_durable(dicts, validated.lines)
         self.counters.inc("accepted", len(dicts))
         self._write_categories(validated.records, validated.lines)

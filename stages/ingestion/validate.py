@@ -27,7 +27,8 @@ class Rejection:
 @dataclass
 class Validated:
     records: list[Record] = field(default_factory=list)
-    lines: list[bytes] = field(default_factory=list)  # each record's JSON line, as stored
+    dicts: list[dict[str, Any]] = field(default_factory=list)  # each record's wire form
+    lines: list[bytes] = field(default_factory=list)  # ... and its JSON line, as stored
     rejected: list[Rejection] = field(default_factory=list)
 
 
@@ -52,7 +53,8 @@ def validate_records(raw: list[Any]) -> Validated:
         except ValidationError as exc:
             outcome.rejected.append(Rejection(index, describe_errors(exc)))
             continue
-        line = orjson.dumps(record.to_json_dict()) + b"\n"
+        wire = record.to_json_dict()
+        line = orjson.dumps(wire) + b"\n"
         if len(line) > MAX_RECORD_JSON_BYTES:
             problem = (
                 f"record is {len(line)} bytes as JSON; Kinesis takes at most "
@@ -61,5 +63,6 @@ def validate_records(raw: list[Any]) -> Validated:
             outcome.rejected.append(Rejection(index, [problem]))
             continue
         outcome.records.append(record)
+        outcome.dicts.append(wire)
         outcome.lines.append(line)
     return outcome

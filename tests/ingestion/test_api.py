@@ -225,3 +225,32 @@ def test_dead_consolidation_does_not_slow_kinesis(settings: Settings, tmp_path: 
         for s in ("stage01-logs-stream", "stage01-metrics-stream", "stage01-apm-stream")
     )
     assert total == 200
+
+
+def test_prometheus_and_status_page_show_the_counters(offline: TestClient) -> None:
+    offline.post("/api/ingest/batch", json={"records": [log_record(1), {"kind": "log"}]})
+    metrics = offline.get("/metrics").text
+    assert "ingestion_accepted_total" in metrics
+    assert "ingestion_rejected_total" in metrics
+    assert "ingestion_spool_bytes" in metrics
+    page = offline.get("/").text
+    assert "spooled" in page and "consolidation_dropped" in page
+
+
+def test_control_token_guards_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages.common.config import get_settings
+
+    monkeypatch.setenv("CONTROL_TOKEN", "s3cret")
+    get_settings.cache_clear()
+    try:
+        with TestClient(create_app(_settings(tmp_path))) as client:
+            refused = client.post("/api/ingest/batch", json={"records": [log_record(1)]})
+            allowed = client.post(
+                "/api/ingest/batch",
+                json={"records": [log_record(1)]},
+                headers={"Authorization": "Bearer s3cret"},
+            )
+    finally:
+        get_settings.cache_clear()
+    assert refused.status_code == 401
+    assert allowed.status_code == 200
