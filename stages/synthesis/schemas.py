@@ -58,7 +58,13 @@ class SynthesizeRequest(BaseModel):
         description="Mixed ~70/20/10 (log/metric/apm), renormalised over the kinds given.",
     )
     log_types: list[Name] | None = Field(None, min_length=1, max_length=100)
-    services: list[Name] | None = Field(None, min_length=1, max_length=20)
+    services: list[Name] | None = Field(
+        None,
+        min_length=1,
+        max_length=20,
+        description="Background records come from these services only; anomalous ones from the "
+        "anomaly's target service (and the services that emit its log types).",
+    )
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     timestamp: Moment | None = Field(None, description="Start time; default now.")
     spread_seconds: float = Field(

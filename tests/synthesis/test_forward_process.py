@@ -117,7 +117,7 @@ def test_ingestion_503_becomes_503_with_the_count(
     assert int(resp.headers["Retry-After"]) >= 1
     assert resp.json()["detail"] == {"forwarded": 0, "total": 700}
     assert ingestion.refused >= 3  # it retried before giving up
-    assert elapsed < 15  # bounded
+    assert elapsed < 10  # bounded, and inside the callers' 10 s timeout
     metrics = httpx.get(f"{synthesis}/metrics").text
     assert "synthesis_forward_failed_records_total 700.0" in metrics
     # once ingestion recovers, the same request goes through

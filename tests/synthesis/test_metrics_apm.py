@@ -6,7 +6,9 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from stages.common.catalogue import METRICS
+import pytest
+
+from stages.common.catalogue import BY_TYPE, METRICS
 from stages.common.estate import BY_NAME
 from stages.common.records import Record
 from stages.synthesis.generator import kind_quotas
@@ -90,6 +92,17 @@ def test_anomalous_spans_are_slower_and_fail() -> None:
     assert target
     assert sum(s["status"] == "ERROR" for s in target) > len(target) * 0.2
     assert sum(s["status"] == "ERROR" for s in normal) == 0
+
+
+@pytest.mark.parametrize("anomaly_type", sorted(BY_TYPE))
+def test_every_archetype_gives_valid_records_of_all_kinds(anomaly_type: str) -> None:
+    batch = make(count=300, anomaly=anomaly(anomaly_type), anomalous_share=0.5)
+    for record in batch.records:
+        Record.model_validate(record)
+    flagged = [r for r in batch.records if r["is_anomaly"]]
+    assert {r["kind"] for r in flagged} >= {"log", "metric"}
+    effects = {e.metric for e in BY_TYPE[anomaly_type].metrics}
+    assert {r["metric_name"] for r in flagged if r["kind"] == "metric"} <= effects
 
 
 def test_same_seed_same_records() -> None:
