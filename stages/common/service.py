@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Header
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
 import stages
 from stages.common.config import Settings, get_settings
-from stages.common.errors import Unauthorized, install_error_handlers
+from stages.common.errors import PayloadTooLarge, Unauthorized, install_error_handlers
 
 # The *_created timestamps double every series and no dashboard of ours reads them.
 disable_created_metrics()
@@ -100,6 +100,20 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 above ``limit`` bytes: before reading anything when
+    Content-Length says so, else as soon as the stream passes the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} bytes")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    return bytes(body)
 
 
 def run_service(app: FastAPI, host: str, port: int) -> None:

@@ -17,11 +17,13 @@ from stages.common.service import (
     ControlToken,
     configure_logging,
     create_service_app,
+    read_body,
     run_service,
 )
 from stages.consolidation import otlp
 from stages.consolidation.query import LogIndex
 from stages.consolidation.schemas import (
+    MAX_BATCH_BODY_BYTES,
     MAX_QUERY_LIMIT,
     LogBatchRequest,
     LogBatchResponse,
@@ -37,16 +39,11 @@ from stages.ingestion.validate import describe_errors
 Limit = Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)]
 
 
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > otlp.MAX_BODY_BYTES:
-        raise otlp.OtlpBodyTooLarge(f"the body exceeds {otlp.MAX_BODY_BYTES} bytes")
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > otlp.MAX_BODY_BYTES:
-            raise otlp.OtlpBodyTooLarge(f"the body exceeds {otlp.MAX_BODY_BYTES} bytes")
-    return bytes(body)
+async def read_otlp_body(request: Request) -> bytes:
+    try:
+        return await read_body(request, otlp.MAX_BODY_BYTES)
+    except PayloadTooLarge as exc:
+        raise otlp.OtlpBodyTooLarge(exc.message) from exc
 
 
 def _consolidator(request: Request) -> Consolidator:
@@ -69,10 +66,7 @@ def _ingest_router() -> APIRouter:
         responses={413: {}, 422: {}, 503: {}},
     )
     async def logs_batch(request: Request, _: ControlToken) -> LogBatchResponse:
-        try:
-            body = await _read_body(request)
-        except otlp.OtlpBodyTooLarge as exc:
-            raise PayloadTooLarge(exc.message) from exc
+        body = await read_body(request, MAX_BATCH_BODY_BYTES)
         try:
             records = LogBatchRequest.model_validate_json(body).records
         except ValidationError as exc:
@@ -100,7 +94,7 @@ def _ingest_router() -> APIRouter:
         answer_as = otlp.response_media_type(content_type)
         try:
             body = otlp.decompress(
-                await _read_body(request), request.headers.get("content-encoding")
+                await read_otlp_body(request), request.headers.get("content-encoding")
             )
             screened = otlp.screen(otlp.decode_request(body, content_type))
             await run_in_threadpool(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_BATCH_RECORDS = 5_000
+MAX_BATCH_BODY_BYTES = 10 * 1024 * 1024
 MAX_QUERY_LIMIT = 1_000
 Severity = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 

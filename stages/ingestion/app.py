@@ -20,10 +20,10 @@ from stages.common.service import (
     ControlToken,
     configure_logging,
     create_service_app,
+    read_body,
     run_service,
 )
 from stages.ingestion.categories import CategoryFiles
-from stages.ingestion.errors import BodyTooLarge
 from stages.ingestion.fanout import Ingestor, SpoolDrainer, ingestion_counters
 from stages.ingestion.forward import ConsolidationForwarder
 from stages.ingestion.kinesis import KinesisSink
@@ -51,19 +51,6 @@ def _batch_schema() -> dict[str, Any]:
             "content": {"application/json": {"schema": IngestBatchRequest.model_json_schema()}},
         }
     }
-
-
-async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body, refused with 413 before reading when Content-Length says it is too large."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(int(declared), limit)
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise BodyTooLarge(None, limit)
-    return bytes(body)
 
 
 def _parse_batch(body: bytes) -> list[Any]:
@@ -95,7 +82,7 @@ def _router(ingestor_of: Any) -> APIRouter:
         responses={413: {"description": "body too large"}, 422: {}, 503: {}},
     )
     async def ingest_batch(request: Request, _: ControlToken) -> IngestResponse:
-        records = _parse_batch(await _read_body(request))
+        records = _parse_batch(await read_body(request, MAX_BODY_BYTES))
         result = await run_in_threadpool(ingestor_of(request).ingest, records)
         return IngestResponse.model_validate(result, from_attributes=True)
 
@@ -106,7 +93,7 @@ def _router(ingestor_of: Any) -> APIRouter:
         responses={413: {"description": "body too large"}, 422: {}, 503: {}},
     )
     async def ingest_one(request: Request, _: ControlToken) -> IngestResponse:
-        records = _parse_one(await _read_body(request))
+        records = _parse_one(await read_body(request, MAX_BODY_BYTES))
         result = await run_in_threadpool(ingestor_of(request).ingest, records)
         return IngestResponse.model_validate(result, from_attributes=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.common.errors import PayloadTooLarge, Unavailable, Unprocessable
+from stages.common.errors import Unavailable, Unprocessable
 
 
 class AllRecordsInvalid(Unprocessable):
@@ -15,12 +15,6 @@ class AllRecordsInvalid(Unprocessable):
             f"none of the {len(rejected)} records is valid; nothing was accepted",
             detail=rejected,
         )
-
-
-class BodyTooLarge(PayloadTooLarge):
-    def __init__(self, size: int | None, limit: int) -> None:
-        given = f"{size} bytes" if size is not None else "more"
-        super().__init__(f"request body is {given}; the limit is {limit} bytes")
 
 
 class CannotAcceptNow(Unavailable):

@@ -23,6 +23,7 @@ from stages.common.config import Settings
 from stages.consolidation.app import create_app
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PROTOBUF = "application/x-protobuf"
 SPAN = "00f067aa0ba902b7"
 
 
@@ -310,3 +311,31 @@ def test_rotation_keeps_at_most_n_files(tmp_path: Path) -> None:
             parse_line_strictly(line)
     # The newest files survive: the last batch's records are in them.
     assert "Request processed 299" in files[-1].read_text()
+
+
+def test_batch_body_limit_and_control_token(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    huge = client.post(
+        "/api/logs/batch",
+        content=b"x" * (10 * 1024 * 1024 + 1),
+        headers={"Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413
+    from stages.common.config import get_settings
+
+    monkeypatch.setenv("CONTROL_TOKEN", "s3cret")
+    get_settings.cache_clear()
+    try:
+        refused = client.post(
+            "/v1/logs", content=_otlp_request(1), headers={"Content-Type": PROTOBUF}
+        )
+        allowed = client.post(
+            "/v1/logs",
+            content=_otlp_request(1),
+            headers={"Content-Type": PROTOBUF, "Authorization": "Bearer s3cret"},
+        )
+    finally:
+        get_settings.cache_clear()
+    assert refused.status_code == 401
+    assert allowed.status_code == 200
