@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     consolidated_file_max_bytes: int = Field(default=16 * 1024 * 1024, ge=4096)
     consolidated_max_files: int = Field(default=20, ge=1, le=10_000)
     consolidation_recent_records: int = Field(default=50_000, ge=100, le=1_000_000)
+    otel_exporter_otlp_logs_endpoint: str | None = Field(
+        default=None,
+        description="Also export consolidated logs over OTLP/HTTP (protobuf) to this URL.",
+    )
 
     @property
     def emulator_url(self) -> str:

@@ -21,6 +21,7 @@ from stages.common.service import (
     run_service,
 )
 from stages.consolidation import otlp
+from stages.consolidation.export import OtlpExporter
 from stages.consolidation.query import LogIndex
 from stages.consolidation.schemas import (
     MAX_BATCH_BODY_BYTES,
@@ -178,16 +179,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_bytes=settings.consolidated_file_max_bytes,
             max_files=settings.consolidated_max_files,
         )
+        exporter = (
+            OtlpExporter(settings.otel_exporter_otlp_logs_endpoint, counters)
+            if settings.otel_exporter_otlp_logs_endpoint
+            else None
+        )
         app.state.writer = writer
         app.state.consolidator = state["consolidator"] = Consolidator(
             writer,
             LogIndex(settings.consolidation_recent_records),
             counters,
             environment=settings.deployment_environment,
+            exporter=exporter,
         )
         try:
             yield
         finally:
+            if exporter is not None:
+                exporter.close()
             writer.close()
 
     def health() -> tuple[bool, dict[str, Any]]:

@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from stages.common.counters import OutcomeCounters
 from stages.common.errors import Unavailable, Unprocessable
+from stages.consolidation.export import OtlpExporter
 from stages.consolidation.otel import records_to_request, to_otlp_json
 from stages.consolidation.query import LogIndex, entries_from_request
 from stages.consolidation.writer import RotatingWriter
@@ -28,6 +29,10 @@ COUNTER_NAMES = (
     "otlp_rejected",
     "write_failures",
     "lines_written",
+    "exported",
+    "export_retried",
+    "export_failed",
+    "export_dropped",
 )
 
 
@@ -53,8 +58,10 @@ class Consolidator:
         counters: OutcomeCounters,
         *,
         environment: str,
+        exporter: OtlpExporter | None = None,
     ) -> None:
         self._writer = writer
+        self._exporter = exporter
         self.index = index
         self.counters = counters
         self._environment = environment
@@ -92,4 +99,7 @@ class Consolidator:
             log.error("cannot write the consolidated file: %s", exc)
             raise CannotStore(f"cannot write the consolidated file: {exc.strerror or exc}") from exc
         self.counters.inc("lines_written")
-        self.index.add(entries_from_request(request))
+        entries = entries_from_request(request)
+        self.index.add(entries)
+        if self._exporter is not None:
+            self._exporter.offer(request, len(entries))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,21 +19,27 @@ from tests.consolidation.test_api import parse_line_strictly
 from tests.support.processes import Process, base_env, free_port, wait_http_ok
 
 
-@pytest.fixture
-def consolidation(tmp_path: Path, proc_logs: Path) -> Iterator[tuple[str, Path]]:
+def start_consolidation(data_dir: Path, log_dir: Path, **env: str) -> tuple[Process, str]:
     port = free_port()
-    data_dir = tmp_path / "data"
-    env = base_env(
+    environment = base_env(
         "http://127.0.0.1:1",
         CONSOLIDATION_PORT=str(port),
         DATA_DIR=str(data_dir),
         DEPLOYMENT_ENVIRONMENT="test",
+        **env,
     )
-    proc = Process("consolidation", [sys.executable, "-m", "stages.consolidation"], env, proc_logs)
+    args = [sys.executable, "-m", "stages.consolidation"]
+    proc = Process(f"consolidation-{port}", args, environment, log_dir)
     url = f"http://127.0.0.1:{port}"
+    wait_http_ok(f"{url}/health", proc)
+    return proc, url
+
+
+@pytest.fixture
+def consolidation(tmp_path: Path, proc_logs: Path) -> Iterator[tuple[str, Path]]:
+    proc, url = start_consolidation(tmp_path / "data", proc_logs)
     try:
-        wait_http_ok(f"{url}/health", proc)
-        yield url, data_dir
+        yield url, tmp_path / "data"
     finally:
         proc.stop()
 
@@ -77,3 +84,40 @@ def test_sdk_exporter_logs_are_accepted_and_queryable(consolidation: tuple[str, 
             kv.key: kv.value.string_value for kv in request.resource_logs[0].resource.attributes
         }
         assert resource["service.name"] == "sdk-demo"
+
+
+def test_export_to_an_external_otlp_endpoint(tmp_path: Path, proc_logs: Path) -> None:
+    """One consolidation process exports to another one's /v1/logs, as to a collector."""
+    collector, collector_url = start_consolidation(tmp_path / "collector", proc_logs)
+    source, source_url = start_consolidation(
+        tmp_path / "source",
+        proc_logs,
+        OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=f"{collector_url}/v1/logs",
+    )
+    try:
+        records = [
+            {
+                "timestamp": "2025-11-09T13:24:33.120Z",
+                "kind": "log",
+                "service": "ledger-service",
+                "level": "WARN",
+                "message": f"exported {i}",
+            }
+            for i in range(25)
+        ]
+        resp = httpx.post(f"{source_url}/api/logs/batch", json={"records": records})
+        assert resp.status_code == 200
+
+        deadline = time.monotonic() + 15
+        while httpx.get(f"{collector_url}/api/stats").json()["total"] < 25:
+            assert time.monotonic() < deadline, "the collector did not receive the export"
+            time.sleep(0.1)
+        received = httpx.get(f"{collector_url}/api/stats").json()
+        sent = httpx.get(f"{source_url}/api/stats").json()["counters"]
+    finally:
+        source.stop()
+        collector.stop()
+    assert received["total"] == 25
+    assert received["by_service"] == {"ledger-service": 25}
+    assert received["by_severity"] == {"WARN": 25}
+    assert sent["exported"] == 25 and sent["export_failed"] == sent["export_dropped"] == 0
