@@ -304,12 +304,8 @@ class RecordMaker:
             account_id=account_id,
             user_id=self.pool.owner(account_id, rng),
             account_state=account_state,
+            **(_focus(anomaly) if anomaly is not None else {}),
         )
-        if anomaly is not None:
-            ctx.anomaly_type = anomaly.archetype.anomaly_type
-            ctx.intensity = anomaly.intensity
-            ctx.focus_ip, ctx.focus_account = anomaly.focus_ip, anomaly.focus_account
-            ctx.focus_user = anomaly.focus_user
         level, message, attrs = build_log_attributes(spec, ctx, anomaly is not None)
         record = self._base(i, "log", service, host, flagged)
         record.update(level=level, message=message, log_type=name, category=spec.category)
@@ -386,9 +382,21 @@ class RecordMaker:
             if target in estate.BY_NAME["api-gateway"].calls:
                 return apm.trace(rng, "api-gateway", everyone, effect, only_child=target)
             return apm.trace(rng, target, everyone, effect)
-        roots = [s for s in self.services if s == "api-gateway"] or list(self.services)
-        root = roots[0] if rng.random() < 0.8 else rng.choice(self.services)
+        # most traffic enters through the gateway; the rest starts at a service (jobs, consumers)
+        usual = "api-gateway" if "api-gateway" in self.services else self.services[0]
+        root = usual if rng.random() < 0.8 else rng.choice(self.services)
         return apm.trace(rng, root, allowed)
+
+
+def _focus(anomaly: ActiveAnomaly) -> dict[str, Any]:
+    """What a log generator needs to know about the anomaly it expresses."""
+    return {
+        "anomaly_type": anomaly.archetype.anomaly_type,
+        "intensity": anomaly.intensity,
+        "focus_ip": anomaly.focus_ip,
+        "focus_account": anomaly.focus_account,
+        "focus_user": anomaly.focus_user,
+    }
 
 
 def _stamp(moment: float) -> str:
@@ -396,5 +404,5 @@ def _stamp(moment: float) -> str:
 
 
 def synthesize(req: SynthesizeRequest, pool: EntityPool, now: float | None = None) -> Batch:
-    """Make the records a request asks for (no forwarding; see ``service.Synthesizer``)."""
+    """Make the records a request asks for (no forwarding; see ``synthesizer.Synthesizer``)."""
     return RecordMaker(req, pool, time.time() if now is None else now).make()

@@ -95,7 +95,7 @@ class StateSync:
             else:
                 self.pool = self._with_fresh_states(self.pool)
             self.reachable = True
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
             if self.reachable is not False:
                 log.warning("State Manager unavailable, using %s ids: %s", self.pool.source, exc)
             self.reachable = False

@@ -106,8 +106,13 @@ def test_every_archetype_gives_valid_records_of_all_kinds(anomaly_type: str) -> 
 
 
 def test_same_seed_same_records() -> None:
-    body = {"count": 500, "seed": 42, "spread_seconds": 60, "anomaly": anomaly("cpu_spike"),
-            "anomalous_share": 0.3}  # fmt: skip
+    body = {
+        "count": 500,
+        "seed": 42,
+        "spread_seconds": 60,
+        "anomaly": anomaly("cpu_spike"),
+        "anomalous_share": 0.3,
+    }
     first = make(**body).records
     second = make(**body).records
     assert strip(first) == strip(second)

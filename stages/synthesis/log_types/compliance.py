@@ -22,8 +22,13 @@ def _audit(c: Ctx) -> Attrs:
 
 def _audit_anomaly(c: Ctx, a: Attrs) -> Attrs:
     if c.anomaly_type == "ledger_mismatch":
-        return {"actor": "ledger-reconciler", "action": "ledger_reconcile", "privileged": True,
-                "ledger_balanced": False, "result": "failure"}  # fmt: skip
+        return {
+            "actor": "ledger-reconciler",
+            "action": "ledger_reconcile",
+            "privileged": True,
+            "ledger_balanced": False,
+            "result": "failure",
+        }
     return {
         "actor": c.focus_user,
         "action": c.rng.choice(("grant_admin", "bulk_export", "disable_mfa")),

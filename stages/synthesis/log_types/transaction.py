@@ -28,8 +28,14 @@ def _payment(c: Ctx) -> Attrs:
     }
 
 
-_PAYMENT_ANOMALOUS = ("account.id", "payment.amount", "merchant", "counterparty.country",
-                      "outcome", "decline_reason")  # fmt: skip
+_PAYMENT_ANOMALOUS = (
+    "account.id",
+    "payment.amount",
+    "merchant",
+    "counterparty.country",
+    "outcome",
+    "decline_reason",
+)
 
 
 def _payment_anomaly(c: Ctx, a: Attrs) -> Attrs:
@@ -37,18 +43,22 @@ def _payment_anomaly(c: Ctx, a: Attrs) -> Attrs:
     if c.anomaly_type == "transaction_failures":
         out.update({"outcome": "failed", "decline_reason": "processor_unavailable"})
     elif c.anomaly_type == "sanctions_hit":
-        out.update({
-            "account.id": c.focus_account,
-            "counterparty.country": c.rng.choice(("IR", "KP", "SY")),
-            "outcome": "held",
-            "decline_reason": "sanctions_review",
-        })  # fmt: skip
+        out.update(
+            {
+                "account.id": c.focus_account,
+                "counterparty.country": c.rng.choice(("IR", "KP", "SY")),
+                "outcome": "held",
+                "decline_reason": "sanctions_review",
+            }
+        )
     else:
-        out.update({
-            "account.id": c.focus_account,
-            "payment.amount": between(c, 2_000, 25_000),
-            "merchant": c.rng.choice(("CryptoXchange", "GiftCardHub", "WireNow")),
-        })  # fmt: skip
+        out.update(
+            {
+                "account.id": c.focus_account,
+                "payment.amount": between(c, 2_000, 25_000),
+                "merchant": c.rng.choice(("CryptoXchange", "GiftCardHub", "WireNow")),
+            }
+        )
     return out
 
 
