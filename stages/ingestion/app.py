@@ -10,12 +10,13 @@ import httpx
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from stages.common import resources
 from stages.common.config import Settings, get_settings
 from stages.common.errors import Unprocessable
 from stages.common.http import service_client
+from stages.common.records import Record
 from stages.common.service import (
     ControlToken,
     configure_logging,
@@ -44,11 +45,12 @@ _INGEST_PRODUCER_MAX_BACKOFF = 1.0
 _CONSOLIDATION_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
 
 
-def _batch_schema() -> dict[str, Any]:
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body the route reads itself (to check its size before parsing it)."""
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": IngestBatchRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": model.model_json_schema()}},
         }
     }
 
@@ -78,7 +80,7 @@ def _router(ingestor_of: Any) -> APIRouter:
         "/ingest/batch",
         response_model=IngestResponse,
         summary="Validate and accept a batch of canonical records",
-        openapi_extra=_batch_schema(),
+        openapi_extra=_body_schema(IngestBatchRequest),
         responses={413: {"description": "body too large"}, 422: {}, 503: {}},
     )
     async def ingest_batch(request: Request, _: ControlToken) -> IngestResponse:
@@ -90,6 +92,7 @@ def _router(ingestor_of: Any) -> APIRouter:
         "/ingest",
         response_model=IngestResponse,
         summary="Validate and accept one canonical record",
+        openapi_extra=_body_schema(Record),
         responses={413: {"description": "body too large"}, 422: {}, 503: {}},
     )
     async def ingest_one(request: Request, _: ControlToken) -> IngestResponse:

@@ -254,3 +254,11 @@ def test_control_token_guards_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyP
         get_settings.cache_clear()
     assert refused.status_code == 401
     assert allowed.status_code == 200
+
+
+def test_openapi_documents_the_bodies(offline: TestClient) -> None:
+    spec = offline.get("/openapi.json").json()
+    batch = spec["paths"]["/api/ingest/batch"]["post"]["requestBody"]["content"]
+    assert batch["application/json"]["schema"]["properties"]["records"]["maxItems"] == 5000
+    one = spec["paths"]["/api/ingest"]["post"]["requestBody"]["content"]["application/json"]
+    assert "kind" in one["schema"]["properties"]
