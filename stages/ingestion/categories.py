@@ -16,14 +16,15 @@ from stages.common.records import Record
 OTHER: Final = "other"
 ANOMALY_FOLDER: Final = "anomaly"
 _KIND_FOLDERS: Final = {"log": "log", "metric": "metric", "apm": "apm"}
+# Built once from the catalogue: the values returned below are these strings, not the input's.
+_LOG_TYPE_FILES: Final = {name: (category, f"{name}.jsonl") for name, category in LOG_TYPES.items()}
 
 
 def category_file(record: Record) -> tuple[str, str]:
     """(folder, file name) for ``record``, both taken from the catalogue's own strings."""
-    category = LOG_TYPES.get(record.log_type or "")
-    if category is not None:
-        known_type = next(name for name in LOG_TYPES if name == record.log_type)
-        return category, f"{known_type}.jsonl"
+    known = _LOG_TYPE_FILES.get(record.log_type or "")
+    if known is not None:
+        return known
     return _KIND_FOLDERS[record.kind], f"{OTHER}.jsonl"
 
 
