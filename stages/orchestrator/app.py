@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 
 from stages.common.config import Settings, get_settings
 from stages.common.service import ControlToken, configure_logging, create_service_app, run_service
+from stages.orchestrator.catalogue import Scenario
 from stages.orchestrator.continuous import ContinuousConfig
 from stages.orchestrator.engine import Orchestrator
 from stages.orchestrator.executions import Execution
@@ -55,7 +56,7 @@ def get_orchestrator(request: Request) -> Orchestrator:
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
 
 
-def scenario_out(scenario: Any) -> ScenarioOut:
+def scenario_out(scenario: Scenario) -> ScenarioOut:
     return ScenarioOut.model_validate(asdict(scenario))
 
 

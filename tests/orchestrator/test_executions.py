@@ -153,3 +153,18 @@ def test_bad_requests_are_4xx(client: TestClient) -> None:
     assert client.get("/api/executions/nope").status_code == 404
     assert client.post("/api/executions/nope/stop").status_code == 404
     assert client.get("/api/executions", params={"status": "weird"}).status_code == 422
+
+
+def test_same_seed_same_execution_requests(client: TestClient, peers: Peers) -> None:
+    runs = []
+    for _ in range(2):
+        peers.synthesize.clear()
+        resp = client.post(
+            "/api/scenarios/gc_pressure--user-service/execute",
+            json={"duration_seconds": 1, "rate": 30, "seed": 11},
+        )
+        wait_for_execution(client, resp.json()["id"])
+        runs.append([(r["count"], r["seed"], r["services"]) for r in peers.synthesize])
+    assert runs[0] == runs[1]
+    assert [count for count, _, _ in runs[0]] == [7, 8, 7, 8]  # 30/s in 0.25 s steps
+    assert len({seed for _, seed, _ in runs[0]}) == 4
