@@ -134,3 +134,13 @@ def test_control_token_guards_synthesize(monkeypatch: pytest.MonkeyPatch) -> Non
             assert guarded.get("/api/log-types").status_code == 200
     finally:
         get_settings.cache_clear()
+
+
+def test_openapi_documents_the_bounds_and_status_page_counts(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    request = spec["components"]["schemas"]["SynthesizeRequest"]["properties"]
+    assert request["count"]["maximum"] == 5000 and request["count"]["minimum"] == 1
+    client.post("/api/synthesize", json={"count": 25, "kinds": ["metric"]})
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "records_metric" in page.text
