@@ -159,7 +159,9 @@ def _s3_error(status: int, resource: str) -> _Response:
 class FaultProxy:
     """See the module docstring. Use as a context manager or call ``start()``/``stop()``."""
 
-    def __init__(self, upstream: str, *, seed: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, upstream: str, *, seed: int = 0, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
             raise ValueError(f"upstream must be http://host:port, not {upstream!r}")
@@ -175,7 +177,8 @@ class FaultProxy:
         self.received: Counter[str] = Counter()
         self.forwarded: Counter[str] = Counter()
         self.putrecords_calls: deque[PutRecordsCall] = deque(maxlen=100_000)
-        self._server = _Server((host, 0), _Handler)
+        # A fixed port lets a test take the proxy away and bring it back at the same address.
+        self._server = _Server((host, port), _Handler)
         self._server.proxy = self
         self._thread: threading.Thread | None = None
 
