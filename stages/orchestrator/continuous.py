@@ -2,7 +2,8 @@
 ``interval_seconds`` through Log Synthesis, folding open anomaly windows into its records.
 
 Ticks follow a monotonic schedule. When a synthesis call takes longer than the interval, the
-missed ticks are produced by the next calls, at most ``MAX_CATCHUP_TICKS`` at a time; a backlog
+missed ticks are produced by the next calls, at most ``MAX_CATCHUP_TICKS`` at a time (merged
+into one call per synthesis bound when unseeded, tick by tick when seeded); a backlog
 beyond ``MAX_BACKLOG_TICKS`` is dropped, counted as skipped records and reported. The generator
 counts as falling behind (``can_keep_up`` false) while it is more than ``BEHIND_SECONDS`` (or two
 intervals) behind schedule, and for ``BEHIND_MEMORY_SECONDS`` after.
@@ -123,6 +124,15 @@ def plan_requests(
     return requests
 
 
+def tick_groups(seeded: bool, first: int, ticks: int) -> list[tuple[int, int]]:
+    """How ``ticks`` due ticks are produced, as (first tick, tick count) calls. Unseeded, they
+    are merged into one call (fewer round trips while catching up); seeded, each tick keeps its
+    own calls, seeds and anomaly draws, so running behind does not change the sequence."""
+    if not seeded:
+        return [(first, ticks)]
+    return [(tick, 1) for tick in range(first, first + ticks)]
+
+
 @dataclass
 class ContinuousRun:
     config: ContinuousConfig
@@ -232,19 +242,21 @@ class ContinuousGenerator:
             self._skip(run, schedule, backlog - MAX_CATCHUP_TICKS)
             backlog = MAX_CATCHUP_TICKS
         take = min(backlog, MAX_CATCHUP_TICKS)
-        first = schedule.done
-        for tick in range(first, first + take):
-            self._maybe_start_anomaly(run, tick)
-        self._ground_truth.close_expired()
-        windows = [w for w in self._ground_truth.active() if w.source in FOLDED_SOURCES]
-        timestamp = run.started_at + timedelta(seconds=first * run.config.interval_seconds)
-        requests = plan_requests(run.config, first, take, timestamp, windows)
-        produce(
-            self._synthesis, requests, stop=run.stop, tally=run.tally, source="continuous",
-            meter=run.meter,
-        )  # fmt: skip
-        schedule.advance(take)
-        run.ticks += take
+        config = run.config
+        for first, ticks in tick_groups(config.seed is not None, schedule.done, take):
+            if run.stop.is_set():
+                break
+            for tick in range(first, first + ticks):
+                self._maybe_start_anomaly(run, tick)
+            self._ground_truth.close_expired()
+            windows = [w for w in self._ground_truth.active() if w.source in FOLDED_SOURCES]
+            at = run.started_at + timedelta(seconds=first * config.interval_seconds)
+            produce(
+                self._synthesis, plan_requests(config, first, ticks, at, windows),
+                stop=run.stop, tally=run.tally, source="continuous", meter=run.meter,
+            )  # fmt: skip
+            schedule.advance(ticks)
+            run.ticks += ticks
         self._note_backlog(run, schedule)
 
     def _note_backlog(self, run: ContinuousRun, schedule: Schedule) -> None:

@@ -57,7 +57,7 @@ def test_rate_is_spread_over_the_duration(client: TestClient, peers: Peers) -> N
     assert done["logs_generated"] == 200
     times = [r["received_at"] for r in peers.synthesize]
     assert len(times) == 8  # one call per 0.25 s tick
-    assert 1.5 <= times[-1] - times[0] <= 2.0
+    assert 1.5 <= times[-1] - times[0] <= 2.2
     assert Counter(r["count"] for r in peers.synthesize) == {25: 8}
     assert peers.transitions == [("payment-service", peers.transitions[0][1])]
     assert peers.entities["payment-service"]["state"] == "degraded"
