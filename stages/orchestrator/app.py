@@ -195,11 +195,13 @@ def trigger_anomaly(orch: OrchestratorDep, body: TriggerRequest, _: ControlToken
 @anomalies.get("/ground-truth", summary="Every anomaly window, oldest first")
 def ground_truth(
     orch: OrchestratorDep,
-    open: bool | None = None,
+    only_open: Annotated[
+        bool | None, Query(alias="open", description="true: open windows; false: closed")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> GroundTruthPage:
-    windows = orch.windows(only_open=open)
+    windows = orch.windows(only_open=only_open)
     return GroundTruthPage(
         items=[window_out(w) for w in windows[offset : offset + limit]],
         total=len(windows),

@@ -34,6 +34,15 @@ def test_mutations_need_the_token_and_reads_do_not(client: TestClient, token: st
     assert client.post("/api/continuous/stop", headers=auth).json()["running"] is False
 
 
+def test_openapi_documents_the_api(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/api/continuous/start" in spec["paths"]
+    start = spec["components"]["schemas"]["ContinuousStartRequest"]
+    assert start["additionalProperties"] is False
+    assert start["properties"]["interval_seconds"]["minimum"] == 0.05
+    assert "409" in spec["paths"]["/api/continuous/start"]["post"]["responses"]
+
+
 def test_status_page_shows_counters(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200
