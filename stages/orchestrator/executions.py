@@ -207,6 +207,8 @@ class Executions:
     def _produce_due_ticks(self, execution: Execution, schedule: Schedule) -> None:
         # Every due tick is produced, late or not: an execution's count is what it promised.
         for _ in range(schedule.due_count(time.monotonic())):
+            if execution.stop.is_set():
+                return
             requests = plan_tick(execution, schedule.done)
             produce(
                 self._synthesis, requests, stop=execution.stop, tally=execution.tally,
