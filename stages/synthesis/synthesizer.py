@@ -26,6 +26,7 @@ class Synthesizer:
 
     def stop(self) -> None:
         self.state.stop()
+        self.forwarder.close()
 
     def run(self, req: SynthesizeRequest) -> SynthesizeResponse:
         try:

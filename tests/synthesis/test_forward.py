@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import httpx
 import pytest
@@ -21,8 +22,12 @@ class FakeClock:
         self.now += seconds
 
 
-def _forwarder(answers: list[object], seen: list[int]) -> tuple[Forwarder, FakeClock]:
-    """Ingestion answers from ``answers`` in turn (status, or an exception to raise)."""
+def _forwarder(
+    answers: list[object], seen: list[int], max_in_flight: int = 1
+) -> tuple[Forwarder, FakeClock]:
+    """Ingestion answers from ``answers`` in turn (status, or an exception to raise).
+
+    One chunk at a time by default, so the answers meet the chunks in a known order."""
 
     def handle(request: httpx.Request) -> httpx.Response:
         answer = answers.pop(0) if len(answers) > 1 else answers[0]
@@ -35,7 +40,10 @@ def _forwarder(answers: list[object], seen: list[int]) -> tuple[Forwarder, FakeC
 
     clock = FakeClock()
     client = httpx.Client(base_url="http://ingestion", transport=httpx.MockTransport(handle))
-    return Forwarder(client, sleep=clock.sleep, clock=lambda: clock.now), clock
+    forwarder = Forwarder(
+        client, sleep=clock.sleep, clock=lambda: clock.now, max_in_flight=max_in_flight
+    )
+    return forwarder, clock
 
 
 RECORDS = [{"event_id": f"e{i}"} for i in range(1100)]
@@ -68,3 +76,37 @@ def test_invalid_records_are_not_retried() -> None:
         forwarder.forward(RECORDS)
     assert raised.value.detail["ingestion_status"] == 422
     assert clock.sleeps == []
+
+
+def test_chunks_in_flight_together_all_arrive() -> None:
+    seen: list[int] = []
+    forwarder, _ = _forwarder([200], seen, max_in_flight=4)
+    try:
+        assert forwarder.forward(RECORDS * 3) == 3300
+    finally:
+        forwarder.close()
+    assert sorted(seen) == [300] + [500] * 6
+
+
+def test_concurrent_chunks_report_exactly_what_was_accepted() -> None:
+    """Ingestion refuses one chunk: the 503 counts only the chunks it accepted."""
+    accepted: list[int] = []
+    lock = threading.Lock()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        records = json.loads(request.content)["records"]
+        if records[0]["event_id"] == "e500":  # the second chunk is never accepted
+            return httpx.Response(503, headers={"Retry-After": "1"}, text="busy")
+        with lock:
+            accepted.append(len(records))
+        return httpx.Response(200, json={"accepted": len(records)})
+
+    client = httpx.Client(base_url="http://ingestion", transport=httpx.MockTransport(handle))
+    forwarder = Forwarder(client, budget_seconds=0.3, max_in_flight=4)
+    try:
+        with pytest.raises(IngestionUnavailable) as raised:
+            forwarder.forward(RECORDS)
+    finally:
+        forwarder.close()
+    assert raised.value.forwarded == sum(accepted)
+    assert raised.value.detail == {"forwarded": sum(accepted), "total": 1100}
