@@ -4,6 +4,7 @@ and entries in the query index."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from stages.common.counters import OutcomeCounters
 from stages.common.errors import Unavailable, Unprocessable
+from stages.consolidation.canonical import records_to_otlp_json
 from stages.consolidation.export import OtlpExporter
 from stages.consolidation.otel import records_to_request, to_otlp_json
 from stages.consolidation.query import LogIndex, entries_from_request
@@ -74,7 +76,7 @@ class Consolidator:
         self.counters.inc("rejected", len(rejected))
         if not validated.records:
             raise Unprocessable("none of the records is valid", detail=rejected)
-        self._store(records_to_request(validated.records, self._environment))
+        self._store_records(validated.records)
         self.counters.inc("accepted", len(validated.records))
         return BatchResult(accepted=len(validated.records), rejected=rejected)
 
@@ -90,8 +92,29 @@ class Consolidator:
         self.counters.inc("otlp_records", count)
         return count
 
+    def _store_records(self, records: list[Any]) -> None:
+        observed = time.time_ns()
+        # The exporter sends protobuf, so with one configured the messages are built anyway.
+        direct = (
+            records_to_otlp_json(records, self._environment, observed)
+            if self._exporter is None
+            else None
+        )
+        if direct is None:
+            self._store(records_to_request(records, self._environment, observed))
+        else:
+            document, entries = direct
+            self._write(orjson.dumps(document) + b"\n")
+            self.index.add(entries)
+
     def _store(self, request: ExportLogsServiceRequest) -> None:
-        line = orjson.dumps(to_otlp_json(request)) + b"\n"
+        self._write(orjson.dumps(to_otlp_json(request)) + b"\n")
+        entries = entries_from_request(request)
+        self.index.add(entries)
+        if self._exporter is not None:
+            self._exporter.offer(request, len(entries))
+
+    def _write(self, line: bytes) -> None:
         try:
             self._writer.write_line(line)
         except OSError as exc:
@@ -99,7 +122,3 @@ class Consolidator:
             log.error("cannot write the consolidated file: %s", exc)
             raise CannotStore(f"cannot write the consolidated file: {exc.strerror or exc}") from exc
         self.counters.inc("lines_written")
-        entries = entries_from_request(request)
-        self.index.add(entries)
-        if self._exporter is not None:
-            self._exporter.offer(request, len(entries))
