@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pydantic_core
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
@@ -56,6 +57,14 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _parse_batch(body: bytes) -> list[Any]:
+    # Parsing first and checking the shape afterwards is ~2x cheaper than pydantic's JSON mode
+    # for the ``list[Any]`` of records, and ``from_json`` is the parser that mode uses, so the
+    # values are identical (big integers, NaN). A body it or the shape check refuses goes
+    # through the JSON mode as before, so a refused body gets exactly the same 422.
+    try:
+        return IngestBatchRequest.model_validate(pydantic_core.from_json(body)).records
+    except (ValueError, ValidationError):
+        pass
     try:
         return IngestBatchRequest.model_validate_json(body).records
     except ValidationError as exc:
