@@ -10,6 +10,13 @@ intervals) behind schedule, and for ``BEHIND_MEMORY_SECONDS`` after.
 
 With a seed, tick n's synthesis requests and random anomaly choices depend only on the seed and
 n, so the same request produces the same sequence of synthesis calls (timestamps aside).
+
+Up to ``MAX_TICKS_IN_FLIGHT`` ticks' synthesis calls run at once: a call spends most of its
+time waiting for ingestion and Kinesis to acknowledge its records, so one call at a time caps
+the rate at count / round trip however idle the machine is. Ticks are still planned in order
+on the generator thread (anomaly draws, windows, seeds), only their calls overlap; the
+measured rate counts records when their call returns, and a run ends only after its calls
+have returned. When every slot is busy the next tick waits and shows as backlog.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +50,7 @@ MAX_BACKLOG_TICKS = 100
 BEHIND_SECONDS = 1.0
 BEHIND_MEMORY_SECONDS = 10.0
 STOP_JOIN_SECONDS = 30.0
+MAX_TICKS_IN_FLIGHT = 3
 # Windows the generator folds into its records; execution windows are produced by executions.
 FOLDED_SOURCES = ("continuous", "trigger")
 
@@ -152,6 +161,17 @@ class ContinuousRun:
     anomalies_started: int = 0
     windows_opened: list[str] = field(default_factory=list)
     thread: threading.Thread | None = None
+    slots: threading.Semaphore = field(
+        default_factory=lambda: threading.Semaphore(MAX_TICKS_IN_FLIGHT)
+    )
+    # first tick of each call still running -> when that tick was due (monotonic)
+    in_flight_due: dict[int, float] = field(default_factory=dict)
+    in_flight_lock: threading.Lock = field(default_factory=threading.Lock)
+    calls: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(
+            MAX_TICKS_IN_FLIGHT, thread_name_prefix="continuous-call"
+        )
+    )
 
     @property
     def running(self) -> bool:
@@ -231,6 +251,8 @@ class ContinuousGenerator:
             if config.duration_seconds is not None and not run.stop.is_set():
                 run.stop.wait(max(0.0, run.start_mono + config.duration_seconds - time.monotonic()))
         finally:
+            # The run's records are those of every call it started: wait for the last ones.
+            run.calls.shutdown(wait=True)
             run.ended_mono = time.monotonic()
             self._close_folded_windows(run)
             metrics.CONTINUOUS_RUNNING.set(0)
@@ -251,20 +273,46 @@ class ContinuousGenerator:
             self._ground_truth.close_expired()
             windows = [w for w in self._ground_truth.active() if w.source in FOLDED_SOURCES]
             at = run.started_at + timedelta(seconds=first * config.interval_seconds)
-            produce(
-                self._synthesis, plan_requests(config, first, ticks, at, windows),
-                stop=run.stop, tally=run.tally, source="continuous", meter=run.meter,
-            )  # fmt: skip
+            requests = plan_requests(config, first, ticks, at, windows)
+            if not self._take_slot(run, schedule):
+                break
+            with run.in_flight_lock:
+                run.in_flight_due[first] = schedule.next_due()
+            run.calls.submit(self._produce, run, first, requests)
             schedule.advance(ticks)
             run.ticks += ticks
         self._note_backlog(run, schedule)
+
+    def _take_slot(self, run: ContinuousRun, schedule: Schedule) -> bool:
+        """Wait for a free call slot; False when the run is stopped meanwhile."""
+        while not run.stop.is_set():
+            if run.slots.acquire(timeout=0.05):
+                return True
+            self._note_backlog(run, schedule)  # the stats show the wait while it lasts
+        return False
+
+    def _produce(self, run: ContinuousRun, first: int, requests: list[SynthesisRequest]) -> None:
+        try:
+            produce(
+                self._synthesis, requests,
+                stop=run.stop, tally=run.tally, source="continuous", meter=run.meter,
+            )  # fmt: skip
+        finally:
+            with run.in_flight_lock:
+                del run.in_flight_due[first]
+            run.slots.release()
 
     def _note_backlog(self, run: ContinuousRun, schedule: Schedule) -> None:
         now = time.monotonic()
         run.backlog_ticks = schedule.due_count(now)
         run.max_backlog_ticks = max(run.max_backlog_ticks, run.backlog_ticks)
         limit = max(BEHIND_SECONDS, 2 * run.config.interval_seconds)
-        if run.backlog_ticks * run.config.interval_seconds > limit:
+        with run.in_flight_lock:
+            oldest_due = min(run.in_flight_due.values(), default=now)
+        # Behind when ticks wait to be sent, or when a sent tick's records are still not
+        # produced that long after it was due (its call is slow, not the schedule).
+        lag = max(run.backlog_ticks * run.config.interval_seconds, now - oldest_due)
+        if lag > limit:
             run.last_behind_mono = now
 
     def _skip(self, run: ContinuousRun, schedule: Schedule, ticks: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stages.orchestrator import metrics
 from stages.orchestrator.pacing import RateMeter
@@ -13,7 +13,8 @@ from stages.orchestrator.peers import SynthesisClient, SynthesisOutcome, Synthes
 
 @dataclass
 class Tally:
-    """Requested vs produced for one run; written by its thread only, read by the API."""
+    """Requested vs produced for one run; read by the API. A continuous run records from up to
+    ``MAX_TICKS_IN_FLIGHT`` threads at once, so updates hold the lock."""
 
     requested: int = 0
     produced: int = 0
@@ -22,8 +23,13 @@ class Tally:
     calls: int = 0
     failed_calls: int = 0
     last_error: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record(self, outcome: SynthesisOutcome, source: str) -> None:
+        with self._lock:
+            self._record(outcome, source)
+
+    def _record(self, outcome: SynthesisOutcome, source: str) -> None:
         self.calls += 1
         self.requested += outcome.requested
         self.produced += outcome.produced

@@ -3,6 +3,7 @@ anomaly folding and determinism."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,8 +12,15 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from stages.orchestrator.catalogue import ScenarioCatalogue
-from stages.orchestrator.continuous import ContinuousConfig, plan_requests, tick_groups
+from stages.orchestrator.continuous import (
+    MAX_TICKS_IN_FLIGHT,
+    ContinuousConfig,
+    ContinuousGenerator,
+    plan_requests,
+    tick_groups,
+)
 from stages.orchestrator.ground_truth import GroundTruth
+from stages.orchestrator.peers import SynthesisOutcome, SynthesisRequest
 from tests.orchestrator.helpers import wait_until
 from tests.orchestrator.stubs import Peers
 
@@ -124,7 +132,8 @@ def test_same_seed_same_synthesis_requests_even_when_behind(
         "anomaly_rate": 0.3, "seed": 42, "services": ["payment-service", "auth-service"],
     }  # fmt: skip
     runs = []
-    for delay in (0.0, 0.08):  # the second run falls behind and catches up
+    # The second run falls behind (even with MAX_TICKS_IN_FLIGHT calls at once) and catches up.
+    for delay in (0.0, 0.35):
         peers.synthesize.clear()
         peers.delay_seconds = delay
         client.post("/api/continuous/start", json=body)
@@ -132,7 +141,8 @@ def test_same_seed_same_synthesis_requests_even_when_behind(
             lambda: (s := client.get("/api/continuous/stats").json())["running"] is False and s,
             timeout=20,
         )
-        runs.append(_signature(peers.synthesize))
+        # Calls of different ticks overlap, so they may arrive in another order: the same calls.
+        runs.append(sorted(_signature(peers.synthesize), key=repr))
     assert stats["max_ticks_behind"] > 1
     assert runs[0] == runs[1]
     assert len({seed for _, seed, _, _ in runs[0]}) == len(runs[0])  # a new seed per call
@@ -189,3 +199,39 @@ def test_plan_gives_each_open_window_a_part_from_its_own_services(tmp_path: Path
     assert anomalous.anomaly.scenario_id == "database_slow--ledger-db"
     assert anomalous.anomaly.target_entity == "ledger-db"
     assert anomalous.anomalous_share == 0.5
+
+
+class _SlowSynthesis:
+    """Answers every call after ``seconds``, noting how many calls overlap."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def synthesize(self, request: SynthesisRequest, stop: threading.Event) -> SynthesisOutcome:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        return SynthesisOutcome(requested=request.count, produced=request.count)
+
+
+def test_slow_calls_overlap_up_to_the_bound_and_all_records_count(tmp_path: Path) -> None:
+    synthesis = _SlowSynthesis(0.3)  # three ticks' worth: one call at a time would fall behind
+    generator = ContinuousGenerator(
+        synthesis,  # type: ignore[arg-type]
+        GroundTruth(tmp_path / "gt.jsonl"),
+        [],
+        lambda *args: None,  # type: ignore[arg-type,return-value]
+    )
+    generator.start(
+        ContinuousConfig(interval_seconds=0.1, logs_per_interval=10, duration_seconds=1, seed=3)
+    )
+    stats = wait_until(lambda: (s := generator.stats())["running"] is False and s, timeout=10)
+    assert synthesis.most == MAX_TICKS_IN_FLIGHT
+    assert stats["records_produced"] == stats["records_requested"] == 100
+    assert stats["measured_rate"] > 60  # serial calls would give ~33/s
