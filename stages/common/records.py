@@ -22,6 +22,14 @@ Level = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 SERVICE_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
+# Already the canonical form (what every service sends): formatting it again gives the same
+# string, so the validator only checks that it is a real moment. A 4-digit year from 1000 on,
+# as strftime writes years below 1000 without padding.
+_CANONICAL_TIMESTAMP = re.compile(
+    r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", re.ASCII
+)
+# A tuple: isinstance with it is cheaper than with a union type, per attribute of every record.
+_SCALAR_TYPES = (str, int, float, bool, type(None))
 
 ShortText = Annotated[str, Field(max_length=256)]
 
@@ -78,6 +86,8 @@ class Record(BaseModel):
             parsed = datetime.fromisoformat(value)
         except ValueError as exc:
             raise ValueError("timestamp must be RFC 3339, e.g. 2025-11-09T13:24:33.120Z") from exc
+        if _CANONICAL_TIMESTAMP.fullmatch(value):
+            return value
         if parsed.tzinfo is None:
             raise ValueError("timestamp needs a time zone (use Z for UTC)")
         return format_timestamp(parsed)
@@ -104,7 +114,7 @@ class Record(BaseModel):
         for key, item in value.items():
             if len(key) > 128:
                 raise ValueError(f"attribute name too long: {key[:40]}...")
-            if not isinstance(item, str | int | float | bool) and item is not None:
+            if not isinstance(item, _SCALAR_TYPES):
                 raise ValueError(f"attribute {key!r} must be a string, number, boolean or null")
         return value
 

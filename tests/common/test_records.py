@@ -1,7 +1,9 @@
+from datetime import datetime
+
 import pytest
 from pydantic import ValidationError
 
-from stages.common.records import Record
+from stages.common.records import Record, format_timestamp
 
 LOG = {
     "timestamp": "2025-11-09T13:24:33.120Z",
@@ -25,6 +27,15 @@ def test_timestamps_are_normalised_to_utc_milliseconds() -> None:
 
 
 @pytest.mark.parametrize(
+    "timestamp",
+    ["2025-11-09T13:24:33.120Z", "1000-01-01T00:00:00.000Z", "2024-02-29T23:59:59.999Z"],
+)
+def test_canonical_timestamps_stay_as_formatting_them_again_would(timestamp: str) -> None:
+    assert Record.model_validate(LOG | {"timestamp": timestamp}).timestamp == timestamp
+    assert format_timestamp(datetime.fromisoformat(timestamp)) == timestamp
+
+
+@pytest.mark.parametrize(
     ("change", "problem"),
     [
         ({"kind": "metric"}, "metric_name"),
@@ -33,6 +44,9 @@ def test_timestamps_are_normalised_to_utc_milliseconds() -> None:
         ({"service": "API Gateway"}, "service"),
         ({"timestamp": "yesterday"}, "RFC 3339"),
         ({"timestamp": "2025-11-09T13:24:33"}, "time zone"),
+        ({"timestamp": "2025-13-09T13:24:33.120Z"}, "RFC 3339"),  # canonical shape, no date
+        ({"timestamp": "2025-02-30T13:24:33.120Z"}, "RFC 3339"),
+        ({"attributes": {"items": [1, 2]}}, "items"),
         ({"trace_id": "xyz"}, "trace_id"),
         ({"anomaly_score": 101}, "anomaly_score"),
         ({"is_anomaly": True}, "anomaly_type"),
