@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import pydantic_core
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -51,6 +52,23 @@ def _consolidator(request: Request) -> Consolidator:
     return request.app.state.consolidator
 
 
+def _parse_batch(body: bytes) -> list[Any]:
+    # As in the Ingestion Interface: parse with pydantic-core's own JSON parser, then check the
+    # shape (~2x cheaper than the JSON mode for a list[Any]); a refused body goes through the
+    # JSON mode for exactly the same 422.
+    try:
+        return LogBatchRequest.model_validate(pydantic_core.from_json(body)).records
+    except ValueError:
+        pass
+    try:
+        return LogBatchRequest.model_validate_json(body).records
+    except ValidationError as exc:
+        raise Unprocessable(
+            'the body must be {"records": [...]} with 1 to 5000 records',
+            detail=describe_errors(exc),
+        ) from exc
+
+
 def _ingest_router() -> APIRouter:
     router = APIRouter(tags=["ingest"])
 
@@ -68,13 +86,7 @@ def _ingest_router() -> APIRouter:
     )
     async def logs_batch(request: Request, _: ControlToken) -> LogBatchResponse:
         body = await read_body(request, MAX_BATCH_BODY_BYTES)
-        try:
-            records = LogBatchRequest.model_validate_json(body).records
-        except ValidationError as exc:
-            raise Unprocessable(
-                'the body must be {"records": [...]} with 1 to 5000 records',
-                detail=describe_errors(exc),
-            ) from exc
+        records = _parse_batch(body)
         result = await run_in_threadpool(_consolidator(request).add_records, records)
         return LogBatchResponse.model_validate(result, from_attributes=True)
 

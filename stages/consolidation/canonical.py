@@ -39,6 +39,8 @@ class _NotMirrorable(Exception):
 def _json_value(value: Any) -> tuple[dict[str, Any], Any]:
     """(OTLP-JSON AnyValue, the plain value the index keeps), as ``any_value`` +
     ``MessageToDict`` + ``plain_value`` would make them."""
+    if type(value) is str:  # most attributes: skip the isinstance chain below
+        return {"stringValue": value}, value
     if isinstance(value, bool):
         return {"boolValue": value}, value
     if isinstance(value, int):
