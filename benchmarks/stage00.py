@@ -30,9 +30,8 @@ from typing import Any
 import httpx
 import psutil
 
-from stages.common import fleet
-from tests.ops.support import FleetRun, clean_env
-from tests.support.processes import ROOT, free_port
+from tests.ops.support import private_fleet
+from tests.support.processes import ROOT
 
 INTERVAL = 0.25  # seconds between ticks; logs_per_interval = rate * INTERVAL
 
@@ -40,12 +39,10 @@ INTERVAL = 0.25  # seconds between ticks; logs_per_interval = rate * INTERVAL
 class Bench:
     def __init__(self, root: Path) -> None:
         shutil.rmtree(root, ignore_errors=True)
-        ports = {svc.port_env: str(free_port()) for svc in fleet.SERVICES}
-        env = clean_env(RUN_DIR=str(root / "run"), DATA_DIR=str(root / "data"), **ports)
-        self.run = FleetRun(root / "run", env)
+        self.run = private_fleet(root)
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.run.env[fleet.BY_NAME[service].port_env]}"
+        return self.run.url(service)
 
     def start(self) -> float:
         began = time.monotonic()

@@ -17,12 +17,12 @@ import httpx
 import orjson
 import pytest
 
-from stages.common import aws, estate, fleet
+from stages.common import aws, estate
 from stages.common.config import Settings
-from tests.ops.support import FleetRun, clean_env
+from tests.ops.support import FleetRun, private_fleet
 from tests.support.fault_proxy import FaultProxy
 from tests.support.lake import read_bucket
-from tests.support.processes import free_port, start_emulator
+from tests.support.processes import start_emulator
 
 BUCKETS = {"log": "md-raw-logs", "metric": "md-raw-metrics", "apm": "md-raw-apm"}
 
@@ -34,7 +34,7 @@ class Fleet:
         self.settings = Settings(aws_endpoint_url=f"http://127.0.0.1:{run.emulator_port}")
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.run.env[fleet.BY_NAME[service].port_env]}"
+        return self.run.url(service)
 
     def get(self, service: str, path: str) -> Any:
         resp = httpx.get(self.url(service) + path, timeout=10)
@@ -48,9 +48,7 @@ class Fleet:
 @pytest.fixture(scope="module")
 def running_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
-    ports = {svc.port_env: str(free_port()) for svc in fleet.SERVICES}
-    env = clean_env(RUN_DIR=str(root / "run"), DATA_DIR=str(root / "data"), **ports)
-    run = FleetRun(root / "run", env)
+    run = private_fleet(root)
     started = run.cli("start", timeout=180)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
@@ -182,17 +180,13 @@ def test_an_aws_outage_mid_run_is_spooled_and_delivered_afterwards(
     emulator, upstream = start_emulator(logs)
     proxy = FaultProxy(upstream).start()
     port = proxy.port
-    ports = {svc.port_env: str(free_port()) for svc in fleet.SERVICES}
-    env = clean_env(
-        RUN_DIR=str(tmp_path / "run"),
-        DATA_DIR=str(tmp_path / "data"),
+    run = private_fleet(
+        tmp_path,
         AWS_ENDPOINT_URL=proxy.url,
         AWS_ACCESS_KEY_ID="test",
         AWS_SECRET_ACCESS_KEY="test",
         AWS_DEFAULT_REGION="us-east-1",
-        **ports,
     )
-    run = FleetRun(tmp_path / "run", env)
     fleet_ = Fleet(run, tmp_path / "data")
     fleet_.settings = Settings(aws_endpoint_url=upstream)
     try:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.processes import ROOT
+from stages.common import fleet
+from tests.support.processes import ROOT, free_port
 
 # Variables that would point a child at the user's own stack instead of the test's.
 _LEAKY_PREFIXES = ("AWS_", "CONSUMER_", "EMULATOR_", "FLUSH_", "PRODUCER_", "LEASE_", "LOCALSTACK_")
@@ -52,6 +53,9 @@ class FleetRun:
     def consumer_port(self) -> int:
         return int(self.env["CONSUMER_PORT"])
 
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.env[fleet.BY_NAME[service].port_env]}"
+
     def cli(self, *args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "stages.common.fleet", *args],
@@ -83,3 +87,11 @@ class FleetRun:
             with contextlib.suppress(ValueError):
                 pids.append(int(path.read_text()))
         return pids
+
+
+def private_fleet(root: Path, **extra: str) -> FleetRun:
+    """A fleet under ``root`` (RUN_DIR, DATA_DIR) with every service on a free port, so it never
+    meets one a developer is running, or another test's."""
+    ports = {svc.port_env: str(free_port()) for svc in fleet.SERVICES}
+    env = clean_env(RUN_DIR=str(root / "run"), DATA_DIR=str(root / "data"), **ports, **extra)
+    return FleetRun(root / "run", env)
