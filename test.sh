@@ -7,8 +7,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 ./start.sh --install-only
 
 # --- UI test prerequisites -------------------------------------------------------------------
-# (Reserved: a later issue installs headless Chromium here for the web UI tests, e.g.
-#  `apt-get install -y chromium` when it is missing and we may use apt.)
+# The browser tests drive the system Chromium through Playwright (no Playwright-downloaded
+# browser: there is no internet in CI). Install Debian's package when it is missing.
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+if [[ ! -x "$CHROMIUM" ]]; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "==> installing Chromium for the browser tests (apt-get install chromium)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q chromium >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+    else
+        echo "error: $CHROMIUM is missing; install Debian's chromium package (sudo apt-get install chromium)" >&2
+        exit 1
+    fi
+fi
+echo "==> browser: $("$CHROMIUM" --version 2>/dev/null | head -1)"
 # ----------------------------------------------------------------------------------------------
 
 set +e
