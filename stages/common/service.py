@@ -12,11 +12,13 @@ import hmac
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
@@ -31,6 +33,16 @@ disable_created_metrics()
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 # Counters for the status page: name -> value (rendered as text, never as HTML).
 StatusCounters = Callable[[], dict[str, Any]]
+
+# Vendored front-end libraries (uPlot) and shared page assets, served at /static/common/ by
+# every service so pages work offline.
+COMMON_STATIC_DIR = Path(__file__).parent / "static"
+# Pages load scripts and styles only from their own origin: no inline script runs, so a record's
+# text that slipped into the DOM as HTML still could not execute.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 _templates = Environment(
     loader=PackageLoader("stages.common", "templates"),
@@ -95,11 +107,24 @@ def create_service_app(
             html = _templates.get_template("status.html").render(
                 name=name, version=stages.__version__, counters=counters
             )
-            return HTMLResponse(html)
+            return html_page(html)
 
+    app.mount("/static/common", StaticFiles(directory=COMMON_STATIC_DIR), name="common-static")
     for router in routers:
         app.include_router(router)
     return app
+
+
+def html_page(html: str) -> HTMLResponse:
+    """An HTML response with the pages' Content-Security-Policy and no-sniff headers."""
+    return HTMLResponse(
+        html,
+        headers={
+            "Content-Security-Policy": PAGE_CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
