@@ -108,6 +108,32 @@ class Settings(BaseSettings):
         description="Also export consolidated logs over OTLP/HTTP (protobuf) to this URL.",
     )
 
+    # --- Dashboard ------------------------------------------------------------------------
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8010, ge=0, le=65535)
+    dashboard_refresh_seconds: float = Field(
+        default=10.0, ge=1, le=3600, description="How often the dashboard page refreshes."
+    )
+    dashboard_sample_seconds: float = Field(
+        default=5.0, ge=0.2, le=600, description="Throughput and lag sampling period (charts)."
+    )
+    dashboard_history_samples: int = Field(default=720, ge=10, le=100_000)
+    dashboard_cache_seconds: float = Field(
+        default=5.0, ge=0, le=3600, description="How long a bucket's object/byte summary is reused."
+    )
+    dashboard_viewer_max_lines: int = Field(default=500, ge=1, le=10_000)
+    dashboard_viewer_max_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024
+    )
+    dashboard_small_file_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="Hour partitions averaging less get a warning."
+    )
+    dashboard_count_budget_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=0,
+        description="Bytes one partition request may read to count records (0: never count).",
+    )
+
     @property
     def emulator_url(self) -> str:
         return f"http://{self.emulator_host}:{self.emulator_port}"
