@@ -1,0 +1,3 @@
+from stages.dashboard.app import main
+
+main()

@@ -1,0 +1,79 @@
+"""Request bounds and response models of the dashboard's read-only API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Path, Query
+from pydantic import BaseModel
+
+MAX_KEY_LENGTH = 1024  # S3's own limit on key length
+MAX_TOKEN_LENGTH = 4096
+MAX_PAGE_SIZE = 1000  # ListObjectsV2's MaxKeys ceiling
+DEFAULT_PAGE_SIZE = 100
+MAX_SERIES_POINTS = 100_000
+
+BucketName = Annotated[str, Path(min_length=3, max_length=63)]
+Prefix = Annotated[str, Query(max_length=MAX_KEY_LENGTH)]
+Key = Annotated[str, Query(min_length=1, max_length=MAX_KEY_LENGTH)]
+Token = Annotated[str | None, Query(min_length=1, max_length=MAX_TOKEN_LENGTH)]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+Fresh = Annotated[bool, Query(description="List the bucket again instead of a cached summary.")]
+ServiceFilter = Annotated[str | None, Query(min_length=1, max_length=128)]
+SeriesPoints = Annotated[int, Query(ge=1, le=MAX_SERIES_POINTS)]
+
+
+class BucketSummary(BaseModel):
+    bucket: str
+    objects: int
+    bytes: int
+    scanned_at: float
+    age_seconds: float
+    list_calls: int
+    error: str | None = None
+
+
+class BucketList(BaseModel):
+    buckets: list[BucketSummary]
+
+
+class ListedObject(BaseModel):
+    key: str
+    size: int
+    last_modified: str
+
+
+class ListingPage(BaseModel):
+    bucket: str
+    prefix: str
+    prefixes: list[str]
+    objects: list[ListedObject]
+    next_token: str | None
+
+
+class ViewerLine(BaseModel):
+    line: int
+    record: dict[str, Any] | None
+    raw: str | None
+    anomalous: bool
+
+
+class LogExcerpt(BaseModel):
+    bucket: str
+    key: str
+    lines_requested: int
+    lines: list[ViewerLine]
+    anomalous: int
+    bytes_read: int
+    range_requests: int
+    object_size: int | None
+    complete: bool
+    truncated: bool
+
+
+class DashboardConfig(BaseModel):
+    refresh_seconds: float
+    sample_seconds: float
+    viewer_max_lines: int
+    buckets: list[str]
+    streams: list[str]
