@@ -17,6 +17,7 @@ from stages.orchestrator.continuous import ContinuousConfig
 from stages.orchestrator.engine import Orchestrator
 from stages.orchestrator.executions import Execution
 from stages.orchestrator.ground_truth import Window
+from stages.orchestrator.panel import panel
 from stages.orchestrator.schemas import (
     CategoriesOut,
     CategoryName,
@@ -225,7 +226,8 @@ def create_app(settings: Settings) -> FastAPI:
         NAME,
         health=orchestrator.health,
         status=orchestrator.status_counters,
-        routers=[scenarios, executions, continuous, anomalies],
+        routers=[scenarios, executions, continuous, anomalies, panel],
+        status_page=False,
         lifespan=lifespan,
         description="Scenario catalogue, executions, continuous generation, anomaly triggers "
         "and ground truth. State effects of scenarios are not reverted when windows close.",

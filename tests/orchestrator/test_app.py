@@ -43,10 +43,11 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     assert "409" in spec["paths"]["/api/continuous/start"]["post"]["responses"]
 
 
-def test_status_page_shows_counters(client: TestClient) -> None:
+def test_root_is_the_control_panel(client: TestClient) -> None:
+    # The shared status page is replaced by the control panel (tests/orchestrator/test_panel.py).
     page = client.get("/")
     assert page.status_code == 200
-    assert "scenario-orchestrator" in page.text and "continuous measured rate" in page.text
+    assert "Scenario Orchestrator" in page.text and 'id="continuous-form"' in page.text
 
 
 def test_health_reports_peers_without_depending_on_them(
