@@ -14,13 +14,17 @@ COPY pyproject.toml README.md* ./
 COPY stages ./stages
 RUN pip install . \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
-    && mkdir -p /app/.run && chown app:app /app/.run
+    && mkdir -p /app/.run/data && chown -R app:app /app/.run
 
-# Services write their run files (spools, state) under RUN_DIR; nothing runs as root.
-ENV RUN_DIR=/app/.run
+# Services write their run files under RUN_DIR and their data (spool, state database, category
+# and consolidated files, ground truth) under DATA_DIR. The directory exists in the image, owned
+# by `app`, so a named volume mounted there starts with that owner; nothing runs as root.
+ENV RUN_DIR=/app/.run \
+    DATA_DIR=/app/.run/data
 USER app
 
-EXPOSE 8011
+# Stage 00 services, dashboard, consumer (each compose service publishes its own).
+EXPOSE 8000-8005 8010 8011
 # The registry knows each service's port and health path; compose overrides the service name.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-m", "stages.common.fleet", "probe", "kinesis-consumer"]

@@ -1,8 +1,9 @@
-"""Static checks of the Stage 01 compose file and the Dockerfile against the fleet registry.
+"""Static checks of the compose files and the Dockerfile against the fleet registry and the code.
 
-No Docker engine runs here, so these hold the files to what the code expects: service names and
-ports from stages/common/fleet.py, health checks everywhere, and only environment variables that
-stages/common/config.py actually reads.
+No Docker engine runs here, so these hold the files to what the code expects: the services of
+stages/common/fleet.py with their ports, modules, health probes and dependencies; only environment
+variables that stages/common/config.py reads; the peers each service's code really calls and the
+data directory it really writes, found in its source.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from stages.common import fleet
 from stages.common.config import Settings
 from tests.support.processes import ROOT
 
-COMPOSE_FILES = [ROOT / "01-ingestion" / "docker-compose.yml"]
+ROOT_COMPOSE = ROOT / "docker-compose.yml"
+STAGE00_COMPOSE = ROOT / "00-mock-servers" / "docker-compose.yml"
+STAGE01_COMPOSE = ROOT / "01-ingestion" / "docker-compose.yml"
+COMPOSE_FILES = [ROOT_COMPOSE, STAGE00_COMPOSE, STAGE01_COMPOSE]
+LOCALSTACK = "localstack"
+LOCALSTACK_URL = "http://localstack:4566"
 # Read by boto3 itself (the credential chain), not by our settings.
 AWS_STANDARD_ENV = {
     "AWS_ACCESS_KEY_ID",
@@ -26,10 +32,27 @@ AWS_STANDARD_ENV = {
     "AWS_SESSION_TOKEN",
     "AWS_PROFILE",
 }
+# LocalStack's own configuration; everything else it gets is for the ready hook.
+LOCALSTACK_OWN_ENV = {"SERVICES", "KINESIS_LATENCY", "DEBUG", "PERSISTENCE"}
+# Stage 00 is the six services on 8000-8005 (SPEC §2).
+STAGE00 = {svc.name for svc in fleet.SERVICES if 8000 <= svc.default_port <= 8005}
+PYTHON_SERVICES = {svc.name for svc in fleet.SERVICES if svc.name != fleet.EMULATOR}
+EXPECTED_SERVICES = {
+    ROOT_COMPOSE: PYTHON_SERVICES | {LOCALSTACK},
+    STAGE00_COMPOSE: STAGE00 | {LOCALSTACK},
+    STAGE01_COMPOSE: {"kinesis-consumer"},
+}
+# "${NAME:-default}": the user's variable, else a default.
+SUBSTITUTION = re.compile(r"^\$\{(\w+):-(.*)\}$")
+PEER_CALL = re.compile(r"(?:service_client\([^,()]+,\s*|service_url\()\"(\w+)\"")
 
 
 def load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
+
+
+def ids(path: Path) -> str:
+    return str(path.relative_to(ROOT))
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
@@ -39,64 +62,176 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in env.items()}
 
 
-def container_ports(service: dict[str, Any]) -> set[int]:
-    ports = set()
+def published_ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of each ``ports`` entry."""
+    result = []
     for mapping in service.get("ports", []):
-        ports.add(int(str(mapping).rsplit(":", 1)[-1].split("/")[0]))
-    return ports
+        address, host, container = str(mapping).split(":")
+        result.append((address, int(host), int(container.split("/")[0])))
+    return result
 
 
-@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_compose_matches_the_registry(path: Path) -> None:
+def compose_name(registry_name: str) -> str:
+    return LOCALSTACK if registry_name == fleet.EMULATOR else registry_name
+
+
+def settings_env() -> set[str]:
+    """Every variable config.py reads, plus the host/port variables of registry services whose
+    settings come with them (the registry names them before the service is built)."""
+    names = {name.upper() for name in Settings.model_fields}
+    for svc in fleet.SERVICES:
+        names |= {svc.port_env, svc.host_setting.upper()}
+    return names
+
+
+def package_source(module: str) -> str:
+    package = ROOT / Path(*module.split("."))
+    return "\n".join(path.read_text() for path in sorted(package.rglob("*.py")))
+
+
+def peers_called(module: str) -> set[str]:
+    """The services a module's code calls through stages.common.http / Settings.service_url."""
+    by_prefix = {svc.host_setting.removesuffix("_host"): svc.name for svc in fleet.SERVICES}
+    return {by_prefix[prefix] for prefix in PEER_CALL.findall(package_source(module))}
+
+
+def writes_data_dir(module: str) -> bool:
+    return "settings.data_dir" in package_source(module)
+
+
+def named_volume_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> volume name, for named volumes (not bind mounts)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = str(volume).split(":")[:2]
+        if not source.startswith((".", "/")):
+            mounts[target] = source
+    return mounts
+
+
+def assert_defaults_agree_with_config(name: str, env: dict[str, str]) -> None:
+    """``KEY: ${KEY:-default}`` passes the user's own variable on, with config.py's default."""
+    defaults = {key.upper(): field.default for key, field in Settings.model_fields.items()}
+    for key, value in env.items():
+        match = SUBSTITUTION.match(value)
+        if match and defaults.get(key) is not None:
+            assert match[1] == key, f"{name}: {key} takes ${{{match[1]}}}"
+            assert str(defaults[key]).lower() in {match[2].lower(), match[2] + ".0"}, (
+                f"{name}: {key} defaults to {match[2]}, config.py to {defaults[key]}"
+            )
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=ids)
+def test_every_expected_service_and_nothing_else(path: Path) -> None:
+    assert set(load(path)["services"]) == EXPECTED_SERVICES[path]
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=ids)
+def test_images_pinned_volumes_declared_healthchecks_everywhere(path: Path) -> None:
     compose = load(path)
-    services = compose["services"]
-    settings_env = {name.upper() for name in Settings.model_fields}
-    assert services, "no services"
+    declared = set(compose.get("volumes") or {})
+    for name, svc in compose["services"].items():
+        image = str(svc["image"])
+        assert ":" in image and not image.endswith(":latest"), f"{name}: pin {image}"
+        check = svc.get("healthcheck", {})
+        assert check.get("test") and not check.get("disable"), f"{name}: no health check"
+        for volume in svc.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith((".", "/")):
+                assert (path.parent / source).exists(), f"{name}: bind mount {source} missing"
+            else:
+                assert source in declared, f"{name}: volume {source} not declared"
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=ids)
+def test_python_services_match_the_registry_and_the_code(path: Path) -> None:
+    services = load(path)["services"]
+    known_env = settings_env()
     for name, svc in services.items():
-        assert "healthcheck" in svc and svc["healthcheck"]["test"], f"{name}: no health check"
-        if name == "localstack":
-            assert not str(svc["image"]).endswith(":latest"), "pin a LocalStack tag"
+        if name == LOCALSTACK:
             continue
-        assert name in fleet.BY_NAME, f"{name} is not a service of stages/common/fleet.py"
         entry = fleet.BY_NAME[name]
         env = env_of(svc)
         # Every variable is one the code reads; a typo would be silently ignored otherwise.
-        unknown = set(env) - settings_env - AWS_STANDARD_ENV
+        unknown = set(env) - known_env - AWS_STANDARD_ENV
         assert not unknown, f"{name}: variables no setting reads: {sorted(unknown)}"
-        # The service listens on the registry's port, on all interfaces inside the container.
-        port = int(env.get(entry.port_env, entry.default_port))
-        assert port == entry.default_port, f"{name}: {entry.port_env}={port}"
-        assert container_ports(svc) == {entry.default_port}, f"{name}: ports {svc.get('ports')}"
-        assert env.get(entry.host_setting.upper()) == "0.0.0.0", f"{name}: binds loopback only"
-        for mapping in svc.get("ports", []):
-            assert str(mapping).startswith("127.0.0.1:"), f"{name}: publish on loopback only"
-        # It runs the registry's module and is probed through the registry.
-        command = " ".join(svc.get("command", ["python", "-m", "stages.consumer"]))
+        assert_defaults_agree_with_config(name, env)
+
+        # It runs the registry's module, listens on its port on every interface of the
+        # container, publishes it on the host's loopback only, and is probed by the registry.
+        command = " ".join(svc["command"])
         assert f"python -m {entry.module}" in command, f"{name}: command {command}"
+        assert int(env.get(entry.port_env, entry.default_port)) == entry.default_port, name
+        assert env.get(entry.host_setting.upper()) == "0.0.0.0", f"{name}: binds loopback only"
+        port = entry.default_port
+        assert published_ports(svc) == [("127.0.0.1", port, port)], f"{name}: {svc['ports']}"
         health = " ".join(svc["healthcheck"]["test"])
         assert f"stages.common.fleet probe {name}" in health, f"{name}: healthcheck {health}"
-        # Dependencies present in the same file are waited for until healthy.
-        for dep in entry.depends_on:
-            dep_name = "localstack" if dep == fleet.EMULATOR else dep
-            if dep_name in services:
-                condition = svc["depends_on"][dep_name]["condition"]
-                assert condition == "service_healthy", f"{name} -> {dep_name}"
-        build = svc["build"]
-        context = (path.parent / build["context"]).resolve()
-        assert (context / build.get("dockerfile", "Dockerfile")).is_file()
-        assert context == ROOT
+        assert svc.get("restart") in {"on-failure", "unless-stopped", "always"}, name
+
+        # One image, built from the repository's Dockerfile.
+        context = (path.parent / svc["build"]["context"]).resolve()
+        assert context == ROOT, f"{name}: build context {context}"
+        assert (context / svc["build"].get("dockerfile", "Dockerfile")).is_file(), name
+
+        # Waits for what it needs: the registry's dependencies that this file runs, healthy.
+        wanted = {compose_name(dep) for dep in entry.depends_on} & set(services)
+        depends = svc.get("depends_on", {})
+        assert set(depends) == wanted, f"{name}: depends_on {sorted(depends)} != {sorted(wanted)}"
+        for dep, spec in depends.items():
+            assert spec["condition"] == "service_healthy", f"{name} -> {dep}"
+
+        # Reaches the peers its code calls by their compose names, on their registry ports.
+        for peer in peers_called(entry.module):
+            peer_entry = fleet.BY_NAME[peer]
+            assert peer in services, f"{name} calls {peer}, which this file does not run"
+            assert env.get(peer_entry.host_setting.upper()) == peer, f"{name}: address of {peer}"
+            assert int(env.get(peer_entry.port_env, peer_entry.default_port)) == (
+                peer_entry.default_port
+            ), f"{name}: port of {peer}"
+
+        if entry.uses_aws and LOCALSTACK in services:
+            assert env.get("AWS_ENDPOINT_URL") == LOCALSTACK_URL, name
+        if writes_data_dir(entry.module):
+            # Spool, state database, category/consolidated files outlive the container.
+            mounts = named_volume_mounts(svc)
+            assert env.get("DATA_DIR") in mounts, f"{name}: DATA_DIR is not on a named volume"
+
+
+@pytest.mark.parametrize("path", [ROOT_COMPOSE, STAGE00_COMPOSE], ids=ids)
+def test_localstack_is_pinned_fast_and_provisioned_by_the_ready_hook(path: Path) -> None:
+    localstack = load(path)["services"][LOCALSTACK]
+    image = localstack["image"]
+    assert re.fullmatch(r"localstack/localstack:\d+\.\d+\.\d+", image), image
+    env = env_of(localstack)
+    assert env["KINESIS_LATENCY"] == "0"
+    assert set(env) - LOCALSTACK_OWN_ENV <= settings_env()
+    assert_defaults_agree_with_config(LOCALSTACK, env)
+    mounts = {
+        (path.parent / str(v).split(":")[0]).resolve(): str(v).split(":")[1]
+        for v in localstack["volumes"]
+        if str(v).startswith(".")
+    }
+    assert mounts[ROOT / "localstack-init"] == "/etc/localstack/init/ready.d"
+    # Healthy only after the hook that creates the resources has finished without error.
+    assert "/_localstack/init/ready" in " ".join(localstack["healthcheck"]["test"])
+    assert published_ports(localstack) == [("127.0.0.1", 4566, 4566)]
+
+
+def test_the_consumer_restarts_and_has_time_to_flush() -> None:
+    for path in (ROOT_COMPOSE, STAGE01_COMPOSE):
+        consumer = load(path)["services"]["kinesis-consumer"]
+        assert consumer["restart"] in {"on-failure", "unless-stopped", "always"}
+        # The consumer flushes on SIGTERM within its own 30 s shutdown limit.
+        assert int(str(consumer["stop_grace_period"]).rstrip("s")) > 30
 
 
 def test_stage01_compose_runs_the_consumer_against_an_existing_localstack() -> None:
-    services = load(COMPOSE_FILES[0])["services"]
-    consumer = services["kinesis-consumer"]
+    consumer = load(STAGE01_COMPOSE)["services"]["kinesis-consumer"]
     env = env_of(consumer)
     assert env["AWS_ENDPOINT_URL"].startswith("${AWS_ENDPOINT_URL:-http://")
     # Resources are created if the LocalStack was started without the init hook.
     assert "python -m stages.common.provision &&" in " ".join(consumer["command"])
-    # The consumer flushes on SIGTERM within its own 30 s shutdown limit.
-    grace = int(str(consumer["stop_grace_period"]).rstrip("s"))
-    assert grace > 30
 
 
 def test_dockerfile() -> None:
@@ -107,5 +242,8 @@ def test_dockerfile() -> None:
     user = re.findall(r"^USER (\S+)$", text, flags=re.MULTILINE)
     assert user and user[-1] not in {"root", "0"}
     assert "pip install ." in text
+    # The data directory the compose files mount volumes on exists in the image, owned by the
+    # user, so a fresh named volume is writable.
+    assert "mkdir -p /app/.run/data && chown -R app:app /app/.run" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".run", ".git"} <= set(ignored)
