@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,14 @@ class Unavailable(StagesError):
         super().__init__(
             message, detail=detail, headers={"Retry-After": str(max(1, round(retry_after)))}
         )
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response; OpenAPI documents 422 (and other errors) with it."""
+
+    error: str = Field(description="validation_error, not_found, conflict, unavailable, ...")
+    message: str
+    detail: Any = Field(None, description="validation errors: [{location, problem}, ...]")
 
 
 def error_body(error: str, message: str, detail: Any = None) -> dict[str, Any]:

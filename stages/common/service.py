@@ -17,14 +17,19 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
 import stages
 from stages.common.config import Settings, get_settings
-from stages.common.errors import PayloadTooLarge, Unauthorized, install_error_handlers
+from stages.common.errors import (
+    ErrorBody,
+    PayloadTooLarge,
+    Unauthorized,
+    install_error_handlers,
+)
 
 # The *_created timestamps double every series and no dashboard of ours reads them.
 disable_created_metrics()
@@ -95,7 +100,12 @@ def create_service_app(
         body = {"status": "healthy" if healthy else "unhealthy", "service": name, **details}
         return JSONResponse(body, status_code=200 if healthy else 503)
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,  # documents text/plain, the exposition format's type
+    )
     def get_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -112,7 +122,25 @@ def create_service_app(
     app.mount("/static/common", StaticFiles(directory=COMMON_STATIC_DIR), name="common-static")
     for router in routers:
         app.include_router(router)
+    _document_error_bodies(app)
     return app
+
+
+def _document_error_bodies(app: FastAPI) -> None:
+    """FastAPI documents 422 with its own ``{"detail": [{loc, msg, type}]}``; our handler answers
+    ``ErrorBody``, so the document says that instead (clients and schemathesis check against it)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = ErrorBody.model_json_schema()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def html_page(html: str) -> HTMLResponse:
