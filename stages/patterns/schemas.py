@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from stages.patterns.compose import Composition
 
 MAX_POINTS = 100_000
+MIN_STEP_SECONDS = 0.001
 MAX_STEP_SECONDS = 7 * 86_400.0
 
 
@@ -40,8 +41,13 @@ class _Range(BaseModel):
 
     start: AwareDatetime = Field(description="RFC 3339 with a time zone, e.g. 2026-01-05T00:00:00Z")
     end: AwareDatetime = Field(description="Inclusive end of the range (not before start).")
+    # A millisecond at least: a smaller step (5e-324) overflowed the point count to infinity.
     step_seconds: float = Field(
-        60.0, gt=0, le=MAX_STEP_SECONDS, allow_inf_nan=False, description="Spacing of points."
+        60.0,
+        ge=MIN_STEP_SECONDS,
+        le=MAX_STEP_SECONDS,
+        allow_inf_nan=False,
+        description="Spacing of points.",
     )
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Same seed, same values.")
 
