@@ -514,8 +514,10 @@
         ctx.fillStyle = "rgba(214, 69, 65, 0.14)";
         ctx.fillRect(x0, top, Math.max(2, x1 - x0), height);
         ctx.fillStyle = "rgba(160, 40, 36, 0.9)";
+        // Keep the label inside the plot even for a window that just opened at the right edge.
+        const room = left + width - ctx.measureText(w.anomaly_type).width - 4;
         const line = top + (14 + 13 * (i % 4)) * devicePixelRatio;
-        ctx.fillText(w.anomaly_type, Math.max(left, x0) + 4, line);
+        ctx.fillText(w.anomaly_type, Math.min(Math.max(left, x0) + 4, room), line);
       });
       ctx.restore();
     },
