@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import stages
 from stages.common.config import Settings, get_settings
@@ -28,6 +29,7 @@ from stages.common.errors import (
     ErrorBody,
     PayloadTooLarge,
     Unauthorized,
+    error_body,
     install_error_handlers,
 )
 
@@ -39,6 +41,9 @@ HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 # Counters for the status page: name -> value (rendered as text, never as HTML).
 StatusCounters = Callable[[], dict[str, Any]]
 
+# Request bodies of the control endpoints are small JSON; the data path (ingestion, consolidation)
+# passes its own, larger limit.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # Vendored front-end libraries (uPlot) and shared page assets, served at /static/common/ by
 # every service so pages work offline.
 COMMON_STATIC_DIR = Path(__file__).parent / "static"
@@ -88,10 +93,17 @@ def create_service_app(
     lifespan: Any = None,
     description: str = "",
     status_page: bool = True,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     app = FastAPI(
-        title=name, version=stages.__version__, description=description, lifespan=lifespan
+        title=name,
+        version=stages.__version__,
+        description=description,
+        lifespan=lifespan,
+        # Counts streamed (chunked) bodies too; _DeclaredBodyLimit answers declared ones first.
+        max_body_size=max_body_bytes,
     )
+    _refuse_declared_oversized_bodies(app, max_body_bytes)
     install_error_handlers(app)
 
     @app.get("/health", tags=["ops"], summary="Liveness and readiness of the service")
@@ -124,6 +136,33 @@ def create_service_app(
         app.include_router(router)
     _document_error_bodies(app)
     return app
+
+
+class _DeclaredBodyLimit:
+    """413 with the usual JSON error body when Content-Length is over the limit, before anything
+    reads the body (FastAPI's own limit would answer it in plain text)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope["headers"]).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > self.limit:
+                error = PayloadTooLarge(
+                    f"request body is {int(declared)} bytes; the limit is {self.limit} bytes"
+                )
+                body = error_body(error.error, error.message)
+                await JSONResponse(body, status_code=error.status_code)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _refuse_declared_oversized_bodies(app: FastAPI, limit: int) -> None:
+    # Outermost, so it answers before FastAPI's body limit (which sits outside user middleware).
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: _DeclaredBodyLimit(build(), limit)  # type: ignore[method-assign]
 
 
 def _document_error_bodies(app: FastAPI) -> None:

@@ -223,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status=counters.snapshot,
         routers=[_ingest_router(), _query_router()],
         lifespan=lifespan,
+        max_body_bytes=MAX_BATCH_BODY_BYTES,
         description="Normalises records to the OpenTelemetry log data model; OTLP/HTTP receiver; "
         "query API over the recent window.",
     )

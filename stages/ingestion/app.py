@@ -199,6 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status=status,
         routers=[_router(lambda request: request.app.state.ingestor)],
         lifespan=lifespan,
+        max_body_bytes=MAX_BODY_BYTES,
         description="Validates records; fans out to Kinesis (or a durable spool), local category "
         "files and Log Consolidation.",
     )
