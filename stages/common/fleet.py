@@ -356,6 +356,9 @@ class Fleet:
                 )
         else:
             wanted = [svc for svc in SERVICES if svc.available()]
+            unbuilt = [svc.name for svc in SERVICES if not svc.available()]
+            if unbuilt:
+                _say(f"not built yet, so not started: {', '.join(unbuilt)}")
         chosen: dict[str, Service] = {}
         stack = list(wanted)
         while stack:
@@ -532,6 +535,8 @@ class Fleet:
             _say(f"  {svc.name:<22} {svc.url(self.settings):<24} {svc.title}")
         if not self.embedded:
             _say(f"  {'AWS endpoint':<22} {self.aws_endpoint() or 'real AWS'}")
+        _say(f"\n  logs: {self.log_dir}/<service>.log    pids: {self.run_dir}/<service>.pid")
+        _say("  status: ./start.sh status    stop: ./stop.sh [SERVICE...]")
 
     # --- stop ---------------------------------------------------------------------------------
     def stop(self, names: Sequence[str], timeout: float = DEFAULT_STOP_TIMEOUT) -> int:

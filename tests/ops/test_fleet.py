@@ -63,6 +63,9 @@ def test_start_status_restart_stop(fleet_run: FleetRun) -> None:
     took = time.monotonic() - began
     assert result.returncode == 0, result.stdout + result.stderr
     print(f"start.sh {' '.join(STAGE01)}: healthy after {took:.1f}s")
+    # It says where the logs are and how to go on.
+    assert f"logs: {fleet_run.run_dir}/logs/<service>.log" in result.stdout
+    assert "status: ./start.sh status" in result.stdout
 
     pids = {name: fleet_run.pid(name) for name in STAGE01}
     emulator_url = f"http://127.0.0.1:{fleet_run.emulator_port}"
