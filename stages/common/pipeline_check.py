@@ -107,8 +107,7 @@ def say(message: str = "") -> None:
 # --- partitions -------------------------------------------------------------------------------
 def expected_prefix(record: dict[str, Any]) -> str:
     """``service=<svc>/year=/month=/day=/hour=`` of a record's own service and UTC hour."""
-    moment = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
-    moment = moment.astimezone(UTC)
+    moment = parse_time(str(record["timestamp"]))
     return (
         f"service={record['service']}/year={moment:%Y}/month={moment:%m}/day={moment:%d}"
         f"/hour={moment:%H}/"
@@ -488,7 +487,28 @@ def check_dead_letters(lake: Lake) -> list[str]:
     return [f"{len(lake.dead_letters)} dead letters written during the run: {dict(reasons)}"]
 
 
-def check_anomaly(lake: Lake, window: dict[str, Any], accepted: Accepted) -> tuple[str, list[str]]:
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def inside(timestamp: str, window: dict[str, Any], slack: timedelta) -> bool:
+    end = parse_time(window["end"] or window["planned_end"])
+    return parse_time(window["start"]) - slack <= parse_time(timestamp) <= end + slack
+
+
+def final_window(api: Services, window_id: str) -> dict[str, Any]:
+    """The window as the ground truth has it now (closed, with its real end, if it ended)."""
+    total = api.get(ORCHESTRATOR, "/api/ground-truth?limit=1")["total"]
+    page = api.get(ORCHESTRATOR, f"/api/ground-truth?limit=1000&offset={max(0, total - 1000)}")
+    for window in page["items"]:
+        if window["id"] == window_id:
+            return window
+    raise CheckFailed(f"the triggered window {window_id} is not in GET /api/ground-truth")
+
+
+def check_anomaly(
+    lake: Lake, window: dict[str, Any], accepted: Accepted, slack: timedelta
+) -> tuple[str, list[str]]:
     labelled = [
         line.record
         for lines in lake.lines.values()
@@ -513,6 +533,13 @@ def check_anomaly(lake: Lake, window: dict[str, Any], accepted: Accepted) -> tup
         problems.append(
             f"{len(not_copied)} records of the triggered anomaly are missing from the category "
             f"files' {ANOMALY_FOLDER}/ folder"
+        )
+    outside = [r for r in labelled if not inside(r["timestamp"], window, slack)]
+    if outside:
+        problems.append(
+            f"{len(outside)} records of the triggered anomaly lie outside its ground-truth window "
+            f"{window['start']} .. {window['end'] or window['planned_end']} "
+            f"(e.g. {outside[0]['event_id']} at {outside[0]['timestamp']})"
         )
     services = sorted({r["service"] for r in labelled})
     summary = (
@@ -614,7 +641,10 @@ def run(settings: Settings, opts: Options) -> list[str]:
     wait_for_lake(lake, settings, accepted, opts.flush_timeout, began)
     results, lake_problems = compare(lake, settings, accepted)
     dead_problems = check_dead_letters(lake)
-    anomaly_summary, anomaly_problems = check_anomaly(lake, window, accepted)
+    window = final_window(api, window["id"])
+    # A tick's records carry times within its interval, so a window's last tick may overrun it.
+    slack = timedelta(seconds=opts.interval + 1)
+    anomaly_summary, anomaly_problems = check_anomaly(lake, window, accepted, slack)
     received, lost, consolidation_problems = wait_for_consolidation(
         api, before, delta["accepted"], timeout=30.0
     )
