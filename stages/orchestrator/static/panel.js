@@ -7,6 +7,7 @@
   const POLL_MS = 3000;
   const PAGE_SIZE = 20;
   const CHART_SECONDS = 300;
+  const MIN_CHART_SECONDS = 60;
   const LATEST_WINDOWS = 15;
   const MAX_MESSAGES = 6;
   const TOKEN_KEY = "orchestrator-control-token";
@@ -343,6 +344,7 @@
       ["records skipped (backlog)", stats.records_skipped ?? 0],
       ["elapsed (s)", fixed(stats.elapsed_seconds, 0)],
       ["random anomalies started", stats.anomalies_started ?? 0],
+      ["random anomalies skipped (too many open)", stats.anomalies_skipped ?? 0],
       ["executions running", running.length],
       ["records of running executions", running.reduce((n, e) => n + e.logs_generated, 0)],
       ["last error", stats.last_error || "none"],
@@ -452,6 +454,7 @@
   const chart = {
     plot: null,
     windows: [],
+    firstSample: null,
 
     create() {
       const container = $("rate-chart");
@@ -463,7 +466,7 @@
         width: Math.max(320, container.clientWidth),
         height: 240,
         scales: {
-          x: { time: true, range: () => [Date.now() / 1000 - CHART_SECONDS, Date.now() / 1000] },
+          x: { time: true, range: () => this.timeRange() },
           y: { range: (u, min, max) => [0, Math.max(5, (max || 0) * 1.15)] },
         },
         axes: [{}, { label: "records/s", size: 60 }],
@@ -481,9 +484,18 @@
       });
     },
 
+    // The last CHART_SECONDS, or less while the service has not sampled that long (at least
+    // MIN_CHART_SECONDS), so a fresh start does not draw a mostly empty chart.
+    timeRange() {
+      const now = Date.now() / 1000;
+      const oldest = this.firstSample ?? now;
+      return [Math.max(now - CHART_SECONDS, Math.min(oldest, now - MIN_CHART_SECONDS)), now];
+    },
+
     update(history) {
       if (!this.plot) return;
       this.windows = history.windows;
+      this.firstSample = history.points.length ? history.points[0].at : null;
       const points = history.points;
       this.plot.setData([
         points.map((p) => p.at),
