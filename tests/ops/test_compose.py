@@ -228,8 +228,6 @@ def test_the_consumer_restarts_and_has_time_to_flush() -> None:
 
 def test_stage01_compose_runs_the_consumer_against_an_existing_localstack() -> None:
     consumer = load(STAGE01_COMPOSE)["services"]["kinesis-consumer"]
-    env = env_of(consumer)
-    assert env["AWS_ENDPOINT_URL"].startswith("${AWS_ENDPOINT_URL:-http://")
     # Resources are created if the LocalStack was started without the init hook.
     assert "python -m stages.common.provision &&" in " ".join(consumer["command"])
 
@@ -247,3 +245,26 @@ def test_dockerfile() -> None:
     assert "mkdir -p /app/.run/data && chown -R app:app /app/.run" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".run", ".git"} <= set(ignored)
+
+
+def test_stage01_joins_the_network_of_the_stack_that_runs_localstack() -> None:
+    """01-ingestion's consumer reaches `localstack` on the network the other files name."""
+    network = load(STAGE01_COMPOSE)["networks"]["default"]
+    assert network["external"] is True
+    for path in (ROOT_COMPOSE, STAGE00_COMPOSE):
+        assert load(path)["networks"]["default"]["name"] == network["name"], ids(path)
+    consumer = load(STAGE01_COMPOSE)["services"]["kinesis-consumer"]
+    assert env_of(consumer)["AWS_ENDPOINT_URL"] == "${AWS_ENDPOINT_URL:-" + LOCALSTACK_URL + "}"
+
+
+def test_one_localstack_version_everywhere() -> None:
+    images = {
+        load(path)["services"][LOCALSTACK]["image"] for path in (ROOT_COMPOSE, STAGE00_COMPOSE)
+    }
+    assert len(images) == 1
+    documented = set(
+        re.findall(
+            r"localstack/localstack:[\w.]+", (ROOT / "01-ingestion" / "README.md").read_text()
+        )
+    )
+    assert documented == images
