@@ -244,6 +244,31 @@ def test_server_rejections_are_shown_as_text(
     assert errors.console and unexpected(errors) == []
 
 
+def test_strings_from_peers_are_shown_as_text(
+    panel: tuple[Page, PageErrors], orchestrator: Orchestrator
+) -> None:
+    page, errors = panel
+    account = f"acc-{XSS}"
+    saved = dict(orchestrator.peers.entities)
+    # The State Manager's only account now has a hostile id; auth_failure locks "an account".
+    orchestrator.peers.entities = {k: v for k, v in saved.items() if v["type"] != "account"} | {
+        account: {"id": account, "type": "account", "state": "active", "attributes": {}}
+    }
+    try:
+        page.select_option("#trigger-type", "auth_failure")
+        page.fill("#trigger-target", "")
+        page.click("#trigger-submit")
+        row = page.locator('#active-anomalies tr[data-anomaly-type="auth_failure"]')
+        expect(row.locator("td").nth(3)).to_have_text(account)
+        assert page.locator("#active-anomalies img").count() == 0
+        assert page.evaluate("window.__xss") is None
+    finally:
+        orchestrator.peers.entities = saved
+        for execution in httpx.get(f"{orchestrator.url}/api/executions").json()["items"]:
+            httpx.post(f"{orchestrator.url}/api/executions/{execution['id']}/stop")
+    assert errors.all() == []
+
+
 def test_control_token_is_asked_for_and_sent(
     browser: Browser, peers: Peers, tmp_path: Path
 ) -> None:

@@ -126,7 +126,7 @@ def token(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     get_settings.cache_clear()
 
 
-def test_page_says_whether_a_token_is_needed_and_loads_without_one(client: TestClient) -> None:
+def test_page_says_no_token_is_needed_by_default(client: TestClient) -> None:
     assert "not required by this service" in client.get("/").text
 
 
