@@ -37,6 +37,7 @@ from stages.dashboard.schemas import (
     Prefix,
     SeriesPoints,
     ServiceFilter,
+    StreamName,
     Token,
 )
 from stages.dashboard.viewer import parse_line, read_first_lines
@@ -163,6 +164,13 @@ def _bucket_router() -> APIRouter:
     return router
 
 
+def _describe(request: Request, specs: tuple[resources.StreamSpec, ...]) -> list[dict[str, Any]]:
+    state = request.app.state
+    return streams.describe_streams(
+        state.kinesis, state.leases, specs, state.probe.metrics(), state.sampler.latest()
+    )
+
+
 def _pipeline_router() -> APIRouter:
     router = APIRouter(prefix="/api", tags=["pipeline"])
 
@@ -179,16 +187,19 @@ def _pipeline_router() -> APIRouter:
 
     @router.get("/streams", summary="Kinesis streams: status, shards, rate, lag per shard")
     def get_streams(request: Request) -> dict[str, Any]:
-        state = request.app.state
-        return {
-            "streams": streams.describe_streams(
-                state.kinesis,
-                state.leases,
-                resources.streams(state.settings),
-                state.probe.metrics(),
-                state.sampler.latest(),
-            )
-        }
+        return {"streams": _describe(request, resources.streams(request.app.state.settings))}
+
+    @router.get("/streams/{stream}", summary="One configured Kinesis stream")
+    def get_stream(request: Request, stream: StreamName) -> dict[str, Any]:
+        settings: Settings = request.app.state.settings
+        try:
+            spec = resources.stream_by_name(settings, stream)
+        except KeyError:
+            raise NotFound(
+                f"stream {stream!r} is not one of the dashboard's streams",
+                detail={"streams": [s.name for s in resources.streams(settings)]},
+            ) from None
+        return _describe(request, (spec,))[0]
 
     @router.get("/consumer", summary="The real consumer's state, from its /health and /metrics")
     def get_consumer(request: Request) -> dict[str, Any]:

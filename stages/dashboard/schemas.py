@@ -14,6 +14,7 @@ DEFAULT_PAGE_SIZE = 100
 MAX_SERIES_POINTS = 100_000
 
 BucketName = Annotated[str, Path(min_length=3, max_length=63)]
+StreamName = Annotated[str, Path(min_length=1, max_length=128)]
 Prefix = Annotated[str, Query(max_length=MAX_KEY_LENGTH)]
 Key = Annotated[str, Query(min_length=1, max_length=MAX_KEY_LENGTH)]
 Token = Annotated[str | None, Query(min_length=1, max_length=MAX_TOKEN_LENGTH)]

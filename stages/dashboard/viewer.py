@@ -50,7 +50,7 @@ def read_first_lines(s3: Any, bucket: str, key: str, lines: int, max_bytes: int)
             return excerpt
     if excerpt.complete:
         if decompressor is not None:
-            pending += _inflate(decompressor, decompressor.flush(), key)
+            pending += _finish(decompressor, key)
         if pending:
             excerpt.lines.append(pending)
         del excerpt.lines[lines:]
@@ -64,6 +64,12 @@ def _inflate(decompressor: Any, chunk: bytes, key: str) -> bytes:
         return decompressor.decompress(chunk)
     except zlib.error as exc:
         raise Unprocessable(f"object {key!r} is not valid gzip: {exc}") from exc
+
+
+def _finish(decompressor: Any, key: str) -> bytes:
+    if not decompressor.eof:
+        raise Unprocessable(f"object {key!r} is a truncated gzip stream")
+    return decompressor.flush()
 
 
 def _ranges(s3: Any, bucket: str, key: str, excerpt: Excerpt, max_bytes: int) -> Iterator[bytes]:
