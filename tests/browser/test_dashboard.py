@@ -107,7 +107,13 @@ def test_markup_in_records_and_keys_is_shown_as_text_everywhere(
         expect(page.locator("#partitions td.service")).to_have_text(XSS_PARTITION)
 
         # S3 browser: down the prefix tree to the object, every level a text label.
-        for level in (f"service={XSS_PARTITION}/", "year=2026/", "month=11/", "day=27/", "hour=06/"):
+        for level in (
+            f"service={XSS_PARTITION}/",
+            "year=2026/",
+            "month=11/",
+            "day=27/",
+            "hour=06/",
+        ):
             button = page.locator("#s3-browser button.prefix").filter(has_text=level)
             expect(button).to_have_text(level)
             button.click()
