@@ -205,7 +205,7 @@ def check_resources(settings: Settings) -> None:
         shards = summary["StreamDescriptionSummary"]["OpenShardCount"]
         if status != "ACTIVE":
             problems.append(f"stream {spec.name} is {status}")
-        notes.append(f"{spec.name} ({shards} shards)")
+        notes.append(f"{spec.name} ({shards} shard{'' if shards == 1 else 's'})")
     for bucket in resources.buckets(settings):
         try:
             s3.head_bucket(Bucket=bucket)

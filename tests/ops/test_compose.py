@@ -37,8 +37,10 @@ LOCALSTACK_OWN_ENV = {"SERVICES", "KINESIS_LATENCY", "DEBUG", "PERSISTENCE"}
 # Stage 00 is the six services on 8000-8005 (SPEC §2).
 STAGE00 = {svc.name for svc in fleet.SERVICES if 8000 <= svc.default_port <= 8005}
 PYTHON_SERVICES = {svc.name for svc in fleet.SERVICES if svc.name != fleet.EMULATOR}
+# ./test-pipeline.sh inside the root stack: `docker compose run --rm test-pipeline`.
+CHECKER = "test-pipeline"
 EXPECTED_SERVICES = {
-    ROOT_COMPOSE: PYTHON_SERVICES | {LOCALSTACK},
+    ROOT_COMPOSE: PYTHON_SERVICES | {LOCALSTACK, CHECKER},
     STAGE00_COMPOSE: STAGE00 | {LOCALSTACK},
     STAGE01_COMPOSE: {"kinesis-consumer"},
 }
@@ -134,7 +136,9 @@ def test_images_pinned_volumes_declared_healthchecks_everywhere(path: Path) -> N
         image = str(svc["image"])
         assert ":" in image and not image.endswith(":latest"), f"{name}: pin {image}"
         check = svc.get("healthcheck", {})
-        assert check.get("test") and not check.get("disable"), f"{name}: no health check"
+        # A one-off tool (in a profile, never started by `up`) has nothing to wait for.
+        has_check = bool(check.get("test")) and not check.get("disable")
+        assert has_check or svc.get("profiles"), f"{name}: no health check"
         for volume in svc.get("volumes", []):
             source = str(volume).split(":")[0]
             if source.startswith((".", "/")):
@@ -148,7 +152,7 @@ def test_python_services_match_the_registry_and_the_code(path: Path) -> None:
     services = load(path)["services"]
     known_env = settings_env()
     for name, svc in services.items():
-        if name == LOCALSTACK:
+        if name in {LOCALSTACK, CHECKER}:
             continue
         entry = fleet.BY_NAME[name]
         env = env_of(svc)
@@ -268,3 +272,26 @@ def test_one_localstack_version_everywhere() -> None:
         )
     )
     assert documented == images
+
+
+def test_the_pipeline_check_runs_inside_the_root_stack() -> None:
+    services = load(ROOT_COMPOSE)["services"]
+    checker = services[CHECKER]
+    assert checker["profiles"] == ["test"]
+    assert checker["entrypoint"] == ["python", "-m", "stages.common.pipeline_check"]
+    env = env_of(checker)
+    assert not set(env) - settings_env() - AWS_STANDARD_ENV
+    assert env["AWS_ENDPOINT_URL"] == LOCALSTACK_URL
+    # It finds every service of the stack by its compose name, on its registry port.
+    for name in PYTHON_SERVICES:
+        entry = fleet.BY_NAME[name]
+        assert env.get(entry.host_setting.upper()) == name, name
+        assert entry.port_env not in env, name
+    # ... once all of them are healthy.
+    depends = checker["depends_on"]
+    assert set(depends) == PYTHON_SERVICES
+    assert {spec["condition"] for spec in depends.values()} == {"service_healthy"}
+    # It reads the category files from the Ingestion Interface's own volume, read-only.
+    ingestion = services["ingestion-interface"]
+    volume = named_volume_mounts(ingestion)[env_of(ingestion)["DATA_DIR"]]
+    assert f"{volume}:{env['DATA_DIR']}:ro" in checker["volumes"]
