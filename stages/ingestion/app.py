@@ -149,12 +149,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             client, counters, queue_size=settings.consolidation_queue_size
         )
         drainer = SpoolDrainer(spool, sink, counters)
+        categories = CategoryFiles(settings.data_dir / "categories")
         app.state.spool, app.state.sink, app.state.forwarder = spool, sink, forwarder
         app.state.counters = counters
         app.state.ingestor = Ingestor(
             sink=sink,
             spool=spool,
-            categories=CategoryFiles(settings.data_dir / "categories"),
+            categories=categories,
             forwarder=forwarder,
             counters=counters,
         )
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             forwarder.close()
             client.close()
             sink.close()
+            categories.close()
 
     app_ref: dict[str, FastAPI] = {}
 
