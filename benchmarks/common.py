@@ -15,9 +15,11 @@ from typing import Any
 
 import psutil
 
+from stages.common import fleet
 from tests.support.processes import ROOT
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+EMULATOR = fleet.EMULATOR
 
 
 def machine_info() -> dict[str, Any]:
@@ -72,11 +74,25 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 
 @dataclass
 class CpuWindow:
-    """CPU seconds each service used between ``open`` and ``close``, as % of one core."""
+    """CPU seconds each service used between ``open`` and ``close``."""
 
     started: float
     at_start: dict[str, float]
-    percent: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def percent(self) -> dict[str, float]:
+        """Each service's CPU as % of one core over the window."""
+        wall = max(1e-6, self.wall_seconds)
+        return {name: round(100 * cpu / wall, 1) for name, cpu in self.cpu_seconds.items()}
+
+    def ms_per_1000(self, records: int) -> dict[str, float]:
+        """CPU milliseconds each service spent per 1,000 records: a cost that, unlike a rate,
+        does not depend much on what else the machine is doing."""
+        return {
+            name: round(1e6 * cpu / max(1, records), 1) for name, cpu in self.cpu_seconds.items()
+        }
 
 
 class FleetSampler:
@@ -95,6 +111,8 @@ class FleetSampler:
         # grows with what a run has sent so far, not only with the rate.
         self.phase = "start"
         self.phase_peak_total_mb: dict[str, float] = {}
+        # The same without the emulator: it stands in for AWS, which costs no local memory.
+        self.peak_without_emulator_mb = 0.0
         self.samples = 0
         self._procs: dict[int, psutil.Process] = {}
         self._stop = threading.Event()
@@ -122,6 +140,8 @@ class FleetSampler:
             self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), mb)
         total = sum(now.values())
         self.peak_total_mb = max(self.peak_total_mb, total)
+        without = total - now.get(EMULATOR, 0.0)
+        self.peak_without_emulator_mb = max(self.peak_without_emulator_mb, without)
         phase = self.phase
         self.phase_peak_total_mb[phase] = max(self.phase_peak_total_mb.get(phase, 0.0), total)
         self.samples += 1
@@ -143,12 +163,12 @@ class FleetSampler:
     def open_cpu_window(self) -> CpuWindow:
         return CpuWindow(time.monotonic(), self.cpu_seconds())
 
-    def close_cpu_window(self, window: CpuWindow) -> dict[str, float]:
-        wall = max(1e-6, time.monotonic() - window.started)
+    def close_cpu_window(self, window: CpuWindow) -> CpuWindow:
+        window.wall_seconds = time.monotonic() - window.started
         end = self.cpu_seconds()
-        window.percent = {
-            name: round(100 * (end[name] - window.at_start[name]) / wall, 1)
+        window.cpu_seconds = {
+            name: end[name] - window.at_start[name]
             for name in sorted(end)
             if name in window.at_start
         }
-        return window.percent
+        return window

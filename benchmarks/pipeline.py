@@ -16,7 +16,7 @@ Figures (each beside its target; the exit status is 0 only when every target is 
   generator stamps a tick's records across the tick ahead of it, so a timestamp is at most one
   tick (0.1 s) later than the moment the record was made; a listing cycle's duration (printed)
   is the other part of the resolution, and it is an upper bound.
-- highest sustained rate: continuous generation stepped up (1k, 2k, 5k, 8k, 10k, 12k, 15k,
+- highest sustained rate: continuous generation stepped up (1k, 2k, 4k, 6k, 8k, 10k, 12k, 15k,
   20k records/s by default, 20 s each), stopping at the first step that is not sustained.
   A step is *sustained* when (1) the generator's achieved rate is within 5 % of the request
   with nothing failed or skipped, (2) the Ingestion Interface accepted every produced record,
@@ -49,8 +49,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
-from benchmarks.common import RESULTS_DIR, FleetSampler, machine_info, percentile, write_result
+from benchmarks.common import (
+    RESULTS_DIR,
+    CpuWindow,
+    FleetSampler,
+    machine_info,
+    percentile,
+    write_result,
+)
 from benchmarks.lake import (
     AcceptedLedger,
     LakeDelta,
@@ -65,7 +73,7 @@ from stages.common.config import Settings
 from tests.ops.support import FleetRun, private_fleet
 from tests.support.processes import ROOT
 
-DEFAULT_STEPS = (1000, 2000, 5000, 8000, 10000, 12000, 15000, 20000)
+DEFAULT_STEPS = (1000, 2000, 4000, 6000, 8000, 10000, 12000, 15000, 20000)
 QUICK_STEPS = (1000, 5000)
 STEP_INTERVAL = 0.25  # seconds between generator ticks during the steps
 LATENCY_INTERVAL = 0.1  # shorter ticks: a record's timestamp is at most this after its making
@@ -263,7 +271,7 @@ class Bench:
         out_before = self.fleet.consumer_records_out()
         cpu = self.sampler.open_cpu_window()
         gen = self.fleet.generate(rate, seconds, STEP_INTERVAL)
-        cpu_percent = self.sampler.close_cpu_window(cpu)
+        self.sampler.close_cpu_window(cpu)
         after = self.fleet.ingestion_counters()
         accepted = self.ledger.new_ids()
         total = sum(len(ids) for ids in accepted.values())
@@ -286,7 +294,9 @@ class Bench:
                 round(total / (gen.seconds + drain)) if drain is not None else None
             ),
             "by_kind": compare(accepted, lake, self.kinds),
-            "cpu_percent": cpu_percent,
+            "cpu_percent": cpu.percent,
+            "cpu_ms_per_1000_records": cpu.ms_per_1000(stats["records_produced"]),
+            "cpu_bound_estimate_per_s": cpu_bound_estimate(cpu, stats["records_produced"]),
         }
         step["sustained"], step["verdict"] = step_verdict(step, drain_bound)
         return step
@@ -389,6 +399,15 @@ def latencies_of(accepted: dict[str, set[str]], delta: LakeDelta) -> tuple[list[
     return latencies, len(wanted) - len(latencies)
 
 
+def cpu_bound_estimate(cpu: CpuWindow, records: int) -> int | None:
+    """The rate at which the fleet's CPU cost per record would fill every core of this machine
+    (an upper bound: it assumes perfect parallelism and no waiting)."""
+    total = sum(cpu.cpu_seconds.values())
+    if total <= 0 or not records:
+        return None
+    return round((psutil.cpu_count() or 1) * records / total)
+
+
 def highest_sustained(steps: list[dict[str, Any]]) -> int:
     return max((s["requested_per_s"] for s in steps if s["sustained"]), default=0)
 
@@ -411,7 +430,7 @@ def profile_hottest(
     }
     out_before = bench.fleet.consumer_records_out()
     bench.fleet.generate(rate, seconds, STEP_INTERVAL)
-    cpu_percent = bench.sampler.close_cpu_window(cpu)
+    bench.sampler.close_cpu_window(cpu)
     # Not checked by event_id, but drained, so that the next phase starts from an idle pipeline.
     accepted = bench.ledger.new_ids()
     bench.fleet.wait_delivered(out_before, sum(map(len, accepted.values())), DELIVERY_WAIT_CAP)
@@ -429,7 +448,7 @@ def profile_hottest(
     return {
         "rate_per_s": rate,
         "seconds": seconds,
-        "cpu_percent": cpu_percent,
+        "cpu_percent": cpu.percent,
         "directory": str(out_dir.relative_to(ROOT)),
         "processes": summaries,
     }
@@ -481,7 +500,10 @@ def print_report(result: dict[str, Any], path: Path) -> None:
                 f"{in_s3:>9,} {missing:>7} {dup:>4} {s['drain_s']!s:>7} "
                 f"{s['end_to_end_per_s']!s:>7}  {s['verdict']}"
             )
-        print(f"CPU % of one core in the last step: {steps[-1]['cpu_percent']}")
+        last = steps[-1]
+        print(f"last step, CPU % of one core: {last['cpu_percent']}")
+        print(f"last step, CPU ms per 1,000 records: {last['cpu_ms_per_1000_records']}; "
+              f"all cores busy at that cost: {last['cpu_bound_estimate_per_s']}/s")  # fmt: skip
     print(f"\n{'figure':58} {'measured':>10}  {'target':>10}  result")
     for v in verdicts(result):
         shown = "-" if v.value is None else f"{v.value:,g}"
@@ -612,6 +634,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         name: round(mb, 1) for name, mb in sorted(bench.sampler.peak_mb.items())
     }
     result["peak_rss_mb"]["total"] = round(bench.sampler.peak_total_mb, 1)
+    result["peak_rss_mb"]["total_without_emulator"] = round(
+        bench.sampler.peak_without_emulator_mb, 1
+    )
     result["peak_total_rss_mb_by_phase"] = {
         phase: round(mb, 1) for phase, mb in bench.sampler.phase_peak_total_mb.items()
     }

@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import pytest
 
-from benchmarks.common import percentile
+from benchmarks.common import CpuWindow, percentile
 from benchmarks.lake import AcceptedLedger, LakeDelta, LakeObject, LakeWatcher
-from benchmarks.pipeline import compare, latencies_of, parse_args, step_verdict, verdicts
+from benchmarks.pipeline import (
+    compare,
+    cpu_bound_estimate,
+    latencies_of,
+    parse_args,
+    step_verdict,
+    verdicts,
+)
 from benchmarks.profiling import summarize
 from stages.common import aws
 from stages.common.config import Settings
@@ -175,3 +183,14 @@ def test_lake_watcher_reads_new_objects_once_and_sets_dead_letters_apart(endpoin
     assert first.record_count("apm") == 0
     assert watcher.dead_letter_objects == 1
     assert watcher.read_new().record_count("log") == 0
+
+
+def test_cpu_cost_per_record_and_the_rate_it_allows_on_this_machine() -> None:
+    window = CpuWindow(started=0.0, at_start={}, wall_seconds=4.0)
+    window.cpu_seconds = {"ingestion-interface": 2.0, "emulator": 1.0}
+    assert window.percent == {"ingestion-interface": 50.0, "emulator": 25.0}
+    assert window.ms_per_1000(10_000) == {"ingestion-interface": 200.0, "emulator": 100.0}
+    # 0.3 CPU-ms per record: one core does 3,333 records/s, every core of this machine more.
+    cores = psutil.cpu_count() or 1
+    assert cpu_bound_estimate(window, 10_000) == round(cores * 10_000 / 3.0)
+    assert cpu_bound_estimate(window, 0) is None
