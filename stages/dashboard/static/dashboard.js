@@ -6,8 +6,8 @@
 (function () {
   const state = {
     config: null,
-    browser: { bucket: null, prefix: "", tokens: [null], page: 0 },
-    viewer: { bucket: null, key: null },
+    browser: { bucket: null, prefix: "", tokens: [null], page: 0, requests: 0 },
+    viewer: { bucket: null, key: null, requests: 0 },
     charts: { throughput: null, lag: null },
   };
 
@@ -217,6 +217,9 @@
     const panel = browserPanel();
     const listing = document.getElementById("browser-listing");
     const b = state.browser;
+    // Only the answer to the latest request is drawn: a slow answer for a folder the user has
+    // already left must not replace the one they are looking at.
+    const request = ++b.requests;
     renderBreadcrumb();
     try {
       const data = await api(bucketPath(b.bucket, "/list"), {
@@ -224,8 +227,12 @@
         token: b.tokens[b.page],
         limit: document.getElementById("browser-page-size").value,
       });
+      if (request !== b.requests) return;
       panelError(panel, null);
       clear(listing);
+      listing.dataset.bucket = b.bucket;
+      listing.dataset.prefix = b.prefix;
+      listing.dataset.page = String(b.page + 1);
       for (const prefix of data.prefixes) {
         const button = el("button", { text: prefix.slice(b.prefix.length), cls: "prefix" });
         button.type = "button";
@@ -249,6 +256,7 @@
       document.getElementById("browser-prev").disabled = b.page === 0;
       document.getElementById("browser-page").textContent = "page " + (b.page + 1);
     } catch (err) {
+      if (request !== b.requests) return;
       clear(listing);
       panelError(panel, "Listing failed: " + err.message);
     }
@@ -280,7 +288,8 @@
 
   // --- log viewer -------------------------------------------------------------------------------
   async function openObject(bucket, key) {
-    state.viewer = { bucket: bucket, key: key };
+    state.viewer.bucket = bucket;
+    state.viewer.key = key;
     const panel = document.getElementById("log-viewer");
     const records = document.getElementById("viewer-records");
     const meta = document.getElementById("viewer-meta");
@@ -291,8 +300,10 @@
     );
     clear(records);
     meta.textContent = "loading…";
+    const request = ++state.viewer.requests;
     try {
       const data = await api(bucketPath(bucket, "/object"), { key: key, lines: lines });
+      if (request !== state.viewer.requests) return;
       panelError(panel, null);
       meta.textContent =
         data.lines.length + " lines, " + data.anomalous + " anomalous · read " +
@@ -311,6 +322,7 @@
         records.appendChild(block);
       }
     } catch (err) {
+      if (request !== state.viewer.requests) return;
       meta.textContent = "";
       panelError(panel, "Reading the object failed: " + err.message);
     }
