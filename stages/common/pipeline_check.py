@@ -455,7 +455,25 @@ def compare(
         )
         results.append(result)
         problems += kind_problems(result, lake, ids)
+    if any(r.missing for r in results):
+        problems.append(consumer_diagnosis(settings))
     return results, problems
+
+
+def consumer_diagnosis(settings: Settings) -> str:
+    """Why records may be missing from S3, as far as the consumer's health says."""
+    consumer = next(svc for svc in SERVICES if svc.name == CONSUMER)
+    result = probe(consumer.health_url(settings), timeout=5.0)
+    log = settings.run_dir.resolve() / "logs" / f"{CONSUMER}.log"
+    if result.healthy:
+        return (
+            f"the Kinesis consumer ({CONSUMER}) is healthy but has not written them; see "
+            f"{consumer.health_url(settings)} (owned_shards) and its log {log}"
+        )
+    return (
+        f"the Kinesis consumer ({CONSUMER}) is not healthy ({result.detail} at "
+        f"{consumer.health_url(settings)}): it stopped or failed during the run; see its log {log}"
+    )
 
 
 def kind_problems(result: KindResult, lake: Lake, ids: set[str]) -> list[str]:
@@ -466,8 +484,7 @@ def kind_problems(result: KindResult, lake: Lake, ids: set[str]) -> list[str]:
         example = sorted(ids - set(lake.event_ids(spec.bucket)))[0]
         problems.append(
             f"{spec.kind}: {result.missing} of {result.accepted} accepted records are not in "
-            f"s3://{spec.bucket} (e.g. event_id {example}); is the Kinesis consumer "
-            f"({CONSUMER}) running and healthy?"
+            f"s3://{spec.bucket} (e.g. event_id {example})"
         )
     if result.duplicated:
         problems.append(f"{spec.kind}: {result.duplicated} records are in s3://{spec.bucket} twice")
