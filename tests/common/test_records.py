@@ -53,6 +53,9 @@ def test_canonical_timestamps_stay_as_formatting_them_again_would(timestamp: str
         ({"surprise": 1}, "surprise"),
         ({"attributes": {"nested": {"a": 1}}}, "nested"),
         ({"log_type": "../../etc/x"}, "log_type"),
+        ({"kind": "metric", "metric_name": "cpu.usage", "value": 1.0}, "needs unit"),
+        ({"attributes": {"k" * 129: 1}}, "attribute name too long"),
+        ({"attributes": {f"a{i}": i for i in range(65)}}, "at most 64 attributes"),
     ],
 )
 def test_invalid_records_are_refused_with_the_reason(change: dict, problem: str) -> None:
