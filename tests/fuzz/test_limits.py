@@ -1,0 +1,190 @@
+"""Abuse the way every service is called: without the control token, with oversized bodies, with
+counts and strings past their declared bounds. Operations come from each service's own OpenAPI
+document, so a new endpoint is covered the day it is added."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fuzz.support import (
+    AUTH,
+    MUTATING_METHODS,
+    Operation,
+    Target,
+    http_services,
+    operations,
+)
+
+SERVICES = [svc.name for svc in http_services()]
+
+# POSTs that change nothing: they take a body only because their input does not fit a URL.
+# They stay open without CONTROL_TOKEN, like the GETs; the test checks that they are read-only
+# in the sense that matters here (a request without the token is answered, not refused).
+READ_ONLY_POSTS: dict[tuple[str, str], str] = {
+    ("state-manager", "POST /api/entities/bulk-state"): "the states of up to 1000 ids (a lookup)",
+    ("pattern-generator", "POST /api/patterns/evaluate"): "evaluates a composition (pure maths)",
+    ("pattern-generator", "POST /api/patterns/preview/{kind}"): "evaluates one kind (pure maths)",
+}
+
+OVER_DATA_PATH_LIMIT = 10 * 1024 * 1024 + 1  # the largest limit any service has (ingestion's)
+
+
+def _mutating(target: Target) -> list[Operation]:
+    return [op for op in operations(target) if op.method in MUTATING_METHODS]
+
+
+def _send(
+    client: httpx.Client, op: Operation, headers: dict[str, str], **kwargs: Any
+) -> httpx.Response:
+    if op.takes_body and "content" not in kwargs and "json" not in kwargs:
+        kwargs["json"] = {}
+    return client.request(op.method, op.url(), headers=headers, **kwargs)
+
+
+def _not_a_server_error(resp: httpx.Response, what: str) -> None:
+    retryable = resp.status_code == 503 and "retry-after" in resp.headers
+    assert resp.status_code < 500 or retryable, f"{what}: {resp.status_code} {resp.text[:300]}"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_control_token_guards_every_mutating_endpoint(
+    name: str, targets: dict[str, Target]
+) -> None:
+    target = targets[name]
+    with target.client() as client:
+        for op in _mutating(target):
+            exempt = (name, op.label) in READ_ONLY_POSTS
+            missing = _send(client, op, {})
+            wrong = _send(client, op, {"Authorization": "Bearer not-the-token"})
+            right = _send(client, op, AUTH)
+            if exempt:
+                assert missing.status_code != 401, f"{op.label} is listed as open but wants a token"
+            else:
+                for resp in (missing, wrong):
+                    assert resp.status_code == 401, f"{op.label}: {resp.status_code} {resp.text}"
+                    assert resp.json()["error"] == "unauthorized"
+            assert right.status_code != 401, f"{op.label} refuses the right token"
+            _not_a_server_error(right, op.label)
+
+
+def test_the_read_only_exemptions_name_real_endpoints(targets: dict[str, Target]) -> None:
+    """A renamed endpoint must not leave a stale exemption behind (or lose its check)."""
+    existing = {(name, op.label) for name in SERVICES for op in _mutating(targets[name])}
+    assert set(READ_ONLY_POSTS) <= existing
+
+
+def _chunks(total: int, size: int = 256 * 1024) -> Iterator[bytes]:
+    sent = 0
+    while sent < total:
+        piece = min(size, total - sent)
+        sent += piece
+        yield b" " * piece
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_oversized_bodies_are_refused_with_413(name: str, targets: dict[str, Target]) -> None:
+    """Declared (Content-Length) and streamed (chunked) bodies over the limit, on every
+    endpoint that takes a body: 413 with the JSON error body, never read whole."""
+    target = targets[name]
+    with target.client() as client:
+        for op in operations(target):
+            if not op.takes_body:
+                continue
+            headers = {**AUTH, "Content-Type": "application/json"}
+            declared = _send(client, op, headers, content=b" " * OVER_DATA_PATH_LIMIT)
+            streamed = _send(client, op, headers, content=_chunks(OVER_DATA_PATH_LIMIT))
+            for how, resp in (("declared", declared), ("streamed", streamed)):
+                assert resp.status_code == 413, f"{op.label} ({how}): {resp.status_code}"
+                assert resp.json()["error"] in {"payload_too_large", "http_error"}
+
+
+def _past_the_bound(schema: dict[str, Any]) -> Any:
+    """A value just past the schema's bound, or None when it declares none we can pass."""
+    kind = schema.get("type")
+    if kind in {"integer", "number"} and "maximum" in schema:
+        return schema["maximum"] + 1
+    if kind == "array" and "maxItems" in schema:
+        return [None] * (schema["maxItems"] + 1)
+    if kind == "string" and "maxLength" in schema:
+        return "x" * (schema["maxLength"] + 1)
+    return None
+
+
+def _unbounded_count(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    return (kind == "integer" and "maximum" not in schema) or (
+        kind == "array" and "maxItems" not in schema
+    )
+
+
+def _bounded_fields(op: Operation) -> Iterator[tuple[str, str, Any]]:
+    """(location, name, value past its bound) for query parameters and top-level body fields."""
+    for param in op.parameters("query"):
+        value = _past_the_bound(op.resolve(param.get("schema", {})))
+        if value is not None and not isinstance(value, list):
+            yield "query", param["name"], value
+    body = op.json_body_schema()
+    for field, schema in (body or {}).get("properties", {}).items():
+        value = _past_the_bound(op.resolve(schema))
+        if value is not None:
+            yield "body", field, value
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_counts_and_strings_past_their_bounds_are_422(
+    name: str, targets: dict[str, Target]
+) -> None:
+    """Every declared maximum (counts, limits, list sizes, string lengths) is enforced: one past
+    it is a 422 that names the field."""
+    target = targets[name]
+    checked = 0
+    with target.client(headers=AUTH) as client:
+        for op in operations(target):
+            for location, field, value in _bounded_fields(op):
+                if location == "query":
+                    resp = client.request(op.method, op.url(), params={field: value}, json=None)
+                else:
+                    resp = client.request(op.method, op.url(), json={field: value})
+                assert resp.status_code == 422, f"{op.label} {field}={str(value)[:40]}: {resp.text}"
+                assert field in resp.text, f"{op.label}: the 422 does not name {field}"
+                checked += 1
+    print(f"{name}: {checked} bounds checked")
+
+
+# Counts whose bound is a setting, checked at run time instead of in the schema; the test below
+# proves each one refuses a huge value.
+BOUNDED_AT_RUN_TIME: dict[tuple[str, str, str], str] = {
+    ("dashboard", "GET /api/buckets/{bucket}/object", "lines"): "DASHBOARD_VIEWER_MAX_LINES",
+}
+UNBOUNDED_ALLOWED = BOUNDED_AT_RUN_TIME
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_count_declares_a_bound(name: str, targets: dict[str, Target]) -> None:
+    missing = []
+    for op in operations(targets[name]):
+        params = [(p["name"], op.resolve(p.get("schema", {}))) for p in op.parameters("query")]
+        body = op.json_body_schema() or {}
+        fields = [(f, op.resolve(s)) for f, s in body.get("properties", {}).items()]
+        for field, schema in params + fields:
+            if _unbounded_count(schema) and (name, op.label, field) not in UNBOUNDED_ALLOWED:
+                missing.append(f"{op.label} {field}")
+    assert not missing, f"counts without an upper bound: {missing}"
+
+
+@pytest.mark.parametrize("key", sorted(BOUNDED_AT_RUN_TIME))
+def test_counts_bounded_by_a_setting_refuse_huge_values(
+    key: tuple[str, str, str], targets: dict[str, Target]
+) -> None:
+    name, label, field = key
+    if name not in targets:
+        pytest.fail(f"{name} is not running")
+    (op,) = [op for op in operations(targets[name]) if op.label == label]
+    with targets[name].client(headers=AUTH) as client:
+        resp = client.request(op.method, op.url("md-raw-logs"), params={field: 10**9, "key": "k"})
+    assert resp.status_code == 422, resp.text
+    assert BOUNDED_AT_RUN_TIME[key] in resp.json()["message"]
