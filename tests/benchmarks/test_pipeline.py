@@ -20,6 +20,7 @@ from benchmarks.lake import AcceptedLedger, LakeDelta, LakeObject, LakeWatcher
 from benchmarks.pipeline import (
     compare,
     cpu_bound_estimate,
+    healthy_after,
     latencies_of,
     parse_args,
     step_verdict,
@@ -41,7 +42,13 @@ def test_quick_defaults_and_explicit_steps() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["--steps", "fast"], ["--steps", "0,1000"], ["--step-seconds", "0"]]
+    "argv",
+    [
+        ["--steps", "fast"],
+        ["--steps", "0,1000"],
+        ["--step-seconds", "0"],
+        ["--gzip-flush-age", "0"],
+    ],
 )
 def test_bad_options_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -194,3 +201,15 @@ def test_cpu_cost_per_record_and_the_rate_it_allows_on_this_machine() -> None:
     cores = psutil.cpu_count() or 1
     assert cpu_bound_estimate(window, 10_000) == round(cores * 10_000 / 3.0)
     assert cpu_bound_estimate(window, 0) is None
+
+
+def test_healthy_times_come_from_the_fleet_clis_own_lines() -> None:
+    output = "\n".join(
+        [
+            "emulator: started (pid 10, port 4566, log x)",
+            "emulator: healthy after 2.5s",
+            "kinesis-consumer: healthy after 11.0s",
+            "  ... 5s, waiting for log-synthesis (connection refused)",
+        ]
+    )
+    assert healthy_after(output) == {"emulator": 2.5, "kinesis-consumer": 11.0}
