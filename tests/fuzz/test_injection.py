@@ -17,7 +17,7 @@ import pytest
 from stages.common import aws
 from stages.common.config import Settings
 from stages.common.records import format_timestamp
-from tests.fuzz.support import AUTH, Target, http_services, operations
+from tests.fuzz.support import AUTH, Operation, Target, http_services, operations
 
 SERVICES = [svc.name for svc in http_services()]
 MARK = "fuzz-escape"
@@ -233,18 +233,30 @@ def test_html_in_entity_attributes_is_returned_as_sent(targets: dict[str, Target
     assert fetched.json()["attributes"] == {p: p for p in HTML_PAYLOADS}
 
 
+def _string_fields(op: Operation) -> list[str]:
+    """Top-level body fields that take a string (alone or among other types)."""
+    fields = []
+    for field, schema in ((op.json_body_schema() or {}).get("properties", {})).items():
+        options = [op.resolve(s) for s in op.resolve(schema).get("anyOf", [schema])]
+        if any(option.get("type") == "string" for option in options):
+            fields.append(field)
+    return fields
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_html_reflected_in_errors_is_json_never_a_page(
     name: str, targets: dict[str, Target]
 ) -> None:
-    """Errors may quote what was sent (an unknown id, a bad value); they are JSON, so a browser
-    never renders the quoted markup."""
+    """Markup in every path and query parameter and every string field of a body. Answers
+    (errors quoting what was sent, or the stored value) are JSON, so a browser never renders the
+    markup, and never a server error."""
     target = targets[name]
     with target.client(headers=AUTH) as client:
         for op in operations(target):
             for payload in HTML_PAYLOADS:
                 params = {p["name"]: payload for p in op.parameters("query")}
-                kwargs: dict[str, Any] = {"json": {"x": payload}} if op.takes_body else {}
+                body = {field: payload for field in _string_fields(op)} or {"x": payload}
+                kwargs: dict[str, Any] = {"json": body} if op.takes_body else {}
                 resp = client.request(op.method, op.url(payload), params=params, **kwargs)
                 kind = resp.headers.get("content-type", "")
                 assert not kind.startswith("text/html"), f"{op.label} answered HTML"
