@@ -107,8 +107,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # A streamed body over the limit is refused by Starlette; same name as our own 413.
+        name = PayloadTooLarge.error if exc.status_code == 413 else "http_error"
         return JSONResponse(
-            error_body("http_error", str(exc.detail)),
+            error_body(name, str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
