@@ -131,8 +131,11 @@ class PipelineFleet:
     """A private fleet (free ports, its own RUN_DIR and DATA_DIR) driven over its HTTP APIs."""
 
     def __init__(self, root: Path) -> None:
-        shutil.rmtree(root, ignore_errors=True)
         self.run: FleetRun = private_fleet(root)
+        if self.run.run_dir.exists():
+            # A benchmark killed outright leaves its fleet running: stop what its pid files name.
+            self.run.cli("stop", "--timeout", "30", timeout=600)
+        shutil.rmtree(root, ignore_errors=True)
         self.data_dir = root / "data"
         self.settings = Settings(aws_endpoint_url=f"http://127.0.0.1:{self.run.emulator_port}")
         self.http = httpx.Client(timeout=30)
@@ -623,38 +626,24 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_at_start": machine_info()["load_average"],
+        "buckets": buckets_by_kind(fleet.settings),
     }
-    print("starting the fleet ...", flush=True)
-    took, per_service = fleet.start()
-    result["start_to_healthy_s"] = round(took, 2)
-    result["healthy_after_s"] = per_service
-    kinds = list(buckets_by_kind(fleet.settings))
-    result["buckets"] = buckets_by_kind(fleet.settings)
     bench = Bench(
         fleet,
         FleetSampler(fleet.run.run_dir),
         AcceptedLedger(fleet.data_dir / "categories"),
-        LakeWatcher(aws.client("s3", fleet.settings), buckets_by_kind(fleet.settings)),
-        kinds,
+        LakeWatcher(aws.client("s3", fleet.settings), result["buckets"]),
+        list(result["buckets"]),
     )
     try:
+        print("starting the fleet ...", flush=True)
+        took, per_service = fleet.start()
+        result["start_to_healthy_s"] = round(took, 2)
+        result["healthy_after_s"] = per_service
         with bench.sampler:
-            if not args.skip_latency:
-                print(f"latency: 1,000 records/s for {args.latency_seconds:g} s ...", flush=True)
-                result["latency"] = bench.latency(1000, args.latency_seconds)
-            if not args.skip_steps:
-                result["steps"] = run_steps(bench, args)
-                result["highest_sustained_per_s"] = highest_sustained(result["steps"])
-            if args.profile:
-                print(f"profile: {args.profile_rate:,}/s with py-spy ...", flush=True)
-                result["profile"] = profile_hottest(
-                    bench, result.get("steps", []), args.profile_rate,
-                    args.profile_seconds, args.profile_processes,
-                )  # fmt: skip
-            if not args.skip_gzip:
-                print(f"storage: gzip, 1,000 records/s for {args.gzip_seconds:g} s ...", flush=True)
-                bench.gzip_storage(1000, args.gzip_seconds, DELIVERY_WAIT_CAP, args.gzip_flush_age)
+            measure(bench, args, result)
     finally:
+        # Also after a failed start or Ctrl-C: the services run in their own sessions.
         fleet.stop()
     result["stored_bytes_per_record"] = {
         "plain": bench.plain.per_record(),
@@ -672,10 +661,28 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     }
     result["rss_samples"] = bench.sampler.samples
     result["machine"] = machine_info()
-    result["options"] = {k: v for k, v in vars(args).items()}
+    result["options"] = dict(vars(args))
     result["rerun"] = rerun_command(argv)
     result["targets"] = [vars(v) for v in verdicts(result)]
     return result
+
+
+def measure(bench: Bench, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if not args.skip_latency:
+        print(f"latency: 1,000 records/s for {args.latency_seconds:g} s ...", flush=True)
+        result["latency"] = bench.latency(1000, args.latency_seconds)
+    if not args.skip_steps:
+        result["steps"] = run_steps(bench, args)
+        result["highest_sustained_per_s"] = highest_sustained(result["steps"])
+    if args.profile:
+        print(f"profile: {args.profile_rate:,}/s with py-spy ...", flush=True)
+        result["profile"] = profile_hottest(
+            bench, result.get("steps", []), args.profile_rate,
+            args.profile_seconds, args.profile_processes,
+        )  # fmt: skip
+    if not args.skip_gzip:
+        print(f"storage: gzip, 1,000 records/s for {args.gzip_seconds:g} s ...", flush=True)
+        bench.gzip_storage(1000, args.gzip_seconds, DELIVERY_WAIT_CAP, args.gzip_flush_age)
 
 
 def run_steps(bench: Bench, args: argparse.Namespace) -> list[dict[str, Any]]:
