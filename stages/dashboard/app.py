@@ -66,7 +66,7 @@ def _summary(scan: BucketScan) -> BucketSummary:
         bucket=scan.bucket,
         objects=scan.objects,
         bytes=scan.bytes,
-        scanned_at=scan.scanned_at,
+        listed_at=scan.listed_at,
         age_seconds=round(max(0.0, time.monotonic() - scan.scanned_at), 3),
         list_calls=scan.list_calls,
     )
@@ -89,7 +89,7 @@ def _bucket_router() -> APIRouter:
                         bucket=bucket,
                         objects=0,
                         bytes=0,
-                        scanned_at=0,
+                        listed_at=0,
                         age_seconds=0,
                         list_calls=0,
                         error=exc.message,

@@ -44,7 +44,8 @@ class BucketScan:
     other_objects: int = 0  # keys outside service=/year=/... (dead letters, manual uploads)
     partitions: dict[tuple[str, str, str], PartitionStats] = field(default_factory=dict)
     partitions_truncated: bool = False
-    scanned_at: float = 0.0
+    scanned_at: float = 0.0  # the reader's clock (monotonic): for cache ages only
+    listed_at: float = 0.0  # unix seconds, for people
     list_calls: int = 0
     duration_seconds: float = 0.0
 
@@ -128,6 +129,7 @@ class LakeReader:
             for item in page.get("Contents", []):
                 scan.add(item["Key"], int(item["Size"]))
         scan.scanned_at = self.clock()
+        scan.listed_at = time.time()
         scan.duration_seconds = scan.scanned_at - started
         return scan
 

@@ -49,7 +49,7 @@ def analyse(
         )
     return {
         "bucket": scan.bucket,
-        "scanned_at": scan.scanned_at,
+        "listed_at": scan.listed_at,
         "objects": scan.objects,
         "bytes": scan.bytes,
         "other_objects": scan.other_objects,

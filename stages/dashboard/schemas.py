@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 MAX_KEY_LENGTH = 1024  # S3's own limit on key length
 MAX_TOKEN_LENGTH = 4096
@@ -28,7 +28,7 @@ class BucketSummary(BaseModel):
     bucket: str
     objects: int
     bytes: int
-    scanned_at: float
+    listed_at: float = Field(description="When the listing finished, unix seconds.")
     age_seconds: float
     list_calls: int
     error: str | None = None
