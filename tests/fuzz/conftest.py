@@ -9,7 +9,9 @@ import pytest
 from tests.fuzz.support import Target, running_services
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: the services set CONTROL_TOKEN in this process's environment, which
+# must be gone before any other package's tests run.
+@pytest.fixture(scope="package")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Target]]:
     with running_services(tmp_path_factory.mktemp("fuzz")) as running:
         yield running

@@ -6,6 +6,7 @@ never markup in a page."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from stages.common import aws
 from stages.common.config import Settings
 from stages.common.records import format_timestamp
 from tests.fuzz.support import AUTH, Operation, Target, http_services, operations
+from tests.support.processes import ROOT
 
 SERVICES = [svc.name for svc in http_services()]
 MARK = "fuzz-escape"
@@ -276,3 +278,27 @@ def test_pages_never_carry_markup_from_data(name: str, targets: dict[str, Target
     for payload in (SCRIPT, IMG, "onerror=alert", "alert('fuzz')"):
         assert payload not in html, f"{name}'s page carries {payload!r}"
     assert "script-src 'self'" in resp.headers["content-security-policy"]
+
+
+# Writing markup into the DOM is how data would become HTML; pages build nodes (createElement,
+# textContent) instead. Clearing a node (innerHTML = "") writes no data and is allowed.
+HTML_SINKS = re.compile(
+    r"\.innerHTML\s*[+]?=(?!\s*[\"'`]{2}\s*;)|\.outerHTML\s*=|insertAdjacentHTML|document\.write"
+    r"|\beval\(|new Function\("
+)
+
+
+def test_page_scripts_never_write_markup() -> None:
+    scripts = [
+        path
+        for path in (ROOT / "stages").glob("*/static/**/*.js")
+        if "vendor" not in path.relative_to(ROOT).parts
+    ]
+    assert scripts, "no page scripts found"
+    sinks = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in scripts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if HTML_SINKS.search(line)
+    ]
+    assert not sinks, "scripts writing markup:\n" + "\n".join(sinks)
