@@ -12,7 +12,7 @@ from stages.common import aws
 from stages.common.config import Settings
 from tests.dashboard.helpers import DashboardProcess, jsonl, log_record, put_objects
 from tests.support.browser import open_page, save_screenshot
-from tests.support.processes import start_emulator
+from tests.support.processes import free_port, start_emulator
 
 MANY = 5_000
 XSS_IMG = '<img src=x onerror="window.__xss=1">'
@@ -134,3 +134,28 @@ def test_markup_in_records_and_keys_is_shown_as_text_everywhere(
         assert page.evaluate("typeof window.__xss") == "undefined"
         save_screenshot(page, "dashboard-untrusted-text")
         assert errors.all() == []
+
+
+def test_when_aws_is_down_every_panel_says_so(browser: Browser, tmp_path: Path) -> None:
+    dead_endpoint = f"http://127.0.0.1:{free_port()}"
+    dashboard = DashboardProcess(dead_endpoint, tmp_path)
+    try:
+        dashboard.wait_healthy(60)
+        with open_page(browser) as (page, errors):
+            _open(page, dashboard.url)
+            expect(page.locator("#consumer-status .state")).to_have_text("unreachable")
+            expect(page.locator("#streams tbody tr")).to_have_count(3)
+            expect(page.locator("#streams tbody")).to_contain_text("unavailable")
+            expect(page.locator('#bucket-summary tr[data-bucket="md-raw-logs"]')).to_contain_text(
+                "Could not connect"
+            )
+            for panel in ("#s3-browser", "#partitions"):
+                message = page.locator(f"{panel} .error")
+                expect(message).to_be_visible()
+                expect(message).to_contain_text("503")
+            save_screenshot(page, "dashboard-aws-down")
+            # The only console errors are the browser's notes of the 503 answers themselves.
+            assert errors.uncaught == []
+            assert all("status of 503" in message for message in errors.console), errors.console
+    finally:
+        dashboard.stop()
