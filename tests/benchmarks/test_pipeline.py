@@ -48,6 +48,7 @@ def test_quick_defaults_and_explicit_steps() -> None:
         ["--steps", "0,1000"],
         ["--step-seconds", "0"],
         ["--gzip-flush-age", "0"],
+        ["--profile", "--skip-steps"],
     ],
 )
 def test_bad_options_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
