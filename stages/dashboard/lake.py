@@ -26,6 +26,8 @@ _PARTITION = re.compile(
 )
 # Partition analysis keeps at most this many hour partitions per bucket in memory.
 MAX_PARTITIONS = 20_000
+# Line counts kept per object (about 200 bytes each).
+MAX_COUNTED_OBJECTS = 200_000
 
 
 @dataclass
@@ -94,6 +96,8 @@ class LakeReader:
         self._locks = {bucket: threading.Lock() for bucket in buckets}
         # (bucket, hour prefix) -> (objects, bytes, records) when last counted.
         self._partition_counts: dict[tuple[str, str], tuple[int, int, int]] = {}
+        # (bucket, key) -> (size, lines) of every object counted so far.
+        self._object_lines: dict[tuple[str, str], tuple[int, int]] = {}
 
     def check_bucket(self, bucket: str) -> str:
         if bucket not in self.buckets:
@@ -178,24 +182,40 @@ class LakeReader:
     ) -> tuple[int | None, int]:
         """Records (lines) in the partition under ``prefix`` and the bytes read to count them.
 
-        None when the partition is bigger than ``budget``: its count stays unknown rather than
-        making a page refresh read a large partition. A count is reused while the partition's
-        object count and size are unchanged.
+        Only objects not counted before are read: lake objects are written once (a rewrite after
+        a crash has the same content), so a partition that grows costs only its new objects.
+        None when those would take more than ``budget`` bytes: the count stays unknown rather
+        than making a page refresh read a large partition.
         """
         cached = self._partition_counts.get((bucket, prefix))
         if cached is not None and cached[:2] == (stats.objects, stats.bytes):
             return cached[2], 0
-        if stats.bytes > budget:
+        objects = [
+            (item["Key"], int(item["Size"]))
+            for page in self._pages(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        ]
+        uncounted = [(key, size) for key, size in objects if not self._counted(bucket, key, size)]
+        cost = sum(size for _, size in uncounted)
+        if cost > budget:
             return None, 0
-        records = read = 0
-        for page in self._pages(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                body = self.s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-                S3_BYTES_READ.labels("count").inc(len(body))
-                read += len(body)
-                records += count_lines(item["Key"], body)
+        for key, size in uncounted:
+            self._count_object(bucket, key, size)
+        records = sum(self._object_lines[(bucket, key)][1] for key, _ in objects)
         self._partition_counts[(bucket, prefix)] = (stats.objects, stats.bytes, records)
-        return records, read
+        return records, cost
+
+    def _counted(self, bucket: str, key: str, size: int) -> bool:
+        known = self._object_lines.get((bucket, key))
+        return known is not None and known[0] == size
+
+    def _count_object(self, bucket: str, key: str, size: int) -> None:
+        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        S3_BYTES_READ.labels("count").inc(len(body))
+        if len(self._object_lines) >= MAX_COUNTED_OBJECTS:
+            # Bounded memory: forget everything and count again on demand.
+            self._object_lines.clear()
+        self._object_lines[(bucket, key)] = (size, count_lines(key, body))
 
 
 def count_lines(key: str, body: bytes) -> int:

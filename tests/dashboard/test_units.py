@@ -156,3 +156,10 @@ def test_record_counts_stay_within_budget_and_unknown_parts_make_unknown_totals(
     gets = s3.gets
     analyse(reader, scan, service="a", small_file_bytes=1, count_budget=10)
     assert s3.gets == gets  # unchanged partitions are not read again
+
+    s3.objects[f"service=a/{hour}06/p2.jsonl"] = b"4\n"
+    grown = analyse(
+        reader, reader.scan("lake", fresh=True), service="a", small_file_bytes=1, count_budget=10
+    )
+    assert grown["services"][0]["days"][0]["hours"][1]["records"] == 4
+    assert s3.gets == gets + 1  # only the new object was read
