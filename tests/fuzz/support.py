@@ -66,6 +66,10 @@ class Target:
     stop: Callable[[], None] = field(repr=False)
     process: Process | None = field(default=None, repr=False)
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def wait_until_up(self) -> None:
         if self.process is not None:
             # The OpenAPI document answers as soon as the HTTP server is up, healthy or not.
@@ -98,6 +102,13 @@ class ThreadServer:
         self.thread.join(30)
 
 
+# The one peer link kept alive: ingestion forwards to Log Consolidation, so a test can see that
+# the data path sends the control token. Every other peer is dead (see the module docstring).
+LIVE_PEERS: dict[str, dict[str, str]] = {
+    "ingestion-interface": {"consolidation_port": "log-consolidation"},
+}
+
+
 def _dead_peer_ports(svc: Service, dead_port: int) -> dict[str, int]:
     """Every ``<peer>_port`` setting but the service's own and the emulator's."""
     return {
@@ -107,21 +118,27 @@ def _dead_peer_ports(svc: Service, dead_port: int) -> dict[str, int]:
     }
 
 
-def _start_in_process(
-    svc: Service, factory: AppFactory, endpoint: str, root: Path, dead_port: int
-) -> Target:
+def serve_in_process(app: FastAPI) -> tuple[str, Callable[[], None]]:
+    """Serve ``app`` on a free port from this process: (its URL, how to stop it)."""
     port = free_port()
+    server = ThreadServer(app, port)
+    server.start()
+    return f"http://127.0.0.1:{port}", server.stop
+
+
+def _start_in_process(
+    svc: Service, factory: AppFactory, endpoint: str, root: Path, peer_ports: dict[str, int]
+) -> Target:
     data_dir = root / "data"
     settings = Settings(
         aws_endpoint_url=endpoint,
         data_dir=data_dir,
         run_dir=root / "run",
         control_token=TOKEN,
-        **{**_dead_peer_ports(svc, dead_port), svc.port_setting: port},
+        **peer_ports,
     )
-    server = ThreadServer(factory(settings), port)
-    server.start()
-    return Target(svc, f"http://127.0.0.1:{port}", data_dir, True, endpoint, server.stop)
+    url, stop = serve_in_process(factory(settings))
+    return Target(svc, url, data_dir, True, endpoint, stop)
 
 
 def _start_process(svc: Service, endpoint: str, root: Path, dead_port: int) -> Target:
@@ -159,7 +176,11 @@ def running_services(root: Path) -> Iterator[dict[str, Target]]:
             svc_root.mkdir()
             factory = app_factory(svc)
             if factory is not None:
-                targets[svc.name] = _start_in_process(svc, factory, endpoint, svc_root, dead_port)
+                peers = _dead_peer_ports(svc, dead_port) | {
+                    setting: targets[peer].port
+                    for setting, peer in LIVE_PEERS.get(svc.name, {}).items()
+                }
+                targets[svc.name] = _start_in_process(svc, factory, endpoint, svc_root, peers)
             else:
                 targets[svc.name] = _start_process(svc, endpoint, svc_root, dead_port)
         for target in targets.values():

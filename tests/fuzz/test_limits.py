@@ -4,20 +4,27 @@ document, so a new endpoint is covered the day it is added."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from stages.common.config import Settings
+from stages.synthesis.app import create_app as create_synthesis_app
 from tests.fuzz.support import (
     AUTH,
     MUTATING_METHODS,
+    TOKEN,
     Operation,
     Target,
     http_services,
     operations,
+    serve_in_process,
 )
+from tests.support.processes import free_port
 
 SERVICES = [svc.name for svc in http_services()]
 
@@ -75,6 +82,56 @@ def test_the_read_only_exemptions_name_real_endpoints(targets: dict[str, Target]
     """A renamed endpoint must not leave a stale exemption behind (or lose its check)."""
     existing = {(name, op.label) for name in SERVICES for op in _mutating(targets[name])}
     assert set(READ_ONLY_POSTS) <= existing
+
+
+def _counter(client: httpx.Client, name: str) -> int:
+    return int(client.get("/api/metrics").json()["counters"][name])
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_peers_send_the_control_token_on_the_data_path(
+    targets: dict[str, Target], tmp_path: Path
+) -> None:
+    """With CONTROL_TOKEN set everywhere, synthesis -> ingestion -> Log Consolidation still
+    delivers: each service sends the token to the next (stages/common/http.py)."""
+    ingestion = targets["ingestion-interface"]
+    settings = Settings(
+        aws_endpoint_url=ingestion.emulator,
+        data_dir=tmp_path,
+        control_token=TOKEN,
+        ingestion_port=ingestion.port,
+        state_port=free_port(),  # optional for synthesis: ids are generated without it
+    )
+    url, stop = serve_in_process(create_synthesis_app(settings))
+    try:
+        with ingestion.client() as ingest, targets["log-consolidation"].client() as consolidation:
+            accepted, delivered = (
+                _counter(ingest, "accepted"),
+                _counter(ingest, "consolidation_delivered"),
+            )
+            stored = consolidation.get("/api/stats").json()["total"]
+            resp = httpx.post(
+                f"{url}/api/synthesize",
+                json={"count": 7, "kinds": ["log"], "forward": True, "return_records": False},
+                headers=AUTH,
+                timeout=60,
+            )
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["forwarded"] == 7
+            assert _counter(ingest, "accepted") == accepted + 7
+            assert _wait_for(lambda: _counter(ingest, "consolidation_delivered") >= delivered + 7)
+            assert consolidation.get("/api/stats").json()["total"] == stored + 7
+            assert _counter(ingest, "consolidation_failed") == 0
+    finally:
+        stop()
 
 
 def _chunks(total: int, size: int = 256 * 1024) -> Iterator[bytes]:
