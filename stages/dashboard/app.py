@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -28,16 +28,22 @@ from stages.dashboard.schemas import (
     BucketList,
     BucketName,
     BucketSummary,
+    ConsumerStatus,
     DashboardConfig,
     Fresh,
     Key,
+    Lines,
     ListingPage,
     LogExcerpt,
     PageSize,
+    PartitionTree,
     Prefix,
     SeriesPoints,
     ServiceFilter,
+    StreamList,
     StreamName,
+    StreamView,
+    TimeSeries,
     Token,
 )
 from stages.dashboard.viewer import parse_line, read_first_lines
@@ -116,24 +122,25 @@ def _bucket_router() -> APIRouter:
     @router.get("/{bucket}/partitions", summary="Service -> day -> hour partition analysis")
     def get_partitions(
         request: Request, bucket: BucketName, service: ServiceFilter = None, fresh: Fresh = False
-    ) -> dict[str, Any]:
+    ) -> PartitionTree:
         settings: Settings = request.app.state.settings
         reader: LakeReader = request.app.state.lake
         with aws_errors(f"analysing {bucket}"):
-            return partitions.analyse(
+            tree = partitions.analyse(
                 reader,
                 reader.scan(bucket, fresh=fresh),
                 service=service,
                 small_file_bytes=settings.dashboard_small_file_bytes,
                 count_budget=settings.dashboard_count_budget_bytes,
             )
+        return PartitionTree(**tree)
 
     @router.get("/{bucket}/object", summary="The first lines of an object (ranged reads)")
     def get_object_lines(
         request: Request,
         bucket: BucketName,
         key: Key,
-        lines: int = Query(default=50, ge=1),
+        lines: Lines = 50,
     ) -> LogExcerpt:
         settings: Settings = request.app.state.settings
         reader: LakeReader = request.app.state.lake
@@ -186,11 +193,12 @@ def _pipeline_router() -> APIRouter:
         )
 
     @router.get("/streams", summary="Kinesis streams: status, shards, rate, lag per shard")
-    def get_streams(request: Request) -> dict[str, Any]:
-        return {"streams": _describe(request, resources.streams(request.app.state.settings))}
+    def get_streams(request: Request) -> StreamList:
+        views = _describe(request, resources.streams(request.app.state.settings))
+        return StreamList(streams=[StreamView(**view) for view in views])
 
     @router.get("/streams/{stream}", summary="One configured Kinesis stream")
-    def get_stream(request: Request, stream: StreamName) -> dict[str, Any]:
+    def get_stream(request: Request, stream: StreamName) -> StreamView:
         settings: Settings = request.app.state.settings
         try:
             spec = resources.stream_by_name(settings, stream)
@@ -199,15 +207,15 @@ def _pipeline_router() -> APIRouter:
                 f"stream {stream!r} is not one of the dashboard's streams",
                 detail={"streams": [s.name for s in resources.streams(settings)]},
             ) from None
-        return _describe(request, (spec,))[0]
+        return StreamView(**_describe(request, (spec,))[0])
 
     @router.get("/consumer", summary="The real consumer's state, from its /health and /metrics")
-    def get_consumer(request: Request) -> dict[str, Any]:
-        return request.app.state.probe.status()
+    def get_consumer(request: Request) -> ConsumerStatus:
+        return ConsumerStatus(**request.app.state.probe.status())
 
     @router.get("/timeseries", summary="Sampled throughput and lag for the live charts")
-    def get_timeseries(request: Request, points: SeriesPoints = 360) -> dict[str, Any]:
-        return request.app.state.sampler.series(points)
+    def get_timeseries(request: Request, points: SeriesPoints = 360) -> TimeSeries:
+        return TimeSeries(**request.app.state.sampler.series(points))
 
     return router
 

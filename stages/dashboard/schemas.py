@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from pydantic import BaseModel, Field
@@ -22,6 +22,8 @@ PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Fresh = Annotated[bool, Query(description="List the bucket again instead of a cached summary.")]
 ServiceFilter = Annotated[str | None, Query(min_length=1, max_length=128)]
 SeriesPoints = Annotated[int, Query(ge=1, le=MAX_SERIES_POINTS)]
+# The hard ceiling; DASHBOARD_VIEWER_MAX_LINES may set a lower one.
+Lines = Annotated[int, Query(ge=1, le=10_000)]
 
 
 class BucketSummary(BaseModel):
@@ -78,3 +80,83 @@ class DashboardConfig(BaseModel):
     viewer_max_lines: int
     buckets: list[str]
     streams: list[str]
+
+
+class HourPartition(BaseModel):
+    hour: str
+    prefix: str
+    objects: int
+    bytes: int
+    records: int | None = Field(description="Lines, when counting fitted the budget; else null.")
+    avg_object_bytes: int
+    small_files: bool
+
+
+class DayPartition(BaseModel):
+    day: str
+    objects: int
+    bytes: int
+    records: int | None
+    hours: list[HourPartition]
+
+
+class ServicePartitions(BaseModel):
+    service: str
+    objects: int
+    bytes: int
+    records: int | None
+    days: list[DayPartition]
+
+
+class PartitionTree(BaseModel):
+    bucket: str
+    listed_at: float
+    objects: int
+    bytes: int
+    other_objects: int = Field(description="Objects outside service=/year=/month=/day=/hour=.")
+    truncated: bool
+    small_file_bytes: int
+    small_file_partitions: int
+    services: list[ServicePartitions]
+
+
+class ShardView(BaseModel):
+    shard_id: str
+    open: bool
+    millis_behind_latest: float | None = Field(description="The consumer's own gauge.")
+    lease_owner: str | None
+    checkpoint: str | None
+
+
+class StreamView(BaseModel):
+    name: str
+    kind: str
+    bucket: str
+    status: str
+    open_shards: int | None = None
+    retention_hours: int | None = None
+    incoming_records_per_s: float | None
+    error: str | None
+    lease_error: str | None
+    shards: list[ShardView]
+
+
+class StreamList(BaseModel):
+    streams: list[StreamView]
+
+
+class ConsumerStatus(BaseModel):
+    state: Literal["running", "unhealthy", "unreachable"]
+    url: str
+    checked_at: float
+    reason: str | None
+    health: dict[str, Any] | None
+
+
+class TimeSeries(BaseModel):
+    period_seconds: float
+    t: list[float]
+    records_in_per_s: dict[str, list[float | None]]
+    records_out_per_s: list[float | None]
+    objects_per_s: list[float | None]
+    max_lag_ms: dict[str, list[float | None]]
