@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import threading
@@ -19,7 +20,6 @@ from stages.common import fleet
 from tests.support.processes import ROOT
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-EMULATOR = fleet.EMULATOR
 
 
 def machine_info() -> dict[str, Any]:
@@ -45,7 +45,7 @@ def percentile(sorted_values: list[float], p: float) -> float:
     """Nearest-rank percentile of an ascending list (the value p % of the samples are at)."""
     if not sorted_values:
         raise ValueError("no samples")
-    rank = max(1, -int(-p / 100 * len(sorted_values)))  # ceil without floats drifting below
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
@@ -140,7 +140,7 @@ class FleetSampler:
             self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), mb)
         total = sum(now.values())
         self.peak_total_mb = max(self.peak_total_mb, total)
-        without = total - now.get(EMULATOR, 0.0)
+        without = total - now.get(fleet.EMULATOR, 0.0)
         self.peak_without_emulator_mb = max(self.peak_without_emulator_mb, without)
         phase = self.phase
         self.phase_peak_total_mb[phase] = max(self.phase_peak_total_mb.get(phase, 0.0), total)
