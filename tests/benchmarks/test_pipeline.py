@@ -23,12 +23,14 @@ from benchmarks.pipeline import (
     healthy_after,
     latencies_of,
     parse_args,
+    print_report,
     step_verdict,
     verdicts,
 )
 from benchmarks.profiling import summarize
 from stages.common import aws
 from stages.common.config import Settings
+from tests.support.processes import ROOT
 
 
 def test_quick_defaults_and_explicit_steps() -> None:
@@ -214,3 +216,37 @@ def test_healthy_times_come_from_the_fleet_clis_own_lines() -> None:
         ]
     )
     assert healthy_after(output) == {"emulator": 2.5, "kinesis-consumer": 11.0}
+
+
+def test_the_report_shows_each_target_with_its_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    step = a_step(drain_s=None, achieved_per_s=10_000.0)
+    step["by_kind"]["log"] |= {"accepted": 200_000, "in_s3": 199_000, "missing": 1000}
+    step["sustained"], step["verdict"] = step_verdict(step, drain_bound=5)
+    step |= {
+        "end_to_end_per_s": None,
+        "cpu_percent": {"emulator": 80.0},
+        "cpu_ms_per_1000_records": {"emulator": 60.0},
+        "cpu_bound_estimate_per_s": 33_333,
+    }
+    result = {
+        "steps": [step],
+        "highest_sustained_per_s": 0,
+        "peak_rss_mb": {"emulator": 200.0, "total": 200.0},
+        "buckets": {"log": "md-raw-logs"},
+        "stored_bytes_per_record": {"plain": {"log": 480.0}, "gzip": {}},
+        "start_to_healthy_s": 30.0,
+        "healthy_after_s": {"emulator": 3.0},
+        "peak_total_rss_mb_by_phase": {"step 10000/s": 200.0},
+        "machine": {"cpus": 2},
+        "rerun": "python -m benchmarks.pipeline --skip-latency",
+    }
+    print_report(result, ROOT / "benchmarks" / "results" / "pipeline-x.json")
+    out = capsys.readouterr().out
+    assert "199,000    1000" in out
+    assert "log: 1000 missing, 0 duplicated, 0 unexpected in S3" in out
+    rows = {line[:58].strip(): line[58:].split() for line in out.splitlines() if "  " in line}
+    assert rows["highest sustained end-to-end rate (records/s)"] == ["0", ">=", "10,000", "MISS"]
+    assert rows["latency p50 at 1,000/s (s)"] == ["-", "<=", "2", "not", "measured"]
+    assert rows["stored bytes/record plain, md-raw-logs"] == ["480", "<=", "500", "pass"]
+    assert rows["start to all healthy (s)"] == ["30", "<=", "20", "MISS"]
+    assert "rerun: .venv/bin/python -m benchmarks.pipeline --skip-latency" in out
