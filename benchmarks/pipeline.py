@@ -1,18 +1,18 @@
 """The whole pipeline, measured end to end: orchestrator -> synthesis -> ingestion -> Kinesis ->
 consumer -> S3, on a private fleet started the way ./start.sh starts it.
 
-    .venv/bin/python -m benchmarks.pipeline            # about 6-8 minutes
+    .venv/bin/python -m benchmarks.pipeline            # 6-10 minutes, more on a busy machine
     .venv/bin/python -m benchmarks.pipeline --quick    # short steps, a smoke run (~2 minutes)
     .venv/bin/python -m benchmarks.pipeline --steps 8000,10000 --step-seconds 30 --skip-latency
 
-Figures (each beside its target; the exit status is 0 only when every target is met):
+Figures (each beside its target; the exit status is 0 only when every measured target is met):
 
 - start to healthy: wall time of ``python -m stages.common.fleet start`` (every built service,
   private ports, RUN_DIR and DATA_DIR under benchmarks/results/pipeline-fleet/) until it returns,
   i.e. until each service answered its health check. The virtualenv is already installed.
 - latency at 1,000 records/s (continuous generation, 0.1 s ticks, default settings): a poller
-  lists the three raw buckets back to back and reads each new object; a record's latency is the
-  wall time of the listing that first showed its object minus the record's ``timestamp``. The
+  lists the three raw buckets back to back (the objects are read afterwards); a record's
+  latency is the wall time of the listing that first showed its object minus its ``timestamp``. The
   generator stamps a tick's records across the tick ahead of it, so a timestamp is at most one
   tick (0.1 s) later than the moment the record was made; a listing cycle's duration (printed)
   is the other part of the resolution, and it is an upper bound.
@@ -26,6 +26,9 @@ Figures (each beside its target; the exit status is 0 only when every target is 
   (generation time + drain time).
 - peak RSS: every process of the fleet (pid files in the RUN_DIR, with their children) sampled
   4 times a second for the whole run; the total is the largest sum at one instant.
+- CPU: each process's CPU time over a step, as % of one core and as CPU-ms per 1,000 records
+  (a cost that depends far less on other load than a rate does), and the rate at which that
+  cost would keep every core of the machine busy.
 - stored bytes per record: bytes of the objects in each raw bucket / records in them, plain
   (the latency phase and the steps) and gzip (the consumer restarted with COMPRESSION=gzip, then
   1,000 records/s).
