@@ -39,7 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from stages.common import aws, resources
 from stages.common.config import Settings
-from stages.common.fleet import EMULATOR, SERVICES, Fleet, FleetError, Service, probe
+from stages.common.fleet import BY_NAME, EMULATOR, SERVICES, Fleet, FleetError, Service, probe
 from stages.common.http import headers
 
 ORCHESTRATOR = "scenario-orchestrator"
@@ -129,7 +129,7 @@ class Services:
         )
 
     def url(self, name: str) -> str:
-        return next(svc for svc in SERVICES if svc.name == name).url(self.settings)
+        return BY_NAME[name].url(self.settings)
 
     def get(self, name: str, path: str) -> Any:
         resp = self.http.get(self.url(name) + path)
@@ -462,7 +462,7 @@ def compare(
 
 def consumer_diagnosis(settings: Settings) -> str:
     """Why records may be missing from S3, as far as the consumer's health says."""
-    consumer = next(svc for svc in SERVICES if svc.name == CONSUMER)
+    consumer = BY_NAME[CONSUMER]
     result = probe(consumer.health_url(settings), timeout=5.0)
     log = settings.run_dir.resolve() / "logs" / f"{CONSUMER}.log"
     if result.healthy:
