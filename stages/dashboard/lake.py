@@ -26,6 +26,8 @@ _PARTITION = re.compile(
 )
 # Partition analysis keeps at most this many hour partitions per bucket in memory.
 MAX_PARTITIONS = 20_000
+# A summary is reused for at least this many times as long as its listing took.
+SLOW_LISTING_FACTOR = 10
 # Line counts kept per object (about 200 bytes each).
 MAX_COUNTED_OBJECTS = 200_000
 
@@ -123,7 +125,10 @@ class LakeReader:
         if fresh:
             # A listing that started after this request did is as fresh as a new one.
             return scan.scanned_at - scan.duration_seconds >= requested
-        return self.clock() - scan.scanned_at < self.cache_seconds
+        # A bucket that takes long to list is listed proportionally less often, so watching a
+        # big lake never keeps the dashboard listing it back to back.
+        max_age = max(self.cache_seconds, SLOW_LISTING_FACTOR * scan.duration_seconds)
+        return self.clock() - scan.scanned_at < max_age
 
     def _list_everything(self, bucket: str) -> BucketScan:
         started = self.clock()

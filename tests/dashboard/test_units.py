@@ -163,3 +163,21 @@ def test_record_counts_stay_within_budget_and_unknown_parts_make_unknown_totals(
     )
     assert grown["services"][0]["days"][0]["hours"][1]["records"] == 4
     assert s3.gets == gets + 1  # only the new object was read
+
+
+def test_a_slow_listing_is_reused_for_longer() -> None:
+    now = [0.0]
+
+    class SlowS3(ListingS3):
+        def list_objects_v2(self, **kwargs: Any) -> dict[str, Any]:
+            now[0] += 2.0  # every listing takes 2 s
+            return super().list_objects_v2(**kwargs)
+
+    s3 = SlowS3({"a": b"1"})
+    reader = LakeReader(s3, ("lake",), cache_seconds=5, clock=lambda: now[0])
+    first = reader.scan("lake")
+    now[0] += 15  # older than the 5 s cache, younger than 10 x 2 s
+    assert reader.scan("lake") is first
+    now[0] += 10
+    assert reader.scan("lake") is not first
+    assert reader.scan("lake", fresh=True).scanned_at > first.scanned_at

@@ -438,8 +438,13 @@
     document.getElementById("viewer-lines").max = String(state.config.viewer_max_lines);
     fillBucketSelects(state.config.buckets);
     setupBrowser();
-    await refreshAll();
-    setInterval(refreshAll, state.config.refresh_seconds * 1000);
+    // The next refresh is planned when this one has finished, so slow answers never pile up.
+    const period = state.config.refresh_seconds * 1000;
+    const loop = async () => {
+      await refreshAll();
+      setTimeout(loop, period);
+    };
+    await loop();
   }
 
   document.addEventListener("DOMContentLoaded", start);
