@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import psutil
 
+from benchmarks.common import RESULTS_DIR, pids_in
 from tests.ops.support import private_fleet
 from tests.support.processes import ROOT
 
@@ -60,10 +61,10 @@ class Bench:
 
     def rss_mb(self) -> dict[str, float]:
         out = {}
-        for path in self.run.run_dir.glob("*.pid"):
+        for name, pid in pids_in(self.run.run_dir).items():
             try:
-                out[path.stem] = psutil.Process(int(path.read_text())).memory_info().rss / 2**20
-            except (psutil.Error, ValueError):
+                out[name] = psutil.Process(pid).memory_info().rss / 2**20
+            except psutil.Error:
                 continue
         return out
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     accuracy_rates = [100, 1000, 5000] if args.quick else [100, 500, 1000, 2000, 5000]
     ceiling_rates = [5000, 10000] if args.quick else [5000, 7500, 10000, 12500, 15000, 20000]
 
-    out_dir = ROOT / "benchmarks" / "results"
+    out_dir = RESULTS_DIR
     bench = Bench(out_dir / "stage00-fleet")
     startup = bench.start()
     accuracy: list[dict[str, Any]] = []
