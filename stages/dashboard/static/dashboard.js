@@ -168,10 +168,10 @@
       const rows = data.buckets.map((b) => {
         const objects = cell(b.error ? "–" : num(b.objects), "num objects");
         objects.dataset.count = b.error ? "" : String(b.objects);
-        const tr = [cell(b.bucket), objects, cell(b.error ? "–" : bytes(b.bytes), "num"), cell(b.error || "")];
-        return tr;
+        const age = b.error ? "–" : Math.round(b.age_seconds) + " s ago";
+        return [cell(b.bucket), objects, cell(b.error ? "–" : bytes(b.bytes), "num"), cell(age, "num"), cell(b.error || "")];
       });
-      const tbl = table(["Bucket", "Objects", "Bytes", "Problems"], rows);
+      const tbl = table(["Bucket", "Objects", "Bytes", "Listed", "Problems"], rows);
       tbl.querySelectorAll("tbody tr").forEach((tr, i) => {
         tr.dataset.bucket = data.buckets[i].bucket;
       });
@@ -393,6 +393,8 @@
     try {
       const data = await getJSON("/api/timeseries");
       panelError(panel, null);
+      document.getElementById("charts-note").textContent =
+        data.t.length < 2 ? "Collecting samples (one every " + data.period_seconds + " s)…" : "";
       const streams = state.config.streams;
       if (!state.charts.throughput) {
         state.charts.throughput = makeChart(
@@ -438,6 +440,9 @@
     document.getElementById("viewer-lines").max = String(state.config.viewer_max_lines);
     fillBucketSelects(state.config.buckets);
     setupBrowser();
+    document.getElementById("viewer-lines").addEventListener("change", () => {
+      if (state.viewer.key) openObject(state.viewer.bucket, state.viewer.key);
+    });
     // The next refresh is planned when this one has finished, so slow answers never pile up.
     const period = state.config.refresh_seconds * 1000;
     const loop = async () => {
