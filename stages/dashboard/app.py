@@ -62,6 +62,10 @@ def aws_errors(what: str) -> Iterator[None]:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in {"NoSuchBucket", "NoSuchKey", "404"}:
             raise NotFound(f"{what}: {code}") from exc
+        if code in {"InvalidArgument", "InvalidToken", "KeyTooLongError"}:
+            # e.g. a continuation token S3 did not issue: the caller's input, not an outage.
+            message = exc.response.get("Error", {}).get("Message", "")
+            raise Unprocessable(f"{what}: {code}: {message}") from exc
         raise Unavailable(f"{what}: {code or exc}", retry_after=5) from exc
     except BotoCoreError as exc:
         raise Unavailable(f"{what}: {exc}", retry_after=5) from exc

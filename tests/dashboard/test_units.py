@@ -7,8 +7,10 @@ import io
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 
-from stages.common.errors import Unprocessable
+from stages.common.errors import NotFound, StagesError, Unavailable, Unprocessable
+from stages.dashboard.app import aws_errors
 from stages.dashboard.consumer import ConsumerMetrics, parse_metrics
 from stages.dashboard.lake import BucketScan, LakeReader
 from stages.dashboard.partitions import analyse
@@ -181,3 +183,20 @@ def test_a_slow_listing_is_reused_for_longer() -> None:
     now[0] += 10
     assert reader.scan("lake") is not first
     assert reader.scan("lake", fresh=True).scanned_at > first.scanned_at
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject"), NotFound),
+        # Real S3 refuses a continuation token it did not issue (the emulator ignores it).
+        (ClientError({"Error": {"Code": "InvalidArgument"}}, "ListObjectsV2"), Unprocessable),
+        (ClientError({"Error": {"Code": "SlowDown"}}, "ListObjectsV2"), Unavailable),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), Unavailable),
+    ],
+)
+def test_aws_failures_become_answers_the_page_can_show(
+    error: Exception, expected: type[StagesError]
+) -> None:
+    with pytest.raises(expected, match="listing md-raw-logs"), aws_errors("listing md-raw-logs"):
+        raise error
