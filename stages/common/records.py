@@ -54,7 +54,11 @@ def new_event_id() -> str:
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and a Z, the only form records carry."""
     moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.year < 1000:
+        # strftime writes year 1 as "1", which is not RFC 3339 (nor readable back).
+        text = f"{moment.year:04d}" + text[text.index("-") :]
+    return text
 
 
 class Record(BaseModel):
@@ -103,7 +107,10 @@ class Record(BaseModel):
             return value
         if parsed.tzinfo is None:
             raise ValueError("timestamp needs a time zone (use Z for UTC)")
-        return format_timestamp(parsed)
+        try:
+            return format_timestamp(parsed)
+        except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise ValueError("timestamp is out of range once converted to UTC") from exc
 
     @field_validator("trace_id")
     @classmethod

@@ -13,12 +13,13 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from stages.common.counters import OutcomeCounters
 from stages.common.errors import Unavailable, Unprocessable
+from stages.common.records import Record
 from stages.consolidation.canonical import records_to_otlp_json
 from stages.consolidation.export import OtlpExporter
 from stages.consolidation.otel import records_to_request, to_otlp_json
 from stages.consolidation.query import LogIndex, entries_from_request
 from stages.consolidation.writer import RotatingWriter
-from stages.ingestion.validate import validate_records
+from stages.ingestion.validate import Rejection, validate_records
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,35 @@ class BatchResult:
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
 
+# OTLP carries time as nanoseconds since the epoch in 64 bits; canonical timestamps (RFC 3339,
+# UTC, 4-digit year) compare as strings, so the check costs no parsing.
+OTLP_EARLIEST = "1677-09-21T00:12:43.146Z"
+OTLP_LATEST = "2262-04-11T23:47:16.854Z"
+
+
+def _within_otlp_time(
+    records: list[Record], rejected: list[Rejection], total: int
+) -> tuple[list[Record], list[Rejection]]:
+    """The records OTLP can carry, and a rejection (by batch index) for each one it cannot."""
+    if all(OTLP_EARLIEST <= r.timestamp <= OTLP_LATEST for r in records):
+        return records, []
+    refused = {r.index for r in rejected}
+    indices = [i for i in range(total) if i not in refused]  # validated records keep batch order
+    kept: list[Record] = []
+    out: list[Rejection] = []
+    for index, record in zip(indices, records, strict=True):
+        if OTLP_EARLIEST <= record.timestamp <= OTLP_LATEST:
+            kept.append(record)
+        else:
+            problem = f"timestamp: OTLP carries {OTLP_EARLIEST} to {OTLP_LATEST} only"
+            out.append(Rejection(index, [problem]))
+    return kept, out
+
+
+def _index(rejection: Rejection) -> int:
+    return rejection.index
+
+
 class Consolidator:
     def __init__(
         self,
@@ -71,14 +101,15 @@ class Consolidator:
     def add_records(self, raw: list[Any]) -> BatchResult:
         """Canonical records (what ingestion forwards): validated, normalised, stored."""
         validated = validate_records(raw)
-        rejected = [r.to_dict() for r in validated.rejected]
+        records, out_of_range = _within_otlp_time(validated.records, validated.rejected, len(raw))
+        rejected = [r.to_dict() for r in sorted(validated.rejected + out_of_range, key=_index)]
         self.counters.inc("received", len(raw))
         self.counters.inc("rejected", len(rejected))
-        if not validated.records:
+        if not records:
             raise Unprocessable("none of the records is valid", detail=rejected)
-        self._store_records(validated.records)
-        self.counters.inc("accepted", len(validated.records))
-        return BatchResult(accepted=len(validated.records), rejected=rejected)
+        self._store_records(records)
+        self.counters.inc("accepted", len(records))
+        return BatchResult(accepted=len(records), rejected=rejected)
 
     def add_request(self, request: ExportLogsServiceRequest, rejected: int) -> int:
         """An OTLP request already screened by the receiver; returns how many records it held."""

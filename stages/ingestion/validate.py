@@ -65,7 +65,12 @@ def validate_records(raw: list[Any]) -> Validated:
 
 def _add(outcome: Validated, index: int, record: Record) -> None:
     wire = record.to_json_dict()
-    line = orjson.dumps(wire) + b"\n"
+    try:
+        line = orjson.dumps(wire) + b"\n"
+    except orjson.JSONEncodeError as exc:
+        # An integer attribute beyond 64 bits: no JSON line can carry it to Kinesis or the lake.
+        outcome.rejected.append(Rejection(index, [f"attributes: {exc}"]))
+        return
     if len(line) > MAX_RECORD_JSON_BYTES:
         problem = (
             f"record is {len(line)} bytes as JSON; Kinesis takes at most {MAX_RECORD_JSON_BYTES}"
