@@ -190,7 +190,9 @@ def test_external_endpoint_starts_no_emulator_and_provisions(fleet_run: FleetRun
     logs.mkdir()
     external, endpoint = start_emulator(logs, provision=False)
     try:
-        result = fleet_run.cli("start", AWS_ENDPOINT_URL=endpoint)
+        # The consumer is the service that needs the resources; its dependency, the emulator,
+        # is replaced by the external endpoint.
+        result = fleet_run.cli("start", "kinesis-consumer", AWS_ENDPOINT_URL=endpoint)
         assert result.returncode == 0, result.stdout
         assert not (fleet_run.run_dir / "emulator.pid").exists()
         assert "provisioning AWS resources" in result.stdout
