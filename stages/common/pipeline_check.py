@@ -282,7 +282,8 @@ def run_generation(api: Services, opts: Options) -> tuple[dict[str, Any], dict[s
 
 
 def trigger_anomaly(api: Services, opts: Options) -> dict[str, Any]:
-    duration = max(2.0, opts.duration / 4)
+    # Long enough for several ticks to fall inside it, also on a short run.
+    duration = max(3.0, opts.duration / 3)
     body = {"anomaly_type": opts.anomaly, "intensity": 90, "duration_seconds": duration}
     result = api.post(ORCHESTRATOR, "/api/anomaly/trigger", body)
     window = result["window"]
