@@ -41,7 +41,7 @@ NAME = "scenario-orchestrator"
 
 _ERRORS = {
     404: "No such scenario or execution",
-    409: "A generator already runs, or too many executions run",
+    409: "A generator already runs, or too many executions run or windows are open",
     422: "The body or a parameter is invalid (unknown fields, out of bounds, unknown type)",
 }
 

@@ -34,12 +34,12 @@ from stages.common.records import format_timestamp
 from stages.orchestrator import metrics
 from stages.orchestrator.catalogue import Scenario
 from stages.orchestrator.errors import GeneratorAlreadyRunning
-from stages.orchestrator.ground_truth import GroundTruth, Window
+from stages.orchestrator.ground_truth import GroundTruth, Window, whole_ms
 from stages.orchestrator.pacing import RateMeter, Schedule
 from stages.orchestrator.peers import (
-    AnomalyContext,
     SynthesisClient,
     SynthesisRequest,
+    context_for,
     derive_seed,
     split_count,
 )
@@ -54,8 +54,9 @@ MAX_TICKS_IN_FLIGHT = 3
 # Windows the generator folds into its records; execution windows are produced by executions.
 FOLDED_SOURCES = ("continuous", "trigger")
 
-# (scenario, intensity, duration, source, rng) -> the opened window
-AnomalyStarter = Callable[[Scenario, float, float, str, random.Random], Window]
+# (scenario, intensity, duration, source, rng, start) -> the opened window, or None when
+# too many windows are open already
+AnomalyStarter = Callable[[Scenario, float, float, str, random.Random, datetime], Window | None]
 
 
 @dataclass(frozen=True)
@@ -85,37 +86,28 @@ def anomalous_share(intensity: float) -> float:
     return round(0.1 + 0.4 * intensity / 100, 3)
 
 
-def context_for(window: Window) -> AnomalyContext:
-    return AnomalyContext(
-        anomaly_type=window.anomaly_type,
-        scenario_id=window.scenario_id,
-        intensity=window.intensity,
-        window_start=window.start,
-        window_end=window.planned_end,
-        target_service=window.services[0] if window.services else None,
-        target_entity=window.target_entity,
-    )
-
-
 def plan_requests(
     config: ContinuousConfig,
     tick: int,
     ticks: int,
     timestamp: datetime,
     windows: Sequence[Window],
+    known: Sequence[Window] = (),
 ) -> list[SynthesisRequest]:
     """The synthesis calls for ``ticks`` ticks starting at ``tick``.
 
     The records are split evenly between background traffic (the configured services) and one
-    part per open window. A window's part comes from the window's services with the log types
-    synthesis picks for the anomaly, so its anomalous records exist even when the configured
-    services or log types leave the target out."""
+    part per folded window (``windows``). A window's part comes from the window's services with
+    the log types synthesis picks for the anomaly, so its anomalous records exist even when the
+    configured services or log types leave the target out. Every call also carries the other
+    ``known`` windows overlapping the ticks, so records in their scope are labelled."""
     count = ticks * config.logs_per_interval
     owners: list[Window | None] = [None, *windows]
     share, extra = divmod(count, len(owners))
     requests = []
     for part, window in enumerate(owners):
         part_count = share + (1 if part < extra else 0)
+        others = tuple(context_for(w) for w in known if window is None or w.id != window.id)
         for chunk, chunk_count in enumerate(split_count(part_count)):
             seed = None if config.seed is None else derive_seed(config.seed, tick, part, chunk)
             requests.append(
@@ -128,6 +120,7 @@ def plan_requests(
                     log_types=None if window else config.log_types,
                     anomaly=context_for(window) if window else None,
                     anomalous_share=anomalous_share(window.intensity) if window else None,
+                    windows=others,
                 )
             )
     return requests
@@ -159,6 +152,7 @@ class ContinuousRun:
     records_skipped: int = 0
     last_behind_mono: float | None = None
     anomalies_started: int = 0
+    anomalies_skipped: int = 0  # drawn while too many windows were open
     windows_opened: list[str] = field(default_factory=list)
     thread: threading.Thread | None = None
     slots: threading.Semaphore = field(
@@ -214,7 +208,8 @@ class ContinuousGenerator:
                 raise GeneratorAlreadyRunning()
             run = ContinuousRun(
                 config=config,
-                started_at=datetime.now(UTC),
+                # whole milliseconds, so seeded runs' windows start exactly on their ticks
+                started_at=whole_ms(datetime.now(UTC)),
                 start_mono=time.monotonic(),
                 rng=random.Random(config.seed),
             )
@@ -268,12 +263,16 @@ class ContinuousGenerator:
         for first, ticks in tick_groups(config.seed is not None, schedule.done, take):
             if run.stop.is_set():
                 break
-            for tick in range(first, first + ticks):
-                self._maybe_start_anomaly(run, tick)
-            self._ground_truth.close_expired()
-            windows = [w for w in self._ground_truth.active() if w.source in FOLDED_SOURCES]
             at = run.started_at + timedelta(seconds=first * config.interval_seconds)
-            requests = plan_requests(config, first, ticks, at, windows)
+            for tick in range(first, first + ticks):
+                self._maybe_start_anomaly(
+                    run, at + timedelta(seconds=(tick - first) * config.interval_seconds)
+                )
+            self._ground_truth.close_expired()
+            until = at + timedelta(seconds=ticks * config.interval_seconds)
+            known = self._ground_truth.plan(at, until)
+            folded = [w for w in known if w.is_open and w.source in FOLDED_SOURCES]
+            requests = plan_requests(config, first, ticks, at, folded, known)
             if not self._take_slot(run, schedule):
                 break
             with run.in_flight_lock:
@@ -322,9 +321,10 @@ class ContinuousGenerator:
         run.last_behind_mono = time.monotonic()
         metrics.RECORDS_SKIPPED.labels("continuous").inc(ticks * run.config.logs_per_interval)
 
-    def _maybe_start_anomaly(self, run: ContinuousRun, tick: int) -> None:
-        # One draw per tick, always, so a seeded run makes the same choices at the same ticks.
-        # Starting one calls the State Manager from this thread; a slow one shows as backlog.
+    def _maybe_start_anomaly(self, run: ContinuousRun, due: datetime) -> None:
+        """One draw per tick, always, so a seeded run makes the same choices at the same ticks;
+        the window starts with the tick's records (``due``). Starting one calls the State
+        Manager from this thread; a slow one shows as backlog."""
         draw = run.rng.random()
         pick = run.rng.randrange(len(self._scenarios)) if self._scenarios else 0
         if not self._scenarios or draw >= run.config.anomaly_rate:
@@ -336,7 +336,12 @@ class ContinuousGenerator:
             float(scenario.default_duration_seconds),
             "continuous",
             run.rng,
+            due,
         )
+        if window is None:
+            run.anomalies_skipped += 1
+            metrics.ANOMALIES_SKIPPED.inc()
+            return
         run.anomalies_started += 1
         run.windows_opened.append(window.id)
 
@@ -381,6 +386,7 @@ def run_stats(run: ContinuousRun, ground_truth: GroundTruth, now: float) -> dict
         "ticks_skipped": run.ticks_skipped,
         "can_keep_up": run.can_keep_up(now),
         "anomalies_started": run.anomalies_started,
+        "anomalies_skipped": run.anomalies_skipped,
         # Every open window, executions' included: what an operator wants to see right now.
         "active_anomalies": [w.to_json() for w in ground_truth.active()],
     }

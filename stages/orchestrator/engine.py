@@ -7,6 +7,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import httpx
@@ -17,9 +18,14 @@ from stages.orchestrator import metrics
 from stages.orchestrator.catalogue import Scenario, ScenarioCatalogue, scenario_id
 from stages.orchestrator.continuous import ContinuousConfig, ContinuousGenerator
 from stages.orchestrator.effects import apply_state_effect
-from stages.orchestrator.errors import ScenarioNotFound, UnknownAnomalyType, UnknownTarget
+from stages.orchestrator.errors import (
+    ScenarioNotFound,
+    TooManyOpenWindows,
+    UnknownAnomalyType,
+    UnknownTarget,
+)
 from stages.orchestrator.executions import Execution, ExecutionPlan, Executions
-from stages.orchestrator.ground_truth import GroundTruth, Window
+from stages.orchestrator.ground_truth import GroundTruth, Window, WindowScope, scope_for
 from stages.orchestrator.peers import StateClient, StateEffectResult, SynthesisClient
 
 log = logging.getLogger(__name__)
@@ -179,8 +185,11 @@ class Orchestrator:
         duration_seconds: float,
         source: str,
         rng: random.Random,
+        start: datetime | None = None,
     ) -> tuple[Window, StateEffectResult | None]:
         assert self._state is not None
+        # Checked before the effect, so a refused window leaves the State Manager alone.
+        self.ground_truth.ensure_capacity()
         effect = apply_state_effect(
             self._state, scenario, rng, reason=f"scenario {scenario.id} ({source})"
         )
@@ -191,25 +200,26 @@ class Orchestrator:
             duration_seconds=duration_seconds,
             source=source,
             target_entity=entity,
-            services=self.window_services(scenario),
+            scope=self.window_scope(scenario),
+            start=start,
         )
         return window, effect
 
-    def window_services(self, scenario: Scenario) -> tuple[str, ...]:
-        """The target's services plus every service synthesis emits the scenario's log types
-        from: anomalous records come from all of them, so the window must name them all."""
-        emitters = self._log_type_emitters()
-        extra = (service for name in scenario.log_type_names for service in emitters.get(name, ()))
-        return tuple(dict.fromkeys((*scenario.target.services, *extra)))
+    def window_scope(self, scenario: Scenario) -> WindowScope:
+        """The records the scenario's windows cover, with the log types' emitters as Log
+        Synthesis reports them (see ``ground_truth.scope_for``)."""
+        return scope_for(scenario, self._log_type_emitters())
 
     def _log_type_emitters(self) -> dict[str, tuple[str, ...]]:
         if self._emitters is None and self._synthesis is not None:
             try:
                 self._emitters = self._synthesis.log_type_emitters()
             except (httpx.HTTPError, ValueError) as exc:
-                # Asked again at the next window; this one names the target's services only.
+                # Asked again at the next window; this one scopes its logs to the targets.
                 metrics.EMITTERS_UNKNOWN.inc()
-                log.warning("cannot read synthesis log types (%s); window services incomplete", exc)
+                log.warning(
+                    "cannot read synthesis log types (%s); scoping logs to the targets", exc
+                )
         return self._emitters or {}
 
     def _open_anomaly_window(
@@ -219,8 +229,15 @@ class Orchestrator:
         duration_seconds: float,
         source: str,
         rng: random.Random,
-    ) -> Window:
-        return self._open_window_with_effect(scenario, intensity, duration_seconds, source, rng)[0]
+        start: datetime,
+    ) -> Window | None:
+        try:
+            opened = self._open_window_with_effect(
+                scenario, intensity, duration_seconds, source, rng, start
+            )
+        except TooManyOpenWindows:
+            return None
+        return opened[0]
 
     # --- continuous ---------------------------------------------------------------------------
     def start_continuous(self, config: ContinuousConfig) -> dict[str, Any]:

@@ -29,6 +29,13 @@ class TooManyExecutions(Conflict):
         super().__init__(f"{limit} executions are already running; stop one first")
 
 
+class TooManyOpenWindows(Conflict):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"{limit} anomaly windows are already open; stop an execution or wait for one to end"
+        )
+
+
 class UnknownAnomalyType(Unprocessable):
     def __init__(self, anomaly_type: str, valid: Sequence[str]) -> None:
         super().__init__(f"unknown anomaly_type {anomaly_type!r}", detail={"valid": sorted(valid)})

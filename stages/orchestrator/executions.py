@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,10 +25,10 @@ from stages.orchestrator.errors import ExecutionNotFound, TooManyExecutions
 from stages.orchestrator.ground_truth import GroundTruth, Window
 from stages.orchestrator.pacing import Schedule
 from stages.orchestrator.peers import (
-    AnomalyContext,
     StateEffectResult,
     SynthesisClient,
     SynthesisRequest,
+    context_for,
     derive_seed,
     split_count,
 )
@@ -98,19 +99,20 @@ def tick_count(rate: float, tick: int) -> int:
     return math.floor(rate * (tick + 1) * TICK_SECONDS) - math.floor(rate * tick * TICK_SECONDS)
 
 
-def plan_tick(execution: Execution, tick: int) -> list[SynthesisRequest]:
+def tick_start(execution: Execution, tick: int) -> datetime:
+    return execution.window.start + timedelta(seconds=tick * TICK_SECONDS)
+
+
+def plan_tick(
+    execution: Execution, tick: int, known: Sequence[Window] = ()
+) -> list[SynthesisRequest]:
+    """The calls of one tick; they carry the other ``known`` windows overlapping the tick, so
+    records in their scope are labelled with them."""
     count = tick_count(execution.plan.rate, tick)
     window = execution.window
-    context = AnomalyContext(
-        anomaly_type=window.anomaly_type,
-        scenario_id=window.scenario_id,
-        intensity=window.intensity,
-        window_start=window.start,
-        window_end=window.planned_end,
-        target_service=window.services[0],
-        target_entity=window.target_entity,
-    )
-    timestamp = window.start + timedelta(seconds=tick * TICK_SECONDS)
+    context = context_for(window)
+    others = tuple(context_for(w) for w in known if w.id != window.id)
+    timestamp = tick_start(execution, tick)
     seed = execution.plan.seed
     return [
         SynthesisRequest(
@@ -121,6 +123,7 @@ def plan_tick(execution: Execution, tick: int) -> list[SynthesisRequest]:
             services=window.services,
             anomaly=context,
             anomalous_share=execution.plan.anomalous_share,
+            windows=others,
         )
         for index, chunk in enumerate(split_count(count))
     ]
@@ -209,7 +212,9 @@ class Executions:
         for _ in range(schedule.due_count(time.monotonic())):
             if execution.stop.is_set():
                 return
-            requests = plan_tick(execution, schedule.done)
+            start = tick_start(execution, schedule.done)
+            known = self._ground_truth.plan(start, start + timedelta(seconds=TICK_SECONDS))
+            requests = plan_tick(execution, schedule.done, known)
             produce(
                 self._synthesis, requests, stop=execution.stop, tally=execution.tally,
                 source="execution",

@@ -3,8 +3,20 @@
 ``ground_truth.jsonl`` under the data directory gets one line when a window opens
 (``"event": "opened"``, ``end`` null) and one when it closes (``"event": "closed"``, with
 ``end``), so an evaluation can join it with the lake even after a crash mid-window: the last line
-per ``id`` is the window's final state. A record is anomalous for a window when its timestamp is
-inside [start, end) and its service is one of the window's services (``label_for``).
+per ``id`` is the window's final state.
+
+A window's ``scope`` says which records belong to it (``WindowScope.contains``): a record whose
+timestamp is in [start, end) and that is
+- a log of one of ``scope.logs``' types from one of that type's services,
+- a metric of one of ``scope.metrics`` from one of that metric's services, or
+- a span of a trace that started in the window and has a span from a ``scope.apm`` service,
+and, when ``scope.hosts`` is not empty, a record of a service running one of those hosts comes
+from one of them. Every synthesis call carries every window overlapping its time range, and
+synthesis labels each record in a window's scope with it, so labels and windows agree both ways.
+
+Records are planned ahead of the clock (a tick's timestamps run up to the next tick). So that no
+record already planned falls in a window it did not know about, a window never starts before the
+planning horizon (``plan``), and never ends before it either.
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,10 +33,21 @@ from typing import Any
 from stages.common.records import format_timestamp
 from stages.orchestrator import metrics
 from stages.orchestrator.catalogue import Scenario
+from stages.orchestrator.errors import TooManyOpenWindows
 
 # Windows kept in memory for the API; older closed windows stay in the JSONL file.
 MAX_WINDOWS_IN_MEMORY = 10_000
+# Every synthesis call carries the windows open meanwhile; this keeps that list bounded.
+MAX_OPEN_WINDOWS = 64
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 _INSTANT_SHAPES = {"step", "dropout", "variance_change", "exponential_decay", "poisson_bursts"}
+
+
+def whole_ms(moment: datetime) -> datetime:
+    """``moment`` rounded up to a whole millisecond. Window bounds are whole milliseconds, as
+    record timestamps are, so a record planned before a bound is stamped before it too."""
+    extra = moment.microsecond % 1000
+    return moment + timedelta(microseconds=1000 - extra) if extra else moment
 
 
 def ramp_seconds(shape: str, duration_seconds: float) -> float:
@@ -34,6 +57,52 @@ def ramp_seconds(shape: str, duration_seconds: float) -> float:
     if shape in ("gaussian_spike", "oscillation"):
         return round(duration_seconds / 2, 3)
     return round(float(duration_seconds), 3)  # ramp, sawtooth: they climb all window long
+
+
+@dataclass(frozen=True)
+class WindowScope:
+    """Which records a window covers besides its time range (see the module docstring)."""
+
+    logs: tuple[tuple[str, tuple[str, ...]], ...]  # (log type, its services)
+    metrics: tuple[tuple[str, tuple[str, ...]], ...]  # (metric, its services)
+    apm: tuple[str, ...]
+    hosts: tuple[str, ...] = ()
+
+    def services(self) -> tuple[str, ...]:
+        """Every service named, the primary (the spans' and metrics') first."""
+        groups = (self.apm, *(s for _, s in self.metrics), *(s for _, s in self.logs))
+        return tuple(dict.fromkeys(s for group in groups for s in group))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "logs": {name: list(services) for name, services in self.logs},
+            "metrics": {name: list(services) for name, services in self.metrics},
+            "apm": list(self.apm),
+            "hosts": list(self.hosts),
+        }
+
+
+def scope_for(scenario: Scenario, emitters: Mapping[str, tuple[str, ...]]) -> WindowScope:
+    """A scenario's scope: each log type from the target services that emit it (from its first
+    emitter when none does), metrics and spans from the primary service, and the target host
+    for host scenarios. ``emitters`` (log type -> services) comes from Log Synthesis; a type it
+    does not list is scoped to the target services."""
+    target = scenario.target
+    logs = []
+    for name in scenario.log_type_names:
+        emitted_by = emitters.get(name)
+        if emitted_by is None:
+            logs.append((name, target.services))
+            continue
+        from_targets = tuple(s for s in target.services if s in emitted_by)
+        logs.append((name, from_targets or emitted_by[:1]))
+    primary = (target.primary_service,)
+    return WindowScope(
+        logs=tuple(logs),
+        metrics=tuple((metric, primary) for metric in scenario.metric_names),
+        apm=primary,
+        hosts=(target.name,) if target.kind == "host" else (),
+    )
 
 
 @dataclass(frozen=True)
@@ -50,32 +119,31 @@ class Window:
     intensity: float
     ramp_seconds: float
     source: str  # execution:<id> | continuous | trigger
+    scope: WindowScope
+    log_types: tuple[str, ...] = ()
 
     @property
     def is_open(self) -> bool:
         return self.end is None
 
-    def covers(self, moment: datetime, service: str) -> bool:
-        end = self.end or self.planned_end
-        return self.start <= moment < end and service in self.services
+    @property
+    def last_end(self) -> datetime:
+        """The end, or the planned end while open."""
+        return self.end or self.planned_end
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return self.start < end and start < self.last_end
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
         body["services"] = list(self.services)
         body["metrics"] = list(self.metrics)
+        body["log_types"] = list(self.log_types)
+        body["scope"] = self.scope.to_json()
         body["start"] = format_timestamp(self.start)
         body["planned_end"] = format_timestamp(self.planned_end)
         body["end"] = format_timestamp(self.end) if self.end else None
         return body
-
-
-def label_for(windows: Iterable[Window], timestamp: str, service: str) -> Window | None:
-    """The window a record at ``timestamp`` from ``service`` belongs to, if any."""
-    moment = datetime.fromisoformat(timestamp)
-    for window in windows:
-        if window.covers(moment, service):
-            return window
-    return None
 
 
 class GroundTruth:
@@ -85,6 +153,21 @@ class GroundTruth:
         self.path = path
         self._lock = threading.Lock()
         self._windows: dict[str, Window] = {}
+        # the latest timestamp of any record planned so far (see ``plan``)
+        self._horizon: datetime | None = None
+
+    def plan(self, start: datetime, end: datetime) -> list[Window]:
+        """Reserve [start, end) for records about to be made: returns every window overlapping
+        it (open or closed), and no window opened later starts before ``end``."""
+        with self._lock:
+            if self._horizon is None or end > self._horizon:
+                self._horizon = end
+            windows = [w for w in self._windows.values() if w.overlaps(start, end)]
+        return sorted(windows, key=lambda w: w.start)
+
+    def ensure_capacity(self) -> None:
+        if len(self.active()) >= MAX_OPEN_WINDOWS:
+            raise TooManyOpenWindows(MAX_OPEN_WINDOWS)
 
     def open_window(
         self,
@@ -93,27 +176,32 @@ class GroundTruth:
         intensity: float,
         duration_seconds: float,
         source: str,
+        scope: WindowScope,
         target_entity: str | None = None,
         start: datetime | None = None,
-        services: tuple[str, ...] | None = None,
     ) -> Window:
-        start = start or datetime.now(UTC)
-        window = Window(
-            id=uuid.uuid4().hex,
-            scenario_id=scenario.id,
-            anomaly_type=scenario.anomaly_type,
-            services=services or scenario.target.services,
-            metrics=scenario.metric_names,
-            target_entity=target_entity
-            or (None if scenario.target.kind in ("account", "user") else scenario.target.name),
-            start=start,
-            planned_end=start + timedelta(seconds=duration_seconds),
-            end=None,
-            intensity=intensity,
-            ramp_seconds=ramp_seconds(scenario.signals[0].shape, duration_seconds),
-            source=source,
-        )
+        """Open a window at ``start`` (default now), or at the planning horizon if later."""
         with self._lock:
+            if sum(1 for w in self._windows.values() if w.is_open) >= MAX_OPEN_WINDOWS:
+                raise TooManyOpenWindows(MAX_OPEN_WINDOWS)
+            start = whole_ms(max(start or datetime.now(UTC), self._horizon or EARLIEST))
+            window = Window(
+                id=uuid.uuid4().hex,
+                scenario_id=scenario.id,
+                anomaly_type=scenario.anomaly_type,
+                services=scope.services(),
+                metrics=scenario.metric_names,
+                target_entity=target_entity
+                or (None if scenario.target.kind in ("account", "user") else scenario.target.name),
+                start=start,
+                planned_end=whole_ms(start + timedelta(seconds=duration_seconds)),
+                end=None,
+                intensity=intensity,
+                ramp_seconds=ramp_seconds(scenario.signals[0].shape, duration_seconds),
+                source=source,
+                scope=scope,
+                log_types=scenario.log_type_names,
+            )
             self._windows[window.id] = window
             self._forget_oldest_closed()
             self._append("opened", window)
@@ -121,12 +209,16 @@ class GroundTruth:
         return window
 
     def close_window(self, window_id: str, at: datetime | None = None) -> Window | None:
-        """Close an open window at ``at`` (never later than planned); None if already closed."""
+        """Close an open window at ``at``, or at the planning horizon if later (records up to
+        it may carry the window already), never later than planned; None if already closed."""
         with self._lock:
             window = self._windows.get(window_id)
             if window is None or not window.is_open:
                 return None
-            end = min(at or datetime.now(UTC), window.planned_end)
+            end = at or datetime.now(UTC)
+            if self._horizon is not None:
+                end = max(end, self._horizon)
+            end = min(whole_ms(end), window.planned_end)
             closed = replace(window, end=max(end, window.start))
             self._windows[window_id] = closed
             self._append("closed", closed)

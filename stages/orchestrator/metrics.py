@@ -35,3 +35,7 @@ EMITTERS_UNKNOWN = Counter(
     "orchestrator_window_emitters_unknown_total",
     "Windows opened while synthesis's log-type catalogue could not be read",
 )
+ANOMALIES_SKIPPED = Counter(
+    "orchestrator_anomalies_skipped_total",
+    "Random anomalies drawn by the continuous generator while too many windows were open",
+)

@@ -19,6 +19,7 @@ import httpx
 
 from stages.common.records import format_timestamp
 from stages.orchestrator import metrics
+from stages.orchestrator.ground_truth import Window, WindowScope
 
 MAX_SYNTHESIS_COUNT = 5_000  # the synthesis API's per-call bound
 SYNTHESIS_ATTEMPTS = 4
@@ -41,6 +42,7 @@ class AnomalyContext:
     window_end: datetime
     target_service: str | None = None
     target_entity: str | None = None
+    scope: WindowScope | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -54,7 +56,23 @@ class AnomalyContext:
             body["target_service"] = self.target_service
         if self.target_entity:
             body["target_entity"] = self.target_entity
+        if self.scope is not None:
+            body["scope"] = self.scope.to_json()
         return body
+
+
+def context_for(window: Window) -> AnomalyContext:
+    """What synthesis needs to know of a window: its anomaly, bounds, target and scope."""
+    return AnomalyContext(
+        anomaly_type=window.anomaly_type,
+        scenario_id=window.scenario_id,
+        intensity=window.intensity,
+        window_start=window.start,
+        window_end=window.last_end,
+        target_service=window.services[0] if window.services else None,
+        target_entity=window.target_entity,
+        scope=window.scope,
+    )
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,8 @@ class SynthesisRequest:
     log_types: tuple[str, ...] | None = None
     anomaly: AnomalyContext | None = None
     anomalous_share: float | None = None
+    # every other window overlapping the request's time range: synthesis labels by their scope
+    windows: tuple[AnomalyContext, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -85,6 +105,8 @@ class SynthesisRequest:
         if self.anomaly is not None:
             body["anomaly"] = self.anomaly.to_json()
             body["anomalous_share"] = self.anomalous_share
+        if self.windows:
+            body["windows"] = [w.to_json() for w in self.windows]
         return body
 
 

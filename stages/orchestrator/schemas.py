@@ -161,12 +161,25 @@ class ExecutionPage(BaseModel):
     total: int
 
 
+class WindowScopeOut(BaseModel):
+    logs: dict[str, list[str]] = Field(description="Log type -> the services it covers.")
+    metrics: dict[str, list[str]] = Field(description="Metric -> the services it covers.")
+    apm: list[str] = Field(
+        description="Traces that start in the window with a span from one of these services."
+    )
+    hosts: list[str] = Field(
+        description="When not empty, a service running one of these hosts is covered only on them."
+    )
+
+
 class WindowOut(BaseModel):
     id: str
     scenario_id: str
     anomaly_type: str
-    services: list[str]
+    services: list[str] = Field(description="Every service the scope names.")
     metrics: list[str]
+    log_types: list[str]
+    scope: WindowScopeOut
     target_entity: str | None
     start: str
     planned_end: str
@@ -203,6 +216,7 @@ class ContinuousStats(BaseModel):
     max_ticks_behind: int = 0
     ticks_skipped: int = 0
     anomalies_started: int = 0
+    anomalies_skipped: int = 0
     active_anomalies: list[WindowOut] = Field(default_factory=list)
 
 

@@ -8,6 +8,7 @@ ancestor's.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from stages.common import estate
@@ -37,6 +38,11 @@ class SpanEffect:
     error_probability: float
 
 
+# (service, host, offset of the span in its trace in ms) -> the effect on that span and the
+# label it carries, or None for a normal span
+SpanRule = Callable[[str, str, float], tuple[SpanEffect, object] | None]
+
+
 def span_effect(archetype: Archetype, service: str, intensity: float) -> SpanEffect:
     k = intensity / 100.0
     slowdown, error_probability = 1.0 + 1.5 * k, 0.0
@@ -56,15 +62,19 @@ def trace(
     rng: random.Random,
     root: str,
     allowed: frozenset[str],
-    effect: SpanEffect | None = None,
+    rule: SpanRule | None = None,
     only_child: str | None = None,
+    pins: Mapping[str, str] | None = None,
 ) -> list[dict[str, object]]:
-    """The spans of one trace, parents first, as partial records (no timestamp, no labels).
+    """The spans of one trace, parents first, as partial records (no timestamp; ``label`` is
+    what ``rule`` said about the span).
 
     ``allowed`` prunes services the caller did not ask for (with their subtrees);
-    ``only_child`` keeps just that branch under the root (an anomaly's path to its target).
+    ``only_child`` keeps just that branch under the root (an anomaly's path to its target);
+    ``rule`` slows and fails the spans an anomaly covers; ``pins`` puts services on given
+    hosts (an anomaly's own trace through its target host).
     """
-    builder = _TraceBuilder(rng, _hex(rng, 32), allowed, effect)
+    builder = _TraceBuilder(rng, _hex(rng, 32), allowed, rule, pins or {})
     builder.span(root, None, 0, 0.0, only_child)
     return builder.spans
 
@@ -74,7 +84,8 @@ class _TraceBuilder:
     rng: random.Random
     trace_id: str
     allowed: frozenset[str]
-    effect: SpanEffect | None
+    rule: SpanRule | None
+    pins: Mapping[str, str]
     spans: list[dict[str, object]] = field(default_factory=list)
 
     def span(
@@ -82,17 +93,19 @@ class _TraceBuilder:
     ) -> tuple[float, bool]:
         """Appends this span and its subtree; returns (duration, failed)."""
         rng = self.rng
+        host = self.pins.get(service) or rng.choice(estate.BY_NAME[service].hosts)
+        hit = self.rule(service, host, offset_ms) if self.rule is not None else None
         record: dict[str, object] = {
             "kind": "apm",
             "service": service,
-            "host": rng.choice(estate.BY_NAME[service].hosts),
+            "host": host,
             "trace_id": self.trace_id,
             "span_id": _hex(rng, 16),
             "parent_span_id": parent,
             "name": rng.choice(_ROUTES[service]),
         }
         self.spans.append(record)
-        own, failed = self._own_work(service)
+        own, failed = self._own_work(hit[0] if hit is not None else None)
         elapsed = own / 2
         for child in self._children(service, depth, only_child):
             child_ms, child_failed = self.span(
@@ -103,6 +116,7 @@ class _TraceBuilder:
             failed = failed or (child_failed and rng.random() < 0.8)
         duration = round(elapsed + own / 2, 2)
         record.update(duration_ms=duration, offset_ms=offset_ms, status="ERROR" if failed else "OK")
+        record["label"] = hit[1] if hit is not None else None
         record["attributes"] = {
             "span.kind": "server" if parent is None else "internal",
             "http.status_code": 500 if failed else 200,
@@ -112,11 +126,11 @@ class _TraceBuilder:
         }
         return duration, failed
 
-    def _own_work(self, service: str) -> tuple[float, bool]:
+    def _own_work(self, effect: SpanEffect | None) -> tuple[float, bool]:
         own = self.rng.uniform(1.0, 18.0)
-        if self.effect is None or service != self.effect.service:
+        if effect is None:
             return own, False
-        return own * self.effect.slowdown, self.rng.random() < self.effect.error_probability
+        return own * effect.slowdown, self.rng.random() < effect.error_probability
 
     def _children(self, service: str, depth: int, only_child: str | None) -> list[str]:
         if depth >= MAX_DEPTH:

@@ -4,6 +4,9 @@ Records are built as plain dicts (validating each one with pydantic would cost m
 it); the tests validate samples of every kind and log type against ``Record``. With a seed, every
 random choice comes from one ``random.Random`` so the same request gives the same records, apart
 from event ids and, when no timestamp is given, the time.
+
+Labels follow the windows' scopes (``stages.synthesis.scope``): a record is anomalous exactly
+when it falls in the scope of the request's ``anomaly`` or of one of its ``windows``.
 """
 
 from __future__ import annotations
@@ -14,17 +17,25 @@ import uuid
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Any
 
 from stages.common import estate
-from stages.common.catalogue import BY_TYPE, LOG_TYPES, METRICS, Archetype
+from stages.common.catalogue import BY_TYPE, LOG_TYPES, METRICS, Archetype, MetricEffect
 from stages.common.records import format_timestamp
 from stages.synthesis import apm
-from stages.synthesis.errors import NothingToGenerate, UnknownNames, UnknownTargetEntity
+from stages.synthesis.errors import NothingToGenerate, UnknownTargetEntity
 from stages.synthesis.log_types import REGISTRY, Ctx, LogType
-from stages.synthesis.metrics import METRICS_BY_SERVICE, MetricSlot, Window, metric_values
+from stages.synthesis.metrics import METRICS_BY_SERVICE, MetricSlot, metric_values
 from stages.synthesis.schemas import AnomalyRequest, SynthesizeRequest
+from stages.synthesis.scope import (
+    EPOCH,
+    Scope,
+    check_names,
+    default_scope,
+    epoch_ms_ceil,
+    explicit_scope,
+)
 from stages.synthesis.state import EntityPool
 
 SOURCE = "log-synthesis"
@@ -48,7 +59,7 @@ ANOMALY_TYPES_BY_LOG_TYPE: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ActiveAnomaly:
     """An anomaly request resolved against the estate and the entity pool."""
 
@@ -57,15 +68,34 @@ class ActiveAnomaly:
     intensity: float
     start: float
     end: float
+    start_ms: int
+    end_ms: int
     service: str
     host: str | None
     focus_account: str
     focus_user: str
     focus_ip: str
-    log_types: tuple[str, ...]
+    scope: Scope
+    log_pairs: tuple[tuple[str, str], ...]  # what its own anomalous logs are drawn from
+    metric_pairs: tuple[tuple[str, str], ...]
+    effects: dict[str, MetricEffect]
 
-    def covers(self, moment: float) -> bool:
-        return self.start <= moment < self.end
+    def covers(self, ms: int) -> bool:
+        return self.start_ms <= ms < self.end_ms
+
+
+class RoundRobin:
+    """Items in turn from a random start, so that a request's anomalous records show every
+    signal of the anomaly's scope as soon as there are as many records as signals."""
+
+    def __init__(self, items: tuple[tuple[str, str], ...], rng: random.Random) -> None:
+        self.items = items
+        self.turn = rng.randrange(len(items)) if items else 0
+
+    def next(self) -> tuple[str, str]:
+        item = self.items[self.turn % len(self.items)]
+        self.turn += 1
+        return item
 
 
 @dataclass
@@ -75,13 +105,6 @@ class Batch:
 
 
 # --- validation and resolution ------------------------------------------------------------------
-
-
-def check_names(what: str, given: Iterable[str] | None, valid: Iterable[str]) -> None:
-    valid_set = set(valid)
-    unknown = [name for name in given or () if name not in valid_set]
-    if unknown:
-        raise UnknownNames(what, unknown, valid_set)
 
 
 def normal_log_types(req: SynthesizeRequest) -> dict[str, tuple[str, ...]]:
@@ -115,19 +138,28 @@ def resolve_anomaly(
     entity = anomaly.target_entity
     focus_account = entity if entity and archetype.target == "account" else None
     focus_user = entity if entity and archetype.target == "user" else None
+    scope = (
+        explicit_scope(archetype, anomaly.scope)
+        if anomaly.scope is not None
+        else default_scope(archetype, service, host)
+    )
     return ActiveAnomaly(
         archetype=archetype,
         scenario_id=scenario,
         intensity=anomaly.intensity,
         start=anomaly.window_start.timestamp(),
         end=anomaly.window_end.timestamp(),
+        start_ms=epoch_ms_ceil(anomaly.window_start),
+        end_ms=epoch_ms_ceil(anomaly.window_end),
         service=service,
         host=host,
         focus_account=focus_account or pool.pick_stable(pool.accounts, f"{scenario}:account"),
         focus_user=focus_user or pool.pick_stable(pool.users, f"{scenario}:user"),
         focus_ip=attacker_ip(scenario),
-        log_types=tuple(t for t in archetype.log_types if t in (log_types or ()))
-        or archetype.log_types,
+        scope=scope,
+        log_pairs=tuple(scope.log_pairs(log_types)),
+        metric_pairs=tuple(scope.metric_pairs()),
+        effects={effect.metric: effect for effect in archetype.metrics},
     )
 
 
@@ -193,11 +225,10 @@ def kind_quotas(count: int, kinds: Iterable[str]) -> dict[str, int]:
     return quotas
 
 
-def timeline(start: float, spread: float, count: int) -> list[float]:
-    if count == 1 or spread == 0:
-        return [start] * count
-    step = spread / (count - 1)
-    return [start + i * step for i in range(count)]
+def timeline(start_us: int, spread_us: int, count: int) -> list[int]:
+    """``count`` instants (epoch microseconds) spread evenly over [start, start + spread): the
+    next call's range starts where this one ends, so the two never share an instant."""
+    return [start_us + i * spread_us // count for i in range(count)]
 
 
 def anomaly_score(rng: random.Random, anomalous: bool, intensity: float) -> float:
@@ -226,7 +257,12 @@ def build_log_attributes(
 
 
 class RecordMaker:
-    """Makes the records of one request; holds its randomness, filters and anomaly."""
+    """Makes the records of one request; holds its randomness, filters and anomalies.
+
+    ``anomaly`` is the window the request expresses: ``anomalous_share`` of its records are
+    drawn from that window's scope. Every other record is background, drawn from the request's
+    services and log types, and is labelled with (and shaped by) the first window, expressed
+    or listed in ``windows``, whose scope it falls in."""
 
     def __init__(self, req: SynthesizeRequest, pool: EntityPool, now: float) -> None:
         self.req = req
@@ -237,8 +273,18 @@ class RecordMaker:
         self.log_type_names = sorted(self.log_types)
         self.services = tuple(req.services or estate.SERVICE_NAMES)
         self.anomaly = resolve_anomaly(req.anomaly, pool, req.log_types) if req.anomaly else None
-        start = req.timestamp.timestamp() if req.timestamp else now
-        self.times = timeline(start, req.spread_seconds, req.count)
+        others = [resolve_anomaly(w, pool) for w in req.windows]
+        self.windows = [self.anomaly, *others] if self.anomaly else others
+        start_us = (
+            (req.timestamp - EPOCH) // timedelta(microseconds=1)
+            if req.timestamp
+            else round(now * 1_000_000)
+        )
+        self.us = timeline(start_us, round(req.spread_seconds * 1_000_000), req.count)
+        self.ms = [us // 1000 for us in self.us]
+        pairs = (self.anomaly.log_pairs, self.anomaly.metric_pairs) if self.anomaly else ((), ())
+        self.anomalous_logs = RoundRobin(pairs[0], self.rng)
+        self.anomalous_metrics = RoundRobin(pairs[1], self.rng)
 
     def make(self) -> Batch:
         count = self.req.count
@@ -250,13 +296,11 @@ class RecordMaker:
         metric_slots: list[MetricSlot] = []
         apm_positions: list[int] = []
         for i, kind in enumerate(kinds):
-            flagged = (
-                i in chosen and self.anomaly is not None and self.anomaly.covers(self.times[i])
-            )
+            expressed = i in chosen and self.anomaly is not None and self.anomaly.covers(self.ms[i])
             if kind == "log":
-                records[i] = self._log(i, flagged)
+                records[i] = self._log(i, expressed)
             elif kind == "metric":
-                metric_slots.append(self._metric_slot(i, flagged))
+                metric_slots.append(self._metric_slot(i, expressed))
             else:
                 apm_positions.append(i)
         self._fill_metrics(records, metric_slots)
@@ -269,11 +313,16 @@ class RecordMaker:
             return set()
         return set(self.rng.sample(range(count), round(count * self.req.anomalous_share)))
 
-    def _base(self, i: int, kind: str, service: str, host: str, flagged: bool) -> dict[str, Any]:
-        anomaly = self.anomaly if flagged else None
+    def _covering(self, ms: int) -> list[ActiveAnomaly]:
+        return [w for w in self.windows if w.covers(ms)]
+
+    def _base(
+        self, i: int, kind: str, service: str, host: str, anomaly: ActiveAnomaly | None
+    ) -> dict[str, Any]:
+        flagged = anomaly is not None
         return {
             "event_id": uuid.uuid4().hex,
-            "timestamp": _stamp(self.times[i]),
+            "timestamp": _stamp(self.ms[i]),
             "kind": kind,
             "service": service,
             "host": host,
@@ -284,18 +333,21 @@ class RecordMaker:
             "anomaly_type": anomaly.archetype.anomaly_type if anomaly else None,
         }
 
-    def _log(self, i: int, flagged: bool) -> dict[str, Any]:
+    def _log(self, i: int, expressed: bool) -> dict[str, Any]:
         rng = self.rng
-        anomaly = self.anomaly if flagged else None
+        anomaly = self.anomaly if expressed and self.anomaly and self.anomaly.log_pairs else None
         if anomaly is not None:
-            name = rng.choice(anomaly.log_types)
-            emitters = REGISTRY[name].services
-            service = anomaly.service if anomaly.service in emitters else emitters[0]
+            name, service = self.anomalous_logs.next()
+            host = self._host(service, anomaly)
         else:
             name = rng.choice(self.log_type_names)
             service = rng.choice(self.log_types[name])
+            host = self._host(service, None)
+            anomaly = next(
+                (w for w in self._covering(self.ms[i]) if w.scope.has_log(name, service, host)),
+                None,
+            )
         spec = REGISTRY[name]
-        host = self._host(service, anomaly)
         account_id, account_state = self.pool.account(rng)
         ctx = Ctx(
             rng=rng,
@@ -307,7 +359,7 @@ class RecordMaker:
             **(_focus(anomaly) if anomaly is not None else {}),
         )
         level, message, attrs = build_log_attributes(spec, ctx, anomaly is not None)
-        record = self._base(i, "log", service, host, flagged)
+        record = self._base(i, "log", service, host, anomaly)
         record.update(level=level, message=message, log_type=name, category=spec.category)
         if spec.category in TRACED_CATEGORIES:
             record["trace_id"] = f"{rng.getrandbits(128):032x}"
@@ -316,37 +368,39 @@ class RecordMaker:
         return record
 
     def _host(self, service: str, anomaly: ActiveAnomaly | None) -> str:
-        if anomaly is not None and anomaly.host is not None and service == anomaly.service:
-            return anomaly.host
-        return self.rng.choice(estate.BY_NAME[service].hosts)
+        pinned = anomaly.scope.pins.get(service) if anomaly is not None else None
+        return pinned or self.rng.choice(estate.BY_NAME[service].hosts)
 
-    def _metric_slot(self, i: int, flagged: bool) -> MetricSlot:
+    def _metric_slot(self, i: int, expressed: bool) -> MetricSlot:
         rng = self.rng
-        if flagged and self.anomaly is not None:
-            effect = rng.choice(self.anomaly.archetype.metrics)
-            service = self.anomaly.service
-            return MetricSlot(
-                i, service, self._host(service, self.anomaly), effect.metric, self.times[i], effect
-            )
+        moment = self.us[i] / 1_000_000
+        anomaly = self.anomaly
+        if expressed and anomaly is not None and anomaly.metric_pairs:
+            metric, service = self.anomalous_metrics.next()
+            host = self._host(service, anomaly)
+            return MetricSlot(i, service, host, metric, moment, anomaly.effects[metric], anomaly)
         service = rng.choice(self.services)
         metric = rng.choice(METRICS_BY_SERVICE[service])
-        return MetricSlot(i, service, self._host(service, None), metric, self.times[i])
+        host = self._host(service, None)
+        window = next(
+            (w for w in self._covering(self.ms[i]) if w.scope.has_metric(metric, service, host)),
+            None,
+        )
+        effect = window.effects[metric] if window is not None else None
+        return MetricSlot(i, service, host, metric, moment, effect, window)
 
     def _fill_metrics(self, records: list[dict[str, Any] | None], slots: list[MetricSlot]) -> None:
         if not slots:
             return
-        window = None
-        if self.anomaly is not None:
-            window = Window(self.anomaly.start, self.anomaly.end, self.anomaly.intensity)
-        values = metric_values(slots, self.seed, window)
+        values = metric_values(slots, self.seed)
         for slot in slots:
-            flagged = slot.effect is not None
-            record = self._base(slot.position, "metric", slot.service, slot.host, flagged)
+            anomaly = slot.window if isinstance(slot.window, ActiveAnomaly) else None
+            record = self._base(slot.position, "metric", slot.service, slot.host, anomaly)
             spec = METRICS[slot.metric]
             result = values[slot.position]
             record.update(metric_name=slot.metric, value=result.value, unit=spec.unit)
-            if flagged and self.anomaly is not None:
-                record["anomaly_score"] = metric_score(result.strength, self.anomaly.intensity)
+            if anomaly is not None:
+                record["anomaly_score"] = metric_score(result.strength, anomaly.intensity)
             record["attributes"] = {"metric.baseline": spec.baseline, "host.name": slot.host}
             if slot.effect is not None:
                 record["attributes"]["anomaly.shape"] = slot.effect.shape
@@ -356,36 +410,56 @@ class RecordMaker:
         self, records: list[dict[str, Any] | None], positions: list[int], chosen: set[int]
     ) -> None:
         queue: list[dict[str, Any]] = []
-        trace_start = 0.0
-        flagged = False
+        trace_start = 0
         allowed = frozenset(self.services)
         for i in positions:
             if not queue:
-                trace_start = self.times[i]
-                flagged = (
-                    i in chosen and self.anomaly is not None and self.anomaly.covers(trace_start)
+                trace_start = self.ms[i]
+                expressed = (
+                    i in chosen
+                    and self.anomaly is not None
+                    and self.anomaly.covers(trace_start)
+                    and bool(self.anomaly.scope.apm)
                 )
-                queue = self._trace(flagged, allowed)
+                queue = self._trace(expressed, trace_start, allowed)
             span = queue.pop(0)
             offset = span.pop("offset_ms")
-            record = self._base(i, "apm", span.pop("service"), span.pop("host"), flagged)
-            record["timestamp"] = _stamp(trace_start + offset / 1000.0)
+            label = span.pop("label")
+            record = self._base(i, "apm", span.pop("service"), span.pop("host"), label)
+            record["timestamp"] = _stamp(trace_start + int(offset))
             record.update(span)
             records[i] = record
 
-    def _trace(self, flagged: bool, allowed: frozenset[str]) -> list[dict[str, Any]]:
+    def _trace(
+        self, expressed: bool, trace_start: int, allowed: frozenset[str]
+    ) -> list[dict[str, Any]]:
+        """One trace; each span is labelled with (and slowed by) the first window whose scope
+        it falls in. A span's time is its trace's start: a trace planned before a window opened
+        must not turn out to have spans inside it."""
         rng = self.rng
-        if flagged and self.anomaly is not None:
-            target = self.anomaly.service
-            effect = apm.span_effect(self.anomaly.archetype, target, self.anomaly.intensity)
+        effects: dict[tuple[int, str], apm.SpanEffect] = {}
+        covering = self._covering(trace_start)
+
+        def rule(service: str, host: str, _offset_ms: float) -> tuple[apm.SpanEffect, Any] | None:
+            for window in covering:
+                if window.scope.has_span(service, host):
+                    key = (id(window), service)
+                    if key not in effects:
+                        effects[key] = apm.span_effect(window.archetype, service, window.intensity)
+                    return effects[key], window
+            return None
+
+        if expressed and self.anomaly is not None:
+            target = rng.choice(sorted(self.anomaly.scope.apm))
             everyone = frozenset(estate.SERVICE_NAMES)
+            pins = self.anomaly.scope.pins
             if target in estate.BY_NAME["api-gateway"].calls:
-                return apm.trace(rng, "api-gateway", everyone, effect, only_child=target)
-            return apm.trace(rng, target, everyone, effect)
-        # most traffic enters through the gateway; the rest starts at a service (jobs, consumers)
+                return apm.trace(rng, "api-gateway", everyone, rule, only_child=target, pins=pins)
+            return apm.trace(rng, target, everyone, rule, pins=pins)
+        # most traffic enters through the gateway; the rest starts at a service (jobs)
         usual = "api-gateway" if "api-gateway" in self.services else self.services[0]
         root = usual if rng.random() < 0.8 else rng.choice(self.services)
-        return apm.trace(rng, root, allowed)
+        return apm.trace(rng, root, allowed, rule)
 
 
 def _focus(anomaly: ActiveAnomaly) -> dict[str, Any]:
@@ -399,8 +473,8 @@ def _focus(anomaly: ActiveAnomaly) -> dict[str, Any]:
     }
 
 
-def _stamp(moment: float) -> str:
-    return format_timestamp(datetime.fromtimestamp(moment, UTC))
+def _stamp(ms: int) -> str:
+    return format_timestamp(EPOCH + timedelta(milliseconds=ms))
 
 
 def synthesize(req: SynthesizeRequest, pool: EntityPool, now: float | None = None) -> Batch:

@@ -1,7 +1,7 @@
 """Metric records: every value comes from a Pattern Generator composition.
 
-A value is the catalogue baseline with a daily cycle and noise; inside an anomaly window, for the
-targeted service, the archetype's overlay is added with magnitude (target - baseline) x
+A value is the catalogue baseline with a daily cycle and noise; inside an anomaly window, for a
+series in the window's scope, the archetype's overlay is added with magnitude (target - baseline) x
 intensity/100, where target is the effect's ``peak`` or ``factor`` x baseline. The composition is
 clipped to the metric's [low, high].
 """
@@ -12,6 +12,7 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 from stages.common import estate
 from stages.common.catalogue import METRICS, MetricEffect
@@ -69,9 +70,20 @@ def metrics_for(service: str) -> tuple[str, ...]:
 METRICS_BY_SERVICE: dict[str, tuple[str, ...]] = {s: metrics_for(s) for s in estate.SERVICE_NAMES}
 
 
+class Window(Protocol):
+    """The anomaly window an overlay spans (epoch seconds) and its intensity."""
+
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+    @property
+    def intensity(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class MetricSlot:
-    """One metric record to make: which series, when, and whether the anomaly applies."""
+    """One metric record to make: which series, when, and the anomaly that applies, if any."""
 
     position: int
     service: str
@@ -79,13 +91,7 @@ class MetricSlot:
     metric: str
     timestamp: float
     effect: MetricEffect | None = None
-
-
-@dataclass(frozen=True)
-class Window:
-    start: float
-    end: float
-    intensity: float
+    window: Window | None = None
 
 
 def anomaly_magnitude(metric: str, effect: MetricEffect, intensity: float) -> float:
@@ -127,15 +133,17 @@ class MetricValue:
     strength: float = 0.0
 
 
-def metric_values(
-    slots: list[MetricSlot], seed: int, window: Window | None
-) -> dict[int, MetricValue]:
-    """Values for all slots, evaluated one series at a time (one ``evaluate`` call per series)."""
-    groups: dict[tuple[str, str, str, MetricEffect | None], list[MetricSlot]] = defaultdict(list)
+def metric_values(slots: list[MetricSlot], seed: int) -> dict[int, MetricValue]:
+    """Values for all slots, evaluated one series at a time (one ``evaluate`` call per series
+    and anomaly)."""
+    groups: dict[tuple[str, str, str, MetricEffect | None, int], list[MetricSlot]] = defaultdict(
+        list
+    )
     for slot in slots:
-        groups[(slot.service, slot.host, slot.metric, slot.effect)].append(slot)
+        groups[(slot.service, slot.host, slot.metric, slot.effect, id(slot.window))].append(slot)
     values: dict[int, MetricValue] = {}
-    for (service, host, metric, effect), members in groups.items():
+    for (service, host, metric, effect, _), members in groups.items():
+        window = members[0].window
         times = [m.timestamp for m in members]
         key = series_seed(seed, service, host, metric)
         normal = evaluate(normal_composition(metric), times, key)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 MAX_COUNT = 5000
+MAX_WINDOWS = 256
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -25,6 +26,38 @@ EntityId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 RecordKind = Literal["log", "metric", "apm"]
 
 
+class ScopeRequest(BaseModel):
+    """Which records a window covers (see ``stages.synthesis.scope``); names must be the
+    archetype's own log types and metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    logs: dict[Name, list[Name]] = Field(
+        default_factory=dict, max_length=20, description="Log type -> the services it covers."
+    )
+    metrics: dict[Name, list[Name]] = Field(
+        default_factory=dict, max_length=20, description="Metric -> the services it covers."
+    )
+    apm: list[Name] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Traces through these services (started in the window) are covered.",
+    )
+    hosts: list[Name] = Field(
+        default_factory=list,
+        max_length=20,
+        description="When given, records of a service running one of these hosts are covered "
+        "only when they come from one of them.",
+    )
+
+    @model_validator(mode="after")
+    def _groups_are_bounded(self) -> ScopeRequest:
+        for group in (*self.logs.values(), *self.metrics.values()):
+            if not 1 <= len(group) <= 20:
+                raise ValueError("each log type and metric covers 1..20 services")
+        return self
+
+
 class AnomalyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -36,6 +69,11 @@ class AnomalyRequest(BaseModel):
     target_service: Name | None = None
     target_entity: EntityId | None = Field(
         None, description="An account/user id, or a host, database or queue of the estate."
+    )
+    scope: ScopeRequest | None = Field(
+        None,
+        description="The records this window covers; default: the archetype's log types, "
+        "metrics and spans from the target service.",
     )
 
     @model_validator(mode="after")
@@ -68,9 +106,18 @@ class SynthesizeRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     timestamp: Moment | None = Field(None, description="Start time; default now.")
     spread_seconds: float = Field(
-        0, ge=0, le=86_400, description="Timestamps are spread evenly over this many seconds."
+        0,
+        ge=0,
+        le=86_400,
+        description="Timestamps are spread evenly over [timestamp, timestamp + this).",
     )
     anomaly: AnomalyRequest | None = None
+    windows: list[AnomalyRequest] = Field(
+        default_factory=list,
+        max_length=MAX_WINDOWS,
+        description="Other anomaly windows open meanwhile: every record that falls in one's "
+        "scope is labelled with it and carries its anomaly.",
+    )
     anomalous_share: float = Field(
         1.0,
         ge=0,

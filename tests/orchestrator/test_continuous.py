@@ -19,7 +19,7 @@ from stages.orchestrator.continuous import (
     plan_requests,
     tick_groups,
 )
-from stages.orchestrator.ground_truth import GroundTruth
+from stages.orchestrator.ground_truth import GroundTruth, scope_for
 from stages.orchestrator.peers import SynthesisOutcome, SynthesisRequest
 from tests.orchestrator.helpers import wait_until
 from tests.orchestrator.stubs import Peers
@@ -182,15 +182,24 @@ def test_backlog_beyond_its_bound_is_skipped_and_counted(
 
 
 def test_plan_gives_each_open_window_a_part_from_its_own_services(tmp_path: Path) -> None:
-    scenario = ScenarioCatalogue().get("database_slow--ledger-db")
-    assert scenario is not None
-    window = GroundTruth(tmp_path / "gt.jsonl").open_window(
-        scenario, intensity=100, duration_seconds=10, source="trigger"
+    catalogue = ScenarioCatalogue()
+    scenario = catalogue.get("database_slow--ledger-db")
+    other = catalogue.get("cpu_spike--auth-service")
+    assert scenario is not None and other is not None
+    truth = GroundTruth(tmp_path / "gt.jsonl")
+    scope = scope_for(scenario, {})
+    window = truth.open_window(
+        scenario, intensity=100, duration_seconds=10, source="trigger", scope=scope
+    )
+    execution = truth.open_window(
+        other, intensity=50, duration_seconds=10, source="execution:x", scope=scope_for(other, {})
     )
     config = ContinuousConfig(
         interval_seconds=1, logs_per_interval=11, services=("api-gateway",), log_types=("cdn_log",)
     )
-    background, anomalous = plan_requests(config, 0, 1, datetime.now(UTC), [window])
+    background, anomalous = plan_requests(
+        config, 0, 1, datetime.now(UTC), [window], [window, execution]
+    )
     assert (background.count, anomalous.count) == (6, 5)
     assert background.anomaly is None and background.services == ("api-gateway",)
     assert background.log_types == ("cdn_log",)
@@ -199,6 +208,10 @@ def test_plan_gives_each_open_window_a_part_from_its_own_services(tmp_path: Path
     assert anomalous.anomaly.scenario_id == "database_slow--ledger-db"
     assert anomalous.anomaly.target_entity == "ledger-db"
     assert anomalous.anomalous_share == 0.5
+    assert anomalous.anomaly.scope == window.scope
+    # every call knows the other windows, so records in their scope get labelled
+    assert [w.scenario_id for w in background.windows] == [window.scenario_id, other.id]
+    assert [w.scenario_id for w in anomalous.windows] == [other.id]
 
 
 class _SlowSynthesis:

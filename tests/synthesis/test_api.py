@@ -68,8 +68,10 @@ def test_synthesize_with_anomaly_and_filters(client: TestClient) -> None:
     records = resp.json()["records"]
     normal = [r for r in records if not r["is_anomaly"]]
     odd = [r for r in records if r["is_anomaly"]]
-    assert len(odd) == 50
+    # half drawn from the anomaly, plus the background logs that fall in its scope
+    assert len(odd) >= 50
     assert {r["service"] for r in normal} == {"payment-service"}
+    assert not [r for r in normal if r["log_type"] == "payment_transaction_log"]
     payments = [r for r in odd if r["log_type"] == "payment_transaction_log"]
     assert payments and {r["attributes"]["account.id"] for r in payments} == {"acc-777"}
     assert all(r["scenario_id"] == "test-payment_fraud" for r in odd)
@@ -144,3 +146,17 @@ def test_openapi_documents_the_bounds_and_status_page_counts(client: TestClient)
     page = client.get("/")
     assert page.status_code == 200
     assert "records_metric" in page.text
+
+
+def test_scope_names_outside_the_archetype_are_422(client: TestClient) -> None:
+    for scope, needle in (
+        ({"logs": {"cdn_log": ["api-gateway"]}}, "scope log types"),
+        ({"metrics": {"queue.depth": ["payment-service"]}}, "scope metrics"),
+        ({"apm": ["nobody"]}, "scope services"),
+        ({"hosts": ["../etc"]}, "scope hosts"),
+        ({"logs": {"system_resource_log": []}}, "1..20 services"),
+    ):
+        body = {"count": 5, "anomaly": anomaly("cpu_spike", scope=scope)}
+        resp = client.post("/api/synthesize", json=body)
+        assert resp.status_code == 422, (scope, resp.text)
+        assert needle in resp.text, resp.text

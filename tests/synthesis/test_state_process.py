@@ -63,8 +63,13 @@ def test_ids_and_locked_states_come_from_the_state_manager(fleet: tuple[str, str
         records = httpx.post(f"{synthesis_url}/api/synthesize", json=body, timeout=30).json()
         return [r for r in records["records"] if r["attributes"]["account.id"] in LOCKED]
 
-    # the pool refreshes states every ~2 s
-    _wait_for(lambda: any(r["attributes"]["outcome"] == "denied" for r in locked_logins()))
+    def all_denied() -> bool:
+        records = locked_logins()
+        return bool(records) and all(r["attributes"]["outcome"] == "denied" for r in records)
+
+    # The pool refreshes states every ~2 s; one refresh may run while the accounts are being
+    # locked and see only some of them, so wait for one that began after the last lock.
+    _wait_for(all_denied)
     records = locked_logins()
     assert records
     for record in records:
