@@ -245,3 +245,18 @@ def test_counts_bounded_by_a_setting_refuse_huge_values(
         resp = client.request(op.method, op.url("md-raw-logs"), params={field: 10**9, "key": "k"})
     assert resp.status_code == 422, resp.text
     assert BOUNDED_AT_RUN_TIME[key] in resp.json()["message"]
+
+
+DEEP_JSON = b'{"x": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_deeply_nested_bodies_are_a_4xx(name: str, targets: dict[str, Target]) -> None:
+    """JSON nested 5000 deep (small in bytes, deep for a recursive parser or encoder)."""
+    target = targets[name]
+    headers = {**AUTH, "Content-Type": "application/json"}
+    with target.client() as client:
+        for op in operations(target):
+            if op.takes_body:
+                resp = _send(client, op, headers, content=DEEP_JSON)
+                assert 400 <= resp.status_code < 500, f"{op.label}: {resp.status_code}"
