@@ -67,10 +67,12 @@ def test_records_in_a_window_scope_are_labelled_with_it_and_no_others_are(
     chain: tuple[str, Peers],
 ) -> None:
     orch, peers = chain
-    body = {"interval_seconds": 0.1, "logs_per_interval": 40, "duration_seconds": 5, "seed": 5}
+    # Half-second ticks: a tick's records are stamped up to half a second ahead, so windows
+    # opened meanwhile must not start before them (the planning horizon).
+    body = {"interval_seconds": 0.5, "logs_per_interval": 200, "duration_seconds": 5, "seed": 5}
     started = httpx.post(f"{orch}/api/continuous/start", json=body)
     assert started.status_code == 200
-    time.sleep(1)
+    time.sleep(1.25)
     _trigger(orch, "cpu_spike", target="payment-service", intensity=100, duration_seconds=2)
     _trigger(orch, "disk_full", target="payment-2", intensity=90, duration_seconds=2)
     _trigger(orch, "auth_failure", intensity=90, duration_seconds=2)
