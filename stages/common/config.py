@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     lease_duration_seconds: float = Field(default=10.0, gt=0)
     shard_sync_interval_seconds: float = Field(default=5.0, gt=0)
     consumer_max_backoff_seconds: float = Field(default=5.0, gt=0)
+    dedup_window_records: int = Field(
+        default=100_000,
+        ge=0,
+        le=10_000_000,
+        description="Recent records per shard whose event_id drops a re-sent copy; 0 disables.",
+    )
 
     # --- Kinesis producer -----------------------------------------------------------------
     producer_aggregate: bool = True

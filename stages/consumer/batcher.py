@@ -41,6 +41,7 @@ class ShardBuffer:
         self.records = 0
         self.bytes = 0
         self.dead_letters = 0
+        self.duplicates = 0  # records dropped because the window had their event_id already
         self.arrival_fallbacks = 0
         self.last_sequence: str | None = None  # last whole Kinesis record added
         self.first_added_at: float | None = None  # monotonic, for the age trigger

@@ -10,7 +10,9 @@ One item per shard, keyed ``<stream>:<shard>``. The contract every store keeps:
 - ``set_pending(end)`` records the end of a flush *before* its objects are uploaded. Whoever holds
   the lease next replays exactly the range (checkpoint, end] before reading on, so the objects
   are rebuilt with the same keys and nothing is duplicated by a different batching.
-- ``checkpoint(seq)`` is written only after the objects are in S3 and clears the pending range.
+- ``checkpoint(seq, window)`` is written only after the objects are in S3 and clears the pending
+  range; in the same write it stores the duplicate window's positions (see dedup.py), so the
+  next holder rebuilds exactly the window the checkpoint was made with.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
+
+from stages.consumer.dedup import Mark, WindowState
 
 TRIM_HORIZON = "TRIM_HORIZON"
 SHARD_END = "SHARD_END"
@@ -45,6 +49,7 @@ class Lease:
     heartbeat_ms: int = 0
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
+    window: WindowState | None = None  # None: written by a consumer without the dedup window
 
     @property
     def key(self) -> str:
@@ -69,7 +74,9 @@ class LeaseStore(Protocol):
     def take(self, lease: Lease, owner: str) -> Lease | None: ...
     def renew(self, key: str, owner: str) -> None: ...
     def set_pending(self, key: str, owner: str, end_sequence: str) -> None: ...
-    def checkpoint(self, key: str, owner: str, sequence: str) -> None: ...
+    def checkpoint(
+        self, key: str, owner: str, sequence: str, window: WindowState | None = None
+    ) -> None: ...
     def mark_started(self, key: str, owner: str) -> None: ...
     def release(self, key: str, owner: str) -> None: ...
 
@@ -121,9 +128,15 @@ class InMemoryLeaseStore:
     def set_pending(self, key: str, owner: str, end_sequence: str) -> None:
         self._update_owned(key, owner, lambda lease: {"pending_end": end_sequence})
 
-    def checkpoint(self, key: str, owner: str, sequence: str) -> None:
+    def checkpoint(
+        self, key: str, owner: str, sequence: str, window: WindowState | None = None
+    ) -> None:
         def change(lease: Lease) -> dict[str, Any]:
-            changes: dict[str, Any] = {"checkpoint": sequence, "pending_end": None}
+            changes: dict[str, Any] = {
+                "checkpoint": sequence,
+                "pending_end": None,
+                "window": window,
+            }
             if sequence == SHARD_END:
                 changes["finished_at_ms"] = _now_ms()
             return changes
@@ -241,17 +254,31 @@ class DynamoLeaseStore:
     def set_pending(self, key: str, owner: str, end_sequence: str) -> None:
         self._update_owned(key, owner, "SET pending_end = :end", {":end": {"S": end_sequence}})
 
-    def checkpoint(self, key: str, owner: str, sequence: str) -> None:
+    def checkpoint(
+        self, key: str, owner: str, sequence: str, window: WindowState | None = None
+    ) -> None:
         expression = "SET #cp = :seq"
         values: dict[str, Any] = {":seq": {"S": sequence}}
+        removed = "pending_end"
         if sequence == SHARD_END:
             expression += ", finished_at_ms = :now"
             values[":now"] = {"N": str(_now_ms())}
+        if window is None:
+            removed += ", dedup_base, dedup_marks"
+        else:
+            expression += ", dedup_base = :base, dedup_marks = :marks"
+            values[":base"] = {"S": window.base}
+            values[":marks"] = {
+                "L": [
+                    {"M": {"s": {"S": m.sequence}, "n": {"N": str(m.records)}}}
+                    for m in window.marks
+                ]
+            }
         try:
             self.db.update_item(
                 TableName=self.table,
                 Key={"lease_key": {"S": key}},
-                UpdateExpression=expression + " REMOVE pending_end",
+                UpdateExpression=f"{expression} REMOVE {removed}",
                 ConditionExpression="lease_owner = :me",
                 ExpressionAttributeNames={"#cp": "checkpoint"},
                 ExpressionAttributeValues={":me": {"S": owner}, **values},
@@ -300,4 +327,15 @@ def _from_item(item: dict[str, Any]) -> Lease:
         heartbeat_ms=n("heartbeat_ms") or 0,
         started_at_ms=n("started_at_ms"),
         finished_at_ms=n("finished_at_ms"),
+        window=_window_from_item(item),
     )
+
+
+def _window_from_item(item: dict[str, Any]) -> WindowState | None:
+    if "dedup_base" not in item:
+        return None
+    marks = tuple(
+        Mark(entry["M"]["s"]["S"], int(entry["M"]["n"]["N"]))
+        for entry in item.get("dedup_marks", {}).get("L", [])
+    )
+    return WindowState(item["dedup_base"]["S"], marks)

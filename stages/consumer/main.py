@@ -242,6 +242,7 @@ class Consumer:
             get_records_limit=self.settings.get_records_limit,
             poll_interval=self.settings.poll_interval_seconds,
             max_backoff=self.settings.consumer_max_backoff_seconds,
+            dedup_window_records=self.settings.dedup_window_records,
         )
         worker = ShardWorker(
             lease,

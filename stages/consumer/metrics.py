@@ -20,6 +20,11 @@ FLUSHES = Counter("consumer_flushes_total", "Shard flushes by trigger", ["stream
 DEAD_LETTERS = Counter(
     "consumer_dead_letters_total", "Records written to the dead-letter prefix", ["stream"]
 )
+DUPLICATES_DROPPED = Counter(
+    "consumer_duplicates_dropped_total",
+    "Records not written because their event_id was already in the shard's window",
+    ["stream"],
+)
 ARRIVAL_FALLBACKS = Counter(
     "consumer_event_time_fallbacks_total",
     "Records partitioned by arrival time because their timestamp was missing or unusable",

@@ -38,6 +38,7 @@ class Routed:
     line: bytes  # one JSON object, no newline
     event_time_from_arrival: bool = False
     reason: str | None = None
+    event_id: str | None = None  # what duplicates are recognised by (see dedup.py)
 
 
 def sanitize_service(service: str) -> str:
@@ -98,7 +99,13 @@ def route(data: bytes, arrival: datetime, stream: str) -> Routed:
     line = data.strip()
     if b"\n" in line or b"\r" in line:
         line = orjson.dumps(record)
-    return Routed(Partition(f"service={safe_service}/{hour}"), line, from_arrival)
+    event_id = record.get("event_id")
+    return Routed(
+        Partition(f"service={safe_service}/{hour}"),
+        line,
+        from_arrival,
+        event_id=event_id if isinstance(event_id, str) and event_id else None,
+    )
 
 
 def _dead(stream: str, arrival: datetime, reason: str) -> Routed:

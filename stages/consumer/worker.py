@@ -13,9 +13,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from stages.consumer import metrics
 from stages.consumer.batcher import FlushLimits, ShardBuffer
+from stages.consumer.dedup import DedupWindow, WindowState, event_key
 from stages.consumer.leases import SHARD_END, TRIM_HORIZON, Lease, LeaseLost, LeaseStore
 from stages.consumer.partitioner import route
-from stages.consumer.reader import ReadResult, ShardReader, backoff_delay
+from stages.consumer.reader import KinesisRecord, ReadResult, ShardReader, backoff_delay
 from stages.consumer.writer import LakeObject, build_objects
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class WorkerConfig:
     get_records_limit: int
     poll_interval: float
     max_backoff: float
+    dedup_window_records: int = 0
 
 
 class ShardWorker(threading.Thread):
@@ -69,6 +71,10 @@ class ShardWorker(threading.Thread):
         self.buffer = ShardBuffer(self.stream, self.shard_id)
         self.checkpoint = lease.checkpoint
         self.replay_end = lease.pending_end
+        self.window = DedupWindow(stored_window(lease), config.dedup_window_records)
+        # Records up to the checkpoint are read again only to refill the duplicate window.
+        refill = self.window.refill_until
+        self.refill_end = int(refill) if refill is not None else None
         self.millis_behind = 0
 
     # --- thread body --------------------------------------------------------------------
@@ -96,7 +102,7 @@ class ShardWorker(threading.Thread):
             self.kinesis,
             self.stream,
             self.shard_id,
-            self.checkpoint,
+            self.window.state.base,
             self.config.get_records_limit,
             self.config.max_backoff,
             self._should_abandon,
@@ -118,11 +124,13 @@ class ShardWorker(threading.Thread):
                 self.finished = True
                 log.info("%s: shard finished", self.key)
                 return
-            if self.open_partitions_total() > self.max_open_partitions:
-                self.flush("open_partitions")
-            reason = self.buffer.flush_reason(self.config.limits)
-            if reason:
-                self.flush(reason)
+            if self.replay_end is None:
+                # A pending range is flushed whole, as it was recorded, never cut by a timer.
+                if self.open_partitions_total() > self.max_open_partitions:
+                    self.flush("open_partitions")
+                reason = self.buffer.flush_reason(self.config.limits)
+                if reason:
+                    self.flush(reason)
             self._pause(result)
 
     def _should_abandon(self) -> bool:
@@ -132,7 +140,13 @@ class ShardWorker(threading.Thread):
         stream = self.stream
         user_count = 0
         byte_count = 0
+        window = self.window
         for krec in result.records:
+            if self.refill_end is not None:
+                if int(krec.sequence) <= self.refill_end:
+                    self._refill(krec)
+                    continue
+                self.refill_end = None
             if self.replay_end is not None and int(krec.sequence) > int(self.replay_end):
                 # The pending range ended on a record we have already passed; close it first.
                 self.flush("replay")
@@ -140,6 +154,10 @@ class ShardWorker(threading.Thread):
             buffer = self.buffer
             for user in krec.user_records:
                 routed = route(user.data, krec.arrival, stream)
+                byte_count += len(user.data)
+                if routed.event_id is not None and window.seen_before(event_key(routed.event_id)):
+                    buffer.duplicates += 1
+                    continue
                 buffer.add(
                     routed,
                     krec.sequence,
@@ -148,7 +166,6 @@ class ShardWorker(threading.Thread):
                     krec.arrival,
                     user.partition_key,
                 )
-                byte_count += len(user.data)
             user_count += len(krec.user_records)
             buffer.mark_record_done(krec.sequence)
             if self.replay_end is not None and krec.sequence == self.replay_end:
@@ -162,6 +179,14 @@ class ShardWorker(threading.Thread):
             metrics.KINESIS_RECORDS_IN.labels(stream).inc(len(result.records))
             metrics.RECORDS_IN.labels(stream).inc(user_count)
             metrics.BYTES_IN.labels(stream).inc(byte_count)
+
+    def _refill(self, krec: KinesisRecord) -> None:
+        keys = []
+        for user in krec.user_records:
+            event_id = route(user.data, krec.arrival, self.stream).event_id
+            if event_id is not None:
+                keys.append(event_key(event_id))
+        self.window.refill(krec.sequence, keys)
 
     def _at_shard_end(self, result: ReadResult, position: str) -> bool:
         if result.shard_closed:
@@ -196,7 +221,10 @@ class ShardWorker(threading.Thread):
         )
         for obj in objects:
             self._upload(obj)
-        self._with_retries("checkpoint", lambda: self.store.checkpoint(self.key, owner, end))
+        window = self.window.close(end)
+        self._with_retries(
+            "checkpoint", lambda: self.store.checkpoint(self.key, owner, end, window)
+        )
         self.checkpoint = end
         if self.replay_end is not None and int(end) >= int(self.replay_end):
             self.replay_end = None
@@ -204,6 +232,7 @@ class ShardWorker(threading.Thread):
         metrics.FLUSHES.labels(self.stream, reason).inc()
         metrics.RECORDS_OUT.labels(self.stream).inc(written)
         metrics.DEAD_LETTERS.labels(self.stream).inc(buffer.dead_letters)
+        metrics.DUPLICATES_DROPPED.labels(self.stream).inc(buffer.duplicates)
         metrics.ARRIVAL_FALLBACKS.labels(self.stream).inc(buffer.arrival_fallbacks)
         metrics.OBJECTS_OUT.labels(self.stream).inc(len(objects))
         metrics.BYTES_OUT.labels(self.stream).inc(sum(len(obj.body) for obj in objects))
@@ -244,3 +273,13 @@ class ShardWorker(threading.Thread):
                 raise FlushAborted(f"shutdown deadline passed during {operation}")
             time.sleep(backoff_delay(attempt, self.config.max_backoff))
             attempt += 1
+
+
+def stored_window(lease: Lease) -> WindowState:
+    """The lease's duplicate window if it was written with this checkpoint, else an empty one."""
+    window = lease.window
+    if window is not None:
+        end = window.marks[-1].sequence if window.marks else window.base
+        if end == lease.checkpoint:
+            return window
+    return WindowState(lease.checkpoint)

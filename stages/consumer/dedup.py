@@ -1,0 +1,126 @@
+"""Dropping re-sent records per shard, so that the same decision is made after any crash.
+
+Producers are at-least-once on one edge: a PutRecords that times out after Kinesis stored it is
+sent again, and Ingestion's timeout-then-spool path can send a record that Kinesis got after all.
+The copy has the same ``event_id`` and the same partition key (the record's service), so it lands
+on the same shard, a little later. The consumer remembers the event ids of the shard's recent
+records and drops a record whose id it has already seen.
+
+"Recent" must mean the same thing to whoever reads the shard next, or a replay after a crash
+would keep a record the first reader dropped (or the other way round) and write different
+objects. So the window is defined by positions in the shard, stored with the checkpoint:
+
+- each checkpointed flush adds a *mark*: the sequence number it ended at and how many records
+  with an ``event_id`` were read in its range;
+- the window is every record after ``base`` up to the checkpoint, plus the records read since;
+- at each checkpoint the oldest marks are dropped (``base`` moves up to them) while the remaining
+  ones still hold at least ``max_records`` records, and never more than ``MAX_MARKS`` are kept;
+- a new owner reads the shard from ``base``, refills the window from (base, checkpoint] without
+  writing anything, then goes on as the previous owner would have.
+
+Limits: a copy further back than the window is kept (and then appears twice in S3), as is a copy
+that lands on another shard (only if the stream was resharded in between). Ids are compared as
+128-bit BLAKE2b digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass
+
+# Bounds the lease item (each mark is one sequence number and one count) and the re-read after a
+# takeover when flushes are small.
+MAX_MARKS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    sequence: str  # the last Kinesis sequence number of a checkpointed flush
+    records: int  # records with an event_id read in (previous mark, sequence]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """What the lease stores: the window starts after ``base`` and ends at the last mark."""
+
+    base: str
+    marks: tuple[Mark, ...] = ()
+
+
+def event_key(event_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=16).digest())
+
+
+class DedupWindow:
+    """The event ids of one shard's window, in one set per checkpointed range."""
+
+    def __init__(self, state: WindowState, max_records: int) -> None:
+        self.max_records = max_records
+        self.state = state if max_records > 0 else WindowState(state.base)
+        self._segments: deque[set[int]] = deque(set() for _ in self.state.marks)
+        self._refs: dict[int, int] = {}  # id -> how many segments hold it
+        self._current: set[int] = set()
+        self._current_count = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_records > 0
+
+    @property
+    def refill_until(self) -> str | None:
+        """Records up to this sequence number only refill the window (None: nothing to refill)."""
+        return self.state.marks[-1].sequence if self.state.marks else None
+
+    def refill(self, sequence: str, keys: list[int]) -> None:
+        """Put the ids of an already checkpointed record back into its range's segment."""
+        position = int(sequence)
+        for index, mark in enumerate(self.state.marks):
+            if position <= int(mark.sequence):
+                segment = self._segments[index]
+                for key in keys:
+                    if key not in segment:
+                        segment.add(key)
+                        self._refs[key] = self._refs.get(key, 0) + 1
+                return
+
+    def seen_before(self, key: int) -> bool:
+        """Whether ``key`` is in the window already; either way it is in it afterwards."""
+        if not self.enabled:
+            return False
+        self._current_count += 1
+        seen = key in self._refs or key in self._current
+        # A copy is recorded in this range too, so that it outlives the range of the original
+        # exactly as it does in a window refilled from the shard (which records every id).
+        self._current.add(key)
+        return seen
+
+    def close(self, sequence: str) -> WindowState:
+        """The records read so far were checkpointed at ``sequence``: the state to store."""
+        if not self.enabled:
+            self.state = WindowState(sequence)
+            return self.state
+        marks = [*self.state.marks, Mark(sequence, self._current_count)]
+        self._segments.append(self._current)
+        for key in self._current:
+            self._refs[key] = self._refs.get(key, 0) + 1
+        self._current, self._current_count = set(), 0
+        base = self.state.base
+        held = sum(mark.records for mark in marks)
+        while len(marks) > 1 and (
+            len(marks) > MAX_MARKS or held - marks[0].records >= self.max_records
+        ):
+            dropped = marks.pop(0)
+            held -= dropped.records
+            base = dropped.sequence
+            for key in self._segments.popleft():
+                left = self._refs[key] - 1
+                if left:
+                    self._refs[key] = left
+                else:
+                    del self._refs[key]
+        self.state = WindowState(base, tuple(marks))
+        return self.state
+
+    def __len__(self) -> int:
+        return len(self._refs) + len(self._current)
