@@ -6,6 +6,7 @@ import pytest
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.consumer.dedup import Mark, WindowState
 from stages.consumer.leases import (
     SHARD_END,
     TRIM_HORIZON,
@@ -77,6 +78,21 @@ def test_pending_range_survives_takeover_and_checkpoint_clears_it(store: LeaseSt
     store.checkpoint(taken.key, "b", "100")
     lease = _only(store)
     assert lease.checkpoint == "100" and lease.pending_end is None
+
+
+def test_the_duplicate_window_is_stored_with_the_checkpoint_and_handed_over(
+    store: LeaseStore,
+) -> None:
+    store.create_if_missing("s", "shard-0", ())
+    taken = store.take(_only(store), "a")
+    assert taken is not None and taken.window is None
+    window = WindowState("40", (Mark("70", 12), Mark("100", 30)))
+    store.checkpoint(taken.key, "a", "100", window)
+    stolen = store.take(_only(store), "b")
+    assert stolen is not None and stolen.window == window and stolen.checkpoint == "100"
+    # A checkpoint written without a window (the shard's end) drops the stale one.
+    store.checkpoint(taken.key, "b", SHARD_END)
+    assert _only(store).window is None
 
 
 def test_release_frees_the_lease_and_shard_end_is_recorded(store: LeaseStore) -> None:
