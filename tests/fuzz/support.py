@@ -6,7 +6,8 @@ second interpreter's start-up cost); one without it (the Kinesis consumer, whose
 inside its worker) is started as a real process. All of them talk to one private emulator, write
 under a private DATA_DIR each, and run with CONTROL_TOKEN set. Their peers point at a port where
 nothing listens: fuzzing must never start real generation across the fleet, and "peer
-unavailable" (503 with Retry-After) is one of the answers being checked.
+unavailable" (503 with Retry-After) is one of the answers being checked. The one live link,
+ingestion -> Log Consolidation, is in ``LIVE_PEERS``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def http_services() -> list[Service]:
 def app_factory(svc: Service) -> AppFactory | None:
     try:
         module = importlib.import_module(f"{svc.module}.app")
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{svc.module}.app":
+            raise  # the app exists but cannot be imported: a failure, not "run it as a process"
         return None
     return getattr(module, "create_app", None)
 
