@@ -40,7 +40,8 @@ def no_server_error_but_retryable_503(
     """5xx is a bug, except 503 with Retry-After: the documented "peer unavailable" answer."""
     if response.status_code < 500:
         return None
-    if response.status_code == 503 and response.headers.get("retry-after"):
+    names = {name.lower() for name in response.headers}
+    if response.status_code == 503 and "retry-after" in names:
         return None
     raise UnexpectedServerError(
         f"{case.operation.label} answered {response.status_code}: {response.text[:500]}"
