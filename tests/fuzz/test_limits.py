@@ -159,7 +159,7 @@ def test_oversized_bodies_are_refused_with_413(name: str, targets: dict[str, Tar
                 assert resp.json()["error"] == "payload_too_large"
 
 
-def _past_the_bound(schema: dict[str, Any]) -> Any:
+def _bound_value(schema: dict[str, Any]) -> Any:
     """A value just past the schema's bound, or None when it declares none we can pass."""
     kind = schema.get("type")
     if kind in {"integer", "number"} and "maximum" in schema:
@@ -178,17 +178,47 @@ def _unbounded_count(schema: dict[str, Any]) -> bool:
     )
 
 
-def _bounded_fields(op: Operation) -> Iterator[tuple[str, str, Any]]:
-    """(location, name, value past its bound) for query parameters and top-level body fields."""
-    for param in op.parameters("query"):
-        value = _past_the_bound(op.resolve(param.get("schema", {})))
-        if value is not None and not isinstance(value, list):
-            yield "query", param["name"], value
-    body = op.json_body_schema()
-    for field, schema in (body or {}).get("properties", {}).items():
-        value = _past_the_bound(op.resolve(schema))
+def _options(op: Operation, schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The alternatives of a schema (``int | None`` is an anyOf), each resolved."""
+    schema = op.resolve(schema)
+    return [op.resolve(option) for option in schema.get("anyOf", [schema])]
+
+
+def _past_the_bound(op: Operation, schema: dict[str, Any]) -> Any:
+    for option in _options(op, schema):
+        value = _bound_value(option)
         if value is not None:
-            yield "body", field, value
+            return value
+    return None
+
+
+def _body_bounds(
+    op: Operation, schema: dict[str, Any], path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(path to a body field, value past its bound), nested objects included."""
+    for field, sub in schema.get("properties", {}).items():
+        value = _past_the_bound(op, sub)
+        if value is not None:
+            yield (*path, field), value
+        elif len(path) < 2:
+            for option in _options(op, sub):
+                yield from _body_bounds(op, option, (*path, field))
+
+
+def _nested(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    for field in reversed(path):
+        value = {field: value}
+    return value
+
+
+def _bounded_fields(op: Operation) -> Iterator[tuple[str, str, Any]]:
+    """(location, field name, what to send) for query parameters and body fields with a bound."""
+    for param in op.parameters("query"):
+        value = _past_the_bound(op, param.get("schema", {}))
+        if value is not None and not isinstance(value, list):
+            yield "query", param["name"], {param["name"]: value}
+    for path, value in _body_bounds(op, op.json_body_schema() or {}):
+        yield "body", path[-1], _nested(path, value)
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -201,12 +231,12 @@ def test_counts_and_strings_past_their_bounds_are_422(
     checked = 0
     with target.client(headers=AUTH) as client:
         for op in operations(target):
-            for location, field, value in _bounded_fields(op):
+            for location, field, sent in _bounded_fields(op):
                 if location == "query":
-                    resp = client.request(op.method, op.url(), params={field: value}, json=None)
+                    resp = client.request(op.method, op.url(), params=sent)
                 else:
-                    resp = client.request(op.method, op.url(), json={field: value})
-                assert resp.status_code == 422, f"{op.label} {field}={str(value)[:40]}: {resp.text}"
+                    resp = client.request(op.method, op.url(), json=sent)
+                assert resp.status_code == 422, f"{op.label} {str(sent)[:60]}: {resp.text[:300]}"
                 assert field in resp.text, f"{op.label}: the 422 does not name {field}"
                 checked += 1
     print(f"{name}: {checked} bounds checked")
@@ -221,11 +251,12 @@ UNBOUNDED_ALLOWED: dict[tuple[str, str, str], str] = {}
 def test_every_count_declares_a_bound(name: str, targets: dict[str, Target]) -> None:
     missing = []
     for op in operations(targets[name]):
-        params = [(p["name"], op.resolve(p.get("schema", {}))) for p in op.parameters("query")]
+        params = [(p["name"], p.get("schema", {})) for p in op.parameters("query")]
         body = op.json_body_schema() or {}
-        fields = [(f, op.resolve(s)) for f, s in body.get("properties", {}).items()]
+        fields = list(body.get("properties", {}).items())
         for field, schema in params + fields:
-            if _unbounded_count(schema) and (name, op.label, field) not in UNBOUNDED_ALLOWED:
+            unbounded = any(_unbounded_count(option) for option in _options(op, schema))
+            if unbounded and (name, op.label, field) not in UNBOUNDED_ALLOWED:
                 missing.append(f"{op.label} {field}")
     assert not missing, f"counts without an upper bound: {missing}"
 
