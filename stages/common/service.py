@@ -138,6 +138,29 @@ def create_service_app(
     return app
 
 
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+_BODY_ERRORS = {
+    "400": "The body could not be decoded or parsed",
+    "413": "The body is over the service's size limit",
+}
+
+
+_PATH_ERROR = {"404": "Nothing is known by this name"}
+
+
+def _document_shared_errors(schema: dict[str, Any]) -> None:
+    """Errors every route of a kind can answer, whether or not the route declares them: an
+    unreadable or oversized body, and an unknown name in the path."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            errors = dict(_BODY_ERRORS) if "requestBody" in operation else {}
+            if any(param.get("in") == "path" for param in operation.get("parameters", [])):
+                errors.update(_PATH_ERROR)
+            responses = operation.setdefault("responses", {})
+            for code, description in errors.items():
+                responses.setdefault(code, {"description": description, "content": _ERROR_CONTENT})
+
+
 class _DeclaredBodyLimit:
     """413 with the usual JSON error body when Content-Length is over the limit, before anything
     reads the body (FastAPI's own limit would answer it in plain text)."""
@@ -173,9 +196,11 @@ def _document_error_bodies(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            schemas = schema.get("components", {}).get("schemas", {})
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             if "HTTPValidationError" in schemas:
                 schemas["HTTPValidationError"] = ErrorBody.model_json_schema()
+            schemas["ErrorBody"] = ErrorBody.model_json_schema()
+            _document_shared_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

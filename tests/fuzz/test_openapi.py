@@ -2,9 +2,10 @@
 
 Each operation gets valid (positive) and invalid (negative) generated requests, sent with the
 control token. A response fails the test when it is a 5xx other than 503-with-Retry-After (a peer
-is down, which is how these services run here), when its body does not match the schema its
-status declares, or when its content type is not the declared one; an invalid request must get a
-4xx. All failures of a service are collected, so one run lists every broken operation.
+is down, which is how these services run here), when its status is not declared in the document,
+when its body does not match the schema its status declares, or when its content type is not the
+declared one; an invalid request must get a 4xx. All failures of a service are collected, so
+one run lists every broken operation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
     response_schema_conformance,
+    status_code_conformance,
 )
 
 from stages.common import fleet
@@ -51,11 +53,13 @@ def no_server_error_but_retryable_503(
 CHECKS = {
     GenerationMode.POSITIVE: [
         no_server_error_but_retryable_503,
+        status_code_conformance,
         content_type_conformance,
         response_schema_conformance,
     ],
     GenerationMode.NEGATIVE: [
         no_server_error_but_retryable_503,
+        status_code_conformance,
         content_type_conformance,
         response_schema_conformance,
         negative_data_rejection,
