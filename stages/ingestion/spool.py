@@ -47,6 +47,10 @@ class Spool:
         self._lock = threading.Lock()
         self._dir.mkdir(parents=True, exist_ok=True)
         self._segments = self._existing_segments()
+        # Numbers only grow while the process runs: a chunk is known by (segment, offset), and a
+        # drained-and-deleted segment's number coming back would make the drainer take a new
+        # chunk for one it already sent (and skip its records).
+        self._last_segment = self._segments[-1] if self._segments else 0
         self._pending = sum(self._size(seg) - self._offset(seg) for seg in self._segments)
         # Appends go to the newest segment until it is full; a restart starts a new one so that
         # a half-written last line from a crash is never appended to.
@@ -131,7 +135,8 @@ class Spool:
     def _segment_for_append(self, nbytes: int) -> int:
         if self._active is not None and self._size(self._active) + nbytes <= self._segment_bytes:
             return self._active
-        self._active = (self._segments[-1] + 1) if self._segments else 1
+        self._last_segment += 1
+        self._active = self._last_segment
         self._segments.append(self._active)
         return self._active
 

@@ -31,6 +31,21 @@ def test_drains_in_order_across_segments_and_removes_them(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_segment_number_is_never_reused_while_the_spool_is_open(tmp_path: Path) -> None:
+    """The drainer knows a chunk by (segment, start); a reused number once made it take a new
+    segment's first chunk for the one it had just sent, and skip those records."""
+    spool = Spool(tmp_path, 1024 * 1024)
+    spool.append(_lines(0, 3))
+    first = spool.oldest_chunk(10)
+    assert first is not None
+    spool.commit(first)
+    assert spool.segment_count() == 0
+    spool.append(_lines(3, 3))
+    second = spool.oldest_chunk(10)
+    assert second is not None and second.lines == _lines(3, 3)
+    assert (second.segment, second.start) != (first.segment, first.start)
+
+
 def test_uncommitted_chunk_is_read_again(tmp_path: Path) -> None:
     spool = Spool(tmp_path, 1024 * 1024)
     spool.append(_lines(0, 10))
