@@ -8,6 +8,7 @@ top-level schema.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -42,6 +43,12 @@ _REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "metric": ("metric_name", "value", "unit"),
     "apm": ("trace_id", "span_id", "name", "duration_ms", "status"),
 }
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 _REQUIRED_GETTERS = {kind: itemgetter(*fields) for kind, fields in _REQUIRED_FIELDS.items()}
 
 ShortText = Annotated[str, Field(max_length=256)]
@@ -64,7 +71,8 @@ def format_timestamp(moment: datetime) -> str:
 class Record(BaseModel):
     """One telemetry record. Unknown top-level fields are refused: they belong in attributes."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # NaN and Infinity are not JSON: the lake's readers would see them as null or fail.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
     event_id: str = Field(default_factory=new_event_id, min_length=8, max_length=64)
     timestamp: str = Field(
@@ -131,8 +139,11 @@ class Record(BaseModel):
     def _flat_attributes(cls, value: dict[str, Any]) -> dict[str, Any]:
         if len(value) > _MAX_ATTRIBUTES:
             raise ValueError(f"at most {_MAX_ATTRIBUTES} attributes")
-        if _JSON_SCALAR_TYPES.issuperset(map(type, value.values())) and (
-            max(map(len, value), default=0) <= _MAX_ATTRIBUTE_NAME
+        types = set(map(type, value.values()))
+        if (
+            types <= _JSON_SCALAR_TYPES
+            and max(map(len, value), default=0) <= _MAX_ATTRIBUTE_NAME
+            and (float not in types or all(map(_finite, value.values())))
         ):
             return value
         for key, item in value.items():
@@ -140,6 +151,8 @@ class Record(BaseModel):
                 raise ValueError(f"attribute name too long: {key[:40]}...")
             if not isinstance(item, _SCALAR_TYPES):
                 raise ValueError(f"attribute {key!r} must be a string, number, boolean or null")
+            if not _finite(item):
+                raise ValueError(f"attribute {key!r} must be a finite number, not {item}")
         return value
 
     @model_validator(mode="after")

@@ -56,6 +56,10 @@ def test_canonical_timestamps_stay_as_formatting_them_again_would(timestamp: str
         ({"kind": "metric", "metric_name": "cpu.usage", "value": 1.0}, "needs unit"),
         ({"attributes": {"k" * 129: 1}}, "attribute name too long"),
         ({"attributes": {f"a{i}": i for i in range(65)}}, "at most 64 attributes"),
+        ({"attributes": {"ratio": float("nan")}}, "finite number"),
+        ({"attributes": {"ratio": float("inf")}}, "finite number"),
+        ({"anomaly_score": float("nan")}, "anomaly_score"),
+        ({"kind": "metric", "metric_name": "cpu.use", "value": float("inf"), "unit": "%"}, "value"),
     ],
 )
 def test_invalid_records_are_refused_with_the_reason(change: dict, problem: str) -> None:
