@@ -28,6 +28,11 @@ everything off. ``configure(delay=seconds)`` adds latency before every forwarded
 ``getrecords_expired``, ``s3_put_error``, ``s3_put_error_500``/``_503``); ``received`` and
 ``forwarded`` count requests by operation (``kinesis:PutRecords``, ``s3:PUT``, ...);
 ``putrecords_calls`` records the size of every PutRecords request as the client sent it.
+
+The proxy forwards any HTTP service, not only AWS: ``observer(method, path, body, status)`` is
+called with every request and the status its client got (502 when the upstream was down, 0 when
+the client was gone before the answer was written), which
+is how the fault suite sees which batches the Ingestion Interface answered 2xx.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -160,7 +166,13 @@ class FaultProxy:
     """See the module docstring. Use as a context manager or call ``start()``/``stop()``."""
 
     def __init__(
-        self, upstream: str, *, seed: int = 0, host: str = "127.0.0.1", port: int = 0
+        self,
+        upstream: str,
+        *,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        observer: Callable[[str, str, bytes, int], None] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
@@ -177,6 +189,7 @@ class FaultProxy:
         self.received: Counter[str] = Counter()
         self.forwarded: Counter[str] = Counter()
         self.putrecords_calls: deque[PutRecordsCall] = deque(maxlen=100_000)
+        self.observer = observer
         # A fixed port lets a test take the proxy away and bring it back at the same address.
         self._server = _Server((host, port), _Handler)
         self._server.proxy = self
@@ -504,7 +517,20 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, OSError):
             self.close_connection = True
             return
-        response = self.server.proxy._handle(self, body)
+        proxy = self.server.proxy
+        response = proxy._handle(self, body)
+        delivered = response.status
+        try:
+            self._respond(response)
+        except OSError:
+            # The client went away (it timed out, or was killed) before it got the answer.
+            delivered = 0
+            self.close_connection = True
+        finally:
+            if proxy.observer is not None:
+                proxy.observer(self.command, self.path, body, delivered)
+
+    def _respond(self, response: _Response) -> None:
         self.send_response_only(response.status, response.reason)
         for name, value in response.headers:
             self.send_header(name, value)
@@ -514,5 +540,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not no_body:
             self.wfile.write(response.body)
+        self.wfile.flush()
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = _serve
