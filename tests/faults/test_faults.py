@@ -57,7 +57,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 def test_consumer_sigkilled_five_times(fleet: FaultFleet) -> None:
     rng = random.Random(11)
-    kills = []
+    kills: list[int] = []
 
     def during() -> None:
         for _ in range(5):
@@ -65,7 +65,7 @@ def test_consumer_sigkilled_five_times(fleet: FaultFleet) -> None:
             # waits for the dead one's leases to expire).
             wait_until(lambda: owned_shards(fleet) > 0, timeout=60, what="the consumer's leases")
             time.sleep(rng.uniform(0.5, 2.0))
-            kills.append(owned_shards(fleet))
+            kills.append(int(owned_shards(fleet)))
             fleet.sigkill(CONSUMER)
             fleet.start_service(CONSUMER)
 
