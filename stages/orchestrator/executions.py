@@ -195,7 +195,10 @@ class Executions:
 
     def _run(self, execution: Execution) -> None:
         total = max(1, math.ceil(execution.plan.duration_seconds / TICK_SECONDS))
-        schedule = Schedule(TICK_SECONDS, time.monotonic(), total)
+        # The window may start a little later than now (the planning horizon): tick n is made
+        # when its records' time comes, so planning never runs further ahead of the clock.
+        delay = (execution.window.start - datetime.now(UTC)).total_seconds()
+        schedule = Schedule(TICK_SECONDS, time.monotonic() + max(0.0, delay), total)
         try:
             while not schedule.finished():
                 if execution.stop.wait(max(0.0, schedule.next_due() - time.monotonic())):
