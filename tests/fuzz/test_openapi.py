@@ -73,7 +73,7 @@ def stop_generation(target: Target) -> None:
         client.post("/api/continuous/stop").raise_for_status()
         running = client.get("/api/executions", params={"status": "running"}).json()["items"]
         for execution in running:
-            client.post(f"/api/executions/{execution['execution_id']}/stop")
+            client.post(f"/api/executions/{execution['id']}/stop").raise_for_status()
 
 
 AFTER_CASE: dict[str, Callable[[Target], None]] = {"scenario-orchestrator": stop_generation}
