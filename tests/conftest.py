@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,3 +35,19 @@ def endpoint(emulator: tuple[Process, str]) -> str:
 @pytest.fixture
 def settings(endpoint: str) -> Settings:
     return Settings(aws_endpoint_url=endpoint)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's load reports, whichever worker ran them (see tests/faults/conftest.py)."""
+    reports = [
+        value
+        for outcome in ("passed", "failed", "error")
+        for test_report in terminalreporter.stats.get(outcome, [])
+        for name, value in getattr(test_report, "user_properties", ())
+        if name == "load_report"
+    ]
+    if reports:
+        terminalreporter.section("fault suite load reports")
+        for text in reports:
+            terminalreporter.write_line(text)
+            terminalreporter.write_line("")
