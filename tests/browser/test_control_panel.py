@@ -135,6 +135,7 @@ def test_catalogue_search_filters_pages_and_definitions(
 
     page.select_option("#scenario-category", "")
     page.select_option("#scenario-severity", "")
+    expect(count).to_have_text(f"{api_total(orchestrator)} scenarios")
     expect(page.locator("#scenario-page")).to_have_text(re.compile(r"^page 1 of \d+$"))
     first_id = rows.first.get_attribute("data-scenario")
     page.click("#scenario-next")

@@ -232,6 +232,9 @@
     if ($("scenario-category").value) params.set("category", $("scenario-category").value);
     if ($("scenario-severity").value) params.set("severity", $("scenario-severity").value);
     const request = ++catalogue.request;
+    // Paging acts on the page shown; until this answer is drawn there is none to page from.
+    $("scenario-prev").disabled = true;
+    $("scenario-next").disabled = true;
     let page;
     try {
       page = await api("GET", `/api/scenarios?${params}`);
