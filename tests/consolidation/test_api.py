@@ -21,30 +21,24 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 
 from stages.common.config import Settings
 from stages.consolidation.app import create_app
+from tests.support.records import SPAN, TRACE, log_record
 
-TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PROTOBUF = "application/x-protobuf"
-SPAN = "00f067aa0ba902b7"
 
 
 def _record(i: int, **overrides: Any) -> dict[str, Any]:
-    record = {
-        "event_id": f"evt-{i:08d}",
-        "timestamp": "2025-11-09T13:24:33.120Z",
-        "kind": "log",
-        "service": "api-gateway",
-        "host": "api-gw-2",
-        "level": "INFO",
-        "message": f"Request processed {i}",
-        "log_type": "api_gateway_log",
-        "category": "application",
-        "source": "log-synthesis",
-        "trace_id": TRACE,
-        "span_id": SPAN,
-        "attributes": {"http.status_code": 200, "duration_ms": 42.5, "cached": True},
-    }
-    record.update(overrides)
-    return record
+    """A log record with every field OTLP maps (source, trace and span ids, typed attributes)."""
+    return (
+        log_record(
+            i,
+            event_id=f"evt-{i:08d}",
+            source="log-synthesis",
+            trace_id=TRACE,
+            span_id=SPAN,
+            attributes={"http.status_code": 200, "duration_ms": 42.5, "cached": True},
+        )
+        | overrides
+    )
 
 
 def _settings(tmp_path: Path, **extra: Any) -> Settings:

@@ -16,8 +16,8 @@ from stages.common import aws
 from stages.common.config import Settings
 from stages.ingestion.app import create_app
 from tests.ingestion.helpers import read_stream
-from tests.ingestion.records import apm_record, log_record, metric_record, mixed_batch
 from tests.support.processes import free_port
+from tests.support.records import apm_record, log_record, metric_record, mixed_batch
 
 # Nothing listens here: Kinesis is "unreachable" and every accepted record goes to the spool.
 CLOSED = f"http://127.0.0.1:{free_port()}"

@@ -16,9 +16,9 @@ import httpx
 from stages.common import aws
 from stages.common.config import Settings
 from tests.ingestion.helpers import read_stream
-from tests.ingestion.records import mixed_batch
 from tests.support.fault_proxy import FaultProxy
 from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.records import mixed_batch
 
 STREAMS = ("stage01-logs-stream", "stage01-metrics-stream", "stage01-apm-stream")
 

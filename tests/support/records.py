@@ -1,4 +1,4 @@
-"""Canonical records for the Ingestion Interface's tests."""
+"""Canonical records (one per kind) for tests that send records to a service."""
 
 from __future__ import annotations
 
