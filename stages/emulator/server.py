@@ -20,6 +20,7 @@ from typing import Any
 from cheroot.wsgi import Server as WSGIServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+from stages.common.runtime import tune_garbage_collector
 from stages.emulator import moto_patches
 
 log = logging.getLogger(__name__)
@@ -119,5 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    tune_garbage_collector()
     serve(args.host, args.port, provision=not args.no_provision)
     sys.exit(0)
