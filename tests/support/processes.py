@@ -112,3 +112,17 @@ def start_emulator(log_dir: Path, *, provision: bool = True, **env: str) -> tupl
     proc = Process(f"emulator-{port}", args, base_env(endpoint, **env), log_dir)
     wait_http_ok(f"{endpoint}/_localstack/health", proc)
     return proc, endpoint
+
+
+def start_service(
+    package: str, env: Mapping[str, str], log_dir: Path, port: int
+) -> tuple[Process, str]:
+    """``python -m stages.<package>`` with ``env`` (which puts it on ``port``), once healthy."""
+    proc = Process(package, [sys.executable, "-m", f"stages.{package}"], env, log_dir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(f"{url}/health", proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, url

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import httpx
 
-from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.processes import base_env, free_port, start_service
 from tests.synthesis.helpers import anomaly
 
 
@@ -23,13 +22,13 @@ def test_forwarded_records_are_accepted_by_the_real_ingestion(
         CONSOLIDATION_PORT=str(free_port()),
         DATA_DIR=str(tmp_path / "data"),
     )
-    ingestion = Process("ingestion", [sys.executable, "-m", "stages.ingestion"], env, proc_logs)
-    synthesis = Process("synthesis", [sys.executable, "-m", "stages.synthesis"], env, proc_logs)
-    ingestion_url = f"http://127.0.0.1:{ingestion_port}"
-    synthesis_url = f"http://127.0.0.1:{synthesis_port}"
+    ingestion, ingestion_url = start_service("ingestion", env, proc_logs, ingestion_port)
     try:
-        wait_http_ok(f"{ingestion_url}/health", ingestion)
-        wait_http_ok(f"{synthesis_url}/health", synthesis)
+        synthesis, synthesis_url = start_service("synthesis", env, proc_logs, synthesis_port)
+    except BaseException:
+        ingestion.stop()
+        raise
+    try:
         body = {
             "count": 2000,
             "seed": 9,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.processes import base_env, free_port, start_service
 
 LOCKED = [f"acc-{n:05d}" for n in range(1, 41)]
 
@@ -27,13 +26,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
         INGESTION_PORT=str(free_port()),
         DATA_DIR=str(logs / "data"),
     )
-    state = Process("state", [sys.executable, "-m", "stages.state"], env, logs)
-    synthesis = Process("synthesis", [sys.executable, "-m", "stages.synthesis"], env, logs)
-    state_url = f"http://127.0.0.1:{state_port}"
-    synthesis_url = f"http://127.0.0.1:{synthesis_port}"
+    state, state_url = start_service("state", env, logs, state_port)
     try:
-        wait_http_ok(f"{state_url}/health", state)
-        wait_http_ok(f"{synthesis_url}/health", synthesis)
+        synthesis, synthesis_url = start_service("synthesis", env, logs, synthesis_port)
+    except BaseException:
+        state.stop()
+        raise
+    try:
         yield state_url, synthesis_url
     finally:
         synthesis.stop()
