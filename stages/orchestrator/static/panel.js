@@ -306,6 +306,9 @@
 
   function initCatalogue() {
     const reload = () => {
+      // Any reload reads the search box as it is now, so a pending debounced search is moot;
+      // left pending it would fire later and send the user back to page 1.
+      clearTimeout(catalogue.timer);
       catalogue.offset = 0;
       loadScenarios();
     };
