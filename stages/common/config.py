@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     aws_default_region: str = "us-east-1"
     emulator_host: str = "127.0.0.1"
     emulator_port: int = Field(default=4566, ge=0, le=65535)
+    emulator_s3_memory_object_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="S3 objects larger than this live in temporary files, not in the emulator.",
+    )
     embedded_emulator: bool = Field(
         default=True,
         description="Run the embedded emulator when AWS_ENDPOINT_URL is unset; 0 = real AWS.",
@@ -41,6 +46,11 @@ class Settings(BaseSettings):
     # --- Run directory --------------------------------------------------------------------
     run_dir: Path = Path(".run")
     log_level: str = "INFO"
+    memory_reclaim_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds between full GC + malloc_trim in every process; 0 = never.",
+    )
 
     # --- Stage 00 services (bind address and port each; peers are reached at these) -------
     orchestrator_host: str = "127.0.0.1"

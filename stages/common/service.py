@@ -32,7 +32,7 @@ from stages.common.errors import (
     error_body,
     install_error_handlers,
 )
-from stages.common.runtime import tune_garbage_collector
+from stages.common.runtime import tune_process
 
 # The *_created timestamps double every series and no dashboard of ours reads them.
 disable_created_metrics()
@@ -236,7 +236,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def run_service(app: FastAPI, host: str, port: int) -> None:
     """Serve ``app`` in the foreground (the ``python -m stages.<service>`` entry points)."""
-    tune_garbage_collector()
+    tune_process(get_settings().memory_reclaim_seconds)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY
 from stages.common import aws, resources
 from stages.common.config import Settings, get_settings
 from stages.common.resources import StreamSpec
-from stages.common.runtime import tune_garbage_collector
+from stages.common.runtime import tune_process
 from stages.common.service import create_service_app, serve_in_thread
 from stages.consumer import metrics
 from stages.consumer.batcher import FlushLimits
@@ -337,7 +337,7 @@ def main() -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     logging.getLogger("botocore").setLevel(logging.WARNING)
-    tune_garbage_collector()
+    tune_process(settings.memory_reclaim_seconds)
     consumer = Consumer(
         settings,
         kinesis=aws.client("kinesis", settings, retries=False),

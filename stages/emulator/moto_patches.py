@@ -12,13 +12,28 @@ guarantees depend on it. Applied once, in the emulator process only.
 - After ``SplitShard`` moto re-puts the parent's records and keeps routing new records by hash
   range over *all* shards, so they land in the closed parent again. Real Kinesis keeps the
   parent's records in the parent and routes new records to the open children only.
+
+And so that the emulator's memory does not grow with the data that passes through it:
+
+- moto kept every record's data in memory, base64-encoded (a third larger than the data); a
+  benchmark run left the emulator at ~2 GB. The data now goes to one unlinked temporary file per
+  shard (the kernel frees it when the process exits, even on SIGKILL) and is read back with
+  ``pread``; memory holds a small entry per Kinesis record, which carries a whole aggregate.
+- moto's ``BaseModel`` appends every instance it ever creates to a class-level list, for its
+  ``/moto-api/data.json`` dashboard: every record, every overwritten S3 object and every
+  DynamoDB item version stayed reachable forever. Instances are no longer tracked.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
+from base64 import b64decode, b64encode
 from typing import Any
 
+from moto.core import common_models
+from moto.core.utils import unix_time, utcnow
 from moto.kinesis import models
 
 _write_lock = threading.RLock()
@@ -26,23 +41,93 @@ _MAX_GET_BYTES = 10 * 1024 * 1024
 _applied = False
 
 
+class _ShardFile:
+    """Append-only storage for one shard's record data, in an already unlinked file."""
+
+    def __init__(self) -> None:
+        # Open for the shard's lifetime, as the shard's records are.
+        self._file = tempfile.TemporaryFile(prefix="emulator-kinesis-", buffering=0)  # noqa: SIM115
+        self._fd = self._file.fileno()
+        self._end = 0
+
+    def append(self, data: bytes) -> int:
+        """Write ``data`` at the end; the caller holds the write lock. Returns its offset."""
+        offset = self._end
+        view = memoryview(data)
+        while view:
+            # A full disk raises here: moto answers 500 and the producer retries or spools.
+            written = os.pwrite(self._fd, view, self._end)
+            self._end += written
+            view = view[written:]
+        return offset
+
+    def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self._fd, size, offset)
+
+
+class _DiskRecord(models.Record):
+    """A Kinesis record whose data lives in its shard's file; moto's attributes otherwise."""
+
+    def __init__(
+        self,
+        storage: _ShardFile,
+        partition_key: str,
+        data: bytes,
+        sequence_number: int,
+        explicit_hash_key: str,
+    ) -> None:
+        self.partition_key = partition_key
+        self.sequence_number = sequence_number
+        self.explicit_hash_key = explicit_hash_key
+        self.created_at_datetime = utcnow()
+        self.created_at = unix_time(self.created_at_datetime)
+        self.size = len(data)
+        self._storage = storage
+        self._offset = storage.append(data)
+
+    @property
+    def raw_data(self) -> bytes:
+        return self._storage.read(self._offset, self.size)
+
+    @property
+    def data(self) -> str:  # type: ignore[override]
+        # moto's own paths (MergeShards re-puts records) expect the base64 text.
+        return b64encode(self.raw_data).decode("ascii")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "Data": self.raw_data,
+            "PartitionKey": self.partition_key,
+            "SequenceNumber": str(self.sequence_number),
+            "ApproximateArrivalTimestamp": self.created_at_datetime,
+        }
+
+
+def _storage_of(shard: models.Shard) -> _ShardFile:
+    storage = getattr(shard, "_disk_storage", None)
+    if storage is None:
+        storage = shard._disk_storage = _ShardFile()  # type: ignore[attr-defined]
+    return storage
+
+
+# Both ends are read under the write lock: a put between ``reversed()`` and ``next()`` would
+# make the dict iterator raise "changed size during iteration".
 def _max_sequence_number(self: models.Shard) -> int:
-    if self.records:
-        return next(reversed(self.records))
-    return 0
+    with _write_lock:
+        return next(reversed(self.records)) if self.records else 0
 
 
 def _min_sequence_number(self: models.Shard) -> int:
-    if self.records:
-        return next(iter(self.records))
-    return 0
+    with _write_lock:
+        return next(iter(self.records)) if self.records else 0
 
 
 def _put_record(self: models.Shard, partition_key: str, data: str, explicit_hash_key: str) -> str:
+    raw = b64decode(data)
     with _write_lock:
         sequence_number = _max_sequence_number(self) + 1
-        self.records[sequence_number] = models.Record(
-            partition_key, data, sequence_number, explicit_hash_key
+        self.records[sequence_number] = _DiskRecord(
+            _storage_of(self), partition_key, raw, sequence_number, explicit_hash_key
         )
     return str(sequence_number)
 
@@ -59,14 +144,20 @@ def _get_records(
         record = self.records.get(seq)
         if record is not None:
             results.append(record)
-            # moto keeps the data base64-encoded: 3 bytes for every 4 characters.
-            size += len(record.data) * 3 // 4 + len(record.partition_key)
+            size += _data_size(record) + len(record.partition_key)
             position = seq
         seq += 1
     millis_behind = 0
     if results and newest:
         millis_behind = int((self.records[newest].created_at - results[-1].created_at) * 1000)
     return results, position, millis_behind
+
+
+def _data_size(record: models.Record) -> int:
+    if isinstance(record, _DiskRecord):
+        return record.size
+    # moto keeps the data base64-encoded: 3 bytes for every 4 characters.
+    return len(record.data) * 3 // 4
 
 
 def _get_shard_for_key(
@@ -101,10 +192,15 @@ def _split_shard(self: models.Stream, shard_to_split: str, new_starting_hash_key
                 parent.records = kept
 
 
+def _new_untracked(cls: type, *args: Any, **kwargs: Any) -> Any:
+    return object.__new__(cls)
+
+
 def apply() -> None:
     global _applied
     if _applied:
         return
+    common_models.BaseModel.__new__ = staticmethod(_new_untracked)  # type: ignore[method-assign]
     models.Shard.put_record = _put_record
     models.Shard.get_max_sequence_number = _max_sequence_number
     models.Shard.get_min_sequence_number = _min_sequence_number

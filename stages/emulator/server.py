@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 from cheroot.wsgi import Server as WSGIServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from stages.common.runtime import tune_garbage_collector
+from stages.common.runtime import tune_process
 from stages.emulator import moto_patches
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,18 @@ class HealthMiddleware:
 SERVER_THREADS = 32
 # Seconds an idle kept-alive connection stays open; botocore reuses pooled ones sooner.
 KEEP_ALIVE_SECONDS = 60
+
+
+def keep_large_objects_on_disk(max_memory_bytes: int) -> None:
+    """Have moto spill S3 object bodies above ``max_memory_bytes`` to temporary files.
+
+    moto reads the variable whenever it creates an object. A spilled object keeps its file open,
+    so the descriptor limit goes up to the hard limit as well.
+    """
+    os.environ["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(max_memory_bytes)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def serve(host: str, port: int, *, provision: bool) -> None:
@@ -120,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    tune_garbage_collector()
+    tune_process(settings.memory_reclaim_seconds)
+    keep_large_objects_on_disk(settings.emulator_s3_memory_object_bytes)
     serve(args.host, args.port, provision=not args.no_provision)
     sys.exit(0)

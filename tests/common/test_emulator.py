@@ -1,8 +1,13 @@
+import random
+import time
+
 import httpx
+import psutil
 
 from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.common.provision import ensure_resources
+from tests.support.processes import Process
 
 
 def test_health_has_localstack_shape(endpoint: str) -> None:
@@ -32,3 +37,65 @@ def test_provisioning_twice_changes_nothing(settings: Settings) -> None:
     assert len(aws.client("s3", settings).list_buckets()["Buckets"]) == len(
         resources.buckets(settings)
     )
+
+
+def _rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 1e6
+
+
+def _settled_growth(pid: int, before: float) -> float:
+    """RSS growth once freed request buffers went back to the OS (MALLOC_TRIM_SECONDS is 2)."""
+    deadline = time.monotonic() + 10
+    while True:
+        grown = _rss_mb(pid) - before
+        if grown < 40 or time.monotonic() > deadline:
+            return grown
+        time.sleep(0.5)
+
+
+def test_kinesis_and_s3_data_do_not_stay_in_the_emulators_memory(
+    emulator: tuple[Process, str], settings: Settings
+) -> None:
+    """100 MB through Kinesis and 60 MB of S3 objects leave the emulator's RSS almost where it was.
+
+    moto alone kept both in memory (Kinesis data base64-encoded, a third larger), and tracked
+    every model instance it ever made, so the same load grew it by more than 200 MB.
+    """
+    proc, _ = emulator
+    kinesis = aws.client("kinesis", settings)
+    s3 = aws.client("s3", settings)
+    stream = resources.stream_for_kind(settings, "log").name
+    bucket = next(iter(resources.buckets(settings)))
+    before = _rss_mb(proc.pid)
+
+    rng = random.Random(7)
+    sent: list[bytes] = []
+    for batch in range(25):
+        entries = [rng.randbytes(200_000) for _ in range(20)]  # 4 MB, under the 5 MiB call limit
+        sent.extend(entries)
+        answer = kinesis.put_records(
+            StreamName=stream,
+            Records=[{"Data": d, "PartitionKey": f"k{batch}-{i}"} for i, d in enumerate(entries)],
+        )
+        assert answer["FailedRecordCount"] == 0
+    body = rng.randbytes(1_000_000)
+    for i in range(30):
+        s3.put_object(Bucket=bucket, Key=f"big/{i}.bin", Body=body)
+        s3.put_object(Bucket=bucket, Key=f"big/{i}.bin", Body=body)  # overwritten: freed too
+    grown = _settled_growth(proc.pid, before)
+
+    received: list[bytes] = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while True:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+            received.extend(r["Data"] for r in page["Records"])
+            if not page["Records"]:
+                break
+            iterator = page["NextShardIterator"]
+    assert sorted(received) == sorted(sent)
+    assert s3.get_object(Bucket=bucket, Key="big/29.bin")["Body"].read() == body
+    assert grown < 40, f"the emulator grew by {grown:.0f} MB holding 160 MB of data"
+    assert _settled_growth(proc.pid, before) < 40, "reading the records back kept memory"
