@@ -25,6 +25,10 @@ class StreamSpec:
     bucket: str
 
 
+# Data + partition key of one Kinesis record (the service limit). Here rather than in the producer
+# so that validating a record's size does not load boto3 into services that never call AWS.
+KINESIS_MAX_RECORD_BYTES = 1024 * 1024
+
 # Buckets of the later stages are created too so that the lake layout is complete from day one.
 EXTRA_BUCKETS: tuple[str, ...] = ("md-processed", "md-features", "md-models")
 

@@ -17,6 +17,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from stages.common.records import Record
 from stages.consolidation.otel import (
     DEFAULT_SCOPE,
@@ -105,7 +107,7 @@ def _log_record(
         trace_id=record.trace_id or "",
         span_id=record.span_id or "",
         is_anomaly=plain.get("is_anomaly") is True,
-        attributes=plain,
+        attributes_json=orjson.dumps(plain).decode(),
     )
     return printed, entry
 

@@ -53,11 +53,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from stages.common import aws
 from stages.common.config import Settings, get_settings
+from stages.common.resources import KINESIS_MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 
 # --- Kinesis limits -----------------------------------------------------------------------------
-MAX_RECORD_BYTES = 1024 * 1024  # data + partition key of one Kinesis record
+MAX_RECORD_BYTES = KINESIS_MAX_RECORD_BYTES
 MAX_CALL_RECORDS = 500
 MAX_CALL_BYTES = 5 * 1024 * 1024  # data + partition keys of one PutRecords call
 MAX_PARTITION_KEY_CHARS = 256

@@ -9,10 +9,10 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from stages.common.records import Record
-from stages.ingestion.producer import MAX_RECORD_BYTES
+from stages.common.resources import KINESIS_MAX_RECORD_BYTES
 
 # Kinesis counts the partition key (the service, at most 63 characters) in the 1 MiB limit.
-MAX_RECORD_JSON_BYTES = MAX_RECORD_BYTES - 64
+MAX_RECORD_JSON_BYTES = KINESIS_MAX_RECORD_BYTES - 64
 
 
 @dataclass(frozen=True)
