@@ -19,6 +19,9 @@ And so that the emulator's memory does not grow with the data that passes throug
   benchmark run left the emulator at ~2 GB. The data now goes to one unlinked temporary file per
   shard (the kernel frees it when the process exits, even on SIGKILL) and is read back with
   ``pread``; memory holds a small entry per Kinesis record, which carries a whole aggregate.
+- moto kept every S3 object body in memory up to 5 MiB (``SpooledTemporaryFile``), and one that
+  grew past that kept its own temporary file open: thousands of objects would run the process
+  out of file descriptors. Bodies above a threshold now go to one shared unlinked file as well.
 - moto's ``BaseModel`` appends every instance it ever creates to a class-level list, for its
   ``/moto-api/data.json`` dashboard: every record, every overwritten S3 object and every
   DynamoDB item version stayed reachable forever. Instances are no longer tracked.
@@ -30,34 +33,40 @@ import os
 import tempfile
 import threading
 from base64 import b64decode, b64encode
+from types import SimpleNamespace
 from typing import Any
 
 from moto.core import common_models
 from moto.core.utils import unix_time, utcnow
 from moto.kinesis import models
+from moto.s3 import models as s3_models
 
 _write_lock = threading.RLock()
 _MAX_GET_BYTES = 10 * 1024 * 1024
 _applied = False
 
 
-class _ShardFile:
-    """Append-only storage for one shard's record data, in an already unlinked file."""
+class _AppendOnlyFile:
+    """Append-only storage in an already unlinked file; what is written is never moved."""
 
     def __init__(self) -> None:
         # Open for the shard's lifetime, as the shard's records are.
-        self._file = tempfile.TemporaryFile(prefix="emulator-kinesis-", buffering=0)  # noqa: SIM115
+        self._file = tempfile.TemporaryFile(prefix="emulator-", buffering=0)  # noqa: SIM115
         self._fd = self._file.fileno()
         self._end = 0
+        self._lock = threading.Lock()
 
     def append(self, data: bytes) -> int:
-        """Write ``data`` at the end; the caller holds the write lock. Returns its offset."""
-        offset = self._end
+        """Write ``data`` at the end and return its offset."""
+        with self._lock:
+            offset = self._end
+            self._end += len(data)
         view = memoryview(data)
+        position = offset
         while view:
-            # A full disk raises here: moto answers 500 and the producer retries or spools.
-            written = os.pwrite(self._fd, view, self._end)
-            self._end += written
+            # A full disk raises here: moto answers 500 and the caller retries (or spools).
+            written = os.pwrite(self._fd, view, position)
+            position += written
             view = view[written:]
         return offset
 
@@ -70,7 +79,7 @@ class _DiskRecord(models.Record):
 
     def __init__(
         self,
-        storage: _ShardFile,
+        storage: _AppendOnlyFile,
         partition_key: str,
         data: bytes,
         sequence_number: int,
@@ -103,10 +112,87 @@ class _DiskRecord(models.Record):
         }
 
 
-def _storage_of(shard: models.Shard) -> _ShardFile:
+class _ObjectBody:
+    """What moto's ``FakeKey`` keeps its body in, instead of a ``SpooledTemporaryFile``.
+
+    moto sets a body with ``seek(0); truncate(); write(value)`` and reads it with ``seek`` and
+    ``read``. A body written whole and larger than the threshold goes to the shared file and
+    holds only its offset; anything else stays in memory.
+    """
+
+    def __init__(self, store: _AppendOnlyFile, threshold: int) -> None:
+        self._store = store
+        self._threshold = threshold
+        self._memory = bytearray()
+        self._on_disk: tuple[int, int] | None = None  # (offset, size)
+        self._position = 0
+
+    def _content(self) -> bytes | bytearray:
+        if self._on_disk is not None:
+            offset, size = self._on_disk
+            return self._store.read(offset, size)
+        return self._memory
+
+    def _to_memory(self) -> None:
+        if self._on_disk is not None:
+            self._memory = bytearray(self._content())
+            self._on_disk = None
+
+    def seek(self, position: int, whence: int = 0) -> int:
+        if whence == 1:
+            position += self._position
+        elif whence == 2:
+            position += self._on_disk[1] if self._on_disk else len(self._memory)
+        self._position = position
+        return position
+
+    def tell(self) -> int:
+        return self._position
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._position if size is None else size
+        if size == 0:
+            self._memory = bytearray()
+            self._on_disk = None
+        else:
+            self._to_memory()
+            del self._memory[size:]
+        return size
+
+    def write(self, data: bytes) -> int:
+        whole = self._position == 0 and self._on_disk is None and not self._memory
+        if whole and len(data) > self._threshold:
+            self._on_disk = (self._store.append(data), len(data))
+        else:
+            self._to_memory()
+            self._memory[self._position : self._position + len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        content = self._content()
+        end = len(content) if size is None or size < 0 else self._position + size
+        chunk = bytes(content[self._position : end])
+        self._position += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self._memory = bytearray()
+        self._on_disk = None
+
+
+def _keep_object_bodies_in(store: _AppendOnlyFile, threshold: int) -> None:
+    def make_body(*_args: Any, **_kwargs: Any) -> _ObjectBody:
+        return _ObjectBody(store, threshold)
+
+    # moto.s3.models uses the tempfile module for exactly this and nothing else.
+    s3_models.tempfile = SimpleNamespace(SpooledTemporaryFile=make_body)  # type: ignore[assignment]
+
+
+def _storage_of(shard: models.Shard) -> _AppendOnlyFile:
     storage = getattr(shard, "_disk_storage", None)
     if storage is None:
-        storage = shard._disk_storage = _ShardFile()  # type: ignore[attr-defined]
+        storage = shard._disk_storage = _AppendOnlyFile()  # type: ignore[attr-defined]
     return storage
 
 
@@ -196,10 +282,11 @@ def _new_untracked(cls: type, *args: Any, **kwargs: Any) -> Any:
     return object.__new__(cls)
 
 
-def apply() -> None:
+def apply(s3_memory_object_bytes: int) -> None:
     global _applied
     if _applied:
         return
+    _keep_object_bodies_in(_AppendOnlyFile(), s3_memory_object_bytes)
     common_models.BaseModel.__new__ = staticmethod(_new_untracked)  # type: ignore[method-assign]
     models.Shard.put_record = _put_record
     models.Shard.get_max_sequence_number = _max_sequence_number

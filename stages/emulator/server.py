@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import signal
 import sys
 import threading
@@ -66,20 +65,8 @@ SERVER_THREADS = 32
 KEEP_ALIVE_SECONDS = 60
 
 
-def keep_large_objects_on_disk(max_memory_bytes: int) -> None:
-    """Have moto spill S3 object bodies above ``max_memory_bytes`` to temporary files.
-
-    moto reads the variable whenever it creates an object. A spilled object keeps its file open,
-    so the descriptor limit goes up to the hard limit as well.
-    """
-    os.environ["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(max_memory_bytes)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def serve(host: str, port: int, *, provision: bool) -> None:
-    moto_patches.apply()
+def serve(host: str, port: int, *, provision: bool, s3_memory_object_bytes: int) -> None:
+    moto_patches.apply(s3_memory_object_bytes)
     ready = threading.Event()
     app = HealthMiddleware(DomainDispatcherApplication(create_backend_app), ready)
     server = WSGIServer(
@@ -134,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     tune_process(settings.memory_reclaim_seconds)
-    keep_large_objects_on_disk(settings.emulator_s3_memory_object_bytes)
-    serve(args.host, args.port, provision=not args.no_provision)
+    serve(
+        args.host,
+        args.port,
+        provision=not args.no_provision,
+        s3_memory_object_bytes=settings.emulator_s3_memory_object_bytes,
+    )
     sys.exit(0)
