@@ -112,7 +112,11 @@ class Settings(BaseSettings):
         description="Disk the ingestion spool may use while Kinesis is down; beyond it: 503.",
     )
     ingest_kinesis_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    consolidation_queue_size: int = Field(default=1000, ge=1, le=100_000)
+    consolidation_queue_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of batches waiting for Log Consolidation; beyond: dropped, counted.",
+    )
 
     # --- Log Consolidation ------------------------------------------------------------------
     deployment_environment: str = "local"

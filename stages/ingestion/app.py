@@ -117,6 +117,7 @@ def _router(ingestor_of: Any) -> APIRouter:
             spool_bytes=state.spool.pending_bytes(),
             spool_segments=state.spool.segment_count(),
             consolidation_queue_batches=state.forwarder.queued_batches(),
+            consolidation_queue_bytes=state.forwarder.queued_bytes(),
         )
 
     return router
@@ -146,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sink = KinesisSink(_producers(settings), settings.ingest_kinesis_timeout_seconds)
         client = service_client(settings, "consolidation", timeout=_CONSOLIDATION_TIMEOUT)
         forwarder = ConsolidationForwarder(
-            client, counters, queue_size=settings.consolidation_queue_size
+            client, counters, queue_bytes=settings.consolidation_queue_bytes
         )
         drainer = SpoolDrainer(spool, sink, counters)
         categories = CategoryFiles(settings.data_dir / "categories")

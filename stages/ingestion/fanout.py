@@ -76,7 +76,7 @@ class Ingestor:
         spooled = self._make_durable(dicts, validated.lines)
         self.counters.inc("accepted", len(dicts))
         self._write_categories(validated.records, validated.lines)
-        self._forwarder.offer(dicts)
+        self._forwarder.offer(validated.lines)
         return IngestResult(accepted=len(dicts), spooled=spooled, rejected=rejected)
 
     def _make_durable(self, dicts: list[dict[str, Any]], lines: list[bytes]) -> int:

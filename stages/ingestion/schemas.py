@@ -34,3 +34,4 @@ class IngestMetrics(BaseModel):
     spool_bytes: int
     spool_segments: int
     consolidation_queue_batches: int
+    consolidation_queue_bytes: int

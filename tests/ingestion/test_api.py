@@ -201,7 +201,7 @@ def test_dead_consolidation_does_not_slow_kinesis(settings: Settings, tmp_path: 
     silent.listen(100)
     app_settings = _settings(tmp_path, endpoint=settings.aws_endpoint_url or "")
     app_settings.consolidation_port = silent.getsockname()[1]
-    app_settings.consolidation_queue_size = 2
+    app_settings.consolidation_queue_bytes = 20_000  # three batches of 20 (~6.3 KB each)
     latencies = []
     try:
         with TestClient(create_app(app_settings)) as client:
@@ -215,7 +215,8 @@ def test_dead_consolidation_does_not_slow_kinesis(settings: Settings, tmp_path: 
     finally:
         silent.close()
     assert counters["to_kinesis"] == 200
-    # One batch is in delivery, two wait in the queue; the rest were dropped and counted.
+    # The byte budget holds three batches (one in delivery, two waiting); the rest were dropped
+    # and counted.
     assert counters["consolidation_dropped"] >= 7 * 20
     assert counters["consolidation_delivered"] == 0
     assert max(latencies) < 2.0, latencies
