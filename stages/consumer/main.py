@@ -309,6 +309,7 @@ class Consumer:
                 "consumer_records_out",
                 "consumer_objects_written",
                 "consumer_dead_letters",
+                "consumer_duplicates_dropped",
             )
         }
         details: dict[str, Any] = {
@@ -319,6 +320,7 @@ class Consumer:
             "records_out": totals["consumer_records_out"],
             "objects_written": totals["consumer_objects_written"],
             "dead_letters": totals["consumer_dead_letters"],
+            "duplicates_dropped": totals["consumer_duplicates_dropped"],
         }
         if not fresh:
             details["reason"] = self.last_error or "lease coordination has not run yet"

@@ -16,9 +16,13 @@ guarantees depend on it. Applied once, in the emulator process only.
 And so that the emulator's memory does not grow with the data that passes through it:
 
 - moto kept every record's data in memory, base64-encoded (a third larger than the data); a
-  benchmark run left the emulator at ~2 GB. The data now goes to one unlinked temporary file per
-  shard (the kernel frees it when the process exits, even on SIGKILL) and is read back with
-  ``pread``; memory holds a small entry per Kinesis record, which carries a whole aggregate.
+  benchmark run left the emulator at ~2 GB. The data now goes to unlinked temporary files, a new
+  one per shard every 64 MiB (the kernel frees them when the process exits, even on SIGKILL), and
+  is read back with ``pread``; memory holds a small entry per Kinesis record, which carries a
+  whole aggregate.
+- moto never expired records. Records older than the stream's retention period (24 h unless
+  changed) are now dropped as Kinesis drops them, and a file is freed once all its records are.
+  Sequence numbers keep counting up across it, as in Kinesis.
 - moto kept every S3 object body in memory up to 5 MiB (``SpooledTemporaryFile``), and one that
   grew past that kept its own temporary file open: thousands of objects would run the process
   out of file descriptors. Bodies above a threshold now go to one shared unlinked file as well.
@@ -32,7 +36,9 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from base64 import b64decode, b64encode
+from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
@@ -43,6 +49,9 @@ from moto.s3 import models as s3_models
 
 _write_lock = threading.RLock()
 _MAX_GET_BYTES = 10 * 1024 * 1024
+# A shard's record data goes to a new file every this many bytes, so that what the retention
+# period expires is freed a file at a time.
+_SEGMENT_BYTES = 64 * 1024 * 1024
 _applied = False
 
 
@@ -70,8 +79,40 @@ class _AppendOnlyFile:
             view = view[written:]
         return offset
 
+    @property
+    def size(self) -> int:
+        return self._end
+
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self._fd, size, offset)
+
+
+class _ShardLog:
+    """One shard's record data, in files of up to ``_SEGMENT_BYTES``; the newest is written to.
+
+    A file is never closed here: records refer to their file, and CPython closes it when the
+    last of them is gone, so a GetRecords answer being built while its records expire still
+    reads them (and no file descriptor number is reused under it).
+    """
+
+    def __init__(self) -> None:
+        self._segments: deque[tuple[_AppendOnlyFile, int]] = deque()  # (file, last sequence)
+
+    def append(self, data: bytes, sequence: int) -> tuple[_AppendOnlyFile, int]:
+        if not self._segments or self._segments[-1][0].size >= _SEGMENT_BYTES:
+            self._segments.append((_AppendOnlyFile(), sequence))
+        storage = self._segments[-1][0]
+        offset = storage.append(data)
+        self._segments[-1] = (storage, sequence)
+        return storage, offset
+
+    def release_before(self, first_live_sequence: int) -> None:
+        """Let go of the files whose records have all expired (never the one written to)."""
+        while len(self._segments) > 1 and self._segments[0][1] < first_live_sequence:
+            self._segments.popleft()
+
+    def files(self) -> int:
+        return len(self._segments)
 
 
 class _DiskRecord(models.Record):
@@ -79,7 +120,7 @@ class _DiskRecord(models.Record):
 
     def __init__(
         self,
-        storage: _AppendOnlyFile,
+        log: _ShardLog,
         partition_key: str,
         data: bytes,
         sequence_number: int,
@@ -91,8 +132,7 @@ class _DiskRecord(models.Record):
         self.created_at_datetime = utcnow()
         self.created_at = unix_time(self.created_at_datetime)
         self.size = len(data)
-        self._storage = storage
-        self._offset = storage.append(data)
+        self._storage, self._offset = log.append(data, sequence_number)
 
     @property
     def raw_data(self) -> bytes:
@@ -189,18 +229,23 @@ def _keep_object_bodies_in(store: _AppendOnlyFile, threshold: int) -> None:
     s3_models.tempfile = SimpleNamespace(SpooledTemporaryFile=make_body)  # type: ignore[assignment]
 
 
-def _storage_of(shard: models.Shard) -> _AppendOnlyFile:
-    storage = getattr(shard, "_disk_storage", None)
-    if storage is None:
-        storage = shard._disk_storage = _AppendOnlyFile()  # type: ignore[attr-defined]
-    return storage
+def _log_of(shard: models.Shard) -> _ShardLog:
+    log = getattr(shard, "_disk_log", None)
+    if log is None:
+        log = shard._disk_log = _ShardLog()  # type: ignore[attr-defined]
+    return log
 
 
-# Both ends are read under the write lock: a put between ``reversed()`` and ``next()`` would
-# make the dict iterator raise "changed size during iteration".
+# The newest sequence number ever given out, kept apart from the records: once the oldest have
+# expired (or all of them), numbering goes on from there, never from the records left.
 def _max_sequence_number(self: models.Shard) -> int:
     with _write_lock:
-        return next(reversed(self.records)) if self.records else 0
+        last = getattr(self, "_last_sequence", None)
+        if last is None:
+            # Both ends are read under the write lock: a put between ``reversed()`` and
+            # ``next()`` would make the dict iterator raise "changed size during iteration".
+            last = next(reversed(self.records)) if self.records else 0
+        return last
 
 
 def _min_sequence_number(self: models.Shard) -> int:
@@ -213,9 +258,41 @@ def _put_record(self: models.Shard, partition_key: str, data: str, explicit_hash
     with _write_lock:
         sequence_number = _max_sequence_number(self) + 1
         self.records[sequence_number] = _DiskRecord(
-            _storage_of(self), partition_key, raw, sequence_number, explicit_hash_key
+            _log_of(self), partition_key, raw, sequence_number, explicit_hash_key
         )
+        self._last_sequence = sequence_number  # type: ignore[attr-defined]
     return str(sequence_number)
+
+
+def expire_records(shard: models.Shard, retention_seconds: float, now: float) -> int:
+    """Drop the records older than the retention period; returns how many."""
+    cutoff = now - retention_seconds
+    expired = 0
+    with _write_lock:
+        records = shard.records
+        while records:
+            first = next(iter(records))
+            if records[first].created_at >= cutoff:
+                break
+            del records[first]
+            expired += 1
+        if expired:
+            first_live = next(iter(records)) if records else _max_sequence_number(shard) + 1
+            _log_of(shard).release_before(first_live)
+    return expired
+
+
+_original_stream_put = models.Stream.put_record
+
+
+def _stream_put_record(
+    self: models.Stream, partition_key: str, explicit_hash_key: str, data: str
+) -> tuple[str, str]:
+    sequence_number, shard_id = _original_stream_put(self, partition_key, explicit_hash_key, data)
+    # Checking costs one look at the shard's oldest record; a shard nobody writes to does not
+    # grow, so expiring on the write path is enough.
+    expire_records(self.shards[shard_id], self.retention_period_hours * 3600, time.time())
+    return sequence_number, shard_id
 
 
 def _get_records(
@@ -225,7 +302,9 @@ def _get_records(
     newest = _max_sequence_number(self)
     results: list[models.Record] = []
     size = 0
-    seq = max(position + 1, _min_sequence_number(self))
+    # With every record expired there is nothing before the next one to be written.
+    first_live = _min_sequence_number(self) if self.records else newest + 1
+    seq = max(position + 1, first_live)
     while seq <= newest and (limit is None or len(results) < limit) and size < _MAX_GET_BYTES:
         record = self.records.get(seq)
         if record is not None:
@@ -234,8 +313,9 @@ def _get_records(
             position = seq
         seq += 1
     millis_behind = 0
-    if results and newest:
-        millis_behind = int((self.records[newest].created_at - results[-1].created_at) * 1000)
+    latest = self.records.get(newest)
+    if results and latest is not None:
+        millis_behind = int((latest.created_at - results[-1].created_at) * 1000)
     return results, position, millis_behind
 
 
@@ -294,4 +374,5 @@ def apply(s3_memory_object_bytes: int) -> None:
     models.Shard.get_records = _get_records
     models.Stream.get_shard_for_key = _get_shard_for_key
     models.Stream.split_shard = _split_shard
+    models.Stream.put_record = _stream_put_record
     _applied = True

@@ -129,6 +129,7 @@ def test_the_consumer_writes_resent_records_once_and_counts_them(
         lines = wait_for_lines(s3, "md-raw-logs", len(sent), timeout=5, proc=consumer)
         assert_exactly_once(lines, sent)
         assert _dropped_eventually(consumer, 200) == 200
+        assert consumer.health()["duplicates_dropped"] == 200
         # Both shards' leases carry the window the next owner will rebuild.
         windows = [lease.window for lease in store.list()]
         assert all(w is not None and w.marks for w in windows), windows
