@@ -65,10 +65,22 @@ SERVER_THREADS = 32
 KEEP_ALIVE_SECONDS = 60
 
 
+def backend_app_without_debug(service: Any) -> Any:
+    """moto's Flask app for ``service``, out of debug mode.
+
+    moto turns Flask's debug mode on; Flask then gives every request a class of its own (a
+    debugging aid for form errors) that refers back to the request, so each request and its body
+    lived in a reference cycle until a full garbage collection.
+    """
+    app = create_backend_app(service)
+    app.debug = False
+    return app
+
+
 def serve(host: str, port: int, *, provision: bool, s3_memory_object_bytes: int) -> None:
     moto_patches.apply(s3_memory_object_bytes)
     ready = threading.Event()
-    app = HealthMiddleware(DomainDispatcherApplication(create_backend_app), ready)
+    app = HealthMiddleware(DomainDispatcherApplication(backend_app_without_debug), ready)
     server = WSGIServer(
         (host, port),
         app,
