@@ -59,8 +59,9 @@ def _glibc() -> ctypes.CDLL | None:
 # records/s, and the middle generation, where everything long-lived passes through, still ~9 %
 # of the emulator's. Garbage made since the last collection is in the youngest generation, so
 # that one is collected on every round (under load the collector's own thresholds take care of
-# the rest); everything only on every FULL_COLLECTION_ROUNDS-th.
-FULL_COLLECTION_ROUNDS = 15
+# the rest); everything only on every FULL_COLLECTION_ROUNDS-th (5 minutes at the default
+# interval: a full collection of the emulator after a few million records takes ~0.3 s).
+FULL_COLLECTION_ROUNDS = 150
 
 
 def _reclaim_forever(libc: ctypes.CDLL | None, interval: float) -> None:
