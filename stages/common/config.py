@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     emulator_host: str = "127.0.0.1"
     emulator_port: int = Field(default=4566, ge=0, le=65535)
     emulator_s3_memory_object_bytes: int = Field(
-        default=64 * 1024,
+        default=4096,
         ge=0,
         description="S3 objects larger than this live in temporary files, not in the emulator.",
     )

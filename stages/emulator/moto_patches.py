@@ -42,6 +42,7 @@ import threading
 import time
 from base64 import b64decode, b64encode
 from collections import deque
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -120,8 +121,23 @@ class _ShardLog:
         return len(self._segments)
 
 
-class _DiskRecord(models.Record):
-    """A Kinesis record whose data lives in its shard's file; moto's attributes otherwise."""
+class _DiskRecord:
+    """A Kinesis record whose data lives in its shard's file; moto's attributes otherwise.
+
+    Not a moto ``Record``: that one carries a ``__dict__`` and a ``datetime`` each, ~400 bytes
+    for every Kinesis record the emulator holds; moto only reads these attributes and
+    ``to_json``.
+    """
+
+    __slots__ = (
+        "_offset",
+        "_storage",
+        "created_at",
+        "explicit_hash_key",
+        "partition_key",
+        "sequence_number",
+        "size",
+    )
 
     def __init__(
         self,
@@ -134,10 +150,14 @@ class _DiskRecord(models.Record):
         self.partition_key = partition_key
         self.sequence_number = sequence_number
         self.explicit_hash_key = explicit_hash_key
-        self.created_at_datetime = utcnow()
-        self.created_at = unix_time(self.created_at_datetime)
+        self.created_at = unix_time(utcnow())
         self.size = len(data)
         self._storage, self._offset = log.append(data, sequence_number)
+
+    @property
+    def created_at_datetime(self) -> datetime:
+        # Naive UTC, as moto's utcnow() gives it.
+        return datetime.fromtimestamp(self.created_at, UTC).replace(tzinfo=None)
 
     @property
     def raw_data(self) -> bytes:
@@ -302,10 +322,10 @@ def _stream_put_record(
 
 def _get_records(
     self: models.Shard, last_sequence_id: str, limit: int | None
-) -> tuple[list[models.Record], int, int]:
+) -> tuple[list[models.Record | _DiskRecord], int, int]:
     position = int(last_sequence_id)
     newest = _max_sequence_number(self)
-    results: list[models.Record] = []
+    results: list[models.Record | _DiskRecord] = []
     size = 0
     # With every record expired there is nothing before the next one to be written.
     first_live = _min_sequence_number(self) if self.records else newest + 1
@@ -324,7 +344,7 @@ def _get_records(
     return results, position, millis_behind
 
 
-def _data_size(record: models.Record) -> int:
+def _data_size(record: models.Record | _DiskRecord) -> int:
     if isinstance(record, _DiskRecord):
         return record.size
     # moto keeps the data base64-encoded: 3 bytes for every 4 characters.
