@@ -67,6 +67,16 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+def _tree_pss(proc: psutil.Process) -> int:
+    """Proportional set size of a process and its children: pages shared with other processes
+    (the interpreter, libssl, pydantic-core...) are divided among them instead of counted whole."""
+    total = proc.memory_full_info().pss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += child.memory_full_info().pss
+    return total
+
+
 def _cpu_seconds(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return times.user + times.system + times.children_user + times.children_system
@@ -113,6 +123,9 @@ class FleetSampler:
         self.phase_peak_total_mb: dict[str, float] = {}
         # The same without the emulator: it stands in for AWS, which costs no local memory.
         self.peak_without_emulator_mb = 0.0
+        # RSS counts a shared library's pages in every process that maps it, so the sum of nine
+        # RSS overstates what the machine holds; the sum of PSS does not (Linux only).
+        self.peak_total_pss_mb = 0.0
         self.samples = 0
         self._procs: dict[int, psutil.Process] = {}
         self._stop = threading.Event()
@@ -133,9 +146,13 @@ class FleetSampler:
 
     def sample(self) -> dict[str, float]:
         now: dict[str, float] = {}
+        pss = 0.0
         for name, pid in pids_in(self.run_dir).items():
             with contextlib.suppress(psutil.Error):
                 now[name] = _tree_rss(self._process(pid)) / 2**20
+            with contextlib.suppress(psutil.Error, AttributeError):
+                pss += _tree_pss(self._process(pid)) / 2**20
+        self.peak_total_pss_mb = max(self.peak_total_pss_mb, pss)
         for name, mb in now.items():
             self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), mb)
         total = sum(now.values())

@@ -550,6 +550,7 @@ def print_report(result: dict[str, Any], path: Path) -> None:
     print(f"  healthy after (s, from the start of its dependency level): "
           f"{result['healthy_after_s']}")  # fmt: skip
     print(f"  peak total RSS by phase (MB): {result['peak_total_rss_mb_by_phase']}")
+    print(f"  peak total PSS (MB, shared pages counted once): {result['peak_total_pss_mb']}")
     print_profile(result.get("profile"))
     print(f"\nmachine: {result['machine']}")
     print(f"JSON: {path.relative_to(ROOT)}")
@@ -665,6 +666,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     result["peak_rss_mb"]["total_without_emulator"] = round(
         bench.sampler.peak_without_emulator_mb, 1
     )
+    result["peak_total_pss_mb"] = round(bench.sampler.peak_total_pss_mb, 1)
     result["peak_total_rss_mb_by_phase"] = {
         phase: round(mb, 1) for phase, mb in bench.sampler.phase_peak_total_mb.items()
     }

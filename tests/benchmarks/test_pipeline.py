@@ -237,6 +237,7 @@ def test_the_report_shows_each_target_with_its_verdict(capsys: pytest.CaptureFix
         "start_to_healthy_s": 30.0,
         "healthy_after_s": {"emulator": 3.0},
         "peak_total_rss_mb_by_phase": {"step 10000/s": 200.0},
+        "peak_total_pss_mb": 150.0,
         "machine": {"cpus": 2},
         "rerun": "python -m benchmarks.pipeline --skip-latency",
     }
@@ -249,4 +250,5 @@ def test_the_report_shows_each_target_with_its_verdict(capsys: pytest.CaptureFix
     assert rows["latency p50 at 1,000/s (s)"] == ["-", "<=", "2", "not", "measured"]
     assert rows["stored bytes/record plain, md-raw-logs"] == ["480", "<=", "500", "pass"]
     assert rows["start to all healthy (s)"] == ["30", "<=", "20", "MISS"]
+    assert "peak total PSS (MB, shared pages counted once): 150.0" in out
     assert "rerun: .venv/bin/python -m benchmarks.pipeline --skip-latency" in out
