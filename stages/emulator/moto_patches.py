@@ -25,7 +25,10 @@ And so that the emulator's memory does not grow with the data that passes throug
   Sequence numbers keep counting up across it, as in Kinesis.
 - moto kept every S3 object body in memory up to 5 MiB (``SpooledTemporaryFile``), and one that
   grew past that kept its own temporary file open: thousands of objects would run the process
-  out of file descriptors. Bodies above a threshold now go to one shared unlinked file as well.
+  out of file descriptors. Bodies above a threshold now go to shared unlinked files of up to
+  64 MiB, each freed once no body in it is alive.
+- Those files are under ``DATA_DIR/emulator``, not ``/tmp``, which is a RAM-backed tmpfs on many
+  systems.
 - moto put a fresh request id into every response body with a look-behind regular expression
   over the whole body, XML or not: on GetRecords answers of megabytes that was a fifth of the
   emulator's CPU. It now runs only on bodies that contain ``<RequestId>``.
@@ -46,6 +49,7 @@ import time
 from base64 import b64decode, b64encode
 from collections import deque
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -63,14 +67,19 @@ _MAX_GET_BYTES = 10 * 1024 * 1024
 # period expires is freed a file at a time.
 _SEGMENT_BYTES = 64 * 1024 * 1024
 _applied = False
+# Where the emulator's data files go (None: the system's temporary directory); set by apply().
+_data_directory: Path | None = None
 
 
 class _AppendOnlyFile:
     """Append-only storage in an already unlinked file; what is written is never moved."""
 
-    def __init__(self) -> None:
-        # Open for the shard's lifetime, as the shard's records are.
-        self._file = tempfile.TemporaryFile(prefix="emulator-", buffering=0)  # noqa: SIM115
+    def __init__(self, directory: Path | None) -> None:
+        # Open as long as data in it is referred to (see _ShardLog and _SegmentedStore). Not
+        # in /tmp by default: that is a RAM-backed tmpfs on many systems.
+        self._file = tempfile.TemporaryFile(  # noqa: SIM115
+            prefix="emulator-", dir=directory, buffering=0
+        )
         self._fd = self._file.fileno()
         self._end = 0
         self._lock = threading.Lock()
@@ -105,12 +114,13 @@ class _ShardLog:
     reads them (and no file descriptor number is reused under it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path | None) -> None:
+        self._directory = directory
         self._segments: deque[tuple[_AppendOnlyFile, int]] = deque()  # (file, last sequence)
 
     def append(self, data: bytes, sequence: int) -> tuple[_AppendOnlyFile, int]:
         if not self._segments or self._segments[-1][0].size >= _SEGMENT_BYTES:
-            self._segments.append((_AppendOnlyFile(), sequence))
+            self._segments.append((_AppendOnlyFile(self._directory), sequence))
         storage = self._segments[-1][0]
         offset = storage.append(data)
         self._segments[-1] = (storage, sequence)
@@ -181,44 +191,73 @@ class _DiskRecord:
         }
 
 
+class _SegmentedStore:
+    """Append-only files of up to ``_SEGMENT_BYTES``; each piece of data refers to its file.
+
+    A file is freed (closed, and being unlinked, its space returned) by CPython when nothing
+    refers to it any more: the current one by this store, older ones by the bodies in them.
+    Space of an overwritten body is returned once its whole file is unused.
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self._directory = directory
+        self._current: _AppendOnlyFile | None = None
+        self._lock = threading.Lock()
+
+    def append(self, data: bytes) -> tuple[_AppendOnlyFile, int]:
+        with self._lock:
+            if self._current is None or self._current.size >= _SEGMENT_BYTES:
+                self._current = _AppendOnlyFile(self._directory)
+            storage = self._current
+        return storage, storage.append(data)
+
+
 class _ObjectBody:
     """What moto's ``FakeKey`` keeps its body in, instead of a ``SpooledTemporaryFile``.
 
     moto sets a body with ``seek(0); truncate(); write(value)`` and reads it with ``seek`` and
-    ``read``. A body written whole and larger than the threshold goes to the shared file and
-    holds only its offset; anything else stays in memory.
+    ``read``. A body written whole and larger than the threshold goes to the store and holds
+    only where it is; anything else stays in memory. Like a file, a closed body raises
+    ``ValueError`` (moto's ``__getstate__`` relies on it, and a GET racing a DELETE then fails
+    loudly instead of answering an empty object).
     """
 
-    def __init__(self, store: _AppendOnlyFile, threshold: int) -> None:
+    def __init__(self, store: _SegmentedStore, threshold: int) -> None:
         self._store = store
         self._threshold = threshold
         self._memory = bytearray()
-        self._on_disk: tuple[int, int] | None = None  # (offset, size)
+        self._on_disk: tuple[_AppendOnlyFile, int, int] | None = None  # (file, offset, size)
         self._position = 0
+        self._closed = False
 
-    def _content(self) -> bytes | bytearray:
-        if self._on_disk is not None:
-            offset, size = self._on_disk
-            return self._store.read(offset, size)
-        return self._memory
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("I/O operation on closed file.")
+
+    def _size(self) -> int:
+        return self._on_disk[2] if self._on_disk is not None else len(self._memory)
 
     def _to_memory(self) -> None:
         if self._on_disk is not None:
-            self._memory = bytearray(self._content())
+            storage, offset, size = self._on_disk
+            self._memory = bytearray(storage.read(offset, size))
             self._on_disk = None
 
     def seek(self, position: int, whence: int = 0) -> int:
+        self._check_open()
         if whence == 1:
             position += self._position
         elif whence == 2:
-            position += self._on_disk[1] if self._on_disk else len(self._memory)
+            position += self._size()
         self._position = position
         return position
 
     def tell(self) -> int:
+        self._check_open()
         return self._position
 
     def truncate(self, size: int | None = None) -> int:
+        self._check_open()
         size = self._position if size is None else size
         if size == 0:
             self._memory = bytearray()
@@ -229,28 +268,36 @@ class _ObjectBody:
         return size
 
     def write(self, data: bytes) -> int:
+        self._check_open()
         whole = self._position == 0 and self._on_disk is None and not self._memory
         if whole and len(data) > self._threshold:
-            self._on_disk = (self._store.append(data), len(data))
+            storage, offset = self._store.append(data)
+            self._on_disk = (storage, offset, len(data))
         else:
             self._to_memory()
             self._memory[self._position : self._position + len(data)] = data
         self._position += len(data)
         return len(data)
 
-    def read(self, size: int = -1) -> bytes:
-        content = self._content()
-        end = len(content) if size is None or size < 0 else self._position + size
-        chunk = bytes(content[self._position : end])
+    def read(self, size: int | None = -1) -> bytes:
+        self._check_open()
+        remaining = max(0, self._size() - self._position)
+        wanted = remaining if size is None or size < 0 else min(size, remaining)
+        if self._on_disk is not None:
+            storage, offset, _ = self._on_disk
+            chunk = storage.read(offset + self._position, wanted)
+        else:
+            chunk = bytes(self._memory[self._position : self._position + wanted])
         self._position += len(chunk)
         return chunk
 
     def close(self) -> None:
+        self._closed = True
         self._memory = bytearray()
         self._on_disk = None
 
 
-def _keep_object_bodies_in(store: _AppendOnlyFile, threshold: int) -> None:
+def _keep_object_bodies_in(store: _SegmentedStore, threshold: int) -> None:
     def make_body(*_args: Any, **_kwargs: Any) -> _ObjectBody:
         return _ObjectBody(store, threshold)
 
@@ -261,7 +308,7 @@ def _keep_object_bodies_in(store: _AppendOnlyFile, threshold: int) -> None:
 def _log_of(shard: models.Shard) -> _ShardLog:
     log = getattr(shard, "_disk_log", None)
     if log is None:
-        log = shard._disk_log = _ShardLog()  # type: ignore[attr-defined]
+        log = shard._disk_log = _ShardLog(_data_directory)  # type: ignore[attr-defined]
     return log
 
 
@@ -318,9 +365,11 @@ def _stream_put_record(
     self: models.Stream, partition_key: str, explicit_hash_key: str, data: str
 ) -> tuple[str, str]:
     sequence_number, shard_id = _original_stream_put(self, partition_key, explicit_hash_key, data)
-    # Checking costs one look at the shard's oldest record; a shard nobody writes to does not
-    # grow, so expiring on the write path is enough.
-    expire_records(self.shards[shard_id], self.retention_period_hours * 3600, time.time())
+    # One look at each shard's oldest record; every shard of the stream, so that a parent
+    # closed by a split, which nobody writes to any more, expires too.
+    now = time.time()
+    for shard in list(self.shards.values()):
+        expire_records(shard, self.retention_period_hours * 3600, now)
     return sequence_number, shard_id
 
 
@@ -371,6 +420,15 @@ def _get_shard_for_key(
     return None
 
 
+_original_sequence_at = models.Shard.get_sequence_number_at
+
+
+def _sequence_number_at(self: models.Shard, at_timestamp: float) -> int:
+    # moto walks the records unlocked; a put or an expiry meanwhile would make it raise.
+    with _write_lock:
+        return _original_sequence_at(self, at_timestamp)
+
+
 _original_split = models.Stream.split_shard
 
 
@@ -409,14 +467,18 @@ def _moto_modules() -> tuple[str, ...]:
 
 
 def _new_untracked(cls: type, *args: Any, **kwargs: Any) -> Any:
-    return object.__new__(cls)
+    # What BaseModel.__new__ does, minus the tracking (super(): some models are dicts too).
+    return super(common_models.BaseModel, cls).__new__(cls)
 
 
-def apply(s3_memory_object_bytes: int) -> None:
-    global _applied
+def apply(s3_memory_object_bytes: int, data_directory: Path | None = None) -> None:
+    global _applied, _data_directory
     if _applied:
         return
-    _keep_object_bodies_in(_AppendOnlyFile(), s3_memory_object_bytes)
+    if data_directory is not None:
+        data_directory.mkdir(parents=True, exist_ok=True)
+    _data_directory = data_directory
+    _keep_object_bodies_in(_SegmentedStore(data_directory), s3_memory_object_bytes)
     common_models.BaseModel.__new__ = staticmethod(_new_untracked)  # type: ignore[method-assign]
     models.Shard.put_record = _put_record
     models.Shard.get_max_sequence_number = _max_sequence_number
@@ -424,6 +486,7 @@ def apply(s3_memory_object_bytes: int) -> None:
     models.Shard.get_records = _get_records
     models.Stream.get_shard_for_key = _get_shard_for_key
     models.Stream.split_shard = _split_shard
+    models.Shard.get_sequence_number_at = _sequence_number_at
     models.Stream.put_record = _stream_put_record
     BaseResponse._enrich_response = staticmethod(_enrich_response)  # type: ignore[method-assign]
     moto_backends.list_of_moto_modules = _moto_modules

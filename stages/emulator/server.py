@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from cheroot.wsgi import Server as WSGIServer
@@ -77,8 +78,15 @@ def backend_app_without_debug(service: Any) -> Any:
     return app
 
 
-def serve(host: str, port: int, *, provision: bool, s3_memory_object_bytes: int) -> None:
-    moto_patches.apply(s3_memory_object_bytes)
+def serve(
+    host: str,
+    port: int,
+    *,
+    provision: bool,
+    s3_memory_object_bytes: int,
+    data_directory: Path | None = None,
+) -> None:
+    moto_patches.apply(s3_memory_object_bytes, data_directory)
     ready = threading.Event()
     app = HealthMiddleware(DomainDispatcherApplication(backend_app_without_debug), ready)
     server = WSGIServer(
@@ -138,5 +146,6 @@ def main(argv: list[str] | None = None) -> None:
         args.port,
         provision=not args.no_provision,
         s3_memory_object_bytes=settings.emulator_s3_memory_object_bytes,
+        data_directory=settings.data_dir / "emulator",
     )
     sys.exit(0)

@@ -55,15 +55,22 @@ class ConsolidationForwarder:
 
     def offer(self, lines: list[bytes]) -> bool:
         """Queue a batch (one JSON line per record) without waiting; False, and counted as
-        dropped, when the queue is full."""
+        dropped, when the queue is full or the forwarder is closing.
+
+        An empty queue takes any batch, so one larger than the budget still goes through."""
         body = b'{"records":[' + b",".join(lines) + b"]}"
         with self._queued_lock:
-            if self._queued_bytes + len(body) > self._queue_bytes:
+            full = self._queued_bytes and self._queued_bytes + len(body) > self._queue_bytes
+            if full or self._stopping.is_set():
                 self._counters.inc("consolidation_dropped", len(lines))
                 return False
             self._queued_bytes += len(body)
         self._queue.put_nowait(_Batch(body, len(lines)))
         return True
+
+    def _release(self, batch: _Batch) -> None:
+        with self._queued_lock:
+            self._queued_bytes -= len(batch.body)
 
     def queued_batches(self) -> int:
         return self._queue.qsize()
@@ -84,9 +91,14 @@ class ConsolidationForwarder:
             batch = self._queue.get()
             if batch is _STOP:
                 return
-            self._deliver(batch)
-            with self._queued_lock:
-                self._queued_bytes -= len(batch.body)
+            try:
+                self._deliver(batch)
+            except Exception:
+                # The thread must outlive one bad batch, or every later one would be dropped.
+                log.exception("consolidation delivery failed unexpectedly")
+                self._counters.inc("consolidation_failed", batch.records)
+            finally:
+                self._release(batch)
             if self._stopping.is_set():
                 self._count_leftovers_as_dropped()
                 return
@@ -125,3 +137,4 @@ class ConsolidationForwarder:
                 return
             if batch is not _STOP:
                 self._counters.inc("consolidation_dropped", batch.records)
+                self._release(batch)

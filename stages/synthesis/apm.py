@@ -75,7 +75,7 @@ def trace(
     hosts (an anomaly's own trace through its target host).
     """
     builder = _TraceBuilder(rng, _hex(rng, 32), allowed, rule, pins or {})
-    builder.span(root, None, 0, 0.0, only_child, caller=None)
+    builder.span(root, None, 0, 0.0, only_child)
     return builder.spans
 
 
@@ -89,16 +89,9 @@ class _TraceBuilder:
     spans: list[dict[str, object]] = field(default_factory=list)
 
     def span(
-        self,
-        service: str,
-        parent: str | None,
-        depth: int,
-        offset_ms: float,
-        only_child: str | None,
-        caller: str | None,
+        self, service: str, parent: str | None, depth: int, offset_ms: float, only_child: str | None
     ) -> tuple[float, bool]:
-        """Appends this span (``service`` serving a call from ``caller``, None for the trace's
-        entry point) and its subtree; returns (duration, failed)."""
+        """Appends this span and its subtree; returns (duration, failed)."""
         rng = self.rng
         host = self.pins.get(service) or rng.choice(estate.BY_NAME[service].hosts)
         hit = self.rule(service, host, offset_ms) if self.rule is not None else None
@@ -116,7 +109,7 @@ class _TraceBuilder:
         elapsed = own / 2
         for child in self._children(service, depth, only_child):
             child_ms, child_failed = self.span(
-                child, str(record["span_id"]), depth + 1, offset_ms + elapsed, None, service
+                child, str(record["span_id"]), depth + 1, offset_ms + elapsed, None
             )
             elapsed += child_ms
             # a failed dependency usually fails its caller too
@@ -124,17 +117,14 @@ class _TraceBuilder:
         duration = round(elapsed + own / 2, 2)
         record.update(duration_ms=duration, offset_ms=offset_ms, status="ERROR" if failed else "OK")
         record["label"] = hit[1] if hit is not None else None
-        # Each span is one service serving a call; the calling service is its peer (OpenTelemetry's
-        # peer.service), and the trace's entry point has none among ours.
-        attributes: dict[str, object] = {
+        # Each span is one service serving a call (a server span); OpenTelemetry's peer.service
+        # belongs on client spans, so the caller is known from parent_span_id instead.
+        record["attributes"] = {
             "span.kind": "server",
             "http.status_code": 500 if failed else 200,
             "self_time_ms": round(own, 2),
             "depth": depth,
         }
-        if caller is not None:
-            attributes["peer.service"] = caller
-        record["attributes"] = attributes
         return duration, failed
 
     def _own_work(self, effect: SpanEffect | None) -> tuple[float, bool]:

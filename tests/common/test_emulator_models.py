@@ -1,0 +1,131 @@
+"""The emulator's corrections to moto's models, on the models in this process: Kinesis retention
+(hours can't pass in a test; the records' arrival times are moved back instead), S3 bodies kept
+on disk, and model instances no longer tracked."""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+from base64 import b64encode
+from pathlib import Path
+
+import pytest
+from moto.core import common_models
+from moto.kinesis import models
+
+from stages.emulator import moto_patches
+
+
+@pytest.fixture
+def shard(monkeypatch: pytest.MonkeyPatch) -> models.Shard:
+    moto_patches.apply(s3_memory_object_bytes=64 * 1024)
+    monkeypatch.setattr(moto_patches, "_SEGMENT_BYTES", 1000)  # a new file every ~3 records
+    return models.Shard(0, 0, 2**128 - 1)
+
+
+def put(shard: models.Shard, payload: bytes) -> str:
+    return shard.put_record("key", b64encode(payload).decode(), None)
+
+
+def age(shard: models.Shard, sequences: range, seconds: float) -> None:
+    for sequence in sequences:
+        shard.records[sequence].created_at -= seconds
+
+
+def payloads(shard: models.Shard, after: str) -> list[bytes]:
+    records, _, _ = shard.get_records(after, None)
+    return [record.to_json()["Data"] for record in records]
+
+
+def test_records_past_retention_expire_and_their_files_are_let_go(shard: models.Shard) -> None:
+    sent = [f"record {i} ".encode() * 40 for i in range(12)]  # ~400 bytes each
+    assert [put(shard, p) for p in sent] == [str(n) for n in range(1, 13)]
+    files_before = moto_patches._log_of(shard).files()
+    assert files_before >= 4
+
+    age(shard, range(1, 8), 3600)
+    assert moto_patches.expire_records(shard, retention_seconds=600, now=time.time()) == 7
+    assert payloads(shard, "0") == sent[7:]  # TRIM_HORIZON now starts at the first live one
+    assert payloads(shard, "9") == sent[9:]
+    assert moto_patches._log_of(shard).files() < files_before
+
+    # Nothing else is old enough: nothing more goes.
+    assert moto_patches.expire_records(shard, retention_seconds=600, now=time.time()) == 0
+
+
+def test_sequence_numbers_go_on_after_every_record_expired(shard: models.Shard) -> None:
+    for i in range(5):
+        put(shard, f"old {i}".encode())
+    age(shard, range(1, 6), 3600)
+    assert moto_patches.expire_records(shard, retention_seconds=600, now=time.time()) == 5
+    assert payloads(shard, "0") == []
+    # A consumer checkpointed at 5 must see what comes next, numbered after it.
+    assert put(shard, b"new") == "6"
+    assert payloads(shard, "5") == [b"new"]
+    assert shard.get_max_sequence_number() == 6
+
+
+def test_s3_bodies_read_in_chunks_and_fail_once_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(moto_patches, "_SEGMENT_BYTES", 1000)
+    store = moto_patches._SegmentedStore(tmp_path)
+    body = moto_patches._ObjectBody(store, threshold=100)
+    data = bytes(range(256)) * 3
+    body.seek(0)
+    body.truncate()
+    body.write(data)
+    body.seek(0)
+    assert [body.read(300), body.read(300), body.read(300), body.read(300)] == [
+        data[:300],
+        data[300:600],
+        data[600:],
+        b"",
+    ]
+    body.seek(0)
+    assert body.read() == data
+    body.close()
+    # A GET that still holds an overwritten or deleted object must fail, not answer b"".
+    with pytest.raises(ValueError):
+        body.seek(0)
+    with pytest.raises(ValueError):
+        body.read()
+
+
+def test_s3_body_files_are_freed_once_no_body_in_them_is_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(moto_patches, "_SEGMENT_BYTES", 1000)
+    store = moto_patches._SegmentedStore(tmp_path)
+    bodies = []
+    for n in range(6):  # 400 bytes each: bodies 0-2 fill the first file, 3-5 the second
+        body = moto_patches._ObjectBody(store, threshold=100)
+        body.write(bytes([n]) * 400)
+        bodies.append(body)
+    first_file = weakref.ref(bodies[0]._on_disk[0])  # type: ignore[index]
+    last = bodies[-1]
+    bodies[0].close()
+    bodies[1].close()
+    bodies[2].close()
+    del bodies
+    gc.collect()
+    assert first_file() is None  # closed, and being unlinked, its space is returned
+    last.seek(0)
+    assert last.read() == bytes([5]) * 400
+
+
+def test_models_are_no_longer_tracked_and_dict_models_still_build() -> None:
+    moto_patches.apply(s3_memory_object_bytes=64 * 1024)
+
+    class Plain(common_models.BaseModel):
+        pass
+
+    class Mapping(common_models.BaseModel, dict):  # as some moto models are
+        pass
+
+    Plain()
+    made = Mapping(a=1)
+    assert made["a"] == 1
+    assert Plain.instances_tracked == []  # type: ignore[attr-defined]
+    assert Mapping.instances_tracked == []  # type: ignore[attr-defined]
