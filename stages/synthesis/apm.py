@@ -117,10 +117,10 @@ class _TraceBuilder:
         duration = round(elapsed + own / 2, 2)
         record.update(duration_ms=duration, offset_ms=offset_ms, status="ERROR" if failed else "OK")
         record["label"] = hit[1] if hit is not None else None
-        # Each span is one service serving a call (a server span); OpenTelemetry's peer.service
-        # belongs on client spans, so the caller is known from parent_span_id instead.
+        # Each span is one service serving a call, i.e. a server span, so neither a span kind
+        # (the same on every span) nor OpenTelemetry's peer.service (which belongs on client
+        # spans) is stored; the caller is the span parent_span_id names.
         record["attributes"] = {
-            "span.kind": "server",
             "http.status_code": 500 if failed else 200,
             "self_time_ms": round(own, 2),
             "depth": depth,
