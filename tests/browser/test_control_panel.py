@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.orchestrator.stubs import Peers, start_peers
 from tests.support.browser import PageErrors, open_page, save_screenshot
-from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.processes import Process, base_env, free_port, start_service
 
 TIMEOUT_MS = 15_000
 PLAYWRIGHT_DEFAULT_MS = 5_000
@@ -46,12 +45,7 @@ def start_orchestrator(tmp: Path, peers: Peers, **env: str) -> tuple[Process, st
     )
     child_env.pop("CONTROL_TOKEN", None)
     child_env.update(env)
-    proc = Process(
-        f"orchestrator-{port}", [sys.executable, "-m", "stages.orchestrator"], child_env, tmp
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http_ok(f"{url}/health", proc)
-    return proc, url
+    return start_service("orchestrator", child_env, tmp, port, f"orchestrator-{port}")
 
 
 @pytest.fixture(autouse=True)

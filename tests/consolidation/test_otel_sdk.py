@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from tests.consolidation.test_api import parse_line_strictly
-from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.processes import Process, base_env, free_port, start_service
 
 
 def start_consolidation(data_dir: Path, log_dir: Path, **env: str) -> tuple[Process, str]:
@@ -28,11 +27,7 @@ def start_consolidation(data_dir: Path, log_dir: Path, **env: str) -> tuple[Proc
         DEPLOYMENT_ENVIRONMENT="test",
         **env,
     )
-    args = [sys.executable, "-m", "stages.consolidation"]
-    proc = Process(f"consolidation-{port}", args, environment, log_dir)
-    url = f"http://127.0.0.1:{port}"
-    wait_http_ok(f"{url}/health", proc)
-    return proc, url
+    return start_service("consolidation", environment, log_dir, port, f"consolidation-{port}")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ once, the spool survives a restart, and Log Consolidation receives what was acce
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from stages.common import aws
 from stages.common.config import Settings
 from tests.ingestion.helpers import read_stream
 from tests.support.fault_proxy import FaultProxy
-from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.processes import Process, base_env, free_port, start_service
 from tests.support.records import mixed_batch
 
 STREAMS = ("stage01-logs-stream", "stage01-metrics-stream", "stage01-apm-stream")
@@ -34,15 +33,8 @@ def _start_ingestion(
         **env,
     )
     environment.setdefault("CONSOLIDATION_PORT", str(free_port()))
-    proc = Process(
-        f"ingestion-{port}-{time.monotonic_ns()}",
-        [sys.executable, "-m", "stages.ingestion"],
-        environment,
-        log_dir,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http_ok(f"{url}/health", proc)
-    return proc, url
+    name = f"ingestion-{port}-{time.monotonic_ns()}"
+    return start_service("ingestion", environment, log_dir, port, name)
 
 
 def _event_ids_on_kinesis(settings: Settings) -> Counter[str]:
@@ -134,11 +126,9 @@ def test_accepted_records_reach_log_consolidation(
     env = base_env(
         endpoint, CONSOLIDATION_PORT=str(consolidation_port), DATA_DIR=str(tmp_path / "c")
     )
-    consolidation = Process(
-        "consolidation", [sys.executable, "-m", "stages.consolidation"], env, proc_logs
+    consolidation, consolidation_url = start_service(
+        "consolidation", env, proc_logs, consolidation_port
     )
-    consolidation_url = f"http://127.0.0.1:{consolidation_port}"
-    wait_http_ok(f"{consolidation_url}/health", consolidation)
     proc, url = _start_ingestion(
         endpoint,
         tmp_path / "data",

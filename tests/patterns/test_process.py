@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import httpx
 
-from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.processes import base_env, free_port, start_service
 
 
 def test_the_service_starts_and_evaluates(proc_logs: Path) -> None:
     port = free_port()
     env = base_env("http://127.0.0.1:9", PATTERNS_PORT=str(port))
-    proc = Process(f"patterns-{port}", [sys.executable, "-m", "stages.patterns"], env, proc_logs)
+    proc, _ = start_service("patterns", env, proc_logs, port)
     try:
-        wait_http_ok(f"http://127.0.0.1:{port}/health", proc)
         resp = httpx.post(
             f"http://127.0.0.1:{port}/api/patterns/evaluate",
             json={

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.processes import Process, base_env, free_port, start_service
 
 
 def start_state_manager(data_dir: Path, log_dir: Path, port: int) -> Process:
     env = base_env("http://127.0.0.1:9", DATA_DIR=str(data_dir), STATE_PORT=str(port))
     env.pop("CONTROL_TOKEN", None)
-    proc = Process(f"state-{port}", [sys.executable, "-m", "stages.state"], env, log_dir)
-    wait_http_ok(f"http://127.0.0.1:{port}/health", proc)
-    return proc
+    return start_service("state", env, log_dir, port, name=f"state-{port}")[0]
 
 
 def test_state_survives_a_restart_and_even_a_kill(tmp_path: Path, proc_logs: Path) -> None:

@@ -115,10 +115,11 @@ def start_emulator(log_dir: Path, *, provision: bool = True, **env: str) -> tupl
 
 
 def start_service(
-    package: str, env: Mapping[str, str], log_dir: Path, port: int
+    package: str, env: Mapping[str, str], log_dir: Path, port: int, name: str | None = None
 ) -> tuple[Process, str]:
-    """``python -m stages.<package>`` with ``env`` (which puts it on ``port``), once healthy."""
-    proc = Process(package, [sys.executable, "-m", f"stages.{package}"], env, log_dir)
+    """``python -m stages.<package>`` with ``env`` (which puts it on ``port``), once healthy;
+    its output goes to ``log_dir/<name>.log`` (``name`` defaults to the package)."""
+    proc = Process(name or package, [sys.executable, "-m", f"stages.{package}"], env, log_dir)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http_ok(f"{url}/health", proc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from stages.common.service import serve_in_thread
-from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.processes import base_env, free_port, start_service
 
 
 @dataclass
@@ -71,10 +70,8 @@ def synthesis(
         STATE_PORT=str(free_port()),
         DATA_DIR=str(Path(logs) / "data"),
     )
-    proc = Process("synthesis", [sys.executable, "-m", "stages.synthesis"], env, logs)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_service("synthesis", env, logs, port)
     try:
-        wait_http_ok(f"{url}/health", proc)
         yield url
     finally:
         proc.stop()
