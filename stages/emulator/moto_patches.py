@@ -47,7 +47,6 @@ import tempfile
 import threading
 import time
 from base64 import b64decode, b64encode
-from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,7 +74,7 @@ class _AppendOnlyFile:
     """Append-only storage in an already unlinked file; what is written is never moved."""
 
     def __init__(self, directory: Path | None) -> None:
-        # Open as long as data in it is referred to (see _ShardLog and _SegmentedStore). Not
+        # Open as long as data in it is referred to (see _SegmentedStore). Not
         # in /tmp by default: that is a RAM-backed tmpfs on many systems.
         self._file = tempfile.TemporaryFile(  # noqa: SIM115
             prefix="emulator-", dir=directory, buffering=0
@@ -105,34 +104,32 @@ class _AppendOnlyFile:
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self._fd, size, offset)
 
+    def __del__(self) -> None:
+        # The last record or body in this file is gone: close it, which frees its space.
+        self._file.close()
 
-class _ShardLog:
-    """One shard's record data, in files of up to ``_SEGMENT_BYTES``; the newest is written to.
 
-    A file is never closed here: records refer to their file, and CPython closes it when the
-    last of them is gone, so a GetRecords answer being built while its records expire still
-    reads them (and no file descriptor number is reused under it).
+class _SegmentedStore:
+    """Append-only files of up to ``_SEGMENT_BYTES``; each piece of data refers to its file.
+
+    A file is freed (closed, and being unlinked, its space returned) by CPython when nothing
+    refers to it any more: the current one by this store, older ones by the Kinesis records or
+    S3 bodies in them. So an expired record's or overwritten body's space is returned once its
+    whole file is unused, and a file is never closed while a GetRecords answer being built, or
+    a GET, still reads from it (nor is its descriptor number reused under it).
     """
 
     def __init__(self, directory: Path | None) -> None:
         self._directory = directory
-        self._segments: deque[tuple[_AppendOnlyFile, int]] = deque()  # (file, last sequence)
+        self._current: _AppendOnlyFile | None = None
+        self._lock = threading.Lock()
 
-    def append(self, data: bytes, sequence: int) -> tuple[_AppendOnlyFile, int]:
-        if not self._segments or self._segments[-1][0].size >= _SEGMENT_BYTES:
-            self._segments.append((_AppendOnlyFile(self._directory), sequence))
-        storage = self._segments[-1][0]
-        offset = storage.append(data)
-        self._segments[-1] = (storage, sequence)
-        return storage, offset
-
-    def release_before(self, first_live_sequence: int) -> None:
-        """Let go of the files whose records have all expired (never the one written to)."""
-        while len(self._segments) > 1 and self._segments[0][1] < first_live_sequence:
-            self._segments.popleft()
-
-    def files(self) -> int:
-        return len(self._segments)
+    def append(self, data: bytes) -> tuple[_AppendOnlyFile, int]:
+        with self._lock:
+            if self._current is None or self._current.size >= _SEGMENT_BYTES:
+                self._current = _AppendOnlyFile(self._directory)
+            storage = self._current
+        return storage, storage.append(data)
 
 
 class _DiskRecord:
@@ -155,7 +152,7 @@ class _DiskRecord:
 
     def __init__(
         self,
-        log: _ShardLog,
+        store: _SegmentedStore,
         partition_key: str,
         data: bytes,
         sequence_number: int,
@@ -166,7 +163,7 @@ class _DiskRecord:
         self.explicit_hash_key = explicit_hash_key
         self.created_at = unix_time(utcnow())
         self.size = len(data)
-        self._storage, self._offset = log.append(data, sequence_number)
+        self._storage, self._offset = store.append(data)
 
     @property
     def created_at_datetime(self) -> datetime:
@@ -189,27 +186,6 @@ class _DiskRecord:
             "SequenceNumber": str(self.sequence_number),
             "ApproximateArrivalTimestamp": self.created_at_datetime,
         }
-
-
-class _SegmentedStore:
-    """Append-only files of up to ``_SEGMENT_BYTES``; each piece of data refers to its file.
-
-    A file is freed (closed, and being unlinked, its space returned) by CPython when nothing
-    refers to it any more: the current one by this store, older ones by the bodies in them.
-    Space of an overwritten body is returned once its whole file is unused.
-    """
-
-    def __init__(self, directory: Path | None) -> None:
-        self._directory = directory
-        self._current: _AppendOnlyFile | None = None
-        self._lock = threading.Lock()
-
-    def append(self, data: bytes) -> tuple[_AppendOnlyFile, int]:
-        with self._lock:
-            if self._current is None or self._current.size >= _SEGMENT_BYTES:
-                self._current = _AppendOnlyFile(self._directory)
-            storage = self._current
-        return storage, storage.append(data)
 
 
 class _ObjectBody:
@@ -305,11 +281,11 @@ def _keep_object_bodies_in(store: _SegmentedStore, threshold: int) -> None:
     s3_models.tempfile = SimpleNamespace(SpooledTemporaryFile=make_body)  # type: ignore[assignment]
 
 
-def _log_of(shard: models.Shard) -> _ShardLog:
-    log = getattr(shard, "_disk_log", None)
-    if log is None:
-        log = shard._disk_log = _ShardLog(_data_directory)  # type: ignore[attr-defined]
-    return log
+def _store_of(shard: models.Shard) -> _SegmentedStore:
+    store = getattr(shard, "_disk_store", None)
+    if store is None:
+        store = shard._disk_store = _SegmentedStore(_data_directory)  # type: ignore[attr-defined]
+    return store
 
 
 # The newest sequence number ever given out, kept apart from the records: once the oldest have
@@ -334,7 +310,7 @@ def _put_record(self: models.Shard, partition_key: str, data: str, explicit_hash
     with _write_lock:
         sequence_number = _max_sequence_number(self) + 1
         self.records[sequence_number] = _DiskRecord(
-            _log_of(self), partition_key, raw, sequence_number, explicit_hash_key
+            _store_of(self), partition_key, raw, sequence_number, explicit_hash_key
         )
         self._last_sequence = sequence_number  # type: ignore[attr-defined]
     return str(sequence_number)
@@ -352,9 +328,6 @@ def expire_records(shard: models.Shard, retention_seconds: float, now: float) ->
                 break
             del records[first]
             expired += 1
-        if expired:
-            first_live = next(iter(records)) if records else _max_sequence_number(shard) + 1
-            _log_of(shard).release_before(first_live)
     return expired
 
 
