@@ -9,6 +9,7 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,20 +61,20 @@ def pids_in(run_dir: Path) -> dict[str, int]:
 
 def _tree_rss(proc: psutil.Process) -> int:
     """RSS of a process and its children (a service that forks is charged for its workers)."""
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            total += child.memory_info().rss
-    return total
+    return _tree_sum(proc, lambda p: p.memory_info().rss)
 
 
 def _tree_pss(proc: psutil.Process) -> int:
     """Proportional set size of a process and its children: pages shared with other processes
     (the interpreter, libssl, pydantic-core...) are divided among them instead of counted whole."""
-    total = proc.memory_full_info().pss
+    return _tree_sum(proc, lambda p: p.memory_full_info().pss)
+
+
+def _tree_sum(proc: psutil.Process, measure: Callable[[psutil.Process], int]) -> int:
+    total = measure(proc)
     for child in proc.children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            total += child.memory_full_info().pss
+            total += measure(child)
     return total
 
 

@@ -348,10 +348,10 @@ def _stream_put_record(
 
 def _get_records(
     self: models.Shard, last_sequence_id: str, limit: int | None
-) -> tuple[list[models.Record | _DiskRecord], int, int]:
+) -> tuple[list[_DiskRecord], int, int]:
     position = int(last_sequence_id)
     newest = _max_sequence_number(self)
-    results: list[models.Record | _DiskRecord] = []
+    results: list[_DiskRecord] = []
     size = 0
     # With every record expired there is nothing before the next one to be written.
     first_live = _min_sequence_number(self) if self.records else newest + 1
@@ -360,7 +360,7 @@ def _get_records(
         record = self.records.get(seq)
         if record is not None:
             results.append(record)
-            size += _data_size(record) + len(record.partition_key)
+            size += record.size + len(record.partition_key)
             position = seq
         seq += 1
     millis_behind = 0
@@ -368,13 +368,6 @@ def _get_records(
     if results and latest is not None:
         millis_behind = int((latest.created_at - results[-1].created_at) * 1000)
     return results, position, millis_behind
-
-
-def _data_size(record: models.Record | _DiskRecord) -> int:
-    if isinstance(record, _DiskRecord):
-        return record.size
-    # moto keeps the data base64-encoded: 3 bytes for every 4 characters.
-    return len(record.data) * 3 // 4
 
 
 def _get_shard_for_key(
