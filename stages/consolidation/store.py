@@ -100,7 +100,7 @@ class Consolidator:
 
     def add_records(self, raw: list[Any]) -> BatchResult:
         """Canonical records (what ingestion forwards): validated, normalised, stored."""
-        validated = validate_records(raw)
+        validated = validate_records(raw, wire=False)
         records, out_of_range = _within_otlp_time(validated.records, validated.rejected, len(raw))
         rejected = [r.to_dict() for r in sorted(validated.rejected + out_of_range, key=_index)]
         self.counters.inc("received", len(raw))

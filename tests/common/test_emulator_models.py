@@ -132,3 +132,52 @@ def test_models_are_no_longer_tracked_and_dict_models_still_build() -> None:
     assert made["a"] == 1
     assert Plain.instances_tracked == []  # type: ignore[attr-defined]
     assert Mapping.instances_tracked == []  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch) -> models.KinesisBackend:
+    moto_patches.apply(s3_memory_object_bytes=64 * 1024)
+    kinesis = models.KinesisBackend("us-east-1", "123456789012")
+    kinesis.create_stream("two-shards", shard_count=2, stream_mode=None)
+    return kinesis
+
+
+def test_put_records_routes_by_key_and_keeps_kinesis_limits(
+    backend: models.KinesisBackend,
+) -> None:
+    entries = [
+        {"PartitionKey": f"key-{n}", "Data": b64encode(f"payload {n}".encode()).decode()}
+        for n in range(40)
+    ]
+    answer = backend.put_records(None, "two-shards", entries)
+    assert answer["FailedRecordCount"] == 0
+    stream = backend.describe_stream(stream_arn=None, stream_name="two-shards")
+    stored: dict[str, bytes] = {}
+    for shard in stream.shards.values():
+        for record in shard.get_records("0", None)[0]:
+            stored[record.partition_key] = record.to_json()["Data"]
+    assert stored == {f"key-{n}": f"payload {n}".encode() for n in range(40)}
+    # Each record answered with the shard its key hashes to, in the order sent.
+    for entry, result in zip(entries, answer["Records"], strict=True):
+        shard = stream.get_shard_for_key(entry["PartitionKey"], None)
+        assert result["ShardId"] == shard.shard_id
+        assert shard.records[int(result["SequenceNumber"])].partition_key == entry["PartitionKey"]
+    assert {r["ShardId"] for r in answer["Records"]} == set(stream.shards)
+
+    big = {"PartitionKey": "k", "Data": b64encode(b"x" * (1024 * 1024)).decode()}
+    with pytest.raises(models.RecordSizeExceedsLimit):
+        backend.put_records(None, "two-shards", [entries[0], big])
+    with pytest.raises(models.TooManyRecords):
+        backend.put_records(None, "two-shards", entries * 13)
+
+
+def test_cloudwatch_datapoints_of_kinesis_calls_are_bounded(
+    backend: models.KinesisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(moto_patches, "MAX_CLOUDWATCH_DATUMS", 40)
+    datums = models.cloudwatch_backends["123456789012"]["us-east-1"].metric_data
+    entry = {"PartitionKey": "k", "Data": b64encode(b"data").decode()}
+    for _ in range(200):
+        backend.put_records(None, "two-shards", [entry])
+    assert 40 <= len(datums) <= 50  # two per call, trimmed back to the newest 40
+    assert datums[-1].value == 1  # the last call's IncomingRecords is still there

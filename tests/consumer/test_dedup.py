@@ -46,6 +46,19 @@ def test_the_window_forgets_ranges_once_newer_ones_hold_enough_records() -> None
     assert _feed(window, ["old-1", "n1"]) == [False, True]
 
 
+def test_a_copy_keeps_its_id_in_the_window_until_the_copys_own_range_is_dropped() -> None:
+    window = DedupWindow(WindowState("TRIM_HORIZON"), max_records=2)
+    assert _feed(window, ["a", "b"]) == [False, False]
+    window.close("2")
+    assert _feed(window, ["a", "c"]) == [True, False]  # the copy is read in the second range
+    state = window.close("4")
+    assert state.base == "2"  # the first range (the original "a") left the window ...
+    assert _feed(window, ["a", "b"]) == [True, False]  # ... the copy's range still holds "a"
+    window.close("6")
+    assert len(window) == 2  # "a" and "b", read in the one range left
+    assert _feed(window, ["c"]) == [False]
+
+
 def test_the_number_of_marks_is_bounded() -> None:
     window = DedupWindow(WindowState("TRIM_HORIZON"), max_records=10**6)
     for n in range(MAX_MARKS + 10):

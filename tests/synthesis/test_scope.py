@@ -91,3 +91,18 @@ def test_the_expressed_anomaly_covers_each_signal_of_its_scope() -> None:
         ("system_resource_log", "ledger-service"),
     }
     assert metrics == {"cpu.utilization", "latency.p95"}
+
+
+def test_record_timestamps_are_the_milliseconds_they_stand_for() -> None:
+    """Synthesis formats each second once and appends the milliseconds; the result must be
+    what formatting the exact moment gives, for any millisecond, before 1970 included."""
+    from datetime import timedelta
+
+    from stages.common.records import format_timestamp
+    from stages.synthesis.generator import _stamp
+    from stages.synthesis.scope import EPOCH
+
+    moments = [0, 1, 999, 1_000, -1, -999, -1_000, -1_001, 1_764_758_400_123, 253_402_300_799_999]
+    moments += [-62_135_596_800_000 + n for n in (0, 1, 999, 1_000)]  # year 1, zero-padded
+    for ms in moments:
+        assert _stamp(ms) == format_timestamp(EPOCH + timedelta(milliseconds=ms)), ms
