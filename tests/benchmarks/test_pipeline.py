@@ -41,6 +41,9 @@ def test_quick_defaults_and_explicit_steps() -> None:
     assert full.steps == [8000, 10000]
     assert full.step_seconds == 30.0
     assert full.skip_latency and not full.skip_gzip
+    # gzip is measured as a lake kept for storage runs it, unless asked otherwise.
+    assert full.gzip_flush_age == 10.0 and full.gzip_seconds == 30.0
+    assert parse_args(["--gzip-flush-age", "1"]).gzip_flush_age == 1.0
 
 
 @pytest.mark.parametrize(
@@ -167,13 +170,14 @@ def test_targets_of_skipped_phases_are_not_measured_and_misses_are_reported() ->
         "buckets": {"log": "md-raw-logs"},
         "stored_bytes_per_record": {"plain": {"log": 569.0}, "gzip": {}},
         "start_to_healthy_s": 9.5,
+        "options": {"gzip_flush_age": 10.0},
     }
     by_figure = {v.figure: v.met for v in verdicts(result)}
     assert by_figure["highest sustained end-to-end rate (records/s)"] is False
     assert by_figure["latency p50 at 1,000/s (s)"] is None
     assert by_figure["peak RSS, all processes (MB)"] is True
     assert by_figure["stored bytes/record plain, md-raw-logs"] is False
-    assert by_figure["stored bytes/record gzip, md-raw-logs"] is None
+    assert by_figure["stored bytes/record gzip, md-raw-logs (10 s objects)"] is None
     assert by_figure["start to all healthy (s)"] is True
 
 
@@ -240,6 +244,7 @@ def test_the_report_shows_each_target_with_its_verdict(capsys: pytest.CaptureFix
         "peak_total_pss_mb": 150.0,
         "machine": {"cpus": 2},
         "rerun": "python -m benchmarks.pipeline --skip-latency",
+        "options": {"gzip_flush_age": 10.0},
     }
     print_report(result, ROOT / "benchmarks" / "results" / "pipeline-x.json")
     out = capsys.readouterr().out
