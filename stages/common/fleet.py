@@ -298,31 +298,34 @@ class Fleet:
         path = self.pid_file(svc)
         try:
             pid = int(path.read_text().split()[0])
-            written = path.stat().st_mtime
         except (OSError, ValueError, IndexError):
             if path.exists():
                 path.unlink(missing_ok=True)
             return None
-        proc = self._owned(pid, svc, written)
+        proc = self._owned(pid, svc)
         if proc is None:
             path.unlink(missing_ok=True)
         return proc
 
-    @staticmethod
-    def _owned(pid: int, svc: Service, written: float) -> psutil.Process | None:
+    def _owned(self, pid: int, svc: Service) -> psutil.Process | None:
+        """The process if it runs ``svc``'s module for this run directory (a pid reused by
+        anything else, or by the same service of another run directory, is not ours).
+
+        Not by start times: psutil derives them from the wall clock, and a VM whose clock was
+        stepped by 9 s made live services look younger than their pid files, so they were taken
+        for recycled pids, left running, and their ports blocked the next start.
+        """
         try:
             proc = psutil.Process(pid)
             cmdline = proc.cmdline()
-            created = proc.create_time()
+            run_dir = proc.environ().get("RUN_DIR")
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             return None
         if not _alive(proc):
             return None
-        # Our command line is `<python> -m <module>`; a pid reused by anything else fails this.
+        # Our command line is `<python> -m <module>`, and every child gets RUN_DIR (child_env).
         runs_module = any(a == "-m" and b == svc.module for a, b in itertools.pairwise(cmdline))
-        # A recycled pid belongs to a process younger than our pid file (2 s covers the clock
-        # granularity of /proc's start time).
-        if not runs_module or created > written + 2.0:
+        if not runs_module or run_dir != str(self.run_dir):
             return None
         return proc
 

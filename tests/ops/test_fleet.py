@@ -224,8 +224,13 @@ STUBBORN = (
 )
 
 
+def _as_if_started_by(fleet_run: FleetRun) -> dict[str, str]:
+    """The environment the fleet gives its children (it recognises them by RUN_DIR)."""
+    return {**os.environ, "RUN_DIR": str(fleet_run.run_dir.resolve())}
+
+
 def test_stop_escalates_to_sigkill(fleet_run: FleetRun) -> None:
-    stubborn = subprocess.Popen([sys.executable, "-c", *STUBBORN])
+    stubborn = subprocess.Popen([sys.executable, "-c", *STUBBORN], env=_as_if_started_by(fleet_run))
     try:
         fleet_run.run_dir.mkdir(parents=True)
         time.sleep(0.2)  # the handler is installed before stop signals it
@@ -241,17 +246,36 @@ def test_stop_escalates_to_sigkill(fleet_run: FleetRun) -> None:
 
 
 def test_a_recycled_pid_is_not_signalled(fleet_run: FleetRun) -> None:
-    # Same command line, but the process is younger than the pid file: the pid was reused.
-    lookalike = subprocess.Popen([sys.executable, "-c", *STUBBORN])
+    # Same command line, but another run directory's (or none): the pid was reused.
+    other_run = {**os.environ, "RUN_DIR": str(fleet_run.run_dir.parent / "another-run")}
+    lookalike = subprocess.Popen([sys.executable, "-c", *STUBBORN], env=other_run)
     try:
         fleet_run.run_dir.mkdir(parents=True)
         pid_file = fleet_run.run_dir / "emulator.pid"
         pid_file.write_text(f"{lookalike.pid}\n")
-        an_hour_ago = time.time() - 3600
-        os.utime(pid_file, (an_hour_ago, an_hour_ago))
         assert fleet_run.cli("stop", "--timeout", "1").returncode == 0
         assert lookalike.poll() is None
         assert not pid_file.exists()
     finally:
         lookalike.kill()
         lookalike.wait()
+
+
+def test_a_service_is_still_ours_after_the_clock_moved(fleet_run: FleetRun) -> None:
+    """A stepped wall clock once made live services look younger than their pid files; they
+    were taken for recycled pids, their pid files removed and the processes left running."""
+    ours = subprocess.Popen([sys.executable, "-c", *STUBBORN], env=_as_if_started_by(fleet_run))
+    try:
+        fleet_run.run_dir.mkdir(parents=True)
+        time.sleep(0.2)  # the handler is installed before stop signals it
+        pid_file = fleet_run.run_dir / "emulator.pid"
+        pid_file.write_text(f"{ours.pid}\n")
+        an_hour_ago = time.time() - 3600
+        os.utime(pid_file, (an_hour_ago, an_hour_ago))
+        status = fleet_run.cli("status", "emulator")
+        assert f"{ours.pid}" in status.stdout, status.stdout
+        assert fleet_run.cli("stop", "--timeout", "1").returncode == 0
+        assert ours.wait(5) == -signal.SIGKILL
+    finally:
+        ours.kill()
+        ours.wait()
