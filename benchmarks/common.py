@@ -34,6 +34,26 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+REFERENCE_LOOP_ITERATIONS = 3_000_000
+
+
+def reference_loop_ms(repeats: int = 3) -> float:
+    """CPU milliseconds of a fixed pure-Python loop, the best of ``repeats``.
+
+    On a VM that shares its host the same code costs up to twice the CPU from one hour to the
+    next (noisy neighbours show as slower cycles, not only as steal time); every CPU figure of a
+    run is to be read against this one, taken when the fleet is quiet.
+    """
+    best = math.inf
+    for _ in range(repeats):
+        began = time.process_time()
+        total = 0
+        for i in range(REFERENCE_LOOP_ITERATIONS):
+            total += i
+        best = min(best, time.process_time() - began)
+    return round(best * 1000, 1)
+
+
 def write_result(prefix: str, result: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

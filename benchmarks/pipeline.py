@@ -61,6 +61,7 @@ from benchmarks.common import (
     FleetSampler,
     machine_info,
     percentile,
+    reference_loop_ms,
     write_result,
 )
 from benchmarks.lake import (
@@ -308,6 +309,7 @@ class Bench:
         )
         lake = self.lake.read_new()
         self.plain.add(lake, gzip=False)
+        speed = reference_loop_ms()  # the fleet is quiet now: every record is delivered
         stats = gen.stats
         step = {
             "requested_per_s": round(gen.requested_per_s),
@@ -327,6 +329,7 @@ class Bench:
             "cpu_percent": cpu.percent,
             "cpu_ms_per_1000_records": cpu.ms_per_1000(stats["records_produced"]),
             "cpu_bound_estimate_per_s": cpu_bound_estimate(cpu, stats["records_produced"]),
+            "reference_loop_ms": speed,
         }
         step["sustained"], step["verdict"] = step_verdict(step, drain_bound)
         return step
@@ -539,6 +542,10 @@ def print_report(result: dict[str, Any], path: Path) -> None:
         print(f"last step, CPU % of one core: {last['cpu_percent']}")
         print(f"last step, CPU ms per 1,000 records: {last['cpu_ms_per_1000_records']}; "
               f"all cores busy at that cost: {last['cpu_bound_estimate_per_s']}/s")  # fmt: skip
+        loops = [s.get("reference_loop_ms") for s in steps]
+        print(f"machine speed: a fixed Python loop took {result.get('reference_loop_ms_at_start')} "
+              f"ms at the start, {loops} ms after each step (the same code's CPU per record "
+              "moves with it on a shared host)")  # fmt: skip
     print(f"\n{'figure':58} {'measured':>10}  {'target':>10}  result")
     for v in verdicts(result):
         shown = "-" if v.value is None else f"{v.value:,g}"
@@ -642,6 +649,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_at_start": machine_info()["load_average"],
+        "reference_loop_ms_at_start": reference_loop_ms(),
         "buckets": buckets_by_kind(fleet.settings),
     }
     bench = Bench(
@@ -712,7 +720,7 @@ def run_steps(bench: Bench, args: argparse.Namespace) -> list[dict[str, Any]]:
         print(f"step: {rate:,} records/s for {args.step_seconds:g} s ...", flush=True)
         step = bench.step(rate, args.step_seconds, args.drain_seconds)
         steps.append(step)
-        print(f"  {step['verdict']}", flush=True)
+        print(f"  {step['verdict']} (reference loop {step['reference_loop_ms']:g} ms)", flush=True)
         if not step["sustained"]:
             break
     return steps

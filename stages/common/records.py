@@ -34,6 +34,10 @@ _CANONICAL_TIMESTAMP = re.compile(
 _SCALAR_TYPES = (str, int, float, bool, type(None))
 # The exact types JSON gives: checked in one C-level pass before the per-attribute loop.
 _JSON_SCALAR_TYPES = frozenset(_SCALAR_TYPES)
+# Attribute integers are signed 64-bit: what OTLP's intValue, Athena's BIGINT and most JSON
+# readers hold (orjson would write up to 2**64 - 1, and Log Consolidation then failed on it).
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
 _MAX_ATTRIBUTES = 64
 _MAX_ATTRIBUTE_NAME = 128
 # Fields each kind must carry, read in one call per record (this check runs on every record
@@ -47,6 +51,10 @@ _REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 
 def _finite(value: Any) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
+
+
+def _int64(value: Any) -> bool:
+    return type(value) is not int or _INT64_MIN <= value <= _INT64_MAX
 
 
 _REQUIRED_GETTERS = {kind: itemgetter(*fields) for kind, fields in _REQUIRED_FIELDS.items()}
@@ -144,6 +152,7 @@ class Record(BaseModel):
             types <= _JSON_SCALAR_TYPES
             and max(map(len, value), default=0) <= _MAX_ATTRIBUTE_NAME
             and (float not in types or all(map(_finite, value.values())))
+            and (int not in types or all(map(_int64, value.values())))
         ):
             return value
         for key, item in value.items():
@@ -153,6 +162,8 @@ class Record(BaseModel):
                 raise ValueError(f"attribute {key!r} must be a string, number, boolean or null")
             if not _finite(item):
                 raise ValueError(f"attribute {key!r} must be a finite number, not {item}")
+            if not _int64(item):
+                raise ValueError(f"attribute {key!r} is outside the 64-bit signed integer range")
         return value
 
     @model_validator(mode="after")

@@ -101,14 +101,25 @@ def _add(
     outcome.lines.append(line)
 
 
+# Every field but ``message`` and ``attributes`` is bounded by the model (at most 256
+# characters each); together with their keys, even with every character escaped as \u00XX,
+# they stay under this (~9 KB).
+_BOUNDED_FIELDS_JSON_BYTES = 16 * 1024
+
+
 def _add_record(outcome: Validated, index: int, record: Record) -> None:
-    # The one thing besides the model that a JSON writer refuses: only attributes can hold an
-    # integer, and orjson takes 64 bits at most (checked on the attributes, not the record).
-    try:
-        orjson.dumps(record.attributes)
-    except orjson.JSONEncodeError as exc:
-        outcome.rejected.append(Rejection(index, [f"attributes: {exc}"]))
-        return
+    """``_add`` without building the wire form, for callers that store their own form: the
+    model already guarantees JSON can carry the record, so only its size is checked, and the
+    line is built only for a record that might be over the limit."""
+    message = record.message or ""
+    # \u00XX for every character of the message at worst; the attributes as they are written.
+    worst = _BOUNDED_FIELDS_JSON_BYTES + 6 * len(message) + len(orjson.dumps(record.attributes))
+    if worst > MAX_RECORD_JSON_BYTES:
+        size = len(orjson.dumps(record.to_json_dict())) + 1
+        if size > MAX_RECORD_JSON_BYTES:
+            problem = f"record is {size} bytes as JSON; the limit is {MAX_RECORD_JSON_BYTES}"
+            outcome.rejected.append(Rejection(index, [problem]))
+            return
     outcome.records.append(record)
 
 

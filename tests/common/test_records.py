@@ -58,6 +58,8 @@ def test_canonical_timestamps_stay_as_formatting_them_again_would(timestamp: str
         ({"attributes": {f"a{i}": i for i in range(65)}}, "at most 64 attributes"),
         ({"attributes": {"ratio": float("nan")}}, "finite number"),
         ({"attributes": {"ratio": float("inf")}}, "finite number"),
+        ({"attributes": {"n": 2**63}}, "64-bit signed integer"),  # JSON takes it, OTLP not
+        ({"attributes": {"n": -(2**63) - 1}}, "64-bit signed integer"),
         ({"anomaly_score": float("nan")}, "anomaly_score"),
         ({"kind": "metric", "metric_name": "cpu.use", "value": float("inf"), "unit": "%"}, "value"),
     ],
@@ -66,3 +68,8 @@ def test_invalid_records_are_refused_with_the_reason(change: dict, problem: str)
     with pytest.raises(ValidationError) as exc:
         Record.model_validate(LOG | change)
     assert problem in str(exc.value)
+
+
+def test_attribute_integers_take_the_whole_signed_64_bit_range() -> None:
+    ends = {"low": -(2**63), "high": 2**63 - 1, "flag": True}
+    assert Record.model_validate(LOG | {"attributes": ends}).attributes == ends
