@@ -84,12 +84,8 @@ def _add(
 ) -> None:
     if wire is None:
         wire = record.to_json_dict()
-    try:
-        line = orjson.dumps(wire) + b"\n"
-    except orjson.JSONEncodeError as exc:
-        # An integer attribute beyond 64 bits: no JSON line can carry it to Kinesis or the lake.
-        outcome.rejected.append(Rejection(index, [f"attributes: {exc}"]))
-        return
+    # The model leaves nothing orjson refuses: scalar attributes, finite floats, int64 integers.
+    line = orjson.dumps(wire) + b"\n"
     if len(line) > MAX_RECORD_JSON_BYTES:
         problem = (
             f"record is {len(line)} bytes as JSON; Kinesis takes at most {MAX_RECORD_JSON_BYTES}"
@@ -108,9 +104,8 @@ _BOUNDED_FIELDS_JSON_BYTES = 16 * 1024
 
 
 def _add_record(outcome: Validated, index: int, record: Record) -> None:
-    """``_add`` without building the wire form, for callers that store their own form: the
-    model already guarantees JSON can carry the record, so only its size is checked, and the
-    line is built only for a record that might be over the limit."""
+    """``_add`` without building the wire form, for callers that store their own form: only
+    the size is checked, and the line is built only for a record that might be over it."""
     message = record.message or ""
     # \u00XX for every character of the message at worst; the attributes as they are written.
     worst = _BOUNDED_FIELDS_JSON_BYTES + 6 * len(message) + len(orjson.dumps(record.attributes))
