@@ -87,10 +87,7 @@ def _add(
     # The model leaves nothing orjson refuses: scalar attributes, finite floats, int64 integers.
     line = orjson.dumps(wire) + b"\n"
     if len(line) > MAX_RECORD_JSON_BYTES:
-        problem = (
-            f"record is {len(line)} bytes as JSON; Kinesis takes at most {MAX_RECORD_JSON_BYTES}"
-        )
-        outcome.rejected.append(Rejection(index, [problem]))
+        outcome.rejected.append(_too_large(index, len(line)))
         return
     outcome.records.append(record)
     outcome.dicts.append(wire)
@@ -112,10 +109,14 @@ def _add_record(outcome: Validated, index: int, record: Record) -> None:
     if worst > MAX_RECORD_JSON_BYTES:
         size = len(orjson.dumps(record.to_json_dict())) + 1
         if size > MAX_RECORD_JSON_BYTES:
-            problem = f"record is {size} bytes as JSON; the limit is {MAX_RECORD_JSON_BYTES}"
-            outcome.rejected.append(Rejection(index, [problem]))
+            outcome.rejected.append(_too_large(index, size))
             return
     outcome.records.append(record)
+
+
+def _too_large(index: int, size: int) -> Rejection:
+    problem = f"record is {size} bytes as JSON; Kinesis takes at most {MAX_RECORD_JSON_BYTES}"
+    return Rejection(index, [problem])
 
 
 def _validate_one_by_one(raw: list[Any], wire: bool = True) -> Validated:
