@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-from dataclasses import dataclass, replace
+import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -145,48 +146,51 @@ class SynthesisClient:
     def synthesize(self, request: SynthesisRequest, stop: threading.Event) -> SynthesisOutcome:
         """Ask for ``request.count`` records, retrying what is still missing.
 
-        A synthesis 503 may say that part of the records were forwarded before ingestion gave
-        up (``detail.forwarded``); those count as produced and the retry asks for the rest only,
-        so a retry never duplicates what already reached ingestion."""
+        Every attempt sends the same request with the same ``Idempotency-Key``, and synthesis
+        answers with what the key has in ingestion so far: a 503's ``detail.forwarded`` or a
+        200's ``count``. A retry therefore makes only the missing records, also when an answer
+        was lost on the way back (a timeout after synthesis had forwarded the records)."""
         outcome = SynthesisOutcome(requested=request.count)
-        pending = request
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
         for attempt in range(SYNTHESIS_ATTEMPTS):
             if attempt:
                 outcome.retries += 1
-            delay, reason = self._attempt(pending, outcome)
+            delay, reason = self._attempt(request, headers, outcome)
             if reason is None:
                 outcome.error = None
                 return outcome
             outcome.error = reason
-            remaining = request.count - outcome.produced
-            if delay is None or remaining <= 0 or attempt == SYNTHESIS_ATTEMPTS - 1:
+            done = outcome.produced >= request.count
+            if delay is None or done or attempt == SYNTHESIS_ATTEMPTS - 1:
                 break
             metrics.SYNTHESIS_RETRIES.labels(reason.split(":")[0]).inc()
             if stop.wait(delay):
                 outcome.error = f"{reason} (stopped while retrying)"
                 break
-            pending = replace(pending, count=remaining)
         return outcome
 
     def _attempt(
-        self, request: SynthesisRequest, outcome: SynthesisOutcome
+        self, request: SynthesisRequest, headers: dict[str, str], outcome: SynthesisOutcome
     ) -> tuple[float | None, str | None]:
         """(retry delay or None for no retry, failure reason or None on success)."""
         try:
-            resp = self._http.post("/api/synthesize", json=request.to_json())
+            resp = self._http.post("/api/synthesize", json=request.to_json(), headers=headers)
         except httpx.HTTPError as exc:
             return _backoff(outcome.retries), f"unreachable: {type(exc).__name__}"
         if resp.status_code == 503:
-            outcome.produced += _forwarded_before_failure(resp, request.count)
+            outcome.produced = max(outcome.produced, _forwarded_before_failure(resp, request.count))
             return _retry_after(resp), f"unavailable: {_message(resp)}"
+        if resp.status_code == 409:  # an earlier attempt with the key is still running
+            return _retry_after(resp), f"in_progress: {_message(resp)}"
         if resp.status_code >= 500:
             return _backoff(outcome.retries), f"server_error: {_message(resp)}"
         if resp.status_code >= 400:
             return None, f"rejected: {_message(resp)}"
         try:
-            outcome.produced += int(resp.json()["count"])
+            produced = int(resp.json()["count"])
         except (ValueError, KeyError, TypeError):
             return None, "bad_answer: synthesis answer has no integer 'count'"
+        outcome.produced = max(outcome.produced, min(produced, request.count))
         return None, None
 
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Header, Query, Request
 
 from stages.common.config import Settings, get_settings
 from stages.common.http import service_client
@@ -17,6 +17,7 @@ from stages.common.service import (
     create_service_app,
     run_service,
 )
+from stages.synthesis.idempotency import KEY_PATTERN, KEY_TTL_SECONDS
 from stages.synthesis.schemas import LogTypeInfo, SynthesizeRequest, SynthesizeResponse
 from stages.synthesis.synthesizer import Synthesizer, log_type_catalogue
 
@@ -25,7 +26,11 @@ STATE_TIMEOUT = httpx.Timeout(2.0, connect=0.5)
 
 router = APIRouter(prefix="/api", tags=["synthesis"])
 _ERRORS = {
-    422: {"description": "Invalid body, unknown log type / service / anomaly type"},
+    409: {"description": "A request with the same Idempotency-Key is still running"},
+    422: {
+        "description": "Invalid body, unknown log type / service / anomaly type, or an "
+        "Idempotency-Key reused for a different request"
+    },
     502: {"description": "Ingestion rejected the records as invalid"},
     503: {"description": "Ingestion did not accept the records in time; retry after Retry-After"},
 }
@@ -44,9 +49,20 @@ def list_log_types(
 
 @router.post("/synthesize", summary="Make (and optionally forward) records", responses=_ERRORS)
 def post_synthesize(
-    body: SynthesizeRequest, request: Request, _: ControlToken
+    body: SynthesizeRequest,
+    request: Request,
+    _: ControlToken,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=KEY_PATTERN,
+            description="Retries with the same key make only the records earlier attempts did "
+            f"not get into ingestion; a finished request's answer is replayed (keys are kept "
+            f"{KEY_TTL_SECONDS / 60:g} min, in memory).",
+        ),
+    ] = None,
 ) -> SynthesizeResponse:
-    return _synthesizer(request).run(body)
+    return _synthesizer(request).run(body, idempotency_key)
 
 
 def create_app(settings: Settings) -> FastAPI:

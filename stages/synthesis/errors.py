@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from stages.common.errors import StagesError, Unavailable, Unprocessable
 
@@ -38,6 +39,8 @@ class IngestionUnavailable(Unavailable):
         self.forwarded = forwarded
         self.reason = reason
         self.retry_after = retry_after
+        # the records ingestion did take, set by the forwarder
+        self.accepted: Sequence[dict[str, Any]] = ()
 
 
 class IngestionRejected(StagesError):
@@ -45,3 +48,5 @@ class IngestionRejected(StagesError):
 
     status_code = 502
     error = "ingestion_rejected"
+    # the records of the same call that ingestion had already taken, set by the forwarder
+    accepted: Sequence[dict[str, Any]] = ()

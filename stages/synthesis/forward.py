@@ -67,7 +67,8 @@ class Forwarder:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def forward(self, records: Sequence[dict[str, Any]]) -> int:
-        """Send every record; returns how many ingestion accepted, or raises with that count."""
+        """Send every record; returns how many ingestion accepted, or raises with the records it
+        accepted (``accepted``) when it did not take them all."""
         deadline = self._clock() + self._budget
         chunks = [records[start : start + CHUNK] for start in range(0, len(records), CHUNK)]
         abandon = threading.Event()
@@ -80,17 +81,22 @@ class Forwarder:
             # Every future is waited for, even after a failure, so the forwarded count below
             # includes exactly the chunks ingestion accepted.
             outcomes = [future.result() for future in futures]
-        forwarded = sum(
-            len(chunk) for chunk, outcome in zip(chunks, outcomes, strict=True) if outcome is None
-        )
+        accepted = [
+            record
+            for chunk, outcome in zip(chunks, outcomes, strict=True)
+            if outcome is None
+            for record in chunk
+        ]
         error = next((o for o in outcomes if o is not None and not isinstance(o, _Skipped)), None)
         if error is None:
-            return forwarded
-        self._count_failure(len(records) - forwarded)
+            return len(accepted)
+        self._count_failure(len(records) - len(accepted))
         if isinstance(error, IngestionUnavailable):
-            raise IngestionUnavailable(
-                forwarded, len(records), error.reason, error.retry_after
-            ) from None
+            error = IngestionUnavailable(
+                len(accepted), len(records), error.reason, error.retry_after
+            )
+        if isinstance(error, IngestionUnavailable | IngestionRejected):
+            error.accepted = accepted
         raise error
 
     def _run_chunk(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from stages.common.catalogue import LOG_TYPE_CATEGORIES
-from stages.synthesis.errors import UnknownNames
+from stages.synthesis.errors import IngestionRejected, IngestionUnavailable, UnknownNames
 from stages.synthesis.forward import Forwarder
 from stages.synthesis.generator import ANOMALY_TYPES_BY_LOG_TYPE, synthesize
+from stages.synthesis.idempotency import RequestLedger, check_keyable
 from stages.synthesis.log_types import REGISTRY
 from stages.synthesis.schemas import LogTypeInfo, SynthesizeRequest, SynthesizeResponse
 from stages.synthesis.state import StateSync
@@ -20,6 +22,7 @@ class Synthesizer:
     def __init__(self, state_client: httpx.Client, ingestion_client: httpx.Client) -> None:
         self.state = StateSync(state_client)
         self.forwarder = Forwarder(ingestion_client)
+        self.ledger = RequestLedger()
 
     def start(self) -> None:
         self.state.start()
@@ -28,7 +31,38 @@ class Synthesizer:
         self.state.stop()
         self.forwarder.close()
 
-    def run(self, req: SynthesizeRequest) -> SynthesizeResponse:
+    def run(self, req: SynthesizeRequest, key: str | None = None) -> SynthesizeResponse:
+        """Make and (if asked) forward the records. With an idempotency key, only what earlier
+        attempts with the key did not get into ingestion is made; see ``idempotency``."""
+        if key is None:
+            return self._make(req)
+        check_keyable(req)
+        with self.ledger.claim(key, req) as entry:
+            if entry.answer is not None:
+                REQUESTS.labels("replayed").inc()
+                STATS.add("requests_replayed")
+                return entry.answer
+            if entry.forwarded:
+                STATS.add("requests_resumed")
+            try:
+                made = self._make(req.model_copy(update={"count": req.count - entry.forwarded}))
+            except (IngestionUnavailable, IngestionRejected) as exc:
+                entry.forwarded += len(exc.accepted)
+                entry.anomalous += _anomalous(exc.accepted)
+                if isinstance(exc, IngestionUnavailable):
+                    # the caller learns what the key has in ingestion, not just this attempt
+                    raise IngestionUnavailable(
+                        entry.forwarded, req.count, exc.reason, exc.retry_after
+                    ) from None
+                raise
+            entry.forwarded = req.count
+            entry.anomalous += made.anomalous
+            entry.answer = SynthesizeResponse(
+                count=req.count, forwarded=req.count, anomalous=entry.anomalous, records=[]
+            )
+            return entry.answer
+
+    def _make(self, req: SynthesizeRequest) -> SynthesizeResponse:
         try:
             batch = synthesize(req, self.state.pool)
             for kind in ("log", "metric", "apm"):
@@ -64,6 +98,10 @@ class Synthesizer:
         return {"log_types": len(REGISTRY), "entity_source": self.state.pool.source} | (
             STATS.snapshot()
         )
+
+
+def _anomalous(records: Sequence[dict[str, Any]]) -> int:
+    return sum(1 for r in records if r.get("is_anomaly"))
 
 
 def log_type_catalogue(category: str | None = None) -> list[LogTypeInfo]:

@@ -59,6 +59,7 @@ class Peers:
     # when ingestion gives up mid-request)
     partial_forward: list[int] = field(default_factory=list)
     delay_seconds: float = 0.0
+    forwarded_by_key: dict[str, int] = field(default_factory=dict)  # Idempotency-Key -> records
     ingested: list[dict[str, Any]] = field(default_factory=list)
     log_types: list[dict[str, Any]] = field(default_factory=list)  # GET /api/log-types
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -78,20 +79,33 @@ def build_app(peers: Peers) -> FastAPI:
     @app.post("/api/synthesize")
     async def synthesize(request: Request) -> JSONResponse:
         body = await request.json()
+        # Like synthesis: a key's retries make only what its earlier attempts did not forward,
+        # and answers count everything the key has forwarded.
+        key = request.headers.get("idempotency-key")
         with peers.lock:
             if peers.fail_next > 0:
                 peers.fail_next -= 1
                 return JSONResponse({"error": "busy"}, 503, headers={"Retry-After": "1"})
+            earlier = peers.forwarded_by_key.get(key, 0) if key else 0
+            missing = body["count"] - earlier
             if peers.partial_forward:
-                forwarded = min(peers.partial_forward.pop(0), body["count"])
-                peers.synthesize.append(body | {"count": forwarded, "partial_of": body["count"]})
-                detail = {"forwarded": forwarded, "total": body["count"]}
+                forwarded = min(peers.partial_forward.pop(0), missing)
+                peers.synthesize.append(
+                    body | {"count": forwarded, "partial_of": missing, "key": key}
+                )
+                if key:
+                    peers.forwarded_by_key[key] = earlier + forwarded
+                detail = {"forwarded": earlier + forwarded, "total": body["count"]}
                 return JSONResponse(
                     {"error": "unavailable", "message": "ingestion gave up", "detail": detail},
                     503,
                     headers={"Retry-After": "1"},
                 )
-            peers.synthesize.append(body | {"received_at": time.monotonic()})
+            peers.synthesize.append(
+                body | {"count": missing, "key": key, "received_at": time.monotonic()}
+            )
+            if key:
+                peers.forwarded_by_key[key] = body["count"]
         if peers.delay_seconds:
             time.sleep(peers.delay_seconds)  # blocks the loop on purpose: a slow synthesis
         return JSONResponse({"count": body["count"], "forwarded": body["count"]})

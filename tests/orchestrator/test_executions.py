@@ -117,6 +117,10 @@ def test_partial_forward_is_counted_and_only_the_rest_retried(
     done = wait_for_execution(client, resp.json()["id"])
     assert [r["count"] for r in peers.synthesize[:2]] == [7, 3]  # 10 asked, 7 got through
     assert peers.synthesize[0]["partial_of"] == 10
+    # the retry is the same request under the same key; synthesis makes only the missing 3
+    first, retry = peers.synthesize[:2]
+    assert first["key"] and retry["key"] == first["key"]
+    assert peers.synthesize[2]["key"] != first["key"]  # the next tick is a new request
     assert done["logs_generated"] == 40 == peers.produced()
     assert done["synthesis_retries"] == 1 and done["records_failed"] == 0
 

@@ -109,6 +109,25 @@ def test_bad_bodies_are_422(client: TestClient, body: dict[str, object], needle:
     assert needle in resp.text
 
 
+@pytest.mark.parametrize(
+    ("key", "body", "needle"),
+    [
+        ("../../etc/passwd", {"forward": True, "return_records": False}, "header.idempotency-key"),
+        ("k" * 65, {"forward": True, "return_records": False}, "header.idempotency-key"),
+        ("tick-1", {"forward": False}, "forward: true"),
+        ("tick-1", {"forward": True, "return_records": True}, "return_records: false"),
+    ],
+)
+def test_bad_idempotency_keys_are_422(
+    client: TestClient, key: str, body: dict[str, object], needle: str
+) -> None:
+    resp = client.post(
+        "/api/synthesize", json={"count": 5} | body, headers={"Idempotency-Key": key}
+    )
+    assert resp.status_code == 422, resp.text
+    assert needle in resp.text
+
+
 def test_unknown_log_type_lists_the_valid_ones(client: TestClient) -> None:
     resp = client.post("/api/synthesize", json={"count": 1, "log_types": ["x_log"]})
     assert resp.status_code == 422

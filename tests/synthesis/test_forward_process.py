@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +19,26 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from stages.common.service import serve_in_thread
+from stages.orchestrator.peers import SynthesisClient, SynthesisRequest
 from tests.support.processes import base_env, free_port, start_service
 
 
 @dataclass
 class StubIngestion:
-    """Accepts batches, or answers 503 + Retry-After while ``failing`` is set."""
+    """Accepts batches, or answers 503 + Retry-After while ``failing`` is set or once it has
+    accepted ``accept_before_failing`` more batches; ``slow_seconds`` holds the answer to the
+    next batch back (after keeping it), as a stalled ingestion would."""
 
     batches: list[list[dict[str, Any]]] = field(default_factory=list)
     refused: int = 0
     failing: bool = False
+    accept_before_failing: int | None = None
+    slow_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def records(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for batch in self.batches for r in batch]
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -35,10 +47,15 @@ class StubIngestion:
         async def ingest(request: Request) -> JSONResponse:
             records = (await request.json())["records"]
             with self.lock:
+                if self.accept_before_failing is not None:
+                    self.failing = self.accept_before_failing <= 0
+                    self.accept_before_failing -= 1
                 if self.failing:
                     self.refused += 1
                     return JSONResponse({"error": "spool full"}, 503, {"Retry-After": "1"})
                 self.batches.append(records)
+                delay, self.slow_seconds = self.slow_seconds, 0.0
+            await asyncio.sleep(delay)
             return JSONResponse({"accepted": len(records)})
 
         return app
@@ -123,3 +140,61 @@ def test_ingestion_503_becomes_503_with_the_count(
         f"{synthesis}/api/synthesize", json={"count": 700, "forward": True}, timeout=30
     )
     assert again.status_code == 200 and again.json()["forwarded"] == 700
+
+
+def _ids(records: list[dict[str, Any]]) -> set[str]:
+    return {r["event_id"] for r in records}
+
+
+def test_a_retry_after_a_lost_answer_makes_nothing_twice(
+    stub: tuple[StubIngestion, int], synthesis: str
+) -> None:
+    """The fault behind a flaky CI run: the orchestrator's call timed out after synthesis had
+    forwarded the records, and the retry made a second set under new event ids. Here ingestion
+    holds its answer back until the orchestrator's client has given up on the first attempt."""
+    ingestion, _ = stub
+    ingestion.batches.clear()
+    ingestion.slow_seconds = 1.5
+    request = SynthesisRequest(count=40, seed=7, timestamp=datetime.now(UTC), spread_seconds=1)
+    with httpx.Client(base_url=synthesis, timeout=httpx.Timeout(0.5)) as http:
+        outcome = SynthesisClient(http).synthesize(request, threading.Event())
+    assert outcome.error is None, outcome.error
+    assert outcome.retries >= 1 and outcome.produced == 40
+    records = ingestion.records()
+    assert len(records) == 40 and len(_ids(records)) == 40
+    # the attempts after the first one waited for it and were answered from its outcome
+    metrics = httpx.get(f"{synthesis}/metrics").text
+    replayed = re.search(r'synthesis_requests_total\{outcome="replayed"\} (\S+)', metrics)
+    assert replayed and float(replayed.group(1)) >= 1
+
+
+def test_a_retry_after_a_partial_503_makes_only_the_rest(
+    stub: tuple[StubIngestion, int], synthesis: str
+) -> None:
+    ingestion, _ = stub
+    ingestion.batches.clear()
+    ingestion.accept_before_failing = 1  # the first 500-record chunk, then 503s
+    body = {"count": 1200, "seed": 9, "forward": True, "return_records": False}
+    key = {"Idempotency-Key": "tick-0042"}
+    try:
+        first = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
+    finally:
+        ingestion.accept_before_failing = None
+        ingestion.failing = False
+    assert first.status_code == 503, first.text
+    assert first.json()["detail"] == {"forwarded": 500, "total": 1200}
+    retry = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["count"] == retry.json()["forwarded"] == 1200
+    records = ingestion.records()
+    assert sorted(len(b) for b in ingestion.batches) == [200, 500, 500]
+    assert len(_ids(records)) == 1200
+    # once finished, the same key answers the same without making anything
+    again = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
+    assert again.json() == retry.json() and len(ingestion.records()) == 1200
+    # ... and a different request under it is refused, not silently answered
+    other = httpx.post(
+        f"{synthesis}/api/synthesize", json=body | {"count": 1201}, headers=key, timeout=30
+    )
+    assert other.status_code == 422
+    assert "used for a different request" in other.json()["message"]
