@@ -177,11 +177,14 @@ class SynthesisClient:
             resp = self._http.post("/api/synthesize", json=request.to_json(), headers=headers)
         except httpx.HTTPError as exc:
             return _backoff(outcome.retries), f"unreachable: {type(exc).__name__}"
-        if resp.status_code == 503:
+        if resp.status_code >= 500:
             outcome.produced = max(outcome.produced, _forwarded_before_failure(resp, request.count))
+        if resp.status_code == 503:
             return _retry_after(resp), f"unavailable: {_message(resp)}"
         if resp.status_code == 409:  # an earlier attempt with the key is still running
             return _retry_after(resp), f"in_progress: {_message(resp)}"
+        if _error_code(resp) == "ingestion_rejected":  # the same records would be refused again
+            return None, f"ingestion_rejected: {_message(resp)}"
         if resp.status_code >= 500:
             return _backoff(outcome.retries), f"server_error: {_message(resp)}"
         if resp.status_code >= 400:
@@ -192,6 +195,14 @@ class SynthesisClient:
             return None, "bad_answer: synthesis answer has no integer 'count'"
         outcome.produced = max(outcome.produced, min(produced, request.count))
         return None, None
+
+
+def _error_code(resp: httpx.Response) -> str | None:
+    try:
+        code = resp.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _message(resp: httpx.Response) -> str:

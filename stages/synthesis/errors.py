@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
 from stages.common.errors import StagesError, Unavailable, Unprocessable
 
@@ -39,8 +38,6 @@ class IngestionUnavailable(Unavailable):
         self.forwarded = forwarded
         self.reason = reason
         self.retry_after = retry_after
-        # the records ingestion did take, set by the forwarder
-        self.accepted: Sequence[dict[str, Any]] = ()
 
 
 class IngestionRejected(StagesError):
@@ -48,5 +45,3 @@ class IngestionRejected(StagesError):
 
     status_code = 502
     error = "ingestion_rejected"
-    # the records of the same call that ingestion had already taken, set by the forwarder
-    accepted: Sequence[dict[str, Any]] = ()

@@ -32,6 +32,8 @@ CHUNK = 500
 # Callers wait at most 10 s for an answer (common.http.DEFAULT_TIMEOUT): give up early enough
 # that they get the 503 with the forwarded count instead of a timeout that hides it.
 RETRY_BUDGET_SECONDS = 6.0
+MIN_ATTEMPT_SECONDS = 1.0
+CONNECT_TIMEOUT_SECONDS = 1.0
 FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 2.0
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
@@ -67,8 +69,19 @@ class Forwarder:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def forward(self, records: Sequence[dict[str, Any]]) -> int:
-        """Send every record; returns how many ingestion accepted, or raises with the records it
-        accepted (``accepted``) when it did not take them all."""
+        """Send every record; returns how many ingestion accepted, or raises with that count."""
+        accepted, error = self.forward_some(records)
+        if error is None:
+            return len(accepted)
+        if isinstance(error, IngestionUnavailable):
+            raise IngestionUnavailable(len(accepted), len(records), error.reason, error.retry_after)
+        raise error
+
+    def forward_some(
+        self, records: Sequence[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], Exception | None]:
+        """(the records ingestion accepted, why it did not take them all or None); never
+        raises, so a caller always learns which records are in."""
         deadline = self._clock() + self._budget
         chunks = [records[start : start + CHUNK] for start in range(0, len(records), CHUNK)]
         abandon = threading.Event()
@@ -78,8 +91,8 @@ class Forwarder:
             futures: list[Future[Exception | None]] = [
                 self._pool.submit(self._run_chunk, chunk, deadline, abandon) for chunk in chunks
             ]
-            # Every future is waited for, even after a failure, so the forwarded count below
-            # includes exactly the chunks ingestion accepted.
+            # Every future is waited for, even after a failure, so the accepted records below
+            # are exactly the chunks ingestion accepted.
             outcomes = [future.result() for future in futures]
         accepted = [
             record
@@ -88,16 +101,9 @@ class Forwarder:
             for record in chunk
         ]
         error = next((o for o in outcomes if o is not None and not isinstance(o, _Skipped)), None)
-        if error is None:
-            return len(accepted)
-        self._count_failure(len(records) - len(accepted))
-        if isinstance(error, IngestionUnavailable):
-            error = IngestionUnavailable(
-                len(accepted), len(records), error.reason, error.retry_after
-            )
-        if isinstance(error, IngestionUnavailable | IngestionRejected):
-            error.accepted = accepted
-        raise error
+        if error is not None:
+            self._count_failure(len(records) - len(accepted))
+        return accepted, error
 
     def _run_chunk(
         self, chunk: Sequence[dict[str, Any]], deadline: float, abandon: threading.Event
@@ -119,7 +125,7 @@ class Forwarder:
     ) -> None:
         backoff = FIRST_BACKOFF_SECONDS
         while True:
-            wait, reason = self._attempt(chunk)
+            wait, reason = self._attempt(chunk, deadline)
             if reason is None:
                 FORWARD_BATCHES.labels("accepted").inc()
                 return
@@ -134,12 +140,22 @@ class Forwarder:
             self._sleep(pause)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
-    def _attempt(self, chunk: Sequence[dict[str, Any]]) -> tuple[float, str | None]:
+    def _attempt(
+        self, chunk: Sequence[dict[str, Any]], deadline: float
+    ) -> tuple[float, str | None]:
         """(seconds to wait, reason) after a failed attempt; (0, None) when accepted."""
+        # A stalled ingestion must not hold one attempt past the budget (the client's own
+        # timeout is 10 s): the caller, itself waiting 10 s, would lose the answer.
+        left = max(deadline - self._clock(), MIN_ATTEMPT_SECONDS)
         try:
             # orjson: several times faster than httpx's stdlib json for the same bytes' meaning.
             body = orjson.dumps({"records": list(chunk)})
-            resp = self._client.post(BATCH_PATH, content=body, headers=_JSON_HEADERS)
+            resp = self._client.post(
+                BATCH_PATH,
+                content=body,
+                headers=_JSON_HEADERS,
+                timeout=httpx.Timeout(left, connect=min(left, CONNECT_TIMEOUT_SECONDS)),
+            )
         except httpx.HTTPError as exc:
             return 0.0, f"{type(exc).__name__} talking to ingestion"
         if resp.status_code == 200:

@@ -3,11 +3,17 @@
 Each synthesize call makes new records (new event ids), so a caller that retries after losing an
 answer (a read timeout, a dropped connection) would otherwise put a second set of records into the
 lake, which the consumer's duplicate window cannot recognise. With an ``Idempotency-Key`` header,
-synthesis remembers how many of the request's records ingestion already accepted: a retry makes
-only the rest, and a retry of a finished request gets the same answer without making anything.
+synthesis remembers what the key's attempts did:
 
-Keys live in memory (lost on restart), for ``KEY_TTL_SECONDS`` and at most ``MAX_KEYS`` of them;
-callers retry within seconds.
+- how many of the request's records ingestion accepted: a retry makes only the rest;
+- the records it made but ingestion did not confirm (a refused or timed-out chunk, whose records
+  may be in ingestion after all): a retry sends those same records again, so a copy has the
+  original's event id and the consumer drops it;
+- the answer, once every record is in: a retry gets it again and nothing is made.
+
+Keys live in memory (lost on restart) for ``KEY_TTL_SECONDS``, at most ``MAX_KEYS`` of them;
+callers retry within a minute. Unconfirmed records are bounded by ``MAX_UNSENT_RECORDS`` in all:
+beyond it the oldest key's are dropped (counted), and a retry under that key makes new ones.
 """
 
 from __future__ import annotations
@@ -19,15 +25,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
-from stages.common.errors import Conflict, Unprocessable
+from stages.common.errors import Conflict, Unavailable, Unprocessable
 from stages.synthesis.schemas import SynthesizeRequest, SynthesizeResponse
+from stages.synthesis.telemetry import STATS, UNSENT_DROPPED
 
 KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-MAX_KEYS = 4096
-KEY_TTL_SECONDS = 300.0
-# A retry that arrives while its first attempt is still forwarding waits this long for it: the
-# forwarder's own budget is 6 s, so the first attempt has normally answered by then.
+MAX_KEYS = 8192
+KEY_TTL_SECONDS = 120.0
+MAX_UNSENT_RECORDS = 20_000
+# A retry that arrives while an earlier attempt is still forwarding waits this long for it: the
+# forwarder's own budget is 6 s, so the earlier attempt has normally answered by then.
 IN_PROGRESS_WAIT_SECONDS = 8.0
 
 
@@ -35,10 +44,13 @@ IN_PROGRESS_WAIT_SECONDS = 8.0
 class KeyedRequest:
     """What one key's attempts have achieved so far."""
 
+    key: str
     fingerprint: bytes
     created: float
     forwarded: int = 0
     anomalous: int = 0
+    # made for the key, not confirmed by ingestion; changed only through the ledger
+    unsent: list[dict[str, Any]] = field(default_factory=list)
     answer: SynthesizeResponse | None = None  # set once every record was forwarded
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -74,19 +86,27 @@ class RequestLedger:
         *,
         max_keys: int = MAX_KEYS,
         ttl_seconds: float = KEY_TTL_SECONDS,
+        max_unsent_records: int = MAX_UNSENT_RECORDS,
         wait_seconds: float = IN_PROGRESS_WAIT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._max_keys = max_keys
         self._ttl = ttl_seconds
+        self._max_unsent = max_unsent_records
         self._wait = wait_seconds
         self._clock = clock
         self._entries: OrderedDict[str, KeyedRequest] = OrderedDict()
+        self._unsent = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    @property
+    def unsent_records(self) -> int:
+        with self._lock:
+            return self._unsent
 
     @contextmanager
     def claim(self, key: str, req: SynthesizeRequest) -> Iterator[KeyedRequest]:
@@ -102,22 +122,57 @@ class RequestLedger:
         finally:
             entry.lock.release()
 
+    def keep_unsent(self, entry: KeyedRequest, records: list[dict[str, Any]]) -> None:
+        """Remember the records a retry must send again (none: forget them)."""
+        with self._lock:
+            if self._entries.get(entry.key) is not entry:
+                records = []  # forgotten meanwhile: nobody could retry it any more
+            self._unsent += len(records) - len(entry.unsent)
+            entry.unsent = records
+            for other in self._entries.values():  # oldest first
+                if self._unsent <= self._max_unsent:
+                    break
+                if other is not entry:
+                    self._drop_unsent(other)
+
+    def _drop_unsent(self, entry: KeyedRequest) -> None:
+        if entry.unsent:
+            UNSENT_DROPPED.inc(len(entry.unsent))
+            STATS.add("unsent_records_dropped", len(entry.unsent))
+            self._unsent -= len(entry.unsent)
+            entry.unsent = []
+
     def _entry(self, key: str, print_: bytes) -> KeyedRequest:
         now = self._clock()
         with self._lock:
-            self._forget_old(now)
+            self._forget_expired(now)
             entry = self._entries.get(key)
             if entry is None:
-                entry = self._entries[key] = KeyedRequest(print_, now)
+                self._make_room()
+                entry = self._entries[key] = KeyedRequest(key, print_, now)
             elif entry.fingerprint != print_:
                 raise KeyReused("this Idempotency-Key was used for a different request")
             return entry
 
-    def _forget_old(self, now: float) -> None:
-        # Entries are in creation order, so the expired ones are at the front. An entry dropped
-        # while its attempt runs is harmless to that attempt, which holds its own reference.
+    def _forget_expired(self, now: float) -> None:
+        # entries are in creation order, so the expired ones are at the front
         while self._entries:
             oldest = next(iter(self._entries.values()))
-            if len(self._entries) < self._max_keys and now - oldest.created < self._ttl:
+            if now - oldest.created < self._ttl:
                 return
-            self._entries.popitem(last=False)
+            self._forget(oldest)
+
+    def _make_room(self) -> None:
+        """At the bound, forget the oldest finished request; never one that may be retried."""
+        if len(self._entries) < self._max_keys:
+            return
+        finished = next((e for e in self._entries.values() if e.answer is not None), None)
+        if finished is None:
+            raise Unavailable(
+                f"{len(self._entries)} keyed requests are unfinished; retry later", retry_after=1
+            )
+        self._forget(finished)
+
+    def _forget(self, entry: KeyedRequest) -> None:
+        self._drop_unsent(entry)
+        del self._entries[entry.key]

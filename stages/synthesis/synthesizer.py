@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -10,8 +9,8 @@ import httpx
 from stages.common.catalogue import LOG_TYPE_CATEGORIES
 from stages.synthesis.errors import IngestionRejected, IngestionUnavailable, UnknownNames
 from stages.synthesis.forward import Forwarder
-from stages.synthesis.generator import ANOMALY_TYPES_BY_LOG_TYPE, synthesize
-from stages.synthesis.idempotency import RequestLedger, check_keyable
+from stages.synthesis.generator import ANOMALY_TYPES_BY_LOG_TYPE, Batch, synthesize
+from stages.synthesis.idempotency import KeyedRequest, RequestLedger, check_keyable
 from stages.synthesis.log_types import REGISTRY
 from stages.synthesis.schemas import LogTypeInfo, SynthesizeRequest, SynthesizeResponse
 from stages.synthesis.state import StateSync
@@ -33,56 +32,66 @@ class Synthesizer:
 
     def run(self, req: SynthesizeRequest, key: str | None = None) -> SynthesizeResponse:
         """Make and (if asked) forward the records. With an idempotency key, only what earlier
-        attempts with the key did not get into ingestion is made; see ``idempotency``."""
+        attempts with the key did not get into ingestion is sent; see ``idempotency``."""
         if key is None:
-            return self._make(req)
+            return self._run_once(req)
         check_keyable(req)
         with self.ledger.claim(key, req) as entry:
             if entry.answer is not None:
                 REQUESTS.labels("replayed").inc()
                 STATS.add("requests_replayed")
                 return entry.answer
-            if entry.forwarded:
-                STATS.add("requests_resumed")
-            try:
-                made = self._make(req.model_copy(update={"count": req.count - entry.forwarded}))
-            except (IngestionUnavailable, IngestionRejected) as exc:
-                entry.forwarded += len(exc.accepted)
-                entry.anomalous += _anomalous(exc.accepted)
-                if isinstance(exc, IngestionUnavailable):
-                    # the caller learns what the key has in ingestion, not just this attempt
-                    raise IngestionUnavailable(
-                        entry.forwarded, req.count, exc.reason, exc.retry_after
-                    ) from None
-                raise
-            entry.forwarded = req.count
-            entry.anomalous += made.anomalous
-            entry.answer = SynthesizeResponse(
-                count=req.count, forwarded=req.count, anomalous=entry.anomalous, records=[]
-            )
-            return entry.answer
+            return self._run_keyed(req, entry)
 
-    def _make(self, req: SynthesizeRequest) -> SynthesizeResponse:
+    def _run_once(self, req: SynthesizeRequest) -> SynthesizeResponse:
         try:
-            batch = synthesize(req, self.state.pool)
-            for kind in ("log", "metric", "apm"):
-                of_kind = [r for r in batch.records if r["kind"] == kind]
-                anomalous = sum(1 for r in of_kind if r["is_anomaly"])
-                count_records(kind, False, len(of_kind) - anomalous)
-                count_records(kind, True, anomalous)
+            batch = self._generate(req)
             forwarded = self.forwarder.forward(batch.records) if req.forward else 0
         except Exception:
-            REQUESTS.labels("error").inc()
-            STATS.add("requests_failed")
+            _count_request("error")
             raise
-        REQUESTS.labels("ok").inc()
-        STATS.add("requests")
+        _count_request("ok")
         return SynthesizeResponse(
             count=len(batch.records),
             forwarded=forwarded,
             anomalous=batch.anomalous,
             records=batch.records if req.return_records else [],
         )
+
+    def _run_keyed(self, req: SynthesizeRequest, entry: KeyedRequest) -> SynthesizeResponse:
+        """Send the key's unconfirmed records again plus new ones for what is still missing."""
+        records = list(entry.unsent)
+        if entry.forwarded or records:
+            STATS.add("requests_resumed")
+        fresh = req.count - entry.forwarded - len(records)
+        try:
+            if fresh > 0:
+                records += self._generate(req.model_copy(update={"count": fresh})).records
+        except Exception:
+            _count_request("error")
+            raise
+        accepted, error = self.forwarder.forward_some(records)
+        entry.forwarded += len(accepted)
+        entry.anomalous += sum(1 for r in accepted if r["is_anomaly"])
+        taken = {id(r) for r in accepted}
+        self.ledger.keep_unsent(entry, [r for r in records if id(r) not in taken])
+        if error is not None:
+            _count_request("error")
+            raise _with_key_totals(error, entry.forwarded, req.count)
+        _count_request("ok")
+        entry.answer = SynthesizeResponse(
+            count=req.count, forwarded=req.count, anomalous=entry.anomalous, records=[]
+        )
+        return entry.answer
+
+    def _generate(self, req: SynthesizeRequest) -> Batch:
+        batch = synthesize(req, self.state.pool)
+        for kind in ("log", "metric", "apm"):
+            of_kind = [r for r in batch.records if r["kind"] == kind]
+            anomalous = sum(1 for r in of_kind if r["is_anomaly"])
+            count_records(kind, False, len(of_kind) - anomalous)
+            count_records(kind, True, anomalous)
+        return batch
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         reachable = self.state.reachable
@@ -100,8 +109,22 @@ class Synthesizer:
         )
 
 
-def _anomalous(records: Sequence[dict[str, Any]]) -> int:
-    return sum(1 for r in records if r.get("is_anomaly"))
+def _count_request(outcome: str) -> None:
+    REQUESTS.labels(outcome).inc()
+    STATS.add("requests" if outcome == "ok" else "requests_failed")
+
+
+def _with_key_totals(error: Exception, forwarded: int, total: int) -> Exception:
+    """The error a keyed attempt answers with, counting what the key has in ingestion (so the
+    caller's tally stays right whatever the attempt's own fate)."""
+    if isinstance(error, IngestionUnavailable):
+        return IngestionUnavailable(forwarded, total, error.reason, error.retry_after)
+    if isinstance(error, IngestionRejected):
+        detail = error.detail if isinstance(error.detail, dict) else {}
+        return IngestionRejected(
+            error.message, detail=detail | {"forwarded": forwarded, "total": total}
+        )
+    return error
 
 
 def log_type_catalogue(category: str | None = None) -> list[LogTypeInfo]:

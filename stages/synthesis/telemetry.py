@@ -19,6 +19,11 @@ FORWARD_FAILED = Counter(
     "synthesis_forward_failed_records_total",
     "Records not accepted by ingestion after all retries (the caller got a 503)",
 )
+UNSENT_DROPPED = Counter(
+    "synthesis_unsent_records_dropped_total",
+    "Records kept for an idempotent retry, dropped unsent at the bound or when their key "
+    "expired (a later retry makes new ones)",
+)
 STATE_UNAVAILABLE = Counter(
     "synthesis_state_unavailable_total",
     "State Manager calls that failed; synthesis used generated or cached ids instead",

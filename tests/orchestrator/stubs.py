@@ -55,6 +55,9 @@ class Peers:
     transitions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     entities: dict[str, dict[str, Any]] = field(default_factory=seed_entities)
     fail_next: int = 0  # answer this many synthesize calls with 503
+    conflict_next: int = 0  # ... with 409: an earlier attempt under the key is still running
+    # answer the next call 502 "ingestion rejected" after forwarding this many of its records
+    reject_after: int | None = None
     # answer the next calls 503 after forwarding this many of their records (like synthesis
     # when ingestion gives up mid-request)
     partial_forward: list[int] = field(default_factory=list)
@@ -86,8 +89,16 @@ def build_app(peers: Peers) -> FastAPI:
             if peers.fail_next > 0:
                 peers.fail_next -= 1
                 return JSONResponse({"error": "busy"}, 503, headers={"Retry-After": "1"})
+            if peers.conflict_next > 0:
+                peers.conflict_next -= 1
+                return JSONResponse({"error": "conflict"}, 409, headers={"Retry-After": "1"})
             earlier = peers.forwarded_by_key.get(key, 0) if key else 0
             missing = body["count"] - earlier
+            if peers.reject_after is not None:
+                forwarded, peers.reject_after = min(peers.reject_after, missing), None
+                peers.synthesize.append(body | {"count": forwarded, "key": key})
+                detail = {"forwarded": earlier + forwarded, "total": body["count"]}
+                return JSONResponse({"error": "ingestion_rejected", "detail": detail}, 502)
             if peers.partial_forward:
                 forwarded = min(peers.partial_forward.pop(0), missing)
                 peers.synthesize.append(

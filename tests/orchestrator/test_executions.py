@@ -125,6 +125,33 @@ def test_partial_forward_is_counted_and_only_the_rest_retried(
     assert done["synthesis_retries"] == 1 and done["records_failed"] == 0
 
 
+def test_a_running_attempt_409_is_waited_for_and_retried(client: TestClient, peers: Peers) -> None:
+    peers.conflict_next = 1
+    resp = client.post(
+        "/api/scenarios/api_errors--api-gateway/execute",
+        json={"duration_seconds": 1, "rate": 20},
+    )
+    done = wait_for_execution(client, resp.json()["id"])
+    assert done["synthesis_retries"] == 1
+    assert done["logs_generated"] == 20 == peers.produced()
+    assert done["records_failed"] == 0
+
+
+def test_records_ingestion_rejected_are_not_retried_and_what_got_in_counts(
+    client: TestClient, peers: Peers
+) -> None:
+    peers.reject_after = 4  # of the first tick's 10
+    resp = client.post(
+        "/api/scenarios/cpu_spike--auth-service/execute",
+        json={"duration_seconds": 1, "rate": 40},
+    )
+    done = wait_for_execution(client, resp.json()["id"])
+    assert done["synthesis_retries"] == 0  # the same records would be refused again
+    assert done["logs_generated"] == 34 == peers.produced()
+    assert done["records_failed"] == 6
+    assert done["last_error"].startswith("ingestion_rejected")
+
+
 def test_unreachable_synthesis_is_counted_as_failed(peers: Peers, settings: Settings) -> None:
     dead = settings.model_copy(update={"synthesis_port": 1})
     with TestClient(create_app(dead)) as client:

@@ -90,7 +90,7 @@ def test_records_in_a_window_scope_are_labelled_with_it_and_no_others_are(
     )
     produced = stats["records_produced"] + 80
     assert stats["records_failed"] == 0
-    records = wait_until(lambda: len(peers.ingested) >= produced and peers.ingested)
+    records = wait_until(lambda: len(_by_event_id(peers)) >= produced and _by_event_id(peers))
     assert len(records) == produced
 
     windows = _windows_since(orch, started.json()["started_at"])
@@ -286,7 +286,8 @@ def test_same_seed_same_records_labels_included(chain: tuple[str, Peers]) -> Non
         assert httpx.post(f"{orch}/api/continuous/start", json=body).status_code == 200
         stats = _wait_for_the_generator(orch)
         assert stats["records_produced"] == 200 and stats["anomalies_started"] > 0
-        records = wait_until(lambda: len(peers.ingested) >= 200 and list(peers.ingested))
+        records = wait_until(lambda: len(_by_event_id(peers)) >= 200 and _by_event_id(peers))
+        assert len(records) == 200
         runs.append(_without_ids_and_times(records))
     assert runs[1] == runs[2]
     assert any('"is_anomaly": true' in r for r in runs[2])

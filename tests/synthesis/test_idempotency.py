@@ -1,4 +1,4 @@
-"""The idempotency ledger on its own: key reuse, expiry, its bound, attempts that overlap."""
+"""The idempotency ledger on its own: key reuse, expiry, its bounds, attempts that overlap."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
+from stages.common.errors import Unavailable
 from stages.synthesis.idempotency import KeyInProgress, KeyReused, RequestLedger
-from stages.synthesis.schemas import SynthesizeRequest
+from stages.synthesis.schemas import SynthesizeRequest, SynthesizeResponse
 
 
 class Clock:
@@ -53,16 +54,59 @@ def test_keys_are_forgotten_after_their_time_to_live() -> None:
         assert entry.forwarded == 0
 
 
-def test_the_ledger_keeps_at_most_max_keys_dropping_the_oldest() -> None:
+def test_at_its_bound_the_ledger_forgets_the_oldest_finished_request() -> None:
     ledger = RequestLedger(max_keys=3)
-    for key in "abcd":
+    for key in "abc":
         with ledger.claim(key, _request()) as entry:
             entry.forwarded = 1
+            entry.answer = SynthesizeResponse(count=10, forwarded=10, anomalous=0, records=[])
+    with ledger.claim("b", _request()):  # unfinished requests are never the ones forgotten
+        pass
+    with ledger.claim("d", _request()):
+        pass
     assert len(ledger) == 3
-    with ledger.claim("a", _request()) as entry:  # the oldest was dropped
-        assert entry.forwarded == 0
-    with ledger.claim("d", _request()) as entry:
-        assert entry.forwarded == 1
+    with ledger.claim("a", _request(11)) as entry:  # "a" was forgotten: a new request now
+        assert entry.forwarded == 0 and entry.answer is None
+
+
+def test_when_every_kept_request_is_unfinished_a_new_key_waits_503() -> None:
+    ledger = RequestLedger(max_keys=2)
+    for key in "ab":
+        with ledger.claim(key, _request()) as entry:
+            entry.forwarded = 3  # a retry may still come for these
+    with pytest.raises(Unavailable, match="unfinished") as refused, ledger.claim("c", _request()):
+        pass
+    assert refused.value.status_code == 503 and refused.value.headers["Retry-After"] == "1"
+    with ledger.claim("a", _request()) as entry:  # the kept ones are intact
+        assert entry.forwarded == 3
+
+
+def test_unsent_records_are_bounded_dropping_the_oldest_keys_first() -> None:
+    ledger = RequestLedger(max_unsent_records=10)
+    records = [{"event_id": str(i)} for i in range(8)]
+    with ledger.claim("old", _request()) as old:
+        ledger.keep_unsent(old, records[:6])
+    with ledger.claim("new", _request()) as new:
+        ledger.keep_unsent(new, records[6:])
+    assert ledger.unsent_records == 8 and old.unsent == records[:6]
+    with ledger.claim("newest", _request()) as newest:
+        ledger.keep_unsent(newest, [{"event_id": str(i)} for i in range(5)])
+    # 13 > 10: the oldest key's six are dropped (a retry under it makes new records)
+    assert old.unsent == [] and new.unsent == records[6:] and len(newest.unsent) == 5
+    assert ledger.unsent_records == 7
+    ledger.keep_unsent(newest, [])  # sent at last
+    assert ledger.unsent_records == 2
+
+
+def test_an_expired_key_takes_its_unsent_records_with_it() -> None:
+    clock = Clock()
+    ledger = RequestLedger(ttl_seconds=60, clock=clock)
+    with ledger.claim("a", _request()) as entry:
+        ledger.keep_unsent(entry, [{"event_id": "1"}])
+    clock.now += 61
+    with ledger.claim("b", _request()):
+        pass
+    assert ledger.unsent_records == 0 and len(ledger) == 1
 
 
 def test_an_attempt_waits_for_the_running_one_then_gives_up_with_409() -> None:
