@@ -78,11 +78,12 @@ class Forwarder:
         raise error
 
     def forward_some(
-        self, records: Sequence[dict[str, Any]]
+        self, records: Sequence[dict[str, Any]], *, started: float | None = None
     ) -> tuple[list[dict[str, Any]], Exception | None]:
         """(the records ingestion accepted, why it did not take them all or None); never
-        raises, so a caller always learns which records are in."""
-        deadline = self._clock() + self._budget
+        raises, so a caller always learns which records are in. The budget runs from
+        ``started`` (on this forwarder's clock) when the request began earlier than now."""
+        deadline = (self._clock() if started is None else started) + self._budget
         chunks = [records[start : start + CHUNK] for start in range(0, len(records), CHUNK)]
         abandon = threading.Event()
         if self._pool is None or len(chunks) == 1:
@@ -125,6 +126,9 @@ class Forwarder:
     ) -> None:
         backoff = FIRST_BACKOFF_SECONDS
         while True:
+            if self._clock() > deadline:  # e.g. waiting for a pool slot: not sent, so not in
+                FORWARD_BATCHES.labels("gave_up").inc()
+                raise IngestionUnavailable(0, len(chunk), "the time budget ran out", 1.0)
             wait, reason = self._attempt(chunk, deadline)
             if reason is None:
                 FORWARD_BATCHES.labels("accepted").inc()

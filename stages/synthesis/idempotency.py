@@ -35,9 +35,10 @@ KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_KEYS = 8192
 KEY_TTL_SECONDS = 120.0
 MAX_UNSENT_RECORDS = 20_000
-# A retry that arrives while an earlier attempt is still forwarding waits this long for it: the
-# forwarder's own budget is 6 s, so the earlier attempt has normally answered by then.
-IN_PROGRESS_WAIT_SECONDS = 8.0
+# A retry that arrives while an earlier attempt is still forwarding waits this long for it (the
+# earlier one is past its caller's 10 s timeout, so near the end of its own 6 s budget). The
+# wait counts against the retry's own budget, which runs from its arrival.
+IN_PROGRESS_WAIT_SECONDS = 3.0
 
 
 @dataclass
@@ -126,21 +127,21 @@ class RequestLedger:
         """Remember the records a retry must send again (none: forget them)."""
         with self._lock:
             if self._entries.get(entry.key) is not entry:
-                records = []  # forgotten meanwhile: nobody could retry it any more
+                # forgotten meanwhile (the bound): a retry would not find these
+                _count_dropped(len(records))
+                records = []
             self._unsent += len(records) - len(entry.unsent)
             entry.unsent = records
             for other in self._entries.values():  # oldest first
                 if self._unsent <= self._max_unsent:
                     break
-                if other is not entry:
+                if not other.lock.locked():  # one being sent now comes back or gets in
                     self._drop_unsent(other)
 
     def _drop_unsent(self, entry: KeyedRequest) -> None:
-        if entry.unsent:
-            UNSENT_DROPPED.inc(len(entry.unsent))
-            STATS.add("unsent_records_dropped", len(entry.unsent))
-            self._unsent -= len(entry.unsent)
-            entry.unsent = []
+        _count_dropped(len(entry.unsent))
+        self._unsent -= len(entry.unsent)
+        entry.unsent = []
 
     def _entry(self, key: str, print_: bytes) -> KeyedRequest:
         now = self._clock()
@@ -155,18 +156,25 @@ class RequestLedger:
             return entry
 
     def _forget_expired(self, now: float) -> None:
-        # entries are in creation order, so the expired ones are at the front
-        while self._entries:
-            oldest = next(iter(self._entries.values()))
-            if now - oldest.created < self._ttl:
-                return
-            self._forget(oldest)
+        # Entries are in creation order, so the expired ones are at the front. One with an
+        # attempt running (or waiting) stays until it is idle: a retry must still find it.
+        expired = []
+        for entry in self._entries.values():
+            if now - entry.created < self._ttl:
+                break
+            if not entry.lock.locked():
+                expired.append(entry)
+        for entry in expired:
+            self._forget(entry)
 
     def _make_room(self) -> None:
         """At the bound, forget the oldest finished request; never one that may be retried."""
         if len(self._entries) < self._max_keys:
             return
-        finished = next((e for e in self._entries.values() if e.answer is not None), None)
+        finished = next(
+            (e for e in self._entries.values() if e.answer is not None and not e.lock.locked()),
+            None,
+        )
         if finished is None:
             raise Unavailable(
                 f"{len(self._entries)} keyed requests are unfinished; retry later", retry_after=1
@@ -176,3 +184,9 @@ class RequestLedger:
     def _forget(self, entry: KeyedRequest) -> None:
         self._drop_unsent(entry)
         del self._entries[entry.key]
+
+
+def _count_dropped(records: int) -> None:
+    if records:
+        UNSENT_DROPPED.inc(records)
+        STATS.add("unsent_records_dropped", records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -36,12 +37,13 @@ class Synthesizer:
         if key is None:
             return self._run_once(req)
         check_keyable(req)
+        arrived = time.monotonic()
         with self.ledger.claim(key, req) as entry:
             if entry.answer is not None:
                 REQUESTS.labels("replayed").inc()
                 STATS.add("requests_replayed")
                 return entry.answer
-            return self._run_keyed(req, entry)
+            return self._run_keyed(req, entry, arrived)
 
     def _run_once(self, req: SynthesizeRequest) -> SynthesizeResponse:
         try:
@@ -58,8 +60,12 @@ class Synthesizer:
             records=batch.records if req.return_records else [],
         )
 
-    def _run_keyed(self, req: SynthesizeRequest, entry: KeyedRequest) -> SynthesizeResponse:
-        """Send the key's unconfirmed records again plus new ones for what is still missing."""
+    def _run_keyed(
+        self, req: SynthesizeRequest, entry: KeyedRequest, arrived: float
+    ) -> SynthesizeResponse:
+        """Send the key's unconfirmed records again plus new ones for what is still missing.
+        The forwarding budget runs from the request's arrival, time waiting for the key
+        included, so the caller still gets an answer before its own timeout."""
         records = list(entry.unsent)
         if entry.forwarded or records:
             STATS.add("requests_resumed")
@@ -70,11 +76,13 @@ class Synthesizer:
         except Exception:
             _count_request("error")
             raise
-        accepted, error = self.forwarder.forward_some(records)
+        accepted, error = self.forwarder.forward_some(records, started=arrived)
         entry.forwarded += len(accepted)
         entry.anomalous += sum(1 for r in accepted if r["is_anomaly"])
         taken = {id(r) for r in accepted}
-        self.ledger.keep_unsent(entry, [r for r in records if id(r) not in taken])
+        # Rejected records would be refused again (and the orchestrator does not retry a 502).
+        unsent = [] if isinstance(error, IngestionRejected) else records
+        self.ledger.keep_unsent(entry, [r for r in unsent if id(r) not in taken])
         if error is not None:
             _count_request("error")
             raise _with_key_totals(error, entry.forwarded, req.count)

@@ -17,7 +17,7 @@ FORWARD_BATCHES = Counter(
 FORWARDED = Counter("synthesis_forwarded_records_total", "Records ingestion accepted")
 FORWARD_FAILED = Counter(
     "synthesis_forward_failed_records_total",
-    "Records not accepted by ingestion after all retries (the caller got a 503)",
+    "Records not accepted by ingestion after all retries (the caller got a 503 or 502)",
 )
 UNSENT_DROPPED = Counter(
     "synthesis_unsent_records_dropped_total",

@@ -110,3 +110,16 @@ def test_concurrent_chunks_report_exactly_what_was_accepted() -> None:
         forwarder.close()
     assert raised.value.forwarded == sum(accepted)
     assert raised.value.detail == {"forwarded": sum(accepted), "total": 1100}
+
+
+def test_a_chunk_is_not_sent_once_the_request_budget_ran_out() -> None:
+    """The budget runs from when the request arrived (a keyed retry may have waited for its
+    key): past it a chunk is not sent at all, so it is known not to be in ingestion."""
+    seen: list[int] = []
+    forwarder, clock = _forwarder([200], seen)
+    clock.now = 100.0
+    accepted, error = forwarder.forward_some(RECORDS, started=100.0 - RETRY_BUDGET_SECONDS - 0.1)
+    assert accepted == [] and seen == []
+    assert isinstance(error, IngestionUnavailable) and "budget ran out" in error.message
+    accepted, error = forwarder.forward_some(RECORDS, started=100.0 - 1)
+    assert error is None and len(accepted) == 1100 and seen == [500, 500, 100]

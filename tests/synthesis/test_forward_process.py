@@ -34,6 +34,7 @@ class StubIngestion:
     refused: int = 0
     failing: bool = False
     accept_before_failing: int | None = None
+    rejecting: bool = False  # answer 400, as ingestion does to invalid records
     slow_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -51,6 +52,8 @@ class StubIngestion:
                 if self.accept_before_failing is not None:
                     self.failing = self.accept_before_failing <= 0
                     self.accept_before_failing -= 1
+                if self.rejecting and self.batches:  # the first batch gets in
+                    return JSONResponse({"error": "validation_error"}, 400)
                 if self.failing:
                     self.refused += 1
                     return JSONResponse({"error": "spool full"}, 503, {"Retry-After": "1"})
@@ -157,8 +160,8 @@ def test_a_retry_after_a_lost_answer_makes_nothing_twice(
     ingestion.batches.clear()
     replayed_before = _replayed(synthesis)
     # The client gives up after 2 s; later attempts (0.2, 0.4, 0.8 s apart) wait for the first
-    # one, which ends once ingestion answers at 5 s.
-    ingestion.slow_seconds = 5.0
+    # one, which ends once ingestion answers at 4 s (within synthesis's 6 s budget).
+    ingestion.slow_seconds = 4.0
     request = SynthesisRequest(count=40, seed=7, timestamp=datetime.now(UTC), spread_seconds=1)
     with httpx.Client(base_url=synthesis, timeout=httpx.Timeout(2.0)) as http:
         outcome = SynthesisClient(http).synthesize(request, threading.Event())
@@ -253,3 +256,22 @@ def test_a_retry_after_a_partial_503_makes_only_the_rest(
     )
     assert other.status_code == 422
     assert "used for a different request" in other.json()["message"]
+
+
+def test_a_keyed_502_says_what_the_key_has_in_ingestion(
+    stub: tuple[StubIngestion, int], synthesis: str
+) -> None:
+    ingestion, _ = stub
+    ingestion.batches.clear()
+    ingestion.rejecting = True
+    body = {"count": 1200, "seed": 4, "forward": True, "return_records": False}
+    key = {"Idempotency-Key": "tick-rejected"}
+    try:
+        resp = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
+    finally:
+        ingestion.rejecting = False
+    assert resp.status_code == 502, resp.text
+    assert resp.json()["error"] == "ingestion_rejected"
+    detail = resp.json()["detail"]
+    assert detail["ingestion_status"] == 400
+    assert detail["total"] == 1200 and detail["forwarded"] == len(ingestion.records()) > 0

@@ -7,8 +7,15 @@ import threading
 import pytest
 
 from stages.common.errors import Unavailable
-from stages.synthesis.idempotency import KeyInProgress, KeyReused, RequestLedger
+from stages.synthesis.idempotency import (
+    KeyedRequest,
+    KeyInProgress,
+    KeyReused,
+    RequestLedger,
+    fingerprint,
+)
 from stages.synthesis.schemas import SynthesizeRequest, SynthesizeResponse
+from stages.synthesis.telemetry import STATS
 
 
 class Clock:
@@ -54,19 +61,24 @@ def test_keys_are_forgotten_after_their_time_to_live() -> None:
         assert entry.forwarded == 0
 
 
+def _finish(entry: KeyedRequest) -> None:
+    entry.answer = SynthesizeResponse(count=10, forwarded=10, anomalous=0, records=[])
+
+
 def test_at_its_bound_the_ledger_forgets_the_oldest_finished_request() -> None:
     ledger = RequestLedger(max_keys=3)
-    for key in "abc":
+    with ledger.claim("a", _request()) as entry:
+        entry.forwarded = 3  # unfinished: a retry may still come
+    for key in "bc":
         with ledger.claim(key, _request()) as entry:
-            entry.forwarded = 1
-            entry.answer = SynthesizeResponse(count=10, forwarded=10, anomalous=0, records=[])
-    with ledger.claim("b", _request()):  # unfinished requests are never the ones forgotten
-        pass
+            _finish(entry)
     with ledger.claim("d", _request()):
         pass
     assert len(ledger) == 3
-    with ledger.claim("a", _request(11)) as entry:  # "a" was forgotten: a new request now
-        assert entry.forwarded == 0 and entry.answer is None
+    with ledger.claim("a", _request()) as entry:  # the oldest, but unfinished: kept
+        assert entry.forwarded == 3
+    with ledger.claim("b", _request(11)) as entry:  # the oldest finished: forgotten
+        assert entry.answer is None
 
 
 def test_when_every_kept_request_is_unfinished_a_new_key_waits_503() -> None:
@@ -96,6 +108,35 @@ def test_unsent_records_are_bounded_dropping_the_oldest_keys_first() -> None:
     assert ledger.unsent_records == 7
     ledger.keep_unsent(newest, [])  # sent at last
     assert ledger.unsent_records == 2
+
+
+def test_records_kept_for_a_forgotten_key_are_counted_as_dropped() -> None:
+    ledger = RequestLedger(max_keys=1)
+    with ledger.claim("a", _request()) as first:
+        _finish(first)
+    before = STATS.snapshot().get("unsent_records_dropped", 0)
+    entry = ledger._entry("a", fingerprint(_request()))
+    with ledger.claim("b", _request()):  # forgets the finished "a"
+        pass
+    ledger.keep_unsent(entry, [{"event_id": "1"}, {"event_id": "2"}])
+    assert entry.unsent == [] and ledger.unsent_records == 0
+    assert STATS.snapshot()["unsent_records_dropped"] == before + 2
+
+
+def test_an_expired_key_is_kept_while_an_attempt_holds_it() -> None:
+    clock = Clock()
+    ledger = RequestLedger(ttl_seconds=60, clock=clock)
+    with ledger.claim("a", _request()) as entry:
+        entry.forwarded = 2
+        clock.now += 61
+        with ledger.claim("b", _request()):
+            pass
+        assert len(ledger) == 2  # "a" is busy, so not forgotten
+    with ledger.claim("c", _request()):  # "a" is idle now: forgotten
+        pass
+    assert len(ledger) == 2
+    with ledger.claim("a", _request()) as again:
+        assert again is not entry and again.forwarded == 0
 
 
 def test_an_expired_key_takes_its_unsent_records_with_it() -> None:
