@@ -39,10 +39,10 @@ class Synthesizer:
         check_keyable(req)
         arrived = time.monotonic()
         with self.ledger.claim(key, req) as entry:
-            if entry.answer is not None:
+            if entry.finished:
                 REQUESTS.labels("replayed").inc()
                 STATS.add("requests_replayed")
-                return entry.answer
+                return _finished_answer(req, entry)
             return self._run_keyed(req, entry, arrived)
 
     def _run_once(self, req: SynthesizeRequest) -> SynthesizeResponse:
@@ -87,10 +87,8 @@ class Synthesizer:
             _count_request("error")
             raise _with_key_totals(error, entry.forwarded, req.count)
         _count_request("ok")
-        entry.answer = SynthesizeResponse(
-            count=req.count, forwarded=req.count, anomalous=entry.anomalous, records=[]
-        )
-        return entry.answer
+        entry.finished = True
+        return _finished_answer(req, entry)
 
     def _generate(self, req: SynthesizeRequest) -> Batch:
         batch = synthesize(req, self.state.pool)
@@ -115,6 +113,12 @@ class Synthesizer:
         return {"log_types": len(REGISTRY), "entity_source": self.state.pool.source} | (
             STATS.snapshot()
         )
+
+
+def _finished_answer(req: SynthesizeRequest, entry: KeyedRequest) -> SynthesizeResponse:
+    return SynthesizeResponse(
+        count=req.count, forwarded=req.count, anomalous=entry.anomalous, records=[]
+    )
 
 
 def _count_request(outcome: str) -> None:
