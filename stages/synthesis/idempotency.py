@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,12 +71,12 @@ def fingerprint(req: SynthesizeRequest) -> bytes:
 
 
 def check_keyable(req: SynthesizeRequest) -> None:
-    """Only forwarded requests have an effect worth guarding, and their answers can be
-    replayed only without records (records are not kept)."""
+    """Only forwarded requests have an effect worth guarding, and a replayed answer has no
+    records (forwarded records are not kept)."""
     if not req.forward or req.return_records:
         raise Unprocessable(
             "Idempotency-Key needs forward: true and return_records: false "
-            "(the records themselves are not kept for a replay)"
+            "(a replayed answer cannot carry the records)"
         )
 
 
@@ -96,7 +95,7 @@ class RequestLedger:
         self._max_unsent = max_unsent_records
         self._wait = wait_seconds
         self._clock = clock
-        self._entries: OrderedDict[str, KeyedRequest] = OrderedDict()
+        self._entries: dict[str, KeyedRequest] = {}  # in creation order
         self._unsent = 0
         self._lock = threading.Lock()
 
