@@ -15,7 +15,7 @@ from stages.synthesis.idempotency import KeyedRequest, RequestLedger, check_keya
 from stages.synthesis.log_types import REGISTRY
 from stages.synthesis.schemas import LogTypeInfo, SynthesizeRequest, SynthesizeResponse
 from stages.synthesis.state import StateSync
-from stages.synthesis.telemetry import REQUESTS, STATS, count_records
+from stages.synthesis.telemetry import REQUESTS, RESENT, STATS, count_records
 
 
 class Synthesizer:
@@ -69,6 +69,9 @@ class Synthesizer:
         records = list(entry.unsent)
         if entry.forwarded or records:
             STATS.add("requests_resumed")
+        if records:
+            RESENT.inc(len(records))
+            STATS.add("records_resent", len(records))
         fresh = req.count - entry.forwarded - len(records)
         try:
             if fresh > 0:

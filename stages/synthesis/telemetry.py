@@ -19,6 +19,11 @@ FORWARD_FAILED = Counter(
     "synthesis_forward_failed_records_total",
     "Records not accepted by ingestion after all retries (the caller got a 503 or 502)",
 )
+RESENT = Counter(
+    "synthesis_resent_records_total",
+    "Records sent again under an idempotency key after an attempt that did not get them in "
+    "(counted in forward_failed then)",
+)
 UNSENT_DROPPED = Counter(
     "synthesis_unsent_records_dropped_total",
     "Records kept for an idempotent retry, dropped unsent at the bound or when their key "

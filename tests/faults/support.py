@@ -131,6 +131,7 @@ class LoadReport:
     generated: int  # synthesis_records_total during the case
     forwarded: int  # synthesis_forwarded_records_total: chunks ingestion answered 2xx
     failed_reported: int  # synthesis_forward_failed_records_total: reported to the orchestrator
+    resent: int  # synthesis_resent_records_total: failed ones sent again as the same records
     unexpected: int  # event_ids in S3 that synthesis never offered
     notes: list[str] = field(default_factory=list)
 
@@ -150,8 +151,9 @@ class LoadReport:
             )
         lines.append(
             f"synthesis: {self.generated} generated, {self.forwarded} accepted by ingestion (2xx), "
-            f"{self.failed_reported} reported failed to the orchestrator (which generates "
-            f"replacements); {self.unexpected} records in S3 never offered"
+            f"{self.failed_reported} reported failed to the orchestrator, which retried under "
+            f"the call's key: {self.resent} sent again as the same records, the rest made anew; "
+            f"{self.unexpected} records in S3 never offered"
         )
         lines.extend(self.notes)
         return "\n".join(lines)
@@ -300,6 +302,7 @@ class FaultFleet:
             "generated": int(prometheus_value(url, "synthesis_records_total")),
             "forwarded": int(prometheus_value(url, "synthesis_forwarded_records_total")),
             "failed": int(prometheus_value(url, "synthesis_forward_failed_records_total")),
+            "resent": int(prometheus_value(url, "synthesis_resent_records_total")),
         }
 
     def generate(self, seconds: float, per_second: int = 200) -> None:
@@ -406,6 +409,7 @@ class FaultFleet:
             generated=after["generated"] - before["generated"],
             forwarded=after["forwarded"] - before["forwarded"],
             failed_reported=after["failed"] - before["failed"],
+            resent=after["resent"] - before["resent"],
             unexpected=unexpected,
         )
 
@@ -417,8 +421,11 @@ def assert_no_loss_no_duplicates(report: LoadReport) -> None:
     assert report.total("duplicated") == 0, report.render()
     assert report.unexpected == 0, report.render()
     # Ingestion's 2xx answers are exactly what synthesis counted as forwarded, and what it did
-    # not accept was reported as failed (the orchestrator made replacements), not dropped.
+    # not accept was reported as failed (the orchestrator retried the call), not dropped.
     assert report.forwarded == report.total("accepted"), report.render()
     not_accepted = report.total("offered") - report.total("accepted")
     assert not_accepted <= report.failed_reported, report.render()
-    assert report.generated == report.forwarded + report.failed_reported, report.render()
+    # Every send of a record ends forwarded or failed; a record is sent once when made and
+    # again each time it is re-sent under its key.
+    sent = report.generated + report.resent
+    assert sent == report.forwarded + report.failed_reported, report.render()

@@ -174,8 +174,25 @@ def test_a_retry_after_a_lost_answer_makes_nothing_twice(
 
 
 def _replayed(synthesis: str) -> float:
+    return _metric(synthesis, 'synthesis_requests_total{outcome="replayed"}')
+
+
+def _send_counts(synthesis: str) -> dict[str, float]:
+    return {
+        "made": sum(
+            _metric(synthesis, f'synthesis_records_total{{anomalous="{a}",kind="{k}"}}')
+            for a in ("false", "true")
+            for k in ("log", "metric", "apm")
+        ),
+        "resent": _metric(synthesis, "synthesis_resent_records_total"),
+        "failed": _metric(synthesis, "synthesis_forward_failed_records_total"),
+        "forwarded": _metric(synthesis, "synthesis_forwarded_records_total"),
+    }
+
+
+def _metric(synthesis: str, sample: str) -> float:
     metrics = httpx.get(f"{synthesis}/metrics").text
-    found = re.search(r'synthesis_requests_total\{outcome="replayed"\} (\S+)', metrics)
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", metrics, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 
@@ -199,6 +216,7 @@ def test_a_chunk_whose_answer_timed_out_is_sent_again_with_the_same_ids(
         "return_records": False,
     }
     key = {"Idempotency-Key": "tick-lost-chunk"}
+    before = _send_counts(synthesis)
     first = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
     assert first.status_code == 503, first.text
     assert first.json()["detail"] == {"forwarded": 0, "total": 40}
@@ -212,6 +230,9 @@ def test_a_chunk_whose_answer_timed_out_is_sent_again_with_the_same_ids(
     assert retry.json()["count"] == retry.json()["forwarded"] == 40
     anomalous = sum(1 for r in originals.values() if r["is_anomaly"])
     assert retry.json()["anomalous"] == anomalous > 0
+    # each send is counted once, forwarded or failed: made 40 + re-sent 40 = failed 40 + in 40
+    sends = {name: n - before[name] for name, n in _send_counts(synthesis).items()}
+    assert sends == {"made": 40, "resent": 40, "failed": 40, "forwarded": 40}
 
 
 def test_a_retry_after_a_partial_503_makes_only_the_rest(
