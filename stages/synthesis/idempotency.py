@@ -126,7 +126,8 @@ class RequestLedger:
         """Remember the records a retry must send again (none: forget them)."""
         with self._lock:
             if self._entries.get(entry.key) is not entry:
-                # forgotten meanwhile (the bound): a retry would not find these
+                # forgotten between claiming and locking (expired, or the bound): a retry
+                # would not find these
                 _count_dropped(len(records))
                 records = []
             self._unsent += len(records) - len(entry.unsent)
