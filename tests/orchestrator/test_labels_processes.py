@@ -90,7 +90,7 @@ def test_records_in_a_window_scope_are_labelled_with_it_and_no_others_are(
     )
     produced = stats["records_produced"] + 80
     assert stats["records_failed"] == 0
-    records = wait_until(lambda: len(_by_event_id(peers)) >= produced and _by_event_id(peers))
+    records = wait_until(lambda: len(got := _by_event_id(peers)) >= produced and got)
     assert len(records) == produced
 
     windows = _windows_since(orch, started.json()["started_at"])
@@ -212,7 +212,7 @@ def test_every_scenario_runs_and_labels_its_declared_services_and_log_types(
     assert all(e["records_failed"] == 0 for e in executions.values())
     produced = sum(e["logs_generated"] for e in executions.values())
     assert produced == 40 * len(scenarios)
-    records = wait_until(lambda: len(_by_event_id(peers)) >= produced and _by_event_id(peers))
+    records = wait_until(lambda: len(got := _by_event_id(peers)) >= produced and got)
     # Exactly the records produced: a retried call must not make a second set (new ids). A
     # chunk synthesis re-sent to ingestion is the same records again, which the lake drops.
     assert len(records) == produced
@@ -286,7 +286,7 @@ def test_same_seed_same_records_labels_included(chain: tuple[str, Peers]) -> Non
         assert httpx.post(f"{orch}/api/continuous/start", json=body).status_code == 200
         stats = _wait_for_the_generator(orch)
         assert stats["records_produced"] == 200 and stats["anomalies_started"] > 0
-        records = wait_until(lambda: len(_by_event_id(peers)) >= 200 and _by_event_id(peers))
+        records = wait_until(lambda: len(got := _by_event_id(peers)) >= 200 and got)
         assert len(records) == 200
         runs.append(_without_ids_and_times(records))
     assert runs[1] == runs[2]

@@ -146,6 +146,12 @@ def test_ingestion_503_becomes_503_with_the_count(
     assert again.status_code == 200 and again.json()["forwarded"] == 700
 
 
+def _keyed(synthesis: str, body: dict[str, Any], key: str) -> httpx.Response:
+    return httpx.post(
+        f"{synthesis}/api/synthesize", json=body, headers={"Idempotency-Key": key}, timeout=30
+    )
+
+
 def _ids(records: list[dict[str, Any]]) -> set[str]:
     return {r["event_id"] for r in records}
 
@@ -215,12 +221,12 @@ def test_a_chunk_whose_answer_timed_out_is_sent_again_with_the_same_ids(
         "forward": True,
         "return_records": False,
     }
-    key = {"Idempotency-Key": "tick-lost-chunk"}
+    key = "tick-lost-chunk"
     before = _send_counts(synthesis)
-    first = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
+    first = _keyed(synthesis, body, key)
     assert first.status_code == 503, first.text
     assert first.json()["detail"] == {"forwarded": 0, "total": 40}
-    retry = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
+    retry = _keyed(synthesis, body, key)
     assert retry.status_code == 200, retry.text
     records = ingestion.records()
     assert len(records) == 80 and len(_ids(records)) == 40
@@ -250,9 +256,9 @@ def test_a_retry_after_a_partial_503_makes_only_the_rest(
         "forward": True,
         "return_records": False,
     }
-    key = {"Idempotency-Key": "tick-0042"}
+    key = "tick-0042"
     try:
-        first = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
+        first = _keyed(synthesis, body, key)
     finally:
         ingestion.accept_before_failing = None
         ingestion.failing = False
@@ -261,7 +267,7 @@ def test_a_retry_after_a_partial_503_makes_only_the_rest(
     forwarded = first.json()["detail"]["forwarded"]
     assert first.json()["detail"]["total"] == 1200 and forwarded in (200, 500)
     assert len(ingestion.records()) == forwarded
-    retry = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
+    retry = _keyed(synthesis, body, key)
     assert retry.status_code == 200, retry.text
     assert retry.json()["count"] == retry.json()["forwarded"] == 1200
     records = ingestion.records()
@@ -269,12 +275,10 @@ def test_a_retry_after_a_partial_503_makes_only_the_rest(
     assert len(_ids(records)) == 1200
     assert retry.json()["anomalous"] == sum(1 for r in records if r["is_anomaly"]) > 0
     # once finished, the same key answers the same without making anything
-    again = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
+    again = _keyed(synthesis, body, key)
     assert again.json() == retry.json() and len(ingestion.records()) == 1200
     # ... and a different request under it is refused, not silently answered
-    other = httpx.post(
-        f"{synthesis}/api/synthesize", json=body | {"count": 1201}, headers=key, timeout=30
-    )
+    other = _keyed(synthesis, body | {"count": 1201}, key)
     assert other.status_code == 422
     assert "used for a different request" in other.json()["message"]
 
@@ -286,9 +290,9 @@ def test_a_keyed_502_says_what_the_key_has_in_ingestion(
     ingestion.batches.clear()
     ingestion.rejecting = True
     body = {"count": 1200, "seed": 4, "forward": True, "return_records": False}
-    key = {"Idempotency-Key": "tick-rejected"}
+    key = "tick-rejected"
     try:
-        resp = httpx.post(f"{synthesis}/api/synthesize", json=body, headers=key, timeout=30)
+        resp = _keyed(synthesis, body, key)
     finally:
         ingestion.rejecting = False
     assert resp.status_code == 502, resp.text
