@@ -4,13 +4,19 @@ A record lands in ``service=<svc>/year=YYYY/month=MM/day=DD/hour=HH`` by its own
 UTC; when the record has no usable timestamp the Kinesis arrival time is used instead. A record
 that cannot be parsed, is not a JSON object, or names no service goes to the dead-letter prefix
 with the reason, never into a service partition.
+
+``route`` is total: whatever bytes it is given, it returns a partition whose every field is valid
+(year 0001-9999, month 01-12, a day of that month, hour 00-23, a sanitised service) or a dead
+letter with a reason. A timestamp is usable only if it names a real instant whose UTC hour lies
+in years 0001-9999; anything else (month 13, hour 25, 30 February, an offset that moves it out of
+that range, a number too large for a date, a non-string) falls back to the arrival time, counted.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
@@ -20,8 +26,17 @@ DEAD_LETTER_PREFIX = "_dead-letter"
 # outside a conservative set become "_".
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_SERVICE_LEN = 128
-# RFC 3339 in UTC with a Z suffix: the canonical form, partitioned by slicing instead of parsing.
-_UTC_Z = re.compile(rb"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
+# RFC 3339 in UTC with a Z suffix: the canonical form, partitioned from its fields without
+# building a datetime (the common case on the hot path).
+_UTC_Z = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?Z", re.ASCII)
+# Any RFC 3339 date-time (offset or Z, T or space, leap second allowed): checked field by field
+# because datetime.fromisoformat refuses second 60 and cannot report which field is wrong.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,30 +61,83 @@ def sanitize_service(service: str) -> str:
 
 
 def hour_prefix(moment: datetime) -> str:
-    return f"year={moment:%Y}/month={moment:%m}/day={moment:%d}/hour={moment:%H}"
+    # Fields formatted by hand: strftime's %Y does not zero-pad years before 1000.
+    return _hour_path(moment.year, moment.month, moment.day, moment.hour)
+
+
+def _hour_path(year: int, month: int, day: int, hour: int) -> str:
+    return f"year={year:04d}/month={month:02d}/day={day:02d}/hour={hour:02d}"
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+        return 29
+    return _DAYS_IN_MONTH[month - 1]
+
+
+def _valid_fields(year: int, month: int, day: int, hour: int, minute: int, second: int) -> bool:
+    # second 60 is a leap second (RFC 3339 allows it); it belongs to the same hour.
+    return (
+        1 <= year <= 9999
+        and 1 <= month <= 12
+        and 1 <= day <= _days_in_month(year, month)
+        and hour <= 23
+        and minute <= 59
+        and second <= 60
+    )
 
 
 def _event_hour(value: object) -> str | None:
     """The hour path of an RFC 3339 timestamp or epoch number, or None if unusable."""
+    try:
+        return _event_hour_unchecked(value)
+    except Exception:
+        # Whatever a producer puts in the field (the datetime functions raise ValueError,
+        # OverflowError or OSError at the edges of their range), it means "no usable timestamp".
+        return None
+
+
+def _event_hour_unchecked(value: object) -> str | None:
     if isinstance(value, str):
-        raw = value.encode()
-        if _UTC_Z.fullmatch(raw):
-            return f"year={value[0:4]}/month={value[5:7]}/day={value[8:10]}/hour={value[11:13]}"
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
+        if len(value) > 64:
             return None
+        match = _UTC_Z.fullmatch(value)
+        if match:
+            year, month, day, hour, minute, second = map(int, match.groups())
+            if not _valid_fields(year, month, day, hour, minute, second):
+                return None
+            return _hour_path(year, month, day, hour)
+        match = _RFC3339.fullmatch(value)
+        if match:
+            return _offset_hour(match)
+        if not value[:4].isdigit():
+            return None
+        parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             # A naive timestamp is taken as UTC, the canonical record's zone.
-            parsed = parsed.replace(tzinfo=UTC)
+            return hour_prefix(parsed)
         return hour_prefix(parsed.astimezone(UTC))
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = value / 1000 if value > 1e11 else value
-        try:
-            return hour_prefix(datetime.fromtimestamp(seconds, UTC))
-        except (OverflowError, OSError, ValueError):
-            return None
+        return hour_prefix(datetime.fromtimestamp(seconds, UTC))
     return None
+
+
+def _offset_hour(match: re.Match[str]) -> str | None:
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    if not _valid_fields(year, month, day, hour, minute, second):
+        return None
+    if match.group(7):
+        return _hour_path(year, month, day, hour)
+    offset_hours, offset_minutes = int(match.group(9)), int(match.group(10))
+    if offset_hours > 23 or offset_minutes > 59:
+        return None
+    offset = timedelta(hours=offset_hours, minutes=offset_minutes)
+    if match.group(8) == "-":
+        offset = -offset
+    local = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=timezone(offset))
+    # Raises OverflowError when the offset moves the instant out of years 1-9999.
+    return hour_prefix(local.astimezone(UTC))
 
 
 def dead_letter_partition(stream: str, arrival: datetime) -> Partition:
