@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     lease_duration_seconds: float = Field(default=10.0, gt=0)
     shard_sync_interval_seconds: float = Field(default=5.0, gt=0)
     consumer_max_backoff_seconds: float = Field(default=5.0, gt=0)
+    consumer_stall_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A shard with no checkpoint and no caught-up read for this long makes "
+        "the consumer's /health unhealthy.",
+    )
     dedup_window_records: int = Field(
         default=100_000,
         ge=0,

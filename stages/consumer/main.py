@@ -29,6 +29,7 @@ from stages.common.service import create_service_app, serve_in_thread
 from stages.consumer import metrics
 from stages.consumer.batcher import FlushLimits
 from stages.consumer.leases import DynamoLeaseStore, Lease, LeaseLost, LeaseStore, lease_key
+from stages.consumer.supervision import ShardSupervisor
 from stages.consumer.worker import ShardWorker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Consumer:
             settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_seconds
         )
         self.workers: dict[str, ShardWorker] = {}
+        self.supervisor = ShardSupervisor(settings.consumer_stall_seconds)
         self.seen: dict[str, _Seen] = {}
         self.ending_sequences: dict[str, str] = {}
         self.stop_event = threading.Event()
@@ -108,6 +110,7 @@ class Consumer:
             self._last_sync = now
         leases = self.store.list()
         self.observe(leases, now)
+        self.supervisor.retain({lease.key for lease in leases if lease.owner == self.worker_id})
         self.renew_owned()
         self.reap_workers()
         self.acquire(leases, now)
@@ -162,10 +165,13 @@ class Consumer:
     def reap_workers(self) -> None:
         for key, worker in list(self.workers.items()):
             if worker.is_alive():
+                self.supervisor.observe(worker)
                 continue
             del self.workers[key]
             if not worker.finished and not worker.lost.is_set():
                 log.warning("%s: worker ended unexpectedly; the shard will be picked up again", key)
+                if worker.error is not None:
+                    self.supervisor.worker_died(worker)
 
     def acquire(self, leases: list[Lease], now: float) -> None:
         if self.stop_event.is_set():
@@ -288,7 +294,10 @@ class Consumer:
     def health(self) -> tuple[bool, dict[str, Any]]:
         stale_after = max(3 * self.tick_interval, 5.0)
         fresh = self.last_tick_ok is not None and time.monotonic() - self.last_tick_ok < stale_after
-        healthy = fresh and not self.stop_event.is_set()
+        now = time.monotonic()
+        workers = list(self.workers.values())
+        problems = self.supervisor.problems(workers, now)
+        healthy = fresh and not self.stop_event.is_set() and not problems
         shards = [
             {
                 "stream": w.stream,
@@ -297,8 +306,9 @@ class Consumer:
                 "buffered_records": len(w.buffer),
                 "open_partitions": len(w.buffer.partitions),
                 "millis_behind_latest": w.millis_behind,
+                "seconds_since_progress": round(now - w.progress_at, 1),
             }
-            for w in sorted(self.workers.values(), key=lambda w: w.key)
+            for w in sorted(workers, key=lambda w: w.key)
         ]
         totals = {
             name: sum(
@@ -321,12 +331,26 @@ class Consumer:
             "objects_written": totals["consumer_objects_written"],
             "dead_letters": totals["consumer_dead_letters"],
             "duplicates_dropped": totals["consumer_duplicates_dropped"],
+            "record_errors": _sum_samples("consumer_record_errors_total"),
+            "worker_restarts": _sum_samples("consumer_worker_restarts_total"),
         }
         if not fresh:
             details["reason"] = self.last_error or "lease coordination has not run yet"
         elif self.stop_event.is_set():
             details["reason"] = "shutting down"
+        elif problems:
+            details["reason"] = "; ".join(problems)
         return healthy, details
+
+
+def _sum_samples(name: str) -> float:
+    """Sum of every labelled sample of a counter (0 before the first increment)."""
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 def default_worker_id() -> str:

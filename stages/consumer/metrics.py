@@ -30,6 +30,21 @@ ARRIVAL_FALLBACKS = Counter(
     "Records partitioned by arrival time because their timestamp was missing or unusable",
     ["stream"],
 )
+RECORD_ERRORS = Counter(
+    "consumer_record_errors_total",
+    "User records dead-lettered because processing them raised an unexpected exception",
+    ["stream", "error"],
+)
+CORRUPT_AGGREGATES = Counter(
+    "consumer_corrupt_aggregates_total",
+    "Kinesis records with the KPL magic that are not readable aggregates (dead-lettered whole)",
+    ["stream"],
+)
+WORKER_RESTARTS = Counter(
+    "consumer_worker_restarts_total",
+    "Shard workers that ended with an unexpected error (the shard is started again)",
+    ["stream", "shard"],
+)
 RETRIES = Counter(
     "consumer_retries_total", "Retried AWS calls by operation and cause", ["operation", "cause"]
 )

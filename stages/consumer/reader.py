@@ -35,35 +35,50 @@ class UserRecord:
     data: bytes
     partition_key: str
     sub_sequence: int
+    # Set when the Kinesis record carries the KPL magic but is not a readable aggregate: the
+    # record goes to the dead letter with this reason instead of being parsed.
+    error: str | None = None
 
 
 def deaggregate(data: bytes, partition_key: str) -> list[UserRecord]:
     """Split a KPL aggregate into its user records; anything else is one plain record.
 
-    Follows the KPL format rules (magic, protobuf, trailing MD5): data that is not a valid
-    aggregate is a plain record, exactly as the KCL treats it. aws-kinesis-agg's own
-    deaggregator prints and drops what it cannot split, so the format is read here instead.
+    Follows the KPL format rules (magic, protobuf, trailing MD5). Data that starts with the
+    magic but is not a valid aggregate (bad checksum, truncated or corrupt protobuf, no records)
+    is one record with ``error`` set: the magic bytes are not UTF-8, so it could never be a JSON
+    record, and the reason says what is wrong with it. aws-kinesis-agg's own deaggregator prints
+    and drops what it cannot split, so the format is read here instead. Never raises.
     """
-    if len(data) > len(_MAGIC) + _DIGEST_SIZE and data.startswith(_MAGIC):
-        body = data[len(_MAGIC) : -_DIGEST_SIZE]
-        if hashlib.md5(body).digest() == data[-_DIGEST_SIZE:]:
-            try:
-                agg = _kpl.messages_pb2.AggregatedRecord()
-                agg.ParseFromString(body)
-                keys = agg.partition_key_table
-                return [
-                    UserRecord(
-                        r.data,
-                        keys[r.partition_key_index]
-                        if r.partition_key_index < len(keys)
-                        else partition_key,
-                        i,
-                    )
-                    for i, r in enumerate(agg.records)
-                ]
-            except DecodeError:
-                pass
-    return [UserRecord(data, partition_key, 0)]
+    if not data.startswith(_MAGIC):
+        return [UserRecord(data, partition_key, 0)]
+    try:
+        return _split_aggregate(data, partition_key)
+    except DecodeError as exc:
+        error = f"corrupt KPL aggregate: protobuf does not parse ({exc})"
+    except Exception as exc:
+        error = f"corrupt KPL aggregate: {type(exc).__name__}: {exc}"
+    return [UserRecord(data, partition_key, 0, error)]
+
+
+def _split_aggregate(data: bytes, partition_key: str) -> list[UserRecord]:
+    if len(data) <= len(_MAGIC) + _DIGEST_SIZE:
+        return [UserRecord(data, partition_key, 0, "corrupt KPL aggregate: too short")]
+    body = data[len(_MAGIC) : -_DIGEST_SIZE]
+    if hashlib.md5(body).digest() != data[-_DIGEST_SIZE:]:
+        return [UserRecord(data, partition_key, 0, "corrupt KPL aggregate: MD5 checksum mismatch")]
+    agg = _kpl.messages_pb2.AggregatedRecord()
+    agg.ParseFromString(body)
+    if not agg.records:
+        return [UserRecord(data, partition_key, 0, "corrupt KPL aggregate: no user records")]
+    keys = agg.partition_key_table
+    return [
+        UserRecord(
+            r.data,
+            keys[r.partition_key_index] if r.partition_key_index < len(keys) else partition_key,
+            i,
+        )
+        for i, r in enumerate(agg.records)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

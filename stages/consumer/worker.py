@@ -15,8 +15,14 @@ from stages.consumer import metrics
 from stages.consumer.batcher import FlushLimits, ShardBuffer
 from stages.consumer.dedup import DedupWindow, WindowState, event_key
 from stages.consumer.leases import SHARD_END, TRIM_HORIZON, Lease, LeaseLost, LeaseStore
-from stages.consumer.partitioner import route
-from stages.consumer.reader import KinesisRecord, ReadResult, ShardReader, backoff_delay
+from stages.consumer.partitioner import Routed, dead_letter_partition, route
+from stages.consumer.reader import (
+    KinesisRecord,
+    ReadResult,
+    ShardReader,
+    UserRecord,
+    backoff_delay,
+)
 from stages.consumer.writer import LakeObject, build_objects
 
 log = logging.getLogger(__name__)
@@ -76,6 +82,10 @@ class ShardWorker(threading.Thread):
         refill = self.window.refill_until
         self.refill_end = int(refill) if refill is not None else None
         self.millis_behind = 0
+        self.error: str | None = None  # why the thread ended, when it ended with an exception
+        # Monotonic time of the last checkpoint or of the last read that left nothing to write:
+        # the coordinator reports the shard as stalled when this gets too old.
+        self.progress_at = time.monotonic()
 
     # --- thread body --------------------------------------------------------------------
     def run(self) -> None:
@@ -87,7 +97,8 @@ class ShardWorker(threading.Thread):
             if isinstance(exc, LeaseLost):
                 metrics.LEASES_LOST.inc()
                 self.lost.set()
-        except Exception:
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
             log.exception("%s: worker failed; the coordinator will restart it", self.key)
         finally:
             metrics.MILLIS_BEHIND.labels(self.stream, self.shard_id).set(0)
@@ -115,6 +126,8 @@ class ShardWorker(threading.Thread):
             self.millis_behind = result.millis_behind
             metrics.MILLIS_BEHIND.labels(self.stream, self.shard_id).set(result.millis_behind)
             self._consume(result)
+            if self.buffer.empty:
+                self.progress_at = time.monotonic()
             if self._at_shard_end(result, reader.position):
                 self.flush("shard_end")
                 self._with_retries(
@@ -153,19 +166,28 @@ class ShardWorker(threading.Thread):
                 self.replay_end = None
             buffer = self.buffer
             for user in krec.user_records:
-                routed = route(user.data, krec.arrival, stream)
                 byte_count += len(user.data)
-                if routed.event_id is not None and window.seen_before(event_key(routed.event_id)):
-                    buffer.duplicates += 1
-                    continue
-                buffer.add(
-                    routed,
-                    krec.sequence,
-                    user.sub_sequence,
-                    user.data,
-                    krec.arrival,
-                    user.partition_key,
-                )
+                try:
+                    self._add_user_record(buffer, window, krec, user)
+                except Exception as exc:
+                    # No record may stop the shard: whatever one raises sends it to the dead
+                    # letter under the exception's name, and the records behind it go on.
+                    metrics.RECORD_ERRORS.labels(stream, type(exc).__name__).inc()
+                    log.exception(
+                        "%s: record %s/%d failed", self.key, krec.sequence, user.sub_sequence
+                    )
+                    reason = f"processing failed: {type(exc).__name__}: {exc}"
+                    routed = Routed(
+                        dead_letter_partition(stream, krec.arrival), b"", reason=reason[:1000]
+                    )
+                    buffer.add(
+                        routed,
+                        krec.sequence,
+                        user.sub_sequence,
+                        user.data,
+                        krec.arrival,
+                        user.partition_key,
+                    )
             user_count += len(krec.user_records)
             buffer.mark_record_done(krec.sequence)
             if self.replay_end is not None and krec.sequence == self.replay_end:
@@ -180,10 +202,33 @@ class ShardWorker(threading.Thread):
             metrics.RECORDS_IN.labels(stream).inc(user_count)
             metrics.BYTES_IN.labels(stream).inc(byte_count)
 
+    def _add_user_record(
+        self, buffer: ShardBuffer, window: DedupWindow, krec: KinesisRecord, user: UserRecord
+    ) -> None:
+        if user.error is not None:
+            metrics.CORRUPT_AGGREGATES.labels(self.stream).inc()
+            routed = Routed(
+                dead_letter_partition(self.stream, krec.arrival), b"", reason=user.error
+            )
+        else:
+            routed = route(user.data, krec.arrival, self.stream)
+        if routed.event_id is not None and window.seen_before(event_key(routed.event_id)):
+            buffer.duplicates += 1
+            return
+        buffer.add(
+            routed, krec.sequence, user.sub_sequence, user.data, krec.arrival, user.partition_key
+        )
+
     def _refill(self, krec: KinesisRecord) -> None:
         keys = []
         for user in krec.user_records:
-            event_id = route(user.data, krec.arrival, self.stream).event_id
+            if user.error is not None:
+                continue
+            try:
+                event_id = route(user.data, krec.arrival, self.stream).event_id
+            except Exception:
+                # _consume dead-lettered this record without an event_id; the window agrees.
+                continue
             if event_id is not None:
                 keys.append(event_key(event_id))
         self.window.refill(krec.sequence, keys)
@@ -226,6 +271,7 @@ class ShardWorker(threading.Thread):
             "checkpoint", lambda: self.store.checkpoint(self.key, owner, end, window)
         )
         self.checkpoint = end
+        self.progress_at = time.monotonic()
         if self.replay_end is not None and int(end) >= int(self.replay_end):
             self.replay_end = None
         written = sum(obj.records for obj in objects if not obj.dead_letter)
