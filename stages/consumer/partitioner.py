@@ -28,7 +28,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_SERVICE_LEN = 128
 # RFC 3339 in UTC with a Z suffix: the canonical form, partitioned from its fields without
 # building a datetime (the common case on the hot path).
-_UTC_Z = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?Z", re.ASCII)
+_UTC_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z", re.ASCII)
 # Any RFC 3339 date-time (offset or Z, T or space, leap second allowed): checked field by field
 # because datetime.fromisoformat refuses second 60 and cannot report which field is wrong.
 _RFC3339 = re.compile(
@@ -101,12 +101,8 @@ def _event_hour_unchecked(value: object) -> str | None:
     if isinstance(value, str):
         if len(value) > 64:
             return None
-        match = _UTC_Z.fullmatch(value)
-        if match:
-            year, month, day, hour, minute, second = map(int, match.groups())
-            if not _valid_fields(year, month, day, hour, minute, second):
-                return None
-            return _hour_path(year, month, day, hour)
+        if _UTC_Z.fullmatch(value):
+            return _utc_z_hour(value)
         match = _RFC3339.fullmatch(value)
         if match:
             return _offset_hour(match)
@@ -121,6 +117,23 @@ def _event_hour_unchecked(value: object) -> str | None:
         seconds = value / 1000 if value > 1e11 else value
         return hour_prefix(datetime.fromtimestamp(seconds, UTC))
     return None
+
+
+def _utc_z_hour(value: str) -> str | None:
+    # Two ASCII digits compare as strings in numeric order: range checks without int().
+    year, month, day, hour = value[0:4], value[5:7], value[8:10], value[11:13]
+    if not (
+        "01" <= month <= "12"
+        and day >= "01"
+        and hour <= "23"
+        and value[14:16] <= "59"
+        and value[17:19] <= "60"  # 60: a leap second, in the same hour
+        and year != "0000"
+    ):
+        return None
+    if day > "28" and int(day) > _days_in_month(int(year), int(month)):
+        return None
+    return f"year={year}/month={month}/day={day}/hour={hour}"
 
 
 def _offset_hour(match: re.Match[str]) -> str | None:
