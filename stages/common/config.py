@@ -94,8 +94,8 @@ class Settings(BaseSettings):
     consumer_stall_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="A shard with no checkpoint and no caught-up read for this long makes "
-        "the consumer's /health unhealthy.",
+        description="A shard with no checkpoint and no caught-up read for this long (beyond "
+        "FLUSH_MAX_AGE_SECONDS) makes the consumer's /health unhealthy.",
     )
     dedup_window_records: int = Field(
         default=100_000,

@@ -65,7 +65,10 @@ class Consumer:
             settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_seconds
         )
         self.workers: dict[str, ShardWorker] = {}
-        self.supervisor = ShardSupervisor(settings.consumer_stall_seconds)
+        # A buffer may rightly wait a whole flush age before its checkpoint moves.
+        self.supervisor = ShardSupervisor(
+            settings.consumer_stall_seconds + settings.flush_max_age_seconds
+        )
         self.seen: dict[str, _Seen] = {}
         self.ending_sequences: dict[str, str] = {}
         self.stop_event = threading.Event()
