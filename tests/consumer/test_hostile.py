@@ -230,6 +230,8 @@ def test_invalid_and_extreme_timestamps(settings: Settings, proc_logs: Path) -> 
         _ts("list", ["2025-11-09T10:00:00Z"], ARRIVAL),
         _ts("object", {"iso": "2025-11-09T10:00:00Z"}, ARRIVAL),
         _ts("words", "yesterday at noon", ARRIVAL),
+        _ts("arabic-digits", "\u0662\u0660\u0662\u0665-11-09T10:00:00Z", ARRIVAL),
+        _ts("trailing-newline", "2025-11-09T10:00:00Z\n", ARRIVAL),
         _ts("long", "2025-11-09T10:00:00Z" * 1000, ARRIVAL),
         _lake("missing", {"service": "ts"}, "ts", ARRIVAL),
     ]
@@ -254,6 +256,7 @@ def test_json_shapes_bytes_and_sizes(settings: Settings, proc_logs: Path) -> Non
         _dead("deep-in-object", b'{"service": "s", "x": ' + nested + b"}", "not valid JSON"),
         _dead("truncated", b'{"service": "s", "message": "ab', "not valid JSON"),
         _dead("one-space", b" ", "not valid JSON"),
+        _dead("empty-data", b"", "not valid JSON"),
         _lake("escaped-nul", {"service": "s", "message": "a\x00b\x01"}, "s", ARRIVAL),
         _lake("huge", {"service": "big", "message": "x" * 1_000_000}, "big", ARRIVAL),
         _lake("line-separators", {"service": "s", "message": "a\u2028b\nc\rd"}, "s", ARRIVAL),
