@@ -67,7 +67,11 @@ class Consumer:
         self.workers: dict[str, ShardWorker] = {}
         # A buffer may rightly wait a whole flush age before its checkpoint moves.
         self.supervisor = ShardSupervisor(
-            settings.consumer_stall_seconds + settings.flush_max_age_seconds
+            settings.consumer_stall_seconds + settings.flush_max_age_seconds,
+            # Short enough that the lease, not renewed while no worker runs, does not expire.
+            max_restart_delay=min(
+                settings.consumer_max_backoff_seconds, settings.lease_duration_seconds / 3
+            ),
         )
         self.seen: dict[str, _Seen] = {}
         self.ending_sequences: dict[str, str] = {}
@@ -193,9 +197,14 @@ class Consumer:
             lease.owner for lease in active if lease.owner and not self.expired(lease, now)
         } | {self.worker_id}
         target = math.ceil(len(active) / len(live_owners))
-        # A lease we still own but run no worker for (the worker died): resume it directly.
+        # A lease we still own but run no worker for (the worker died): resume it directly,
+        # or after a growing pause if it keeps dying at the same checkpoint.
         for lease in active:
-            if lease.owner == self.worker_id and lease.key not in self.workers:
+            if (
+                lease.owner == self.worker_id
+                and lease.key not in self.workers
+                and self.supervisor.may_restart(lease.key, now)
+            ):
                 self._start_worker(lease)
         owned = sum(1 for lease in active if lease.key in self.workers)
         candidates = [

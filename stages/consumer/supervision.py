@@ -36,17 +36,25 @@ class _Failing:
     checkpoint: str
     deaths: int
     error: str
+    died_at: float
 
 
 class ShardSupervisor:
-    def __init__(self, stall_seconds: float, max_deaths: int = MAX_DEATHS_WITHOUT_PROGRESS) -> None:
+    def __init__(
+        self,
+        stall_seconds: float,
+        max_deaths: int = MAX_DEATHS_WITHOUT_PROGRESS,
+        max_restart_delay: float = 5.0,
+    ) -> None:
         self.stall_seconds = stall_seconds
         self.max_deaths = max_deaths
+        self.max_restart_delay = max_restart_delay
         self._failing: dict[str, _Failing] = {}
         self._lock = threading.Lock()  # health() reads from the HTTP thread
 
-    def worker_died(self, worker: SupervisedWorker) -> None:
+    def worker_died(self, worker: SupervisedWorker, now: float | None = None) -> None:
         """The worker's thread ended with ``worker.error``; it will be started again."""
+        now = time.monotonic() if now is None else now
         metrics.WORKER_RESTARTS.labels(worker.stream, worker.shard_id).inc()
         error = worker.error or "unknown error"
         with self._lock:
@@ -54,10 +62,25 @@ class ShardSupervisor:
             if failing is not None and failing.checkpoint == worker.checkpoint:
                 failing.deaths += 1
                 failing.error = error
+                failing.died_at = now
             else:
                 self._failing[worker.key] = _Failing(
-                    worker.stream, worker.shard_id, worker.checkpoint, 1, error
+                    worker.stream, worker.shard_id, worker.checkpoint, 1, error, now
                 )
+
+    def may_restart(self, key: str, now: float | None = None) -> bool:
+        """False while a shard that keeps dying at one checkpoint waits out its backoff.
+
+        The first restart is immediate; then 0.5 s, 1 s, 2 s, ... up to ``max_restart_delay``,
+        so a worker that cannot get past a checkpoint does not re-read the shard in a tight loop.
+        """
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            failing = self._failing.get(key)
+            if failing is None or failing.deaths < 2:
+                return True
+            delay = min(self.max_restart_delay, 0.25 * 2 ** (failing.deaths - 1))
+            return now >= failing.died_at + delay
 
     def observe(self, worker: SupervisedWorker) -> None:
         """A running worker: once its checkpoint has moved, its earlier deaths are forgiven."""

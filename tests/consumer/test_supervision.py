@@ -144,3 +144,22 @@ def test_a_worker_without_progress_for_the_stall_time_is_reported() -> None:
     (reason,) = supervisor.problems([live], now=131.0)
     assert "stream stage01-logs-stream shard shardId-000000000001" in reason
     assert "no progress for 31 s" in reason
+
+
+def test_a_shard_that_keeps_dying_is_restarted_after_a_growing_pause() -> None:
+    supervisor = ShardSupervisor(stall_seconds=60, max_restart_delay=3.0)
+    key = FakeWorker().key
+    supervisor.worker_died(FakeWorker(), now=10.0)
+    assert supervisor.may_restart(key, now=10.0)  # the first restart is immediate
+    waits = []
+    for death in range(2, 8):
+        died_at = 100.0 * death
+        supervisor.worker_died(FakeWorker(), now=died_at)
+        wait = next(
+            w / 100 for w in range(0, 1000) if supervisor.may_restart(key, died_at + w / 100)
+        )
+        waits.append(wait)
+    assert waits == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    # A shard that moved on restarts at once again.
+    supervisor.observe(FakeWorker(checkpoint="200"))
+    assert supervisor.may_restart(key, now=700.0)
