@@ -9,7 +9,8 @@ with the reason, never into a service partition.
 (year 0001-9999, month 01-12, a day of that month, hour 00-23, a sanitised service) or a dead
 letter with a reason. A timestamp is usable only if it names a real instant whose UTC hour lies
 in years 0001-9999; anything else (month 13, hour 25, 30 February, an offset that moves it out of
-that range, a number too large for a date, a non-string) falls back to the arrival time, counted.
+that range, a number too large for a date, neither a string nor a number, a string longer than
+64 characters) falls back to the arrival time, counted.
 """
 
 from __future__ import annotations
