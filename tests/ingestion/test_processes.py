@@ -209,3 +209,7 @@ def test_a_503_names_exactly_the_records_to_retry_and_a_retry_lands_each_once(
     every = Counter(r["event_id"] for r in results)
     assert len(every) == 200
     assert _event_ids_on_kinesis(settings) == every
+    # The category files took the accepted part of the 503 and the retry: each record once.
+    category = tmp_path / "data" / "categories" / "application" / "api_gateway_log.jsonl"
+    lines = category.read_text().splitlines()
+    assert Counter(json.loads(line)["event_id"] for line in lines) == every
