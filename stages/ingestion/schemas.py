@@ -49,9 +49,11 @@ class IngestResponse(BaseModel):
 class IngestUnavailable(BaseModel):
     """A 503: some records were not accepted; ``detail`` says which, record by record."""
 
-    error: Literal["unavailable"]
+    error: str = Field(description="unavailable")
     message: str
-    detail: IngestResponse
+    detail: IngestResponse | None = Field(
+        None, description="the per-record answer: which records are in, which to send again"
+    )
 
 
 class IngestMetrics(BaseModel):

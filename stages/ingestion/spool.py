@@ -53,9 +53,11 @@ class Spool:
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()
-        if not self._dir.is_dir():
+        missing = [d for d in (self._dir, *self._dir.parents) if not d.is_dir()]
+        if missing:
             self._dir.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self._dir.parent)
+            for created in reversed(missing):
+                _fsync_dir(created.parent)
         self._remove_orphan_offsets()
         self._segments = self._existing_segments()
         # Numbers only grow while the process runs: a chunk is known by (segment, offset), and a
