@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -48,11 +48,11 @@ COUNTER_NAMES = (
 )
 
 
+_MAX_EVENT_ID = 64  # the canonical Record's bound
+
+
 def ingestion_counters() -> OutcomeCounters:
     return OutcomeCounters("ingestion", COUNTER_NAMES, "Ingestion Interface record outcomes")
-
-
-Status = Literal["accepted", "rejected", "retry"]
 
 
 @dataclass
@@ -182,19 +182,22 @@ def _results(
     reason: str,
 ) -> list[dict[str, Any]]:
     """One result per request record, in its order (``retry`` holds valid-record positions)."""
-    results: list[dict[str, Any]] = [{}] * len(raw)
+    results: list[dict[str, Any] | None] = [None] * len(raw)
     for rejection in rejections:
         item = raw[rejection.index]
         event_id = item.get("event_id") if isinstance(item, dict) else None
+        # An invalid record's id is echoed only when it could be an id (a record refused for a
+        # megabyte-long event_id does not get it back).
+        valid_id = isinstance(event_id, str) and len(event_id) <= _MAX_EVENT_ID
         results[rejection.index] = {
             "index": rejection.index,
-            "event_id": event_id if isinstance(event_id, str) else None,
+            "event_id": event_id if valid_id else None,
             "status": "rejected",
             "error": "; ".join(rejection.problems),
         }
     valid = 0
     for index, slot in enumerate(results):
-        if slot:
+        if slot is not None:
             continue
         if valid in retry:
             results[index] = {
@@ -210,7 +213,7 @@ def _results(
                 "status": "accepted",
             }
         valid += 1
-    return results
+    return [r for r in results if r is not None]
 
 
 class SpoolDrainer:

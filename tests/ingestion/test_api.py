@@ -95,7 +95,15 @@ def test_every_record_is_answered_with_its_status_and_event_id(
     del anonymous["event_id"]
     resp = offline.post(
         "/api/ingest/batch",
-        json={"records": [anonymous, {"kind": "metric"}, metric_record(2)]},
+        json={
+            "records": [
+                anonymous,
+                {"kind": "metric"},
+                metric_record(2),
+                log_record(3, event_id="e" * 100),
+                log_record(4, event_id="short"),
+            ]
+        },
     )
     assert resp.status_code == 200
     results = resp.json()["results"]
@@ -103,7 +111,11 @@ def test_every_record_is_answered_with_its_status_and_event_id(
         (0, "accepted"),
         (1, "rejected"),
         (2, "accepted"),
+        (3, "rejected"),
+        (4, "rejected"),
     ]
+    # an invalid record's own id comes back only when it could be one
+    assert [r["event_id"] for r in results[3:]] == [None, "short"]
     assigned = results[0]["event_id"]
     assert isinstance(assigned, str) and len(assigned) >= 8
     assert results[1]["event_id"] is None and "timestamp" in results[1]["error"]
