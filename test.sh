@@ -22,6 +22,18 @@ if [[ ! -x "$CHROMIUM" ]]; then
     fi
 fi
 echo "==> browser: $("$CHROMIUM" --version 2>/dev/null | head -1)"
+# The spool's power-loss test records its syscalls with strace.
+if ! command -v strace >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "==> installing strace for the spool's durability test (apt-get install strace)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q strace >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q strace >/dev/null; }
+    else
+        echo "error: strace is missing; install Debian's strace package (sudo apt-get install strace)" >&2
+        exit 1
+    fi
+fi
 # ----------------------------------------------------------------------------------------------
 
 # Most slow tests wait on real processes (fleets, outages, flush timers) rather than compute, so

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import orjson
 import pydantic_core
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
@@ -26,7 +26,7 @@ from stages.common.service import (
     run_service,
 )
 from stages.ingestion.categories import CategoryFiles
-from stages.ingestion.fanout import Ingestor, SpoolDrainer, ingestion_counters
+from stages.ingestion.fanout import Ingestor, IngestResult, SpoolDrainer, ingestion_counters
 from stages.ingestion.forward import ConsolidationForwarder
 from stages.ingestion.kinesis import KinesisSink
 from stages.ingestion.producer import KinesisProducer
@@ -35,6 +35,7 @@ from stages.ingestion.schemas import (
     IngestBatchRequest,
     IngestMetrics,
     IngestResponse,
+    IngestUnavailable,
 )
 from stages.ingestion.spool import Spool
 from stages.ingestion.validate import describe_errors
@@ -82,6 +83,23 @@ def _parse_one(body: bytes) -> list[Any]:
     return [value]
 
 
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"description": "body too large"},
+    422: {},
+    503: {
+        "model": IngestUnavailable,
+        "description": "some records were not accepted: resend exactly those whose status is "
+        "retry (detail.results), with their event_id, after Retry-After",
+    },
+}
+
+
+def _answer(result: IngestResult) -> Response:
+    # Built with orjson rather than validated through IngestResponse: a 5,000-record answer
+    # has 5,000 results, and the fields are plain values made by the ingestor.
+    return Response(orjson.dumps(result.to_dict()), media_type="application/json")
+
+
 def _router(ingestor_of: Any) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["ingestion"])
 
@@ -90,24 +108,24 @@ def _router(ingestor_of: Any) -> APIRouter:
         response_model=IngestResponse,
         summary="Validate and accept a batch of canonical records",
         openapi_extra=_body_schema(IngestBatchRequest),
-        responses={413: {"description": "body too large"}, 422: {}, 503: {}},
+        responses=_RESPONSES,
     )
-    async def ingest_batch(request: Request, _: ControlToken) -> IngestResponse:
+    async def ingest_batch(request: Request, _: ControlToken) -> Response:
         records = _parse_batch(await read_body(request, MAX_BODY_BYTES))
         result = await run_in_threadpool(ingestor_of(request).ingest, records)
-        return IngestResponse.model_validate(result, from_attributes=True)
+        return _answer(result)
 
     @router.post(
         "/ingest",
         response_model=IngestResponse,
         summary="Validate and accept one canonical record",
         openapi_extra=_body_schema(Record),
-        responses={413: {"description": "body too large"}, 422: {}, 503: {}},
+        responses=_RESPONSES,
     )
-    async def ingest_one(request: Request, _: ControlToken) -> IngestResponse:
+    async def ingest_one(request: Request, _: ControlToken) -> Response:
         records = _parse_one(await read_body(request, MAX_BODY_BYTES))
         result = await run_in_threadpool(ingestor_of(request).ingest, records)
-        return IngestResponse.model_validate(result, from_attributes=True)
+        return _answer(result)
 
     @router.get("/metrics", response_model=IngestMetrics, summary="Counters of every outcome")
     def metrics(request: Request) -> IngestMetrics:

@@ -18,4 +18,5 @@ class AllRecordsInvalid(Unprocessable):
 
 
 class CannotAcceptNow(Unavailable):
-    """Kinesis did not take the batch and the spool cannot hold it: the caller retries."""
+    """Some records were neither put on Kinesis nor spooled: the caller retries those (the
+    ``retry`` results in ``detail``), and only those."""

@@ -5,6 +5,14 @@ before it returns, so a 2xx for a spooled batch survives a crash. Draining reads
 segment from its committed offset (kept in ``seg-<n>.offset``); a chunk's offset advances only
 after Kinesis acknowledged every record of it, and a segment is deleted only once fully drained.
 A restart picks up the segments and offsets it finds, so the drain resumes where it stopped.
+
+Power loss: a file's fsync does not make its name durable, the directory's does. So the directory
+is fsynced after a segment is created (before the append that created it returns), after an
+offset file is renamed into place (before the chunk counts as drained), and after a drained
+segment's files are unlinked. The offset is durable before its segment is deleted, so a lost
+unlink brings back a segment already read to its end, which the drain then removes. A segment
+is unlinked before its offset file, and offset files left without their segment are removed when
+the spool opens: a new segment may get the same number after a restart and must start at 0.
 """
 
 from __future__ import annotations
@@ -45,7 +53,12 @@ class Spool:
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()
-        self._dir.mkdir(parents=True, exist_ok=True)
+        missing = [d for d in (self._dir, *self._dir.parents) if not d.is_dir()]
+        if missing:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            for created in reversed(missing):
+                _fsync_dir(created.parent)
+        self._remove_orphan_offsets()
         self._segments = self._existing_segments()
         # Numbers only grow while the process runs: a chunk is known by (segment, offset), and a
         # drained-and-deleted segment's number coming back would make the drainer take a new
@@ -77,11 +90,14 @@ class Spool:
             segment = self._segment_for_append(len(data))
             path = self._path(segment)
             try:
-                size_before = path.stat().st_size if path.exists() else 0
+                created = not path.exists()
+                size_before = 0 if created else path.stat().st_size
                 with open(path, "ab") as handle:
                     handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())
+                if created:
+                    _fsync_dir(self._dir)
             except OSError as exc:
                 self._truncate_quietly(path, size_before)
                 raise SpoolFull(f"cannot write the spool: {exc.strerror or exc}") from exc
@@ -124,6 +140,18 @@ class Spool:
                 self._remove_segment(chunk.segment)
 
     # --- internals ---------------------------------------------------------------------------
+    def _remove_orphan_offsets(self) -> None:
+        orphans = [
+            path
+            for path in self._dir.iterdir()
+            if path.name.endswith(".offset.tmp")
+            or (path.suffix == ".offset" and not path.with_suffix(".jsonl").exists())
+        ]
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        if orphans:
+            _fsync_dir(self._dir)
+
     def _existing_segments(self) -> list[int]:
         found = []
         for path in self._dir.iterdir():
@@ -165,6 +193,7 @@ class Spool:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self._offset_path(segment))
+        _fsync_dir(self._dir)
 
     def _read_lines(
         self, segment: int, start: int, max_records: int, max_bytes: int
@@ -191,6 +220,7 @@ class Spool:
         self._pending = max(0, self._pending)
         for path in (self._path(segment), self._offset_path(segment)):
             path.unlink(missing_ok=True)
+        _fsync_dir(self._dir)
         self._segments.remove(segment)
 
     @staticmethod
@@ -200,3 +230,12 @@ class Spool:
                 handle.truncate(size)
         except OSError:
             pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the directory's entries (created, renamed, removed names) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from stages.common.errors import StagesError, Unavailable, Unprocessable
 
@@ -41,7 +42,17 @@ class IngestionUnavailable(Unavailable):
 
 
 class IngestionRejected(StagesError):
-    """Ingestion refused a chunk as invalid: retrying cannot help, so the caller is told."""
+    """Ingestion refused records as invalid: retrying cannot help, so the caller is told."""
 
     status_code = 502
     error = "ingestion_rejected"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: Any = None,
+        records: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.records = list(records)  # the refused records themselves, never to be re-sent

@@ -1,14 +1,18 @@
 """Forwarding to the Ingestion Interface in chunks, with bounded retries.
 
-Ingestion answers 200 only when a chunk is durably accepted and 503 + Retry-After when it cannot
-be. A chunk is retried (with backoff, honouring Retry-After) until the request's retry budget is
-spent; then the caller gets a 503 that says how many records were forwarded, so nothing is
-dropped without someone knowing.
+Ingestion answers 200 when every valid record of a chunk is durably accepted and 503 +
+Retry-After when some are not; either answer says record by record which are in (``results``:
+accepted, rejected or retry). A retry re-sends only the chunk's ``retry`` records (they carry
+their event_id, so a copy that reached Kinesis after all is dropped by the consumer), with
+backoff and honouring Retry-After, until the request's retry budget is spent; then the caller
+gets a 503 that says how many records were forwarded, so nothing is dropped without someone
+knowing. An answer without per-record results (a proxy's 502, an older ingestion) counts as
+nothing accepted on an error status and everything on a 200.
 
 Up to ``MAX_IN_FLIGHT`` chunks of one call are on the wire at once: ingestion serves
 concurrent batches several times faster than one after another (its Kinesis round trip, not its
 CPU, bounds a single client). A failed chunk stops the ones not yet sent, and the count a
-failure reports is exactly the chunks ingestion accepted, in whatever order they finished.
+failure reports is exactly the records ingestion accepted, in whatever order they finished.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -89,71 +94,86 @@ class Forwarder:
         if self._pool is None or len(chunks) == 1:
             outcomes = [self._run_chunk(chunk, deadline, abandon) for chunk in chunks]
         else:
-            futures: list[Future[Exception | None]] = [
+            futures: list[Future[tuple[list[dict[str, Any]], Exception | None]]] = [
                 self._pool.submit(self._run_chunk, chunk, deadline, abandon) for chunk in chunks
             ]
             # Every future is waited for, even after a failure, so the accepted records below
-            # are exactly the chunks ingestion accepted.
+            # are exactly the ones ingestion accepted.
             outcomes = [future.result() for future in futures]
-        accepted = [
-            record
-            for chunk, outcome in zip(chunks, outcomes, strict=True)
-            if outcome is None
-            for record in chunk
-        ]
-        error = next((o for o in outcomes if o is not None and not isinstance(o, _Skipped)), None)
+        accepted = [record for taken, _ in outcomes for record in taken]
+        error = next(
+            (e for _, e in outcomes if e is not None and not isinstance(e, _Skipped)), None
+        )
         if error is not None:
             self._count_failure(len(records) - len(accepted))
         return accepted, error
 
     def _run_chunk(
         self, chunk: Sequence[dict[str, Any]], deadline: float, abandon: threading.Event
-    ) -> Exception | None:
-        """None once ingestion accepted the chunk, else why not (never raises)."""
+    ) -> tuple[list[dict[str, Any]], Exception | None]:
+        """(the chunk's records ingestion accepted, None or why not all); never raises."""
         if abandon.is_set():
-            return _Skipped()
+            return [], _Skipped()
+        accepted: list[dict[str, Any]] = []
+        error: Exception | None = None
         try:
-            self._send_chunk(chunk, deadline, abandon)
+            self._send_chunk(chunk, deadline, abandon, accepted)
         except Exception as exc:  # handed to forward(), which raises it in the caller
             abandon.set()
-            return exc
-        FORWARDED.inc(len(chunk))
-        STATS.add("forwarded", len(chunk))
-        return None
+            error = exc
+        FORWARDED.inc(len(accepted))
+        STATS.add("forwarded", len(accepted))
+        return accepted, error
 
     def _send_chunk(
-        self, chunk: Sequence[dict[str, Any]], deadline: float, abandon: threading.Event
+        self,
+        chunk: Sequence[dict[str, Any]],
+        deadline: float,
+        abandon: threading.Event,
+        accepted: list[dict[str, Any]],
     ) -> None:
+        """Send until ingestion accepted every record of ``chunk``, adding those it accepted
+        to ``accepted`` as it goes; raises when it gives up or ingestion refuses some."""
         backoff = FIRST_BACKOFF_SECONDS
+        todo = list(chunk)
         while True:
             if self._clock() > deadline:  # e.g. waiting for a pool slot: not sent, so not in
                 FORWARD_BATCHES.labels("gave_up").inc()
-                raise IngestionUnavailable(0, len(chunk), "the time budget ran out", 1.0)
-            wait, reason = self._attempt(chunk, deadline)
-            if reason is None:
+                raise IngestionUnavailable(0, len(todo), "the time budget ran out", 1.0)
+            answer = self._attempt(todo, deadline)
+            accepted += answer.accepted
+            if answer.rejected:
+                # Sending them again cannot help; the records left to retry are not sent
+                # either, and stay unconfirmed for the caller (see idempotency).
+                FORWARD_BATCHES.labels("rejected").inc()
+                raise IngestionRejected(
+                    f"ingestion rejected {len(answer.rejected)} records of a chunk as invalid",
+                    detail={"ingestion_status": answer.status, "ingestion_body": answer.body},
+                    records=answer.rejected,
+                )
+            if not answer.retry:
                 FORWARD_BATCHES.labels("accepted").inc()
                 return
+            todo = answer.retry
             FORWARD_BATCHES.labels("retried").inc()
             STATS.add("forward_retries")
-            pause = max(backoff, wait)
+            pause = max(backoff, answer.wait)
             # Another chunk of the call already failed: the caller gets a 503 anyway, so this
             # one stops retrying instead of holding the answer until the deadline.
             if self._clock() + pause > deadline or abandon.is_set():
                 FORWARD_BATCHES.labels("gave_up").inc()
-                raise IngestionUnavailable(0, len(chunk), reason, max(1.0, wait))
+                raise IngestionUnavailable(0, len(todo), answer.reason, max(1.0, answer.wait))
             self._sleep(pause)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
-    def _attempt(
-        self, chunk: Sequence[dict[str, Any]], deadline: float
-    ) -> tuple[float, str | None]:
-        """(seconds to wait, reason) after a failed attempt; (0, None) when accepted."""
+    def _attempt(self, todo: list[dict[str, Any]], deadline: float) -> _Answer:
+        """Post ``todo`` once; what ingestion accepted, refused and left to retry."""
         # A stalled ingestion must not hold one attempt past the budget (the client's own
         # timeout is 10 s): the caller, itself waiting 10 s, would lose the answer.
         left = max(deadline - self._clock(), MIN_ATTEMPT_SECONDS)
         try:
             # orjson: several times faster than httpx's stdlib json for the same bytes' meaning.
-            body = orjson.dumps({"records": list(chunk)})
+            body = orjson.dumps({"records": todo})
             resp = self._client.post(
                 BATCH_PATH,
                 content=body,
@@ -161,15 +181,19 @@ class Forwarder:
                 timeout=httpx.Timeout(left, connect=min(left, CONNECT_TIMEOUT_SECONDS)),
             )
         except httpx.HTTPError as exc:
-            return 0.0, f"{type(exc).__name__} talking to ingestion"
+            return _Answer(retry=todo, reason=f"{type(exc).__name__} talking to ingestion")
+        reason = f"ingestion answered {resp.status_code}"
         if resp.status_code == 200:
-            return 0.0, None
+            return _per_record(todo, resp, resp.content, default="accepted", reason=reason)
         if resp.status_code in RETRYABLE:
-            return _retry_after(resp), f"ingestion answered {resp.status_code}"
+            answer = _per_record(todo, resp, _detail(resp), default="retry", reason=reason)
+            answer.wait = _retry_after(resp)
+            return answer
         FORWARD_BATCHES.labels("rejected").inc()
         raise IngestionRejected(
             f"ingestion rejected a chunk with {resp.status_code}",
             detail={"ingestion_status": resp.status_code, "ingestion_body": resp.text[:2000]},
+            records=todo,
         )
 
     @staticmethod
@@ -180,6 +204,61 @@ class Forwarder:
 
 class _Skipped(Exception):
     """A chunk not sent because another chunk of the same call had already failed."""
+
+
+@dataclass
+class _Answer:
+    """One attempt's outcome: the posted records split by what ingestion said of each."""
+
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    retry: list[dict[str, Any]] = field(default_factory=list)
+    wait: float = 0.0
+    reason: str = ""
+    status: int = 0
+    body: str = ""
+
+
+def _detail(resp: httpx.Response) -> bytes:
+    """The per-record answer of an error body (``{"error", "message", "detail": {...}}``)."""
+    try:
+        detail = orjson.loads(resp.content).get("detail")
+    except (orjson.JSONDecodeError, AttributeError):
+        return b""
+    return orjson.dumps(detail) if isinstance(detail, dict) else b""
+
+
+def _per_record(
+    todo: list[dict[str, Any]],
+    resp: httpx.Response,
+    content: bytes,
+    *,
+    default: str,
+    reason: str,
+) -> _Answer:
+    """Split ``todo`` by ingestion's ``results``. An answer without them (or not about these
+    records) counts every record as ``default``: accepted for a 200, retry for an error."""
+    statuses = [default] * len(todo)
+    try:
+        results = orjson.loads(content).get("results") if content else None
+    except (orjson.JSONDecodeError, AttributeError):
+        results = None
+    if isinstance(results, list) and len(results) == len(todo):
+        try:
+            by_index = {int(r["index"]): str(r["status"]) for r in results}
+        except (KeyError, TypeError, ValueError):
+            by_index = {}
+        if sorted(by_index) == list(range(len(todo))):
+            statuses = [by_index[i] for i in range(len(todo))]
+    answer = _Answer(reason=reason, status=resp.status_code, body=resp.text[:2000])
+    for record, status in zip(todo, statuses, strict=True):
+        if status == "accepted":
+            answer.accepted.append(record)
+        elif status == "rejected":
+            answer.rejected.append(record)
+        else:
+            answer.retry.append(record)
+    return answer
 
 
 def _retry_after(resp: httpx.Response) -> float:

@@ -5,10 +5,12 @@ answer (a read timeout, a dropped connection) would otherwise put a second set o
 lake, which the consumer's duplicate window cannot recognise. With an ``Idempotency-Key`` header,
 synthesis remembers what the key's attempts did:
 
-- how many of the request's records ingestion accepted: a retry makes only the rest;
-- the records it made but ingestion did not confirm (a refused or timed-out chunk, whose records
-  may be in ingestion after all): a retry sends those same records again, so a copy has the
-  original's event id and the consumer drops it;
+- how many of the request's records ingestion accepted (its answers say so record by record,
+  a 503's too): a retry makes only the rest;
+- the records it made but ingestion did not confirm (answered ``retry``, or in a chunk whose
+  answer never came, and so possibly in ingestion after all): a retry sends those same records
+  again, so a copy has the original's event id and the consumer drops it. Records ingestion
+  rejected as invalid are not kept;
 - the answer, once every record is in: a retry gets it again and nothing is made.
 
 Keys live in memory (lost on restart) for ``KEY_TTL_SECONDS``, at most ``MAX_KEYS`` of them;

@@ -82,10 +82,12 @@ class Synthesizer:
         accepted, error = self.forwarder.forward_some(records, started=arrived)
         entry.forwarded += len(accepted)
         entry.anomalous += sum(1 for r in accepted if r["is_anomaly"])
-        taken = {id(r) for r in accepted}
-        # Rejected records would be refused again (and the orchestrator does not retry a 502).
-        unsent = [] if isinstance(error, IngestionRejected) else records
-        self.ledger.keep_unsent(entry, [r for r in unsent if id(r) not in taken])
+        # Ingestion answers record by record: what it accepted is in, what it rejected would be
+        # refused again; every other record is unconfirmed and a retry sends it as it is.
+        done = {id(r) for r in accepted}
+        if isinstance(error, IngestionRejected):
+            done |= {id(r) for r in error.records}
+        self.ledger.keep_unsent(entry, [r for r in records if id(r) not in done])
         if error is not None:
             _count_request("error")
             raise _with_key_totals(error, entry.forwarded, req.count)

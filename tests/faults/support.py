@@ -9,8 +9,9 @@ Topology (all on private ports, one fleet per test module)::
   PutRecords/GetRecords/S3 faults, and taking it away is an outage as the services see it while
   the emulator keeps its in-memory state.
 - The *ingest tap* (``FaultProxy`` with an observer) sits between synthesis and ingestion and
-  records, by ``event_id``, every record synthesis offered and every one ingestion answered 2xx
-  for. It is the ground truth a case is checked against.
+  records, by ``event_id``, every record synthesis offered and every one ingestion's answer
+  (a 2xx, or a 503 that names records it accepted) says it accepted. It is the ground truth a
+  case is checked against.
 - The lake is read straight from the emulator, never through the faulty proxy.
 """
 
@@ -60,7 +61,7 @@ class IngestTap:
         self.everything: set[str] = set()  # every event_id ever offered, for the whole module
         self.answers: Counter[int] = Counter()
 
-    def observe(self, method: str, path: str, body: bytes, status: int) -> None:
+    def observe(self, method: str, path: str, body: bytes, status: int, answer: bytes) -> None:
         if method != "POST" or not path.startswith(INGEST_PATH):
             return
         try:
@@ -68,12 +69,14 @@ class IngestTap:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
         ids = {r["event_id"]: r["kind"] for r in records if isinstance(r, dict) and "event_id" in r}
+        taken = _accepted_ids(status, answer) if status else set()
+        if taken is None:  # a 2xx that does not name records: all of them
+            taken = set(ids)
         with self._lock:
             self.answers[status] += 1
             self.offered.update(ids)
             self.everything.update(ids)
-            if 200 <= status < 300:
-                self.accepted.update(ids)
+            self.accepted.update(i for i in ids if i in taken)
 
     def reset(self) -> None:
         with self._lock:
@@ -82,6 +85,21 @@ class IngestTap:
     def snapshot(self) -> tuple[dict[str, str], set[str]]:
         with self._lock:
             return dict(self.offered), set(self.accepted)
+
+
+def _accepted_ids(status: int, answer: bytes) -> set[str] | None:
+    """The event_ids ingestion's answer calls accepted (per record, in a 2xx and in a 503);
+    None for a 2xx that does not say."""
+    ok = 200 <= status < 300
+    try:
+        parsed = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        parsed = None
+    outcome = parsed if ok else parsed.get("detail") if isinstance(parsed, dict) else None
+    results = outcome.get("results") if isinstance(outcome, dict) else None
+    if not isinstance(results, list):
+        return None if ok else set()
+    return {r["event_id"] for r in results if r.get("status") == "accepted"}
 
 
 class Lake:
@@ -129,7 +147,7 @@ class LoadReport:
     case: str
     rows: list[KindRow]
     generated: int  # synthesis_records_total during the case
-    forwarded: int  # synthesis_forwarded_records_total: chunks ingestion answered 2xx
+    forwarded: int  # synthesis_forwarded_records_total: records ingestion's answers accepted
     failed_reported: int  # synthesis_forward_failed_records_total: reported to the orchestrator
     resent: int  # synthesis_resent_records_total: failed ones sent again as the same records
     unexpected: int  # event_ids in S3 that synthesis never offered
@@ -150,7 +168,7 @@ class LoadReport:
                 f"{r.lost:>7}{r.loss_pct:>8.2f}{r.not_accepted_in_s3:>21}"
             )
         lines.append(
-            f"synthesis: {self.generated} generated, {self.forwarded} accepted by ingestion (2xx), "
+            f"synthesis: {self.generated} generated, {self.forwarded} accepted by ingestion, "
             f"{self.failed_reported} reported failed to the orchestrator, which retried under "
             f"the call's key: {self.resent} sent again as the same records, the rest made anew; "
             f"{self.unexpected} records in S3 never offered"
@@ -420,8 +438,9 @@ def assert_no_loss_no_duplicates(report: LoadReport) -> None:
     assert report.total("lost") == 0, report.render()
     assert report.total("duplicated") == 0, report.render()
     assert report.unexpected == 0, report.render()
-    # Ingestion's 2xx answers are exactly what synthesis counted as forwarded, and what it did
-    # not accept was reported as failed (the orchestrator retried the call), not dropped.
+    # What ingestion's answers call accepted is exactly what synthesis counted as forwarded, and
+    # what it did not accept was reported as failed (the orchestrator retried the call), not
+    # dropped.
     assert report.forwarded == report.total("accepted"), report.render()
     not_accepted = report.total("offered") - report.total("accepted")
     assert not_accepted <= report.failed_reported, report.render()

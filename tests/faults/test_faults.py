@@ -2,12 +2,12 @@
 
 Each case generates records with the orchestrator's continuous generator, breaks something in
 the middle, and then compares, by event_id and per kind, what synthesis offered the Ingestion
-Interface, what ingestion accepted (answered 2xx), and what is in S3. Every case prints a load
-report (offered, accepted, in S3, duplicated, lost, loss %) and fails unless nothing accepted is
-missing from S3 and nothing is there twice. Records ingestion did not accept must have been
-reported failed by synthesis (the orchestrator then retries the call under its key, and synthesis
-sends the same records again): they are not lost, and the report says how many of them reached S3
-anyway (Kinesis had them before the failure).
+Interface, what ingestion accepted (as its answers say, record by record), and what is in S3.
+Every case prints a load report (offered, accepted, in S3, duplicated, lost, loss %) and fails
+unless nothing accepted is missing from S3 and nothing is there twice. Records ingestion did not
+accept must have been reported failed by synthesis (the orchestrator then retries the call under
+its key, and synthesis sends the same records again): they are not lost, and the report says how
+many of them reached S3 anyway (Kinesis had them before the failure).
 
 One fleet serves the module; the cases run one after another and each restores what it broke.
 """

@@ -86,6 +86,51 @@ def test_partial_batch_accepts_the_valid_records_only(offline: TestClient, tmp_p
     assert [r["event_id"] for r in spooled] == ["log-0000000001"]
 
 
+def test_every_record_is_answered_with_its_status_and_event_id(
+    offline: TestClient, tmp_path: Path
+) -> None:
+    """A record sent without an event_id gets one, and the answer names it: the id a retry must
+    carry for the consumer to recognise a copy."""
+    anonymous = log_record(1)
+    del anonymous["event_id"]
+    resp = offline.post(
+        "/api/ingest/batch",
+        json={
+            "records": [
+                anonymous,
+                {"kind": "metric"},
+                metric_record(2),
+                log_record(3, event_id="e" * 100),
+                log_record(4, event_id="short"),
+            ]
+        },
+    )
+    assert resp.status_code == 200
+    results = resp.json()["results"]
+    assert [(r["index"], r["status"]) for r in results] == [
+        (0, "accepted"),
+        (1, "rejected"),
+        (2, "accepted"),
+        (3, "rejected"),
+        (4, "rejected"),
+    ]
+    # an invalid record's own id comes back only when it could be one
+    assert [r["event_id"] for r in results[3:]] == [None, "short"]
+    assigned = results[0]["event_id"]
+    assert isinstance(assigned, str) and len(assigned) >= 8
+    assert results[1]["event_id"] is None and "timestamp" in results[1]["error"]
+    assert results[2]["event_id"] == "metric-0000000002"
+    assert resp.json()["retry"] == 0
+    spooled = [
+        json.loads(line)["event_id"]
+        for segment in sorted((tmp_path / "data" / "spool").glob("seg-*.jsonl"))
+        for line in segment.read_text().splitlines()
+    ]
+    assert spooled == [assigned, "metric-0000000002"]
+    one = offline.post("/api/ingest", json=anonymous).json()["results"]
+    assert one[0]["status"] == "accepted" and one[0]["event_id"] not in (None, assigned)
+
+
 def test_single_record_endpoint(offline: TestClient) -> None:
     assert offline.post("/api/ingest", json=log_record(5)).json()["accepted"] == 1
     bad = offline.post("/api/ingest", json={"kind": "apm"})
@@ -139,7 +184,13 @@ def test_spool_full_is_503_with_retry_after(tmp_path: Path) -> None:
     assert resp.status_code == 503
     assert int(resp.headers["Retry-After"]) >= 1
     assert "spool cannot hold it" in resp.json()["message"]
+    detail = resp.json()["detail"]
+    assert (detail["accepted"], detail["retry"], detail["spooled"]) == (0, 4000, 0)
+    assert [r["status"] for r in detail["results"]] == ["retry"] * 4000
+    assert [r["event_id"] for r in detail["results"]] == [r["event_id"] for r in records]
+    assert "SPOOL_MAX_BYTES" in detail["results"][0]["error"]
     assert metrics["counters"]["unavailable_503"] == 1
+    assert metrics["counters"]["answered_retry"] == 4000
     assert metrics["counters"]["accepted"] == 0
     assert metrics["spool_bytes"] == 0
     assert not (tmp_path / "data" / "categories").exists()
@@ -159,7 +210,17 @@ def test_records_land_on_their_kinds_stream_and_category_files(
     with TestClient(create_app(app_settings)) as client:
         resp = client.post("/api/ingest/batch", json={"records": batch})
         assert resp.status_code == 200, resp.text
-        assert resp.json() == {"accepted": 33, "rejected": [], "spooled": 0}
+        answer = resp.json()
+        assert {k: answer[k] for k in ("accepted", "rejected", "spooled", "retry")} == {
+            "accepted": 33,
+            "rejected": [],
+            "spooled": 0,
+            "retry": 0,
+        }
+        assert answer["results"] == [
+            {"index": i, "event_id": r["event_id"], "status": "accepted"}
+            for i, r in enumerate(batch)
+        ]
         metrics = client.get("/api/metrics").json()["counters"]
         health = client.get("/health").json()
     assert metrics["to_kinesis"] == 33 and metrics["spooled"] == 0

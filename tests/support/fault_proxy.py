@@ -29,10 +29,10 @@ everything off. ``configure(delay=seconds)`` adds latency before every forwarded
 ``forwarded`` count requests by operation (``kinesis:PutRecords``, ``s3:PUT``, ...);
 ``putrecords_calls`` records the size of every PutRecords request as the client sent it.
 
-The proxy forwards any HTTP service, not only AWS: ``observer(method, path, body, status)`` is
-called with every request and the status its client got (502 when the upstream was down, 0 when
-the client was gone before the answer was written), which
-is how the fault suite sees which batches the Ingestion Interface answered 2xx.
+The proxy forwards any HTTP service, not only AWS: ``observer(method, path, body, status,
+answer)`` is called with every request, the status its client got (502 when the upstream was
+down, 0 when the client was gone before the answer was written) and the answer's body, which
+is how the fault suite sees which records the Ingestion Interface accepted.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ class FaultProxy:
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
-        observer: Callable[[str, str, bytes, int], None] | None = None,
+        observer: Callable[[str, str, bytes, int, bytes], None] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
@@ -528,7 +528,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             if proxy.observer is not None:
-                proxy.observer(self.command, self.path, body, delivered)
+                proxy.observer(self.command, self.path, body, delivered, response.body)
 
     def _respond(self, response: _Response) -> None:
         self.send_response_only(response.status, response.reason)

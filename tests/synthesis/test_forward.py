@@ -123,3 +123,75 @@ def test_a_chunk_is_not_sent_once_the_request_budget_ran_out() -> None:
     assert isinstance(error, IngestionUnavailable) and "budget ran out" in error.message
     accepted, error = forwarder.forward_some(RECORDS, started=100.0 - 1)
     assert error is None and len(accepted) == 1100 and seen == [500, 500, 100]
+
+
+def _per_record_answer(records: list[dict[str, object]], taken: set[str]) -> dict[str, object]:
+    """Ingestion's answer: ``taken`` ids accepted, the others to retry (as a full spool does)."""
+    results = [
+        {"index": i, "event_id": r["event_id"], "status": "accepted"}
+        if r["event_id"] in taken
+        else {"index": i, "event_id": r["event_id"], "status": "retry", "error": "spool full"}
+        for i, r in enumerate(records)
+    ]
+    retry = sum(1 for r in results if r["status"] == "retry")
+    return {"accepted": len(records) - retry, "retry": retry, "results": results}
+
+
+def test_a_partial_503_is_retried_with_exactly_the_records_not_accepted() -> None:
+    """Ingestion accepted part of a chunk before answering 503: the retry sends the rest only,
+    and the count is of records, not chunks."""
+    posted: list[list[str]] = []
+    taken: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        records = json.loads(request.content)["records"]
+        posted.append([r["event_id"] for r in records])
+        if len(posted) == 1:  # every other record of the first chunk gets in
+            half = {r["event_id"] for r in records[::2]}
+            taken.extend(half)
+            body = {"error": "unavailable", "message": "spool full"}
+            body["detail"] = _per_record_answer(records, half)
+            return httpx.Response(503, headers={"Retry-After": "1"}, json=body)
+        taken.extend(r["event_id"] for r in records)
+        return httpx.Response(200, json=_per_record_answer(records, set(posted[-1])))
+
+    clock = FakeClock()
+    client = httpx.Client(base_url="http://ingestion", transport=httpx.MockTransport(handle))
+    forwarder = Forwarder(client, sleep=clock.sleep, clock=lambda: clock.now, max_in_flight=1)
+    assert forwarder.forward(RECORDS) == 1100
+    assert posted[1] == [f"e{i}" for i in range(1, 500, 2)]  # the 250 the 503 named
+    assert sorted(taken) == sorted(r["event_id"] for r in RECORDS)  # each accepted once
+
+
+def test_a_partial_503_then_giving_up_counts_the_records_in() -> None:
+    attempts: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        records = json.loads(request.content)["records"]
+        attempts.append(len(records))
+        first = {r["event_id"] for r in records[:100]} if len(attempts) == 1 else set()
+        body = {"error": "unavailable", "message": "spool full"}
+        body["detail"] = _per_record_answer(records, first)
+        return httpx.Response(503, headers={"Retry-After": "1"}, json=body)
+
+    clock = FakeClock()
+    client = httpx.Client(base_url="http://ingestion", transport=httpx.MockTransport(handle))
+    forwarder = Forwarder(client, sleep=clock.sleep, clock=lambda: clock.now, max_in_flight=1)
+    with pytest.raises(IngestionUnavailable) as raised:
+        forwarder.forward(RECORDS[:500])
+    assert raised.value.detail == {"forwarded": 100, "total": 500}
+    assert attempts[0] == 500 and set(attempts[1:]) == {400}
+
+
+def test_records_a_200_rejects_are_not_counted_as_forwarded() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        records = json.loads(request.content)["records"]
+        answer = _per_record_answer(records, {r["event_id"] for r in records})
+        answer["results"][3] = {"index": 3, "event_id": "e3", "status": "rejected", "error": "x"}
+        return httpx.Response(200, json=answer)
+
+    client = httpx.Client(base_url="http://ingestion", transport=httpx.MockTransport(handle))
+    forwarder = Forwarder(client, max_in_flight=1)
+    accepted, error = forwarder.forward_some(RECORDS[:10])
+    assert isinstance(error, IngestionRejected) and error.records == [RECORDS[3]]
+    assert accepted == RECORDS[:3] + RECORDS[4:10]

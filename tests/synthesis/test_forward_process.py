@@ -35,6 +35,9 @@ class StubIngestion:
     failing: bool = False
     accept_before_failing: int | None = None
     rejecting: bool = False  # answer 400, as ingestion does to invalid records
+    # answer this many batches 503 after keeping every other record, naming them per record
+    # as ingestion does when its spool fills part way through a batch
+    partial_answers: int = 0
     slow_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,6 +57,9 @@ class StubIngestion:
                     self.accept_before_failing -= 1
                 if self.rejecting and self.batches:  # the first batch gets in
                     return JSONResponse({"error": "validation_error"}, 400)
+                if self.partial_answers > 0:
+                    self.partial_answers -= 1
+                    return self._partial(records)
                 if self.failing:
                     self.refused += 1
                     return JSONResponse({"error": "spool full"}, 503, {"Retry-After": "1"})
@@ -63,6 +69,16 @@ class StubIngestion:
             return JSONResponse({"accepted": len(records)})
 
         return app
+
+    def _partial(self, records: list[dict[str, Any]]) -> JSONResponse:
+        self.batches.append(records[::2])
+        results = [
+            {"index": i, "event_id": r["event_id"], "status": "retry" if i % 2 else "accepted"}
+            for i, r in enumerate(records)
+        ]
+        detail = {"accepted": len(records[::2]), "retry": len(records[1::2]), "results": results}
+        body = {"error": "unavailable", "message": "spool full", "detail": detail}
+        return JSONResponse(body, 503, {"Retry-After": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -300,3 +316,30 @@ def test_a_keyed_502_says_what_the_key_has_in_ingestion(
     detail = resp.json()["detail"]
     assert detail["ingestion_status"] == 400
     assert detail["total"] == 1200 and detail["forwarded"] == len(ingestion.records()) > 0
+
+
+def test_a_keyed_retry_after_partly_accepted_chunks_sends_exactly_the_rest(
+    stub: tuple[StubIngestion, int], synthesis: str
+) -> None:
+    """Ingestion's 503s name record by record what it kept: synthesis counts those as
+    forwarded, and the retry under the key sends each other record once, under its own id."""
+    ingestion, _ = stub
+    ingestion.batches.clear()
+    ingestion.partial_answers = 3
+    ingestion.failing = True  # after the partial answers: 503s that name nothing
+    body = {"count": 1200, "seed": 11, "forward": True, "return_records": False}
+    key = "tick-partly-in"
+    try:
+        first = _keyed(synthesis, body, key)
+    finally:
+        ingestion.failing = False
+    assert first.status_code == 503, first.text
+    kept = ingestion.records()
+    assert len(kept) > 0
+    assert first.json()["detail"] == {"forwarded": len(kept), "total": 1200}
+    retry = _keyed(synthesis, body, key)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["forwarded"] == 1200
+    records = ingestion.records()
+    assert len(records) == len(_ids(records)) == 1200  # none twice
+    assert _ids(kept) <= _ids(records)
