@@ -32,6 +32,8 @@ SLOW_LISTING_FACTOR = 10
 MAX_COUNTED_OBJECTS = 200_000
 # What is known about counting each hour partition, over all buckets.
 MAX_COUNTED_PARTITIONS = 4 * MAX_PARTITIONS
+# Gzip objects remembered per bucket for a retry with the whole decompression cap.
+MAX_SUSPECTS = 100
 # Counting reads an object in pieces of this size, never whole.
 READ_CHUNK_BYTES = 1024 * 1024
 
@@ -139,6 +141,8 @@ class LakeReader:
         self.counting = {bucket: threading.Lock() for bucket in buckets}
         # (bucket, hour prefix) -> what counting it found last time.
         self._partition_counts: dict[tuple[str, str], PartitionCount] = {}
+        # bucket -> {key: size} of gzip objects to count first next time (see settle_suspects).
+        self._suspects: dict[str, dict[str, int]] = {}
         # (bucket, key) -> (size, lines or None, why not) of every object counted so far.
         self._object_lines: dict[tuple[str, str], tuple[int, int | None, str | None]] = {}
 
@@ -272,6 +276,18 @@ class LakeReader:
         self._partition_counts[slot] = PartitionCount((stats.objects, stats.bytes), records)
         return records, None
 
+    def settle_suspects(self, bucket: str, allowance: CountAllowance) -> None:
+        """Count first the gzip objects an earlier request stopped in with part of the cap
+        already spent: with the whole cap each one is either counted or known as too big, so a
+        bomb is not inflated again and again behind partitions that are counted before it."""
+        suspects = self._suspects.get(bucket, {})
+        for key, size in list(suspects.items()):
+            if allowance.inflated < allowance.max_inflated or size > allowance.bytes:
+                return
+            del suspects[key]
+            if not self._counted(bucket, key, size):
+                self._count_object(bucket, key, size, allowance)
+
     def _list_partition(
         self, bucket: str, prefix: str, allowance: CountAllowance
     ) -> list[tuple[str, int]] | None:
@@ -330,6 +346,10 @@ class LakeReader:
                 f"(DASHBOARD_MAX_DECOMPRESSED_BYTES), stopped in {key!r}"
             )
             if not whole_room:
+                # Maybe a bomb, maybe only late in the request: tried first next time.
+                suspects = self._suspects.setdefault(bucket, {})
+                if len(suspects) < MAX_SUSPECTS:
+                    suspects[key] = size
                 return False
             why = (
                 f"object {key!r} decompresses to more than {allowance.max_inflated} bytes "

@@ -34,6 +34,8 @@ def analyse(
     warnings = 0
     uncounted = 0
     with reader.counting[scan.bucket]:
+        if count_budget > 0:
+            reader.settle_suspects(scan.bucket, allowance)
         for svc, day, hour in slots:
             stats = scan.partitions[(svc, day, hour)]
             prefix = hour_prefix(svc, day, hour)

@@ -197,6 +197,36 @@ def test_record_counts_stay_within_budget_and_unknown_parts_make_unknown_totals(
     assert s3.gets == gets + 1  # only the new object was read
 
 
+def test_a_bomb_behind_a_growing_gzip_partition_is_found_out_and_not_inflated_again() -> None:
+    """The newest partition gets a new gzip object before every refresh and takes part of the
+    decompression cap first; the bomb in an older partition must still be recognised as too
+    big on its own instead of being inflated up to the rest of the cap on every refresh."""
+    newest = "service=a/year=2026/month=11/day=27/hour=06/"
+    bomb_key = "service=a/year=2026/month=11/day=27/hour=05/bomb.jsonl.gz"
+    s3 = ListingS3({bomb_key: gzip.compress(bytes(8 * 1024 * 1024))})
+    reader = LakeReader(s3, ("lake",), cache_seconds=0)
+    limits = {"max_s3_calls": 100, "max_inflated": 1024 * 1024}
+    answers = []
+    for refresh in range(4):
+        s3.objects[f"{newest}p{refresh}.jsonl.gz"] = gzip.compress(b"{}\n" * 1000)
+        answers.append(
+            analyse(
+                reader,
+                reader.scan("lake", fresh=True),
+                service=None,
+                small_file_bytes=1,
+                count_budget=10**7,
+                **limits,
+            )
+        )
+    last = answers[-1]
+    assert last["cut_short"] is False, [a["cut_reason"] for a in answers]
+    hours = {h["hour"]: h for h in last["services"][0]["days"][0]["hours"]}
+    assert hours["06"]["records"] == 4000
+    assert hours["05"]["records"] is None
+    assert "decompresses to more than 1048576 bytes" in hours["05"]["uncounted"]
+
+
 def test_a_slow_listing_is_reused_for_longer() -> None:
     now = [0.0]
 
