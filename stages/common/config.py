@@ -159,6 +159,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Bytes one partition request may read to count records (0: never count).",
     )
+    dashboard_max_decompressed_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=64 * 1024,
+        le=4 * 1024 * 1024 * 1024,
+        description="Most bytes one request decompresses from gzip objects (a bomb stops there).",
+    )
+    dashboard_partition_s3_calls: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Most S3 calls one partition request makes to count records.",
+    )
 
     @property
     def emulator_url(self) -> str:

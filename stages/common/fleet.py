@@ -7,11 +7,14 @@ so a later issue enables a service by adding that file, not by editing this one.
 
 ``python -m stages.common.fleet start|stop|status|probe [SERVICE...]``:
 
-- every file it writes lives under ``RUN_DIR`` (``<service>.pid``, ``logs/<service>.log``);
+- every file it writes lives under ``RUN_DIR`` (``<service>.pid``, ``logs/<service>.log``, and
+  the previous run's log as ``logs/<service>.log.1``);
 - ``start`` brings services up dependencies first, waits (bounded) until each answers its health
   check, and changes nothing for services already up;
 - ``stop`` signals exactly the recorded processes, after checking that each pid still runs our
-  module (a recycled pid belongs to someone else and is never signalled);
+  module (a recycled pid belongs to someone else and is never signalled); a process of ours
+  that no pid file names (a start interrupted before writing it) is found by module and
+  RUN_DIR, recorded and handled like the others;
 - ``probe`` exits 0 when a service's health check answers 200 (the compose health checks use it).
 """
 
@@ -259,6 +262,16 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
+def _listens_on(proc: psutil.Process, port: int) -> bool:
+    try:
+        return any(
+            conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+            for conn in proc.net_connections(kind="tcp")
+        )
+    except psutil.Error:
+        return False
+
+
 def _alive(proc: psutil.Process) -> bool:
     # An exited child of a dead parent can stay a zombie until init reaps it; it is gone for us.
     try:
@@ -294,18 +307,48 @@ class Fleet:
             yield
 
     def running(self, svc: Service) -> psutil.Process | None:
-        """The recorded process if it is still ours; a stale pid file is removed."""
+        """The recorded process if it is still ours, else an unrecorded one of ours (adopted:
+        its pid file is written); a stale pid file is removed."""
         path = self.pid_file(svc)
         try:
             pid = int(path.read_text().split()[0])
         except (OSError, ValueError, IndexError):
-            if path.exists():
-                path.unlink(missing_ok=True)
-            return None
+            path.unlink(missing_ok=True)
+            return self._adopt(svc)
         proc = self._owned(pid, svc)
         if proc is None:
             path.unlink(missing_ok=True)
+            return self._adopt(svc)
         return proc
+
+    def _adopt(self, svc: Service) -> psutil.Process | None:
+        """A process of ours that no pid file names, recorded from now on.
+
+        A start interrupted between spawning a service and writing its pid file leaves one
+        behind; so does a service started by hand the way the fleet starts it. It is found the
+        way a pid is checked (``_owned``: our module, our RUN_DIR); among several, the one
+        listening on the service's port.
+        """
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if any(a == "-m" and b == svc.module for a, b in itertools.pairwise(cmdline)):
+                owned = self._owned(proc.pid, svc)
+                if owned is not None:
+                    found.append(owned)
+        if not found:
+            return None
+        port = svc.port(self.settings)
+        found.sort(key=lambda proc: not _listens_on(proc, port))
+        adopted = found[0]
+        self._record(svc, adopted.pid)
+        _say(f"{svc.name}: found running without a pid file (pid {adopted.pid}); recorded it")
+        return adopted
+
+    def _record(self, svc: Service, pid: int) -> None:
+        tmp = self.pid_file(svc).with_suffix(".pid.tmp")
+        tmp.write_text(f"{pid}\n")
+        tmp.replace(self.pid_file(svc))
 
     def _owned(self, pid: int, svc: Service) -> psutil.Process | None:
         """The process if it runs ``svc``'s module for this run directory (a pid reused by
@@ -462,7 +505,10 @@ class Fleet:
 
     def spawn(self, svc: Service) -> subprocess.Popen[bytes]:
         log = self.log_file(svc)
-        with open(log, "wb") as out:
+        # The last run's log (often a crash to read) is kept as <service>.log.1.
+        if log.exists() and log.stat().st_size > 0:
+            log.replace(log.with_name(log.name + ".1"))
+        with open(log, "ab") as out:
             popen = subprocess.Popen(
                 [sys.executable, "-m", svc.module],
                 env=self.child_env(),
@@ -472,9 +518,7 @@ class Fleet:
                 # Own session: Ctrl-C in the terminal that ran start.sh must not reach services.
                 start_new_session=True,
             )
-        tmp = self.pid_file(svc).with_suffix(".pid.tmp")
-        tmp.write_text(f"{popen.pid}\n")
-        tmp.replace(self.pid_file(svc))
+        self._record(svc, popen.pid)
         _say(f"{svc.name}: started (pid {popen.pid}, port {svc.port(self.settings)}, log {log})")
         return popen
 

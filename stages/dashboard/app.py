@@ -136,6 +136,8 @@ def _bucket_router() -> APIRouter:
                 service=service,
                 small_file_bytes=settings.dashboard_small_file_bytes,
                 count_budget=settings.dashboard_count_budget_bytes,
+                max_s3_calls=settings.dashboard_partition_s3_calls,
+                max_inflated=settings.dashboard_max_decompressed_bytes,
             )
         return PartitionTree(**tree)
 
@@ -156,7 +158,12 @@ def _bucket_router() -> APIRouter:
             )
         with aws_errors(f"reading {bucket}/{key}"):
             excerpt = read_first_lines(
-                reader.s3, bucket, key, lines, settings.dashboard_viewer_max_bytes
+                reader.s3,
+                bucket,
+                key,
+                lines,
+                settings.dashboard_viewer_max_bytes,
+                max_inflated=settings.dashboard_max_decompressed_bytes,
             )
         entries = [parse_line(number, line) for number, line in enumerate(excerpt.lines, 1)]
         return LogExcerpt(
@@ -170,6 +177,8 @@ def _bucket_router() -> APIRouter:
             object_size=excerpt.object_size,
             complete=excerpt.complete,
             truncated=excerpt.truncated,
+            reason=excerpt.reason,
+            decompressed_bytes=excerpt.inflated,
         )
 
     return router

@@ -8,7 +8,6 @@ and are never used as file paths.
 
 from __future__ import annotations
 
-import gzip
 import re
 import threading
 import time
@@ -16,8 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from stages.common.errors import NotFound
-from stages.dashboard.metrics import S3_BYTES_READ, S3_LIST_CALLS
+from stages.common.errors import NotFound, Unprocessable
+from stages.dashboard.inflate import Inflater
+from stages.dashboard.metrics import S3_BYTES_INFLATED, S3_BYTES_READ, S3_LIST_CALLS
 
 # A lake key: service=<svc>/year=YYYY/month=MM/day=DD/hour=HH/<object>
 _PARTITION = re.compile(
@@ -30,6 +30,12 @@ MAX_PARTITIONS = 20_000
 SLOW_LISTING_FACTOR = 10
 # Line counts kept per object (about 200 bytes each).
 MAX_COUNTED_OBJECTS = 200_000
+# What is known about counting each hour partition, over all buckets.
+MAX_COUNTED_PARTITIONS = 4 * MAX_PARTITIONS
+# Gzip objects remembered per bucket for a retry with the whole decompression cap.
+MAX_SUSPECTS = 100
+# Counting reads an object in pieces of this size, never whole.
+READ_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -72,6 +78,40 @@ class BucketScan:
         stats.bytes += size
 
 
+@dataclass
+class PartitionCount:
+    """What is known about counting one hour partition at a given (objects, bytes)."""
+
+    size: tuple[int, int]
+    records: int | None = None
+    cost: int = 0  # bytes not counted yet, when records is None
+    why: str | None = None  # why it cannot be counted while unchanged
+
+
+@dataclass
+class CountAllowance:
+    """What one partition request may still spend on counting records, and what it spent."""
+
+    bytes: int  # object bytes to read (DASHBOARD_COUNT_BUDGET_BYTES)
+    s3_calls: int  # ListObjectsV2 and GetObject calls (DASHBOARD_PARTITION_S3_CALLS)
+    inflated: int  # bytes to decompress (DASHBOARD_MAX_DECOMPRESSED_BYTES)
+    max_inflated: int = 0
+    calls_made: int = 0
+    cut: str | None = None  # why counting stopped before every partition was looked at
+
+    def __post_init__(self) -> None:
+        self.max_inflated = self.max_inflated or self.inflated
+        self._max_calls = self.s3_calls
+
+    def take_call(self) -> bool:
+        if self.s3_calls <= 0:
+            self.cut = f"{self._max_calls} S3 calls made (DASHBOARD_PARTITION_S3_CALLS)"
+            return False
+        self.s3_calls -= 1
+        self.calls_made += 1
+        return True
+
+
 def hour_prefix(service: str, day: str, hour: str) -> str:
     year, month, dom = day.split("-")
     return f"service={service}/year={year}/month={month}/day={dom}/hour={hour}/"
@@ -96,10 +136,15 @@ class LakeReader:
         # One lock per bucket: concurrent refreshes wait for the listing in progress and reuse
         # it instead of listing the same bucket twice.
         self._locks = {bucket: threading.Lock() for bucket in buckets}
-        # (bucket, hour prefix) -> (objects, bytes, records) when last counted.
-        self._partition_counts: dict[tuple[str, str], tuple[int, int, int]] = {}
-        # (bucket, key) -> (size, lines) of every object counted so far.
-        self._object_lines: dict[tuple[str, str], tuple[int, int]] = {}
+        # Concurrent partition requests count one after the other, the later one reusing what
+        # the earlier counted, so N open pages do not make N times the S3 calls.
+        self.counting = {bucket: threading.Lock() for bucket in buckets}
+        # (bucket, hour prefix) -> what counting it found last time.
+        self._partition_counts: dict[tuple[str, str], PartitionCount] = {}
+        # bucket -> {key: size} of gzip objects to count first next time (see settle_suspects).
+        self._suspects: dict[str, dict[str, int]] = {}
+        # (bucket, key) -> (size, lines or None, why not) of every object counted so far.
+        self._object_lines: dict[tuple[str, str], tuple[int, int | None, str | None]] = {}
 
     def check_bucket(self, bucket: str) -> str:
         if bucket not in self.buckets:
@@ -183,47 +228,143 @@ class LakeReader:
 
     # --- record counts ------------------------------------------------------------------
     def partition_records(
-        self, bucket: str, prefix: str, stats: PartitionStats, budget: int
-    ) -> tuple[int | None, int]:
-        """Records (lines) in the partition under ``prefix`` and the bytes read to count them.
+        self, bucket: str, prefix: str, stats: PartitionStats, allowance: CountAllowance
+    ) -> tuple[int | None, str | None]:
+        """Records (lines) in the partition under ``prefix``, or None and why not.
 
         Only objects not counted before are read: lake objects are written once (a rewrite after
         a crash has the same content), so a partition that grows costs only its new objects.
-        None when those would take more than ``budget`` bytes: the count stays unknown rather
-        than making a page refresh read a large partition.
+        Every answer is remembered while the partition's objects and bytes stay the same: a count,
+        an object that cannot be counted, or the bytes counting would take (a partition over the
+        byte budget is not listed again on every refresh). Listing and reading stop when
+        ``allowance`` is spent; what was counted so far is kept for the next request.
         """
-        cached = self._partition_counts.get((bucket, prefix))
-        if cached is not None and cached[:2] == (stats.objects, stats.bytes):
-            return cached[2], 0
-        objects = [
-            (item["Key"], int(item["Size"]))
-            for page in self._pages(Bucket=bucket, Prefix=prefix)
-            for item in page.get("Contents", [])
-        ]
+        slot = (bucket, prefix)
+        known = self._partition_counts.get(slot)
+        if known is not None and known.size == (stats.objects, stats.bytes):
+            if known.records is not None or known.why is not None:
+                return known.records, known.why
+            if known.cost > allowance.bytes:
+                return None, over_budget(known.cost)
+        if allowance.cut is not None:
+            return None, f"not reached: {allowance.cut}"
+        objects = self._list_partition(bucket, prefix, allowance)
+        if objects is None:
+            return None, f"not reached: {allowance.cut}"
         uncounted = [(key, size) for key, size in objects if not self._counted(bucket, key, size)]
         cost = sum(size for _, size in uncounted)
-        if cost > budget:
-            return None, 0
+        if len(self._partition_counts) >= MAX_COUNTED_PARTITIONS:
+            self._partition_counts.clear()
+        self._partition_counts[slot] = PartitionCount((stats.objects, stats.bytes), cost=cost)
+        if cost > allowance.bytes:
+            return None, over_budget(cost)
         for key, size in uncounted:
-            self._count_object(bucket, key, size)
-        records = sum(self._object_lines[(bucket, key)][1] for key, _ in objects)
-        self._partition_counts[(bucket, prefix)] = (stats.objects, stats.bytes, records)
-        return records, cost
+            if not self._count_object(bucket, key, size, allowance):
+                return None, f"not reached: {allowance.cut}"
+        records = 0
+        for key, _ in objects:
+            entry = self._object_lines.get((bucket, key))
+            if entry is None:
+                # Forgotten meanwhile (the per-object memory is bounded): counted next time.
+                return None, "not reached: counts of its objects were forgotten"
+            _, lines, why = entry
+            if lines is None:
+                # Remembered with the partition, so it is not read again on every refresh.
+                self._partition_counts[slot] = PartitionCount((stats.objects, stats.bytes), why=why)
+                return None, why
+            records += lines
+        self._partition_counts[slot] = PartitionCount((stats.objects, stats.bytes), records)
+        return records, None
+
+    def settle_suspects(self, bucket: str, allowance: CountAllowance) -> None:
+        """Count first the gzip objects an earlier request stopped in with part of the cap
+        already spent: with the whole cap each one is either counted or known as too big, so a
+        bomb is not inflated again and again behind partitions that are counted before it."""
+        suspects = self._suspects.get(bucket, {})
+        for key, size in list(suspects.items()):
+            if allowance.inflated < allowance.max_inflated or size > allowance.bytes:
+                return
+            del suspects[key]
+            if not self._counted(bucket, key, size):
+                self._count_object(bucket, key, size, allowance)
+
+    def _list_partition(
+        self, bucket: str, prefix: str, allowance: CountAllowance
+    ) -> list[tuple[str, int]] | None:
+        objects: list[tuple[str, int]] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while True:
+            if not allowance.take_call():
+                return None
+            S3_LIST_CALLS.inc()
+            page = self.s3.list_objects_v2(**kwargs)
+            objects.extend((item["Key"], int(item["Size"])) for item in page.get("Contents", []))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return objects
+            kwargs["ContinuationToken"] = token
 
     def _counted(self, bucket: str, key: str, size: int) -> bool:
         known = self._object_lines.get((bucket, key))
         return known is not None and known[0] == size
 
-    def _count_object(self, bucket: str, key: str, size: int) -> None:
-        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        S3_BYTES_READ.labels("count").inc(len(body))
+    def _count_object(self, bucket: str, key: str, size: int, allowance: CountAllowance) -> bool:
+        """Count one object's lines within ``allowance``; False when the allowance ran out
+        before the object's end (nothing is remembered then, except for an object that alone
+        decompresses to more than a request may: that one is remembered as uncountable)."""
+        if key.endswith(".gz") and allowance.inflated <= 0:
+            allowance.cut = allowance.cut or "no decompressed bytes left"
+            return False
+        if not allowance.take_call():
+            return False
+        whole_room = allowance.inflated == allowance.max_inflated
+        inflater = Inflater(key, allowance.inflated) if key.endswith(".gz") else None
+        lines, why = 0, None
+        last = b"\n"
+        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            while chunk := body.read(READ_CHUNK_BYTES):
+                allowance.bytes -= len(chunk)
+                S3_BYTES_READ.labels("count").inc(len(chunk))
+                for piece in inflater.feed(chunk) if inflater is not None else (chunk,):
+                    lines += piece.count(b"\n")
+                    last = piece[-1:]
+                if inflater is not None and inflater.capped:
+                    break
+            if inflater is not None:
+                inflater.finish()
+        except Unprocessable as exc:
+            why = exc.message
+        finally:
+            body.close()
+            if inflater is not None:
+                allowance.inflated -= inflater.inflated
+                S3_BYTES_INFLATED.labels("count").inc(inflater.inflated)
+        if inflater is not None and inflater.capped:
+            allowance.cut = (
+                f"{allowance.max_inflated} decompressed bytes read "
+                f"(DASHBOARD_MAX_DECOMPRESSED_BYTES), stopped in {key!r}"
+            )
+            if not whole_room:
+                # Maybe a bomb, maybe only late in the request: tried first next time.
+                suspects = self._suspects.setdefault(bucket, {})
+                if len(suspects) < MAX_SUSPECTS:
+                    suspects[key] = size
+                return False
+            why = (
+                f"object {key!r} decompresses to more than {allowance.max_inflated} bytes "
+                "(DASHBOARD_MAX_DECOMPRESSED_BYTES)"
+            )
         if len(self._object_lines) >= MAX_COUNTED_OBJECTS:
             # Bounded memory: forget everything and count again on demand.
             self._object_lines.clear()
-        self._object_lines[(bucket, key)] = (size, count_lines(key, body))
+        counted = None if why else lines + (last != b"\n")
+        self._object_lines[(bucket, key)] = (size, counted, why)
+        return True
 
 
-def count_lines(key: str, body: bytes) -> int:
-    if key.endswith(".gz"):
-        body = gzip.decompress(body)
-    return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+def over_budget(cost: int) -> str:
+    return (
+        f"counting would read {cost} bytes, more than this request may "
+        "(DASHBOARD_COUNT_BUDGET_BYTES)"
+    )

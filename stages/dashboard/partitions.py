@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.dashboard.lake import BucketScan, LakeReader, hour_prefix
+from stages.dashboard.lake import BucketScan, CountAllowance, LakeReader, hour_prefix
 
 # An hour partition with fewer objects than this is not worth a warning however small they are.
 SMALL_FILE_MIN_OBJECTS = 4
@@ -18,10 +18,13 @@ def analyse(
     service: str | None,
     small_file_bytes: int,
     count_budget: int,
+    max_s3_calls: int,
+    max_inflated: int,
 ) -> dict[str, Any]:
     """The partition tree of ``scan``; records are counted, newest hours first, while the
-    bytes that counting needs fit in ``count_budget``."""
-    budget = count_budget
+    bytes read, the S3 calls made and the bytes decompressed fit in what one request may spend.
+    Counting goes on where the last request stopped, so a few refreshes fill in a large lake."""
+    allowance = CountAllowance(bytes=count_budget, s3_calls=max_s3_calls, inflated=max_inflated)
     slots = sorted(
         (slot for slot in scan.partitions if service is None or slot[0] == service),
         key=lambda slot: (slot[1], slot[2]),
@@ -29,24 +32,32 @@ def analyse(
     )
     tree: dict[str, dict[str, list[dict[str, Any]]]] = {}
     warnings = 0
-    for svc, day, hour in slots:
-        stats = scan.partitions[(svc, day, hour)]
-        prefix = hour_prefix(svc, day, hour)
-        records, spent = reader.partition_records(scan.bucket, prefix, stats, budget)
-        budget -= spent
-        small = _small_files(stats.objects, stats.bytes, small_file_bytes)
-        warnings += small
-        tree.setdefault(svc, {}).setdefault(day, []).append(
-            {
-                "hour": hour,
-                "prefix": prefix,
-                "objects": stats.objects,
-                "bytes": stats.bytes,
-                "records": records,
-                "avg_object_bytes": stats.bytes // stats.objects if stats.objects else 0,
-                "small_files": small,
-            }
-        )
+    uncounted = 0
+    with reader.counting[scan.bucket]:
+        if count_budget > 0:
+            reader.settle_suspects(scan.bucket, allowance)
+        for svc, day, hour in slots:
+            stats = scan.partitions[(svc, day, hour)]
+            prefix = hour_prefix(svc, day, hour)
+            if count_budget > 0:
+                records, why = reader.partition_records(scan.bucket, prefix, stats, allowance)
+            else:
+                records, why = None, "counting is off (DASHBOARD_COUNT_BUDGET_BYTES=0)"
+            uncounted += records is None
+            small = _small_files(stats.objects, stats.bytes, small_file_bytes)
+            warnings += small
+            tree.setdefault(svc, {}).setdefault(day, []).append(
+                {
+                    "hour": hour,
+                    "prefix": prefix,
+                    "objects": stats.objects,
+                    "bytes": stats.bytes,
+                    "records": records,
+                    "uncounted": why,
+                    "avg_object_bytes": stats.bytes // stats.objects if stats.objects else 0,
+                    "small_files": small,
+                }
+            )
     return {
         "bucket": scan.bucket,
         "listed_at": scan.listed_at,
@@ -56,6 +67,11 @@ def analyse(
         "truncated": scan.partitions_truncated,
         "small_file_bytes": small_file_bytes,
         "small_file_partitions": warnings,
+        "uncounted_partitions": uncounted,
+        "cut_short": allowance.cut is not None,
+        "cut_reason": allowance.cut,
+        "s3_calls": allowance.calls_made,
+        "count_bytes_read": count_budget - allowance.bytes if count_budget > 0 else 0,
         "services": [_service_entry(svc, days) for svc, days in sorted(tree.items())],
     }
 

@@ -71,7 +71,9 @@ class LogExcerpt(BaseModel):
     range_requests: int
     object_size: int | None
     complete: bool
-    truncated: bool
+    truncated: bool = Field(description="A bound was reached before the lines asked for.")
+    reason: str | None = Field(default=None, description="Which bound, when truncated.")
+    decompressed_bytes: int = Field(default=0, description="Bytes inflated from a .gz object.")
 
 
 class DashboardConfig(BaseModel):
@@ -88,6 +90,7 @@ class HourPartition(BaseModel):
     objects: int
     bytes: int
     records: int | None = Field(description="Lines, when counting fitted the budget; else null.")
+    uncounted: str | None = Field(default=None, description="Why records is null.")
     avg_object_bytes: int
     small_files: bool
 
@@ -117,6 +120,14 @@ class PartitionTree(BaseModel):
     truncated: bool
     small_file_bytes: int
     small_file_partitions: int
+    uncounted_partitions: int = Field(description="Hour partitions whose records are null.")
+    cut_short: bool = Field(
+        description="Counting stopped at this request's limit (S3 calls or decompressed bytes); "
+        "the next request goes on from there."
+    )
+    cut_reason: str | None = Field(description="Which limit, when cut short.")
+    s3_calls: int = Field(description="S3 calls this request made to count records.")
+    count_bytes_read: int = Field(description="Object bytes this request read to count.")
     services: list[ServicePartitions]
 
 

@@ -3,12 +3,12 @@
 Only a prefix of the object is ever read: the first range is small and each next one continues
 where the last ended (twice as long), until N whole lines are there, the object ends, or the
 byte bound is reached. A ``.gz`` object is decompressed as a stream, so only the compressed
-bytes needed for N lines are fetched.
+bytes needed for N lines are fetched, and never more than a set number of bytes come out of it
+(a gzip bomb stops at that bound and the excerpt says so).
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +16,9 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
-from stages.common.errors import NotFound, Unprocessable
-from stages.dashboard.metrics import S3_BYTES_READ
+from stages.common.errors import NotFound
+from stages.dashboard.inflate import Inflater
+from stages.dashboard.metrics import S3_BYTES_INFLATED, S3_BYTES_READ
 
 FIRST_RANGE_BYTES = 16 * 1024
 MAX_RANGE_BYTES = 4 * 1024 * 1024
@@ -32,44 +33,59 @@ class Excerpt:
     requests: int = 0
     object_size: int | None = None
     complete: bool = False  # the whole object was read
-    truncated: bool = False  # stopped at the byte bound before N lines
+    truncated: bool = False  # stopped at a bound before N lines
+    reason: str | None = None  # which bound, when truncated
+    inflated: int = 0  # decompressed bytes of a .gz object
 
 
-def read_first_lines(s3: Any, bucket: str, key: str, lines: int, max_bytes: int) -> Excerpt:
+def read_first_lines(
+    s3: Any, bucket: str, key: str, lines: int, max_bytes: int, *, max_inflated: int
+) -> Excerpt:
+    """At most ``max_bytes`` are fetched and, for a ``.gz`` object, at most ``max_inflated``
+    decompressed: a bound reached before N lines makes the excerpt ``truncated``."""
     excerpt = Excerpt()
-    decompressor = zlib.decompressobj(wbits=31) if key.endswith(".gz") else None
-    pending = b""
+    inflater = Inflater(key, max_inflated) if key.endswith(".gz") else None
+    # Only the last, unfinished line is kept between pieces: a long line costs its own length
+    # once, never a copy per piece.
+    pending = bytearray()
     for chunk in _ranges(s3, bucket, key, excerpt, max_bytes):
-        if decompressor is not None:
-            chunk = _inflate(decompressor, chunk, key)
-        pending += chunk
-        *whole, pending = pending.split(b"\n")
-        excerpt.lines.extend(whole)
-        if len(excerpt.lines) >= lines:
-            del excerpt.lines[lines:]
+        for piece in inflater.feed(chunk) if inflater is not None else (chunk,):
+            pending += piece
+            if b"\n" not in piece:
+                continue
+            cut = pending.rfind(b"\n")
+            excerpt.lines.extend(bytes(pending[:cut]).split(b"\n"))
+            del pending[: cut + 1]
+            if len(excerpt.lines) >= lines:
+                del excerpt.lines[lines:]
+                _note_inflated(excerpt, inflater)
+                return excerpt
+        if inflater is not None and inflater.capped:
+            _note_inflated(excerpt, inflater)
+            excerpt.complete = False
+            excerpt.truncated = True
+            excerpt.reason = (
+                f"stopped after {inflater.inflated} decompressed bytes "
+                "(DASHBOARD_MAX_DECOMPRESSED_BYTES)"
+            )
             return excerpt
+    _note_inflated(excerpt, inflater)
     if excerpt.complete:
-        if decompressor is not None:
-            pending += _finish(decompressor, key)
+        if inflater is not None:
+            inflater.finish()
         if pending:
-            excerpt.lines.append(pending)
+            excerpt.lines.append(bytes(pending))
         del excerpt.lines[lines:]
     else:
         excerpt.truncated = True
+        excerpt.reason = f"stopped after {excerpt.bytes_read} bytes (DASHBOARD_VIEWER_MAX_BYTES)"
     return excerpt
 
 
-def _inflate(decompressor: Any, chunk: bytes, key: str) -> bytes:
-    try:
-        return decompressor.decompress(chunk)
-    except zlib.error as exc:
-        raise Unprocessable(f"object {key!r} is not valid gzip: {exc}") from exc
-
-
-def _finish(decompressor: Any, key: str) -> bytes:
-    if not decompressor.eof:
-        raise Unprocessable(f"object {key!r} is a truncated gzip stream")
-    return decompressor.flush()
+def _note_inflated(excerpt: Excerpt, inflater: Inflater | None) -> None:
+    if inflater is not None:
+        excerpt.inflated = inflater.inflated
+        S3_BYTES_INFLATED.labels("viewer").inc(inflater.inflated)
 
 
 def _ranges(s3: Any, bucket: str, key: str, excerpt: Excerpt, max_bytes: int) -> Iterator[bytes]:

@@ -14,7 +14,7 @@ from stages.common.config import Settings, get_settings
 from stages.common.service import ControlToken, configure_logging, create_service_app, run_service
 from stages.orchestrator.catalogue import Scenario
 from stages.orchestrator.continuous import ContinuousConfig
-from stages.orchestrator.engine import Orchestrator
+from stages.orchestrator.engine import GROUND_TRUTH_FILE, Orchestrator
 from stages.orchestrator.executions import Execution
 from stages.orchestrator.ground_truth import Window
 from stages.orchestrator.panel import panel
@@ -206,7 +206,7 @@ def ground_truth(
     return GroundTruthPage(
         items=[window_out(w) for w in windows[offset : offset + limit]],
         total=len(windows),
-        jsonl_path=str(orch.ground_truth.path),
+        jsonl_path=GROUND_TRUTH_FILE,
     )
 
 

@@ -192,7 +192,8 @@ class WindowOut(BaseModel):
 class GroundTruthPage(BaseModel):
     items: list[WindowOut]
     total: int
-    jsonl_path: str
+    # Relative: an answer never reveals where the server keeps its files.
+    jsonl_path: str = Field(description="The JSONL copy, relative to the orchestrator's DATA_DIR.")
 
 
 class ContinuousStats(BaseModel):

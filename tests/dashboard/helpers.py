@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 import sys
+import threading
+import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.processes import Process, base_env, free_port, wait_http_ok
@@ -89,3 +93,53 @@ def put_objects(s3: Any, bucket: str, objects: Sequence[tuple[str, bytes]], thre
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(put, objects))
+
+
+def gzip_bomb(segments: int = 16) -> tuple[bytes, int]:
+    """A valid single-member gzip of ``segments`` x 64 MiB of zeros (16: 1 GiB in about 1 MB)
+    and its decompressed size.
+
+    Built in about a second instead of compressing a gigabyte: after a full flush deflate
+    forgets its history, so every 64 MiB of zeros compresses to the same bytes, which are
+    repeated; the trailer's CRC is computed over the real content.
+    """
+    zeros = bytes(1 << 20)
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    segment = b"".join(deflate.compress(zeros) for _ in range(64))
+    segment += deflate.flush(zlib.Z_FULL_FLUSH)
+    size = segments * 64 * len(zeros)
+    crc = 0
+    for _ in range(size // len(zeros)):
+        crc = zlib.crc32(zeros, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return header + segment * segments + deflate.flush(zlib.Z_FINISH) + trailer, size
+
+
+class PeakRss:
+    """The highest resident memory of process ``pid`` while the block runs, sampled every
+    20 ms (a spike shorter than that can be missed; a decompressed gigabyte cannot)."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.before = self.process.memory_info().rss
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.before) / 1e6

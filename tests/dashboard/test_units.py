@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from stages.common.errors import NotFound, StagesError, Unavailable, Unprocessable
 from stages.dashboard.app import aws_errors
 from stages.dashboard.consumer import ConsumerMetrics, parse_metrics
+from stages.dashboard.inflate import Inflater
 from stages.dashboard.lake import BucketScan, LakeReader
 from stages.dashboard.partitions import analyse
 from stages.dashboard.sampler import Sampler
@@ -41,7 +42,7 @@ def _lines(count: int, width: int = 100) -> bytes:
 
 def test_ranges_continue_where_the_last_ended_and_grow() -> None:
     s3 = RangeS3(_lines(2_000))
-    excerpt = read_first_lines(s3, "b", "k.jsonl", 400, max_bytes=10**9)
+    excerpt = read_first_lines(s3, "b", "k.jsonl", 400, max_bytes=10**9, max_inflated=10**9)
     assert len(excerpt.lines) == 400
     assert excerpt.lines[399] == f"{399:0100d}".encode()
     assert s3.ranges[0] == (0, FIRST_RANGE_BYTES - 1)
@@ -53,27 +54,48 @@ def test_ranges_continue_where_the_last_ended_and_grow() -> None:
 
 def test_a_read_stops_at_the_byte_bound_and_says_so() -> None:
     s3 = RangeS3(_lines(10_000))
-    excerpt = read_first_lines(s3, "b", "k.jsonl", 5_000, max_bytes=64 * 1024)
+    excerpt = read_first_lines(s3, "b", "k.jsonl", 5_000, max_bytes=64 * 1024, max_inflated=10**9)
     assert excerpt.truncated is True and excerpt.complete is False
     assert excerpt.bytes_read == 64 * 1024
     assert len(excerpt.lines) == 64 * 1024 // 101
 
 
 def test_a_last_line_without_newline_and_an_empty_object() -> None:
-    excerpt = read_first_lines(RangeS3(b"a\nb"), "b", "k.jsonl", 10, max_bytes=1024)
+    excerpt = read_first_lines(
+        RangeS3(b"a\nb"), "b", "k.jsonl", 10, max_bytes=1024, max_inflated=10**9
+    )
     assert (excerpt.lines, excerpt.complete) == ([b"a", b"b"], True)
 
 
 def test_gzip_is_decompressed_as_a_stream_and_bad_gzip_is_a_422() -> None:
     body = gzip.compress(_lines(50_000, width=20))
     s3 = RangeS3(body)
-    excerpt = read_first_lines(s3, "b", "k.jsonl.gz", 10, max_bytes=10**9)
+    excerpt = read_first_lines(s3, "b", "k.jsonl.gz", 10, max_bytes=10**9, max_inflated=10**9)
     assert excerpt.lines == [f"{i:020d}".encode() for i in range(10)]
     assert excerpt.bytes_read == FIRST_RANGE_BYTES < len(body)
     with pytest.raises(Unprocessable, match="not valid gzip"):
-        read_first_lines(RangeS3(b"plain text\n"), "b", "k.jsonl.gz", 10, max_bytes=1024)
+        read_first_lines(
+            RangeS3(b"plain text\n"), "b", "k.jsonl.gz", 10, max_bytes=1024, max_inflated=10**9
+        )
     with pytest.raises(Unprocessable, match="truncated gzip"):
-        read_first_lines(RangeS3(body[:100]), "b", "k.jsonl.gz", 10**6, max_bytes=1024)
+        read_first_lines(
+            RangeS3(body[:100]), "b", "k.jsonl.gz", 10**6, max_bytes=1024, max_inflated=10**9
+        )
+
+
+def test_the_inflater_follows_concatenated_members_and_stops_at_its_limit() -> None:
+    two = gzip.compress(b"a\nb\n") + gzip.compress(b"c\n" * 1000)
+    whole = Inflater("k.gz", 10**6)
+    assert (
+        b"".join(whole.feed(two[:7])) + b"".join(whole.feed(two[7:])) == b"a\nb\n" + b"c\n" * 1000
+    )
+    whole.finish()
+    assert not whole.capped and whole.inflated == 2004
+
+    capped = Inflater("k.gz", 100)
+    assert len(b"".join(capped.feed(two))) == 100
+    assert capped.capped
+    capped.finish()  # stopping at the limit is not a truncated stream
 
 
 METRICS = """\
@@ -118,6 +140,9 @@ def test_rates_come_from_two_scrapes_gaps_stay_gaps_and_restarts_count_from_zero
     assert series["records_in_per_s"]["s2"] == [None, None, 0.0]
 
 
+LIMITS: dict[str, int] = {"max_s3_calls": 100, "max_inflated": 10**9}
+
+
 class ListingS3:
     def __init__(self, objects: dict[str, bytes]) -> None:
         self.objects = objects
@@ -148,7 +173,7 @@ def test_record_counts_stay_within_budget_and_unknown_parts_make_unknown_totals(
     scan = reader.scan("lake")
     assert isinstance(scan, BucketScan) and scan.objects == 3
 
-    tree = analyse(reader, scan, service=None, small_file_bytes=1, count_budget=10)
+    tree = analyse(reader, scan, service=None, small_file_bytes=1, count_budget=10, **LIMITS)
     by_service = {s["service"]: s for s in tree["services"]}
     hours = {h["hour"]: h["records"] for h in by_service["a"]["days"][0]["hours"]}
     assert hours == {"05": 2, "06": 3}
@@ -156,15 +181,50 @@ def test_record_counts_stay_within_budget_and_unknown_parts_make_unknown_totals(
     assert by_service["b"]["records"] is None  # 1,001 bytes is over the budget of 10
 
     gets = s3.gets
-    analyse(reader, scan, service="a", small_file_bytes=1, count_budget=10)
+    analyse(reader, scan, service="a", small_file_bytes=1, count_budget=10, **LIMITS)
     assert s3.gets == gets  # unchanged partitions are not read again
 
     s3.objects[f"service=a/{hour}06/p2.jsonl"] = b"4\n"
     grown = analyse(
-        reader, reader.scan("lake", fresh=True), service="a", small_file_bytes=1, count_budget=10
+        reader,
+        reader.scan("lake", fresh=True),
+        service="a",
+        small_file_bytes=1,
+        count_budget=10,
+        **LIMITS,
     )
     assert grown["services"][0]["days"][0]["hours"][1]["records"] == 4
     assert s3.gets == gets + 1  # only the new object was read
+
+
+def test_a_bomb_behind_a_growing_gzip_partition_is_found_out_and_not_inflated_again() -> None:
+    """The newest partition gets a new gzip object before every refresh and takes part of the
+    decompression cap first; the bomb in an older partition must still be recognised as too
+    big on its own instead of being inflated up to the rest of the cap on every refresh."""
+    newest = "service=a/year=2026/month=11/day=27/hour=06/"
+    bomb_key = "service=a/year=2026/month=11/day=27/hour=05/bomb.jsonl.gz"
+    s3 = ListingS3({bomb_key: gzip.compress(bytes(8 * 1024 * 1024))})
+    reader = LakeReader(s3, ("lake",), cache_seconds=0)
+    limits = {"max_s3_calls": 100, "max_inflated": 1024 * 1024}
+    answers = []
+    for refresh in range(4):
+        s3.objects[f"{newest}p{refresh}.jsonl.gz"] = gzip.compress(b"{}\n" * 1000)
+        answers.append(
+            analyse(
+                reader,
+                reader.scan("lake", fresh=True),
+                service=None,
+                small_file_bytes=1,
+                count_budget=10**7,
+                **limits,
+            )
+        )
+    last = answers[-1]
+    assert last["cut_short"] is False, [a["cut_reason"] for a in answers]
+    hours = {h["hour"]: h for h in last["services"][0]["days"][0]["hours"]}
+    assert hours["06"]["records"] == 4000
+    assert hours["05"]["records"] is None
+    assert "decompresses to more than 1048576 bytes" in hours["05"]["uncounted"]
 
 
 def test_a_slow_listing_is_reused_for_longer() -> None:

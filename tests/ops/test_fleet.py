@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -279,3 +280,59 @@ def test_a_service_is_still_ours_after_the_clock_moved(fleet_run: FleetRun) -> N
     finally:
         ours.kill()
         ours.wait()
+
+
+def test_a_restart_keeps_the_crashed_runs_log(fleet_run: FleetRun) -> None:
+    log = fleet_run.run_dir / "logs" / "emulator.log"
+    crashed = fleet_run.cli("start", "emulator", LOG_LEVEL="NO-SUCH-LEVEL")
+    assert crashed.returncode == 1
+    assert "NO-SUCH-LEVEL" in log.read_text()
+
+    restarted = fleet_run.cli("start", "emulator")
+    assert restarted.returncode == 0, restarted.stdout
+    previous = log.with_name("emulator.log.1")
+    assert "NO-SUCH-LEVEL" in previous.read_text(), "the crashed run's log was lost"
+    assert "NO-SUCH-LEVEL" not in log.read_text()
+    assert log.stat().st_size > 0
+
+
+def test_a_service_without_a_pid_file_is_found_and_stopped(fleet_run: FleetRun) -> None:
+    """What a start.sh killed between spawning a service and writing its pid file leaves: the
+    service runs, started as the fleet starts it, with no pid file."""
+    fleet_run.run_dir.mkdir(parents=True)
+    service = subprocess.Popen(
+        [sys.executable, "-m", fleet.BY_NAME["pattern-generator"].module],
+        env={**fleet_run.env, "RUN_DIR": str(fleet_run.run_dir.resolve())},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        url = fleet_run.url("pattern-generator")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        assert not (fleet_run.run_dir / "pattern-generator.pid").exists()
+
+        status = fleet_run.cli("status", "pattern-generator")
+        assert f"found running without a pid file (pid {service.pid})" in status.stdout
+        row = next(ln.split() for ln in status.stdout.splitlines() if "http://" in ln)
+        assert row[:2] == ["pattern-generator", str(service.pid)] and row[3] == "healthy", row
+        assert fleet_run.pid("pattern-generator") == service.pid  # recorded from now on
+
+        again = fleet_run.cli("start", "pattern-generator")
+        assert again.returncode == 0, again.stdout
+        assert f"already running (pid {service.pid}" in again.stdout
+
+        stopped = fleet_run.cli("stop")
+        assert stopped.returncode == 0, stopped.stdout
+        assert f"pattern-generator: stopping (pid {service.pid})" in stopped.stdout
+        assert service.wait(10) is not None
+        assert not (fleet_run.run_dir / "pattern-generator.pid").exists()
+    finally:
+        service.kill()
+        service.wait()

@@ -46,8 +46,9 @@ def test_windows_are_listed_and_written_as_jsonl(client: TestClient, tmp_path: P
     assert window["intensity"] == 80 and window["ramp_seconds"] == 1.0
     assert window["end"] is not None
 
-    path = Path(page["jsonl_path"])
-    assert path == tmp_path / "data" / "ground_truth.jsonl"
+    # Relative to the data directory: the answer never shows the server's file system.
+    assert page["jsonl_path"] == "ground_truth.jsonl"
+    path = tmp_path / "data" / page["jsonl_path"]
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["event"] for line in lines] == ["opened", "closed"]
     assert lines[0]["end"] is None and lines[1]["end"] == window["end"]

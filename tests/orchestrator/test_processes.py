@@ -20,7 +20,9 @@ def fleet(tmp_path: Path) -> Iterator[tuple[str, str, Peers]]:
         yield urls["orchestrator"], urls["state"], peers
 
 
-def test_seed_commands_against_real_processes(fleet: tuple[str, str, Peers]) -> None:
+def test_seed_commands_against_real_processes(
+    fleet: tuple[str, str, Peers], tmp_path: Path
+) -> None:
     orch, state, peers = fleet
     # curl -X POST http://localhost:8000/api/continuous/start -H "Content-Type: application/json"
     #   -d '{"interval_seconds": 2, "logs_per_interval": 10, "duration_seconds": 60}'
@@ -49,4 +51,5 @@ def test_seed_commands_against_real_processes(fleet: tuple[str, str, Peers]) -> 
     truth = httpx.get(f"{orch}/api/ground-truth").json()
     assert [w["anomaly_type"] for w in truth["items"]] == ["auth_failure"]
     assert truth["items"][0]["target_entity"] == effect["entity_id"]
-    assert Path(truth["jsonl_path"]).read_text().count("\n") == 2
+    assert truth["jsonl_path"] == "ground_truth.jsonl"
+    assert (tmp_path / "data" / truth["jsonl_path"]).read_text().count("\n") == 2

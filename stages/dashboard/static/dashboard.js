@@ -42,6 +42,13 @@
     return el("td", { text: value, cls: cls });
   }
 
+  function uncountedCell(hour) {
+    // Why a count is unknown, shown on hover: over the budget, not reached, a gzip bomb...
+    const td = cell(num(hour.records), "num");
+    if (hour.uncounted) td.title = hour.uncounted;
+    return td;
+  }
+
   function num(value) {
     return value === null || value === undefined ? "–" : Number(value).toLocaleString("en-US");
   }
@@ -308,7 +315,7 @@
       meta.textContent =
         data.lines.length + " lines, " + data.anomalous + " anomalous · read " +
         bytes(data.bytes_read) + " of " + bytes(data.object_size) + " in " +
-        data.range_requests + " ranged request(s)" + (data.truncated ? " · stopped at the byte limit" : "");
+        data.range_requests + " ranged request(s)" + (data.truncated ? " · " + (data.reason || "stopped at the byte limit") : "");
       for (const entry of data.lines) {
         const text = entry.record ? JSON.stringify(entry.record, null, 2) : entry.raw;
         const block = el("pre", { cls: entry.anomalous ? "record anomalous" : "record" });
@@ -340,7 +347,9 @@
       document.getElementById("partitions-meta").textContent =
         num(data.objects) + " objects, " + bytes(data.bytes) + " · " +
         data.small_file_partitions + " hour partition(s) with small files (average under " +
-        bytes(data.small_file_bytes) + ")" + (data.other_objects ? " · " + num(data.other_objects) + " objects outside service partitions" : "");
+        bytes(data.small_file_bytes) + ")" + (data.other_objects ? " · " + num(data.other_objects) + " objects outside service partitions" : "") +
+        (data.uncounted_partitions ? " · records not counted in " + num(data.uncounted_partitions) + " hour partition(s)" : "") +
+        (data.cut_short ? " · counting stopped at this request's limit (" + data.cut_reason + "); the next refresh goes on" : "");
       const rows = [];
       for (const service of data.services) {
         rows.push([
@@ -354,7 +363,7 @@
             rows.push([
               cell(""), cell(day.day), cell(hour.hour),
               cell(num(hour.objects), "num"), cell(bytes(hour.bytes), "num"),
-              cell(num(hour.records), "num"), cell(warning, warning ? "warn" : ""),
+              uncountedCell(hour), cell(warning, warning ? "warn" : ""),
             ]);
           }
         }
