@@ -28,6 +28,7 @@ from stages.common.runtime import tune_process
 from stages.common.service import create_service_app, serve_in_thread
 from stages.consumer import metrics
 from stages.consumer.batcher import FlushLimits
+from stages.consumer.faults import FaultPoint
 from stages.consumer.leases import DynamoLeaseStore, Lease, LeaseLost, LeaseStore, lease_key
 from stages.consumer.worker import ShardWorker, WorkerConfig
 
@@ -63,6 +64,7 @@ class Consumer:
         self.limits = FlushLimits(
             settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_seconds
         )
+        self.faults = FaultPoint(settings.consumer_fault_pause_at)
         self.workers: dict[str, ShardWorker] = {}
         self.seen: dict[str, _Seen] = {}
         self.ending_sequences: dict[str, str] = {}
@@ -244,6 +246,7 @@ class Consumer:
             poll_interval=self.settings.poll_interval_seconds,
             max_backoff=self.settings.consumer_max_backoff_seconds,
             dedup_window_records=self.settings.dedup_window_records,
+            faults=self.faults,
         )
         worker = ShardWorker(
             lease,

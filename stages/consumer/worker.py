@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from stages.consumer import metrics
 from stages.consumer.batcher import FlushLimits, ShardBuffer
 from stages.consumer.dedup import DedupWindow, WindowState, event_key
+from stages.consumer.faults import FaultPoint
 from stages.consumer.leases import SHARD_END, TRIM_HORIZON, Lease, LeaseLost, LeaseStore
 from stages.consumer.partitioner import route
 from stages.consumer.reader import KinesisRecord, ReadResult, ShardReader, backoff_delay
@@ -37,6 +38,7 @@ class WorkerConfig:
     poll_interval: float
     max_backoff: float
     dedup_window_records: int = 0
+    faults: FaultPoint | None = None  # test-only pauses at named flush steps
 
 
 class ShardWorker(threading.Thread):
@@ -115,6 +117,8 @@ class ShardWorker(threading.Thread):
             self.millis_behind = result.millis_behind
             metrics.MILLIS_BEHIND.labels(self.stream, self.shard_id).set(result.millis_behind)
             self._consume(result)
+            if self.replay_end is not None and not self.buffer.empty:
+                self._fault("replay")
             if self._at_shard_end(result, reader.position):
                 self.flush("shard_end")
                 self._with_retries(
@@ -219,8 +223,12 @@ class ShardWorker(threading.Thread):
         objects = build_objects(
             self.stream, self.shard_id, buffer.partitions, self.config.compression
         )
-        for obj in objects:
+        self._fault("before_upload")
+        for index, obj in enumerate(objects):
+            if index == 1:
+                self._fault("between_uploads")
             self._upload(obj)
+        self._fault("before_checkpoint")
         window = self.window.close(end)
         self._with_retries(
             "checkpoint", lambda: self.store.checkpoint(self.key, owner, end, window)
@@ -240,6 +248,10 @@ class ShardWorker(threading.Thread):
             "%s: flushed %d records in %d objects (%s)", self.key, len(buffer), len(objects), reason
         )
         self.buffer = ShardBuffer(self.stream, self.shard_id)
+
+    def _fault(self, step: str) -> None:
+        if self.config.faults is not None:
+            self.config.faults.pause(step, self.key, self.stop_requested, self.lost)
 
     def _upload(self, obj: LakeObject) -> None:
         content_type = "application/gzip" if obj.key.endswith(".gz") else "application/x-ndjson"
