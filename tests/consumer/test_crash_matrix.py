@@ -22,6 +22,7 @@ import pytest
 from stages.common import aws
 from stages.common.config import Settings
 from stages.consumer.leases import DynamoLeaseStore
+from tests.support.fault_proxy import FaultProxy
 from tests.support.lake import (
     ConsumerProcess,
     assert_exactly_once,
@@ -207,3 +208,58 @@ def test_a_stop_at_any_step_of_a_flush_loses_and_duplicates_nothing(
     finally:
         for consumer in consumers:
             consumer.stop()
+
+
+def test_a_stop_during_a_replay_that_cannot_finish_leaves_the_range_pending(
+    shared: tuple[str, Path],
+) -> None:
+    """SIGTERM inside a pending range while GetRecords fails: nothing of the range is written
+    under other names; the lease keeps it pending and the next owner replays it."""
+    endpoint, logs = shared
+    settings = Settings(aws_endpoint_url=endpoint)
+    _reset(settings)
+    kinesis = aws.client("kinesis", settings)
+    s3 = aws.client("s3", settings)
+    store = DynamoLeaseStore(aws.client("dynamodb", settings), settings.lease_table)
+    sent = [make_record(i, hours=1) for i in range(2 * FIRST_FLUSH + 10)]
+    consumers: list[Process] = []
+    with FaultProxy(endpoint, seed=11) as proxy:
+        try:
+            consumers.append(
+                _consumer(endpoint, logs, WINDOW_ON, CONSUMER_FAULT_PAUSE_AT="between_uploads:2")
+            )
+            put_plain(kinesis, LOGS, sent[:FIRST_FLUSH])
+            wait_for_lines(s3, BUCKET, FIRST_FLUSH, timeout=30, proc=consumers[-1])
+            put_plain(kinesis, LOGS, sent[FIRST_FLUSH : 2 * FIRST_FLUSH])
+            _wait_for_log(consumers[-1], "paused at between_uploads")
+            _stop(consumers[-1], signal.SIGKILL)
+            (crashed,) = store.list()
+            assert crashed.pending_end is not None
+            uploaded = {line.key for line in read_bucket(s3, BUCKET)}
+
+            consumers.append(
+                _consumer(
+                    proxy.url,
+                    logs,
+                    WINDOW_ON,
+                    GET_RECORDS_LIMIT="4",
+                    CONSUMER_FAULT_PAUSE_AT="replay",
+                )
+            )
+            _wait_for_log(consumers[-1], "paused at replay")
+            proxy.configure(getrecords_throttle=1.0)
+            _stop(consumers[-1], signal.SIGTERM)
+            (left,) = store.list()
+            assert left.pending_end == crashed.pending_end and left.owner is None
+            assert {line.key for line in read_bucket(s3, BUCKET)} == uploaded
+            assert "left for the next owner" in consumers[-1].log_path.read_text()
+            proxy.clear()
+
+            consumers.append(_consumer(endpoint, logs, WINDOW_ON))
+            put_plain(kinesis, LOGS, sent[2 * FIRST_FLUSH :])
+            _wait_until_read(s3, consumers[-1], len(sent))
+            assert consumers[-1].terminate(timeout=30) == 0, consumers[-1].log_tail()
+            assert_exactly_once(read_bucket(s3, BUCKET), sent)
+        finally:
+            for consumer in consumers:
+                consumer.stop()
