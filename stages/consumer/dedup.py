@@ -16,7 +16,9 @@ objects. So the window is defined by positions in the shard, stored with the che
 - at each checkpoint the oldest marks are dropped (``base`` moves up to them) while the remaining
   ones still hold at least ``max_records`` records, and never more than ``MAX_MARKS`` are kept;
 - a new owner reads the shard from ``base``, refills the window from (base, checkpoint] without
-  writing anything, then goes on as the previous owner would have.
+  writing anything, then goes on as the previous owner would have;
+- with the window off (``max_records`` 0) the stored state is ignored and reading starts at the
+  checkpoint; a pending range is replayed with the window size recorded with it (leases.py).
 
 Limits: a copy further back than the window is kept (and then appears twice in S3), as is a copy
 that lands on another shard (only if the stream was resharded in between). Ids are compared as
