@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         le=10_000_000,
         description="Recent records per shard whose event_id drops a re-sent copy; 0 disables.",
     )
+    consumer_fault_pause_at: str | None = Field(
+        default=None,
+        pattern=r"^(before_upload|between_uploads|before_checkpoint|replay)(:[1-9][0-9]*)?$",
+        description="Test-only fault injection: a shard worker waits at this flush step "
+        "('<step>[:<n>]', see stages/consumer/faults.py) until it is stopped or killed.",
+    )
 
     # --- Kinesis producer -----------------------------------------------------------------
     producer_aggregate: bool = True

@@ -16,7 +16,9 @@ objects. So the window is defined by positions in the shard, stored with the che
 - at each checkpoint the oldest marks are dropped (``base`` moves up to them) while the remaining
   ones still hold at least ``max_records`` records, and never more than ``MAX_MARKS`` are kept;
 - a new owner reads the shard from ``base``, refills the window from (base, checkpoint] without
-  writing anything, then goes on as the previous owner would have.
+  writing anything, then goes on as the previous owner would have;
+- with the window off (``max_records`` 0) the stored state is ignored and reading starts at the
+  checkpoint; a pending range is replayed with the window size recorded with it (leases.py).
 
 Limits: a copy further back than the window is kept (and then appears twice in S3), as is a copy
 that lands on another shard (only if the stream was resharded in between). Ids are compared as
@@ -64,7 +66,9 @@ class DedupWindow:
 
     def __init__(self, state: WindowState, max_records: int) -> None:
         self.max_records = max_records
-        self.state = state if max_records > 0 else WindowState(state.base)
+        # Disabled, the window is empty and starts at the checkpoint: starting at the stored
+        # base would read checkpointed records again with nothing to tell them from new ones.
+        self.state = state if max_records > 0 else WindowState(_checkpoint(state))
         self._ranges: deque[list[int]] = deque([] for _ in self.state.marks)
         self._counts: dict[int, int] = {}  # id -> times read in the window
         self._current: list[int] = []  # ids read since the last checkpoint
@@ -86,6 +90,15 @@ class DedupWindow:
                 self._ranges[index].extend(keys)
                 self._count(keys)
                 return
+
+    def resize(self, max_records: int) -> None:
+        """Go on with another size, right after a checkpoint; 0 empties the window."""
+        self.max_records = max_records
+        if max_records == 0:
+            self.state = WindowState(_checkpoint(self.state))
+            self._ranges.clear()
+            self._counts.clear()
+            self._current = []
 
     def seen_before(self, key: int) -> bool:
         """Whether ``key`` is in the window already; either way it is in it afterwards."""
@@ -136,3 +149,8 @@ class DedupWindow:
     def __len__(self) -> int:
         """Distinct ids in the window."""
         return len(self._counts)
+
+
+def _checkpoint(state: WindowState) -> str:
+    """The position a stored window ends at: the checkpoint it was written with."""
+    return state.marks[-1].sequence if state.marks else state.base

@@ -7,9 +7,12 @@ One item per shard, keyed ``<stream>:<shard>``. The contract every store keeps:
 - Every write a holder makes (``renew``, ``set_pending``, ``checkpoint``, ``release``) is guarded
   by ``owner = me``; a worker that lost its lease gets ``LeaseLost`` instead of overwriting the
   new owner's progress.
-- ``set_pending(end)`` records the end of a flush *before* its objects are uploaded. Whoever holds
-  the lease next replays exactly the range (checkpoint, end] before reading on, so the objects
-  are rebuilt with the same keys and nothing is duplicated by a different batching.
+- ``set_pending(end, compression, window_records)`` records how a flush was cut *before* its
+  objects are uploaded: where it ends, how its objects are encoded and the size of the duplicate
+  window that chose its records. Whoever holds the lease next replays exactly the range
+  (checkpoint, end] with that encoding and that window before reading on, whatever its own
+  settings say, so the objects are rebuilt with the same keys and the same contents and nothing
+  is duplicated by a different batching.
 - ``checkpoint(seq, window)`` is written only after the objects are in S3 and clears the pending
   range; in the same write it stores the duplicate window's positions (see dedup.py), so the
   next holder rebuilds exactly the window the checkpoint was made with.
@@ -46,6 +49,9 @@ class Lease:
     counter: int = 0
     parents: tuple[str, ...] = ()
     pending_end: str | None = None
+    # How the pending range was encoded and deduplicated; None: recorded by an older consumer.
+    pending_compression: str | None = None
+    pending_window_records: int | None = None
     heartbeat_ms: int = 0
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
@@ -73,7 +79,14 @@ class LeaseStore(Protocol):
     def list(self) -> list[Lease]: ...
     def take(self, lease: Lease, owner: str) -> Lease | None: ...
     def renew(self, key: str, owner: str) -> None: ...
-    def set_pending(self, key: str, owner: str, end_sequence: str) -> None: ...
+    def set_pending(
+        self,
+        key: str,
+        owner: str,
+        end_sequence: str,
+        compression: str | None = None,
+        window_records: int | None = None,
+    ) -> None: ...
     def checkpoint(
         self, key: str, owner: str, sequence: str, window: WindowState | None = None
     ) -> None: ...
@@ -125,8 +138,23 @@ class InMemoryLeaseStore:
             key, owner, lambda lease: {"counter": lease.counter + 1, "heartbeat_ms": _now_ms()}
         )
 
-    def set_pending(self, key: str, owner: str, end_sequence: str) -> None:
-        self._update_owned(key, owner, lambda lease: {"pending_end": end_sequence})
+    def set_pending(
+        self,
+        key: str,
+        owner: str,
+        end_sequence: str,
+        compression: str | None = None,
+        window_records: int | None = None,
+    ) -> None:
+        self._update_owned(
+            key,
+            owner,
+            lambda lease: {
+                "pending_end": end_sequence,
+                "pending_compression": compression,
+                "pending_window_records": window_records,
+            },
+        )
 
     def checkpoint(
         self, key: str, owner: str, sequence: str, window: WindowState | None = None
@@ -135,6 +163,8 @@ class InMemoryLeaseStore:
             changes: dict[str, Any] = {
                 "checkpoint": sequence,
                 "pending_end": None,
+                "pending_compression": None,
+                "pending_window_records": None,
                 "window": window,
             }
             if sequence == SHARD_END:
@@ -251,15 +281,37 @@ class DynamoLeaseStore:
             {":one": {"N": "1"}, ":now": {"N": str(_now_ms())}},
         )
 
-    def set_pending(self, key: str, owner: str, end_sequence: str) -> None:
-        self._update_owned(key, owner, "SET pending_end = :end", {":end": {"S": end_sequence}})
+    def set_pending(
+        self,
+        key: str,
+        owner: str,
+        end_sequence: str,
+        compression: str | None = None,
+        window_records: int | None = None,
+    ) -> None:
+        expression = "SET pending_end = :end"
+        values: dict[str, Any] = {":end": {"S": end_sequence}}
+        removed = []
+        if compression is None:
+            removed.append("pending_compression")
+        else:
+            expression += ", pending_compression = :compression"
+            values[":compression"] = {"S": compression}
+        if window_records is None:
+            removed.append("pending_window_records")
+        else:
+            expression += ", pending_window_records = :window"
+            values[":window"] = {"N": str(window_records)}
+        if removed:
+            expression += " REMOVE " + ", ".join(removed)
+        self._update_owned(key, owner, expression, values)
 
     def checkpoint(
         self, key: str, owner: str, sequence: str, window: WindowState | None = None
     ) -> None:
         expression = "SET #cp = :seq"
         values: dict[str, Any] = {":seq": {"S": sequence}}
-        removed = "pending_end"
+        removed = "pending_end, pending_compression, pending_window_records"
         if sequence == SHARD_END:
             expression += ", finished_at_ms = :now"
             values[":now"] = {"N": str(_now_ms())}
@@ -324,6 +376,8 @@ def _from_item(item: dict[str, Any]) -> Lease:
         counter=n("lease_counter") or 0,
         parents=tuple(p["S"] for p in item.get("parent_shard_ids", {}).get("L", [])),
         pending_end=s("pending_end"),
+        pending_compression=s("pending_compression"),
+        pending_window_records=n("pending_window_records"),
         heartbeat_ms=n("heartbeat_ms") or 0,
         started_at_ms=n("started_at_ms"),
         finished_at_ms=n("finished_at_ms"),

@@ -28,6 +28,7 @@ from stages.common.runtime import tune_process
 from stages.common.service import create_service_app, serve_in_thread
 from stages.consumer import metrics
 from stages.consumer.batcher import FlushLimits
+from stages.consumer.faults import FaultPoint
 from stages.consumer.leases import DynamoLeaseStore, Lease, LeaseLost, LeaseStore, lease_key
 from stages.consumer.supervision import ShardSupervisor
 from stages.consumer.worker import ShardWorker, WorkerConfig
@@ -64,6 +65,7 @@ class Consumer:
         self.limits = FlushLimits(
             settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_seconds
         )
+        self.faults = FaultPoint(settings.consumer_fault_pause_at)
         self.workers: dict[str, ShardWorker] = {}
         # A buffer may rightly wait a whole flush age before its checkpoint moves.
         self.supervisor = ShardSupervisor(
@@ -262,6 +264,7 @@ class Consumer:
             poll_interval=self.settings.poll_interval_seconds,
             max_backoff=self.settings.consumer_max_backoff_seconds,
             dedup_window_records=self.settings.dedup_window_records,
+            faults=self.faults,
         )
         worker = ShardWorker(
             lease,

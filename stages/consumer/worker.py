@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from stages.consumer import metrics
 from stages.consumer.batcher import FlushLimits, ShardBuffer
 from stages.consumer.dedup import DedupWindow, WindowState, event_key
+from stages.consumer.faults import FaultPoint
 from stages.consumer.leases import SHARD_END, TRIM_HORIZON, Lease, LeaseLost, LeaseStore
 from stages.consumer.partitioner import Routed, dead_letter_partition, route
 from stages.consumer.reader import (
@@ -43,6 +44,7 @@ class WorkerConfig:
     poll_interval: float
     max_backoff: float
     dedup_window_records: int = 0
+    faults: FaultPoint | None = None  # test-only pauses at named flush steps
 
 
 class ShardWorker(threading.Thread):
@@ -77,7 +79,15 @@ class ShardWorker(threading.Thread):
         self.buffer = ShardBuffer(self.stream, self.shard_id)
         self.checkpoint = lease.checkpoint
         self.replay_end = lease.pending_end
-        self.window = DedupWindow(stored_window(lease), config.dedup_window_records)
+        # A pending range is rebuilt as it was cut: with the encoding and the duplicate window
+        # recorded with it, not with this process' settings (which may have changed since).
+        self.replay_compression = config.compression
+        window_records = config.dedup_window_records
+        if lease.pending_end is not None:
+            self.replay_compression = lease.pending_compression or config.compression
+            if lease.pending_window_records is not None:
+                window_records = lease.pending_window_records
+        self.window = DedupWindow(stored_window(lease), window_records)
         # Records up to the checkpoint are read again only to refill the duplicate window.
         refill = self.window.refill_until
         self.refill_end = int(refill) if refill is not None else None
@@ -120,7 +130,10 @@ class ShardWorker(threading.Thread):
         )
         while not self.lost.is_set():
             if self.stop_requested.is_set():
-                self.flush("shutdown")
+                if self.replay_end is not None:
+                    self._finish_replay(reader)
+                if self.replay_end is None:
+                    self.flush("shutdown")
                 return
             result = reader.read()
             self.millis_behind = result.millis_behind
@@ -128,6 +141,8 @@ class ShardWorker(threading.Thread):
             self._consume(result)
             if self.buffer.empty:
                 self.progress_at = time.monotonic()
+            if self.replay_end is not None and not self.buffer.empty:
+                self._fault("replay")
             if self._at_shard_end(result, reader.position):
                 self.flush("shard_end")
                 self._with_retries(
@@ -190,8 +205,10 @@ class ShardWorker(threading.Thread):
                     )
             user_count += len(krec.user_records)
             buffer.mark_record_done(krec.sequence)
-            if self.replay_end is not None and krec.sequence == self.replay_end:
-                self.flush("replay")
+            if self.replay_end is not None:
+                # Neither count nor size cuts a pending range: its end is the only cut.
+                if krec.sequence == self.replay_end:
+                    self.flush("replay")
             elif (
                 buffer.records >= self.config.limits.max_records
                 or buffer.bytes >= self.config.limits.max_bytes
@@ -218,6 +235,28 @@ class ShardWorker(threading.Thread):
         buffer.add(
             routed, krec.sequence, user.sub_sequence, user.data, krec.arrival, user.partition_key
         )
+
+    def _finish_replay(self, reader: ShardReader) -> None:
+        """A stop inside a pending range: read the rest of it, since it is flushed only whole.
+
+        If the rest cannot be read before the shutdown deadline, nothing of the range is
+        written and the lease keeps it pending for the next owner.
+        """
+        while self.replay_end is not None and not self.lost.is_set():
+            deadline = self.shutdown_deadline()
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            result = reader.read()
+            if not result.records and (result.shard_closed or result.millis_behind == 0):
+                break
+            self._consume(result)
+        if self.replay_end is not None:
+            log.warning(
+                "%s: stopped inside the pending range ending at %s; left for the next owner",
+                self.key,
+                self.replay_end,
+            )
+            self.buffer = ShardBuffer(self.stream, self.shard_id)
 
     def _refill(self, krec: KinesisRecord) -> None:
         keys = []
@@ -260,12 +299,20 @@ class ShardWorker(threading.Thread):
         end = buffer.last_sequence
         assert end is not None
         owner = self.config.owner
-        self._with_retries("set_pending", lambda: self.store.set_pending(self.key, owner, end))
-        objects = build_objects(
-            self.stream, self.shard_id, buffer.partitions, self.config.compression
+        replaying = self.replay_end is not None
+        compression = self.replay_compression if replaying else self.config.compression
+        window_records = self.window.max_records
+        self._with_retries(
+            "set_pending",
+            lambda: self.store.set_pending(self.key, owner, end, compression, window_records),
         )
-        for obj in objects:
+        objects = build_objects(self.stream, self.shard_id, buffer.partitions, compression)
+        self._fault("before_upload")
+        for index, obj in enumerate(objects):
+            if index == 1:
+                self._fault("between_uploads")
             self._upload(obj)
+        self._fault("before_checkpoint")
         window = self.window.close(end)
         self._with_retries(
             "checkpoint", lambda: self.store.checkpoint(self.key, owner, end, window)
@@ -274,6 +321,9 @@ class ShardWorker(threading.Thread):
         self.progress_at = time.monotonic()
         if self.replay_end is not None and int(end) >= int(self.replay_end):
             self.replay_end = None
+            # From here on this process' own settings apply.
+            self.replay_compression = self.config.compression
+            self.window.resize(self.config.dedup_window_records)
         written = sum(obj.records for obj in objects if not obj.dead_letter)
         metrics.FLUSHES.labels(self.stream, reason).inc()
         metrics.RECORDS_OUT.labels(self.stream).inc(written)
@@ -286,6 +336,10 @@ class ShardWorker(threading.Thread):
             "%s: flushed %d records in %d objects (%s)", self.key, len(buffer), len(objects), reason
         )
         self.buffer = ShardBuffer(self.stream, self.shard_id)
+
+    def _fault(self, step: str) -> None:
+        if self.config.faults is not None:
+            self.config.faults.pause(step, self.key, self.stop_requested, self.lost)
 
     def _upload(self, obj: LakeObject) -> None:
         content_type = "application/gzip" if obj.key.endswith(".gz") else "application/x-ndjson"

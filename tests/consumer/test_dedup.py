@@ -9,7 +9,7 @@ from pathlib import Path
 
 from stages.common import aws
 from stages.common.config import Settings
-from stages.consumer.dedup import MAX_MARKS, DedupWindow, WindowState, event_key
+from stages.consumer.dedup import MAX_MARKS, DedupWindow, Mark, WindowState, event_key
 from stages.consumer.leases import DynamoLeaseStore
 from tests.support.lake import (
     ConsumerProcess,
@@ -72,6 +72,27 @@ def test_disabled_window_keeps_everything() -> None:
     window = DedupWindow(WindowState("TRIM_HORIZON"), max_records=0)
     assert _feed(window, ["a", "a"]) == [False, False]
     assert window.close("5") == WindowState("5")
+
+
+def test_a_disabled_window_starts_at_the_checkpoint_not_at_the_stored_base() -> None:
+    """A window switched off after a run with it on: the records up to the checkpoint are in
+    the lake already, and nothing would mark them as a refill if they were read again."""
+    stored = WindowState("10", (Mark("20", 5), Mark("30", 5)))
+    window = DedupWindow(stored, max_records=0)
+    assert window.state == WindowState("30")
+    assert window.refill_until is None
+
+
+def test_resizing_to_zero_after_a_checkpoint_forgets_the_window() -> None:
+    window = DedupWindow(WindowState("TRIM_HORIZON"), max_records=100)
+    _feed(window, ["a", "b"])
+    window.close("2")
+    window.resize(0)
+    assert window.state == WindowState("2") and len(window) == 0
+    assert _feed(window, ["a"]) == [False]
+    window.resize(100)
+    assert _feed(window, ["b", "b"]) == [False, True]
+    assert window.close("4") == WindowState("2", (Mark("4", 2),))
 
 
 def test_a_window_rebuilt_from_the_stored_state_decides_like_the_original() -> None:

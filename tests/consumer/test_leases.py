@@ -80,6 +80,28 @@ def test_pending_range_survives_takeover_and_checkpoint_clears_it(store: LeaseSt
     assert lease.checkpoint == "100" and lease.pending_end is None
 
 
+def test_how_a_pending_range_was_cut_is_handed_over_and_cleared_by_the_checkpoint(
+    store: LeaseStore,
+) -> None:
+    store.create_if_missing("s", "shard-0", ())
+    taken = store.take(_only(store), "a")
+    assert taken is not None
+    store.set_pending(taken.key, "a", "100", "gzip", 5_000)
+    stolen = store.take(_only(store), "b")
+    assert stolen is not None and stolen.pending_end == "100"
+    assert (stolen.pending_compression, stolen.pending_window_records) == ("gzip", 5_000)
+    # The replay records the range again; a disabled window is recorded as 0, not as unknown.
+    store.set_pending(stolen.key, "b", "100", "gzip", 0)
+    assert _only(store).pending_window_records == 0
+    store.checkpoint(stolen.key, "b", "100")
+    lease = _only(store)
+    assert (lease.pending_end, lease.pending_compression, lease.pending_window_records) == (
+        None,
+        None,
+        None,
+    )
+
+
 def test_the_duplicate_window_is_stored_with_the_checkpoint_and_handed_over(
     store: LeaseStore,
 ) -> None:
