@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the pipeline locally: ./start.sh [SERVICE...]   (no names = every service built so far)
+# Start the pipeline locally: ./start.sh [SERVICE...]   (no names = every service)
 #   ./start.sh status          table of services: pid, port, health (exit 0 = all healthy)
 #   ./start.sh --install-only  create/update .venv and stop there (test.sh and CI use it)
 # Process management lives in stages/common/fleet.py; this script only prepares the venv.
