@@ -1,9 +1,10 @@
 """The one place environment variables are read.
 
-Every setting has a default that works on a laptop with the embedded emulator; the README's
-configuration table lists each one. Standard AWS variables (``AWS_ENDPOINT_URL``,
-``AWS_DEFAULT_REGION``, the credential chain) are left to boto3 itself, except the endpoint and
-region, which the services pass on explicitly so that every client agrees.
+Every setting has a default that works on a laptop with the embedded emulator; the
+configuration table of docs/configuration.md lists each one. Standard AWS variables
+(``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, the credential chain) are left to boto3 itself,
+except the endpoint and region, which the services pass on explicitly so that every client
+agrees.
 """
 
 from __future__ import annotations

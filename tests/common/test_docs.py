@@ -10,7 +10,13 @@ from stages.common.config import Settings
 from tests.support.processes import ROOT
 
 README_MAX_LINES = 250
-MANUAL = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MANUAL = [
+    ROOT / "README.md",
+    ROOT / "CHANGELOG.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted(ROOT.glob("0*/README.md")),
+    *sorted((ROOT / "stages").glob("*/README.md")),
+]
 
 # [text](target) outside code; images and reference-style links are not used in the manual.
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")

@@ -35,7 +35,7 @@ from tests.support.processes import Process, base_env, free_port, start_emulator
 
 TOKEN = "fuzz-control-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-# Examples per operation and generation mode; raise it for a longer hunt (see README).
+# Examples per operation and generation mode; raise it for a longer hunt (see docs/testing.md).
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
 START_TIMEOUT = 60.0
 
