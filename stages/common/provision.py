@@ -20,7 +20,7 @@ def ensure_resources(settings: Settings, *, wait: bool = True) -> None:
     for spec in resources.streams(settings):
         _ensure_stream(kinesis, spec.name, spec.shards)
     for bucket in resources.buckets(settings):
-        _ensure_bucket(s3, bucket, settings.aws_default_region)
+        _ensure_bucket(s3, bucket, aws.region(settings))
     ensure_lease_table(dynamodb, settings.lease_table)
     if wait:
         for spec in resources.streams(settings):
