@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # --- Run directory --------------------------------------------------------------------
     run_dir: Path = Path(".run")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text, or json: one JSON object per log line."
+    )
     memory_reclaim_seconds: float = Field(
         default=2.0,
         ge=0,
