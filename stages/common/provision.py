@@ -111,9 +111,13 @@ def main() -> int:
     try:
         ensure_resources(settings)
     except BucketTaken as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 1
-    print("resources ready")
+    # A container that runs provision before its service keeps one shape of output.
+    if settings.log_format == "json":
+        log.info("resources ready")
+    else:
+        print("resources ready")
     return 0
 
 

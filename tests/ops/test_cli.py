@@ -3,6 +3,7 @@ what the shell scripts do, with the same environment and exit codes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,8 @@ def test_provision_creates_what_the_settings_name(bare_emulator: str) -> None:
     again = stages("provision", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "created" not in again.stderr
+
+    as_json = stages("provision", env=env | {"LOG_FORMAT": "json"})
+    assert as_json.returncode == 0, as_json.stdout + as_json.stderr
+    lines = [json.loads(line) for line in (as_json.stdout + as_json.stderr).splitlines()]
+    assert [line["message"] for line in lines] == ["resources ready"]
