@@ -116,7 +116,7 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     logging.getLogger("stages").critical(
         "uncaught exception in thread %s",
         name,
-        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,14 @@ from typing import Any
 import httpx
 
 from tests.support.lake import ConsumerProcess
-from tests.support.processes import Process, base_env, free_port, start_emulator, start_service
+from tests.support.processes import (
+    ROOT,
+    Process,
+    base_env,
+    free_port,
+    start_emulator,
+    start_service,
+)
 
 SEED_LOG = {"timestamp": "2025-11-09T13:24:33Z", "service": "api-gateway", "level": "INFO"}
 KINESIS_WARNING = "Kinesis did not take every record"
@@ -111,3 +120,32 @@ def test_the_emulator_and_the_consumer_log_json(proc_logs: Path) -> None:
     ready = [line for line in _json_lines(emulator) if line["message"].startswith("EMULATOR READY")]
     assert [line["endpoint"] for line in ready] == [endpoint]
     assert any("reading" in line["message"] for line in _json_lines(consumer))
+
+
+CRASH = """
+import threading, warnings
+from stages.common.config import Settings
+from stages.common.logging_setup import configure_logging
+
+configure_logging(Settings(log_format="json"))
+warnings.warn("a library warns")
+worker = threading.Thread(target=lambda: 1 / 0, name="worker")
+worker.start()
+worker.join()
+raise RuntimeError("the main thread dies")
+"""
+
+
+def test_warnings_and_uncaught_exceptions_are_json_lines_too() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CRASH], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in (result.stdout + result.stderr).splitlines()]
+    assert [(line["level"], line["message"].split("\n")[0]) for line in lines] == [
+        ("WARNING", "<string>:7: UserWarning: a library warns"),
+        ("CRITICAL", "uncaught exception in thread worker"),
+        ("CRITICAL", "uncaught exception"),
+    ]
+    assert lines[1]["exception"].endswith("ZeroDivisionError: division by zero")
+    assert lines[2]["exception"].endswith("RuntimeError: the main thread dies")
