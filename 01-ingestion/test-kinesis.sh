@@ -19,7 +19,8 @@ STREAM=${STREAM_PREFIX:-stage01-}logs-stream
 BUCKET=${BUCKET_PREFIX:-md-}raw-logs
 SERVICE=${TEST_SERVICE:-test-kinesis}
 export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://localhost:4566}
-export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+# The AWS CLI reads AWS_DEFAULT_REGION only; AWS_REGION wins, as for the services.
+export AWS_DEFAULT_REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
 # The local emulator's documented default credentials, only when none are configured.
 if [[ -z "${AWS_ACCESS_KEY_ID:-}" && -z "${AWS_PROFILE:-}" && ! -f "${HOME:-/nonexistent}/.aws/credentials" ]]; then
     export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
