@@ -104,14 +104,18 @@ def test_names_and_region_come_from_the_same_settings_as_the_services(proc_logs:
         bucket_prefix="acme-lake-",
     )
     port = free_port()
+    try:
+        ensure_resources(settings)
+    except BaseException:
+        emulator.stop()
+        raise
     consumer = Process(
         "consumer",
         [sys.executable, "-m", "stages.consumer"],
-        base_env(endpoint, CONSUMER_PORT=str(port), **names),
+        base_env(endpoint, CONSUMER_PORT=str(port), FLUSH_MAX_AGE_SECONDS="0.5", **names),
         proc_logs,
     )
     try:
-        ensure_resources(settings)
         wait_http_ok(f"http://127.0.0.1:{port}/health", consumer)
         result = run_script(endpoint, port, **names)
         assert result.returncode == 0, result.stdout + result.stderr
