@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from stages.common import aws, resources
@@ -102,3 +105,72 @@ def test_provision_creates_what_the_settings_name(bare_emulator: str) -> None:
     assert as_json.returncode == 0, as_json.stdout + as_json.stderr
     lines = [json.loads(line) for line in (as_json.stdout + as_json.stderr).splitlines()]
     assert [line["message"] for line in lines] == ["resources ready"]
+
+
+class _ForeignBucketProxy(BaseHTTPRequestHandler):
+    """In front of the emulator: the bucket ``taken-raw-logs`` belongs to another account (S3
+    answers 403 to HeadBucket, 409 BucketAlreadyExists to CreateBucket); the rest is forwarded."""
+
+    upstream = ""
+    taken = "/taken-raw-logs"
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.path.split("?")[0].rstrip("/") == self.taken:
+            status = 403 if self.command == "HEAD" else 409
+            code = "AccessDenied" if status == 403 else "BucketAlreadyExists"
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            payload = (
+                b"" if self.command == "HEAD" else f"<Error><Code>{code}</Code></Error>".encode()
+            )
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        headers = {
+            k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}
+        }
+        answer = httpx.request(
+            self.command, self.upstream + self.path, headers=headers, content=body, timeout=30
+        )
+        self.send_response(answer.status_code)
+        for key, value in answer.headers.items():
+            if key.lower() not in {
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "content-encoding",
+            }:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer.content)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_provision_refuses_a_bucket_name_another_account_owns(bare_emulator: str) -> None:
+    handler = type("Proxy", (_ForeignBucketProxy,), {"upstream": bare_emulator})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = clean_env(
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{server.server_address[1]}",
+            AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test",
+            BUCKET_PREFIX="taken-",
+        )
+        result = stages("provision", env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "bucket taken-raw-logs belongs to another AWS account" in result.stderr
+    assert "BUCKET_PREFIX" in result.stderr
+    assert "resources ready" not in result.stdout
