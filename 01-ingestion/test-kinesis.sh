@@ -8,16 +8,19 @@
 #   AWS_ENDPOINT_URL   emulator / LocalStack endpoint (default http://localhost:4566)
 #   CONSUMER_PORT      the consumer's health port (default 8011); CONSUMER_HOST (default 127.0.0.1)
 #   TEST_SERVICE       the record's service, i.e. its lake partition (default test-kinesis)
+#   STREAM_PREFIX, BUCKET_PREFIX   as the services: the stream and bucket are <prefix>logs-stream
+#                      and <prefix>raw-logs (defaults stage01-, md-)
 # Exit 0 when the record is in the lake exactly once; 1 otherwise, saying what is missing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 TIMEOUT=${1:-30}
-STREAM=stage01-logs-stream
-BUCKET=md-raw-logs
+STREAM=${STREAM_PREFIX:-stage01-}logs-stream
+BUCKET=${BUCKET_PREFIX:-md-}raw-logs
 SERVICE=${TEST_SERVICE:-test-kinesis}
 export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://localhost:4566}
-export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+# The AWS CLI reads AWS_DEFAULT_REGION only; AWS_REGION wins, as for the services.
+export AWS_DEFAULT_REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
 # The local emulator's documented default credentials, only when none are configured.
 if [[ -z "${AWS_ACCESS_KEY_ID:-}" && -z "${AWS_PROFILE:-}" && ! -f "${HOME:-/nonexistent}/.aws/credentials" ]]; then
     export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test

@@ -11,16 +11,22 @@ LOGS_STREAM_SHARDS=${LOGS_STREAM_SHARDS:-2}
 METRICS_STREAM_SHARDS=${METRICS_STREAM_SHARDS:-1}
 APM_STREAM_SHARDS=${APM_STREAM_SHARDS:-1}
 LEASE_TABLE=${LEASE_TABLE:-stage01-consumer-leases}
-REGION=${AWS_DEFAULT_REGION:-us-east-1}
+STREAM_PREFIX=${STREAM_PREFIX:-stage01-}
+BUCKET_PREFIX=${BUCKET_PREFIX:-md-}
+# As stages.common.aws.region: AWS_REGION wins over AWS_DEFAULT_REGION.
+REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
 
 # stream name -> shard count, in the catalogue's order (resources.streams()).
 STREAMS=(
-    "stage01-logs-stream:$LOGS_STREAM_SHARDS"
-    "stage01-metrics-stream:$METRICS_STREAM_SHARDS"
-    "stage01-apm-stream:$APM_STREAM_SHARDS"
+    "${STREAM_PREFIX}logs-stream:$LOGS_STREAM_SHARDS"
+    "${STREAM_PREFIX}metrics-stream:$METRICS_STREAM_SHARDS"
+    "${STREAM_PREFIX}apm-stream:$APM_STREAM_SHARDS"
 )
 # resources.buckets(): the three raw buckets, then the later stages' ones.
-BUCKETS=(md-raw-logs md-raw-metrics md-raw-apm md-processed md-features md-models)
+BUCKETS=()
+for suffix in raw-logs raw-metrics raw-apm processed features models; do
+    BUCKETS+=("${BUCKET_PREFIX}${suffix}")
+done
 
 # awslocal prints a deprecation banner on every call; it says nothing about our resources.
 export DISABLE_DEPRECATION_NOTICE=1

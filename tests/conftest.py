@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,12 @@ import pytest
 
 from stages.common.config import Settings
 from tests.support.processes import Process, start_emulator
+
+# The test process's clients and the children it starts (tests.support.processes.base_env) talk
+# to the same emulator region, whatever region the developer's shell or AWS profile names.
+for _name in ("AWS_REGION", "AWS_PROFILE"):
+    os.environ.pop(_name, None)
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 
 
 @pytest.fixture

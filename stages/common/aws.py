@@ -19,8 +19,11 @@ _CLIENT_CONFIG = Config(
     connect_timeout=5,
     read_timeout=30,
     max_pool_connections=64,
-    s3={"addressing_style": "path"},
 )
+# Emulators (moto, LocalStack, MinIO) serve every bucket under one host name; AWS itself
+# wants virtual-hosted addressing (bucket.s3.<region>.amazonaws.com), boto3's own default.
+_PATH_STYLE = Config(s3={"addressing_style": "path"})
+DEFAULT_REGION = "us-east-1"
 
 
 # total_max_attempts counts the first call too; max_attempts=1 would still allow one retry.
@@ -42,9 +45,11 @@ def client(
     """
     session = _shared_session()
     merged = _CLIENT_CONFIG if retries else _CLIENT_CONFIG.merge(_NO_RETRIES)
+    if needs_path_style(settings.aws_endpoint_url):
+        merged = merged.merge(_PATH_STYLE)
     if config is not None:
         merged = merged.merge(config)
-    kwargs: dict[str, Any] = {"region_name": settings.aws_default_region, "config": merged}
+    kwargs: dict[str, Any] = {"region_name": region(settings), "config": merged}
     if settings.aws_endpoint_url:
         kwargs["endpoint_url"] = settings.aws_endpoint_url
         if is_local_endpoint(settings.aws_endpoint_url) and session.get_credentials() is None:
@@ -64,6 +69,26 @@ def _shared_session() -> boto3.session.Session:
     """One session per process: its clients share loaded service models (~30 MB fewer than a
     session per client). Sessions are not thread-safe, so clients are created under a lock."""
     return boto3.session.Session()
+
+
+def region(settings: Settings) -> str:
+    """The region as the AWS tools resolve it: AWS_REGION, then AWS_DEFAULT_REGION, then the
+    profile's ``region`` (AWS_PROFILE, AWS_CONFIG_FILE), then us-east-1."""
+    return (
+        settings.aws_region
+        or settings.aws_default_region
+        or _shared_session().region_name
+        or DEFAULT_REGION
+    )
+
+
+def needs_path_style(endpoint_url: str | None) -> bool:
+    """Path-style S3 addressing for any endpoint but AWS's own (an emulator or S3-compatible
+    store answers on one host name); unset means AWS, and boto3's virtual-hosted default."""
+    if not endpoint_url:
+        return False
+    host = urlparse(endpoint_url).hostname or ""
+    return not (host == "amazonaws.com" or host.endswith((".amazonaws.com", ".amazonaws.com.cn")))
 
 
 def is_local_endpoint(url: str) -> bool:

@@ -2,9 +2,9 @@
 
 Every setting has a default that works on a laptop with the embedded emulator; the
 configuration table of docs/configuration.md lists each one. Standard AWS variables
-(``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, the credential chain) are left to boto3 itself,
-except the endpoint and region, which the services pass on explicitly so that every client
-agrees.
+(``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, the credential chain) mean what
+they mean to the AWS tools; the endpoint and region are passed on explicitly
+(``stages.common.aws``) so that every client agrees.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ class Settings(BaseSettings):
         default=None,
         description="AWS endpoint; unset means real AWS (start.sh sets it to the emulator).",
     )
-    aws_default_region: str = "us-east-1"
+    # Both unset: the profile's region (AWS_PROFILE / the config file), else us-east-1; see
+    # stages.common.aws.region. AWS_REGION wins, as in the AWS CLI v2 and the other SDKs.
+    aws_region: str | None = Field(default=None, description="Region of every client.")
+    aws_default_region: str | None = Field(
+        default=None, description="Region of every client when AWS_REGION is unset."
+    )
     emulator_host: str = "127.0.0.1"
     emulator_port: int = Field(default=4566, ge=0, le=65535)
     emulator_s3_memory_object_bytes: int = Field(
@@ -38,7 +43,19 @@ class Settings(BaseSettings):
         description="Run the embedded emulator when AWS_ENDPOINT_URL is unset; 0 = real AWS.",
     )
 
-    # --- Resources (names are fixed in resources.py; sizes are tunable) -------------------
+    # --- Resources (resources.py builds the names from these prefixes) --------------------
+    # Bucket names are global on AWS: the prefix makes them one's own. Prefix + the longest
+    # suffix ("raw-metrics") stays a valid bucket name.
+    bucket_prefix: str = Field(
+        default="md-",
+        pattern=r"^[a-z0-9][a-z0-9.-]{0,49}$",
+        description="Prefix of every bucket name (md- gives md-raw-logs, ...).",
+    )
+    stream_prefix: str = Field(
+        default="stage01-",
+        pattern=r"^[a-zA-Z0-9_.-]{0,100}$",
+        description="Prefix of every stream name (stage01- gives stage01-logs-stream, ...).",
+    )
     logs_stream_shards: int = Field(default=2, ge=1, le=64)
     metrics_stream_shards: int = Field(default=1, ge=1, le=64)
     apm_stream_shards: int = Field(default=1, ge=1, le=64)
@@ -47,6 +64,9 @@ class Settings(BaseSettings):
     # --- Run directory --------------------------------------------------------------------
     run_dir: Path = Path(".run")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text, or json: one JSON object per log line."
+    )
     memory_reclaim_seconds: float = Field(
         default=2.0,
         ge=0,

@@ -652,9 +652,9 @@ class Fleet:
         return 0 if all_up else 3
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m stages.common.fleet") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m stages.common.fleet",
+        prog=prog,
         description="Start, stop and inspect the pipeline's local services.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

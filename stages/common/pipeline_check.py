@@ -704,9 +704,11 @@ def run(settings: Settings, opts: Options) -> list[str]:
     )
 
 
-def parse_args(argv: Sequence[str] | None, settings: Settings) -> Options:
+def parse_args(
+    argv: Sequence[str] | None, settings: Settings, prog: str = "./test-pipeline.sh"
+) -> Options:
     parser = argparse.ArgumentParser(
-        prog="./test-pipeline.sh",
+        prog=prog,
         description="End-to-end check: generate records, then prove every record ingestion "
         "accepted is in the S3 lake exactly once, in the right partition.",
     )
@@ -735,9 +737,9 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> Options:
     return Options(args.duration, args.rate, args.interval, args.anomaly, flush_timeout)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "./test-pipeline.sh") -> int:
     settings = Settings()
-    opts = parse_args(argv, settings)
+    opts = parse_args(argv, settings, prog)
     try:
         problems = run(settings, opts)
     except (CheckFailed, FleetError) as exc:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from botocore.exceptions import ClientError
 
 from stages.common import aws, resources
 from stages.common.config import Settings, get_settings
+from stages.common.logging_setup import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,7 @@ def ensure_resources(settings: Settings, *, wait: bool = True) -> None:
     for spec in resources.streams(settings):
         _ensure_stream(kinesis, spec.name, spec.shards)
     for bucket in resources.buckets(settings):
-        _ensure_bucket(s3, bucket, settings.aws_default_region)
+        _ensure_bucket(s3, bucket, aws.region(settings))
     ensure_lease_table(dynamodb, settings.lease_table)
     if wait:
         for spec in resources.streams(settings):
@@ -49,7 +51,28 @@ def _wait_stream_active(kinesis, name: str, timeout: float = 60.0) -> None:
         time.sleep(0.5)
 
 
+class BucketTaken(Exception):
+    """A bucket of the catalogue exists in another AWS account (bucket names are global)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"bucket {name} belongs to another AWS account (bucket names are global): "
+            "set BUCKET_PREFIX to a prefix of your own"
+        )
+
+
 def _ensure_bucket(s3, name: str, region: str) -> None:
+    # CreateBucket on a bucket one already owns succeeds in us-east-1, so it cannot tell
+    # "created" from "was there"; HeadBucket can, and tells someone else's (403) from none (404).
+    try:
+        s3.head_bucket(Bucket=name)
+        return
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code in {"403", "AccessDenied", "Forbidden"}:
+            raise BucketTaken(name) from exc
+        if code not in {"404", "NoSuchBucket", "NotFound"}:
+            raise
     kwargs = {"Bucket": name}
     if region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
@@ -57,7 +80,10 @@ def _ensure_bucket(s3, name: str, region: str) -> None:
         s3.create_bucket(**kwargs)
         log.info("created bucket %s", name)
     except ClientError as exc:
-        if exc.response["Error"]["Code"] not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+        code = exc.response["Error"]["Code"]
+        if code == "BucketAlreadyExists":
+            raise BucketTaken(name) from exc
+        if code != "BucketAlreadyOwnedByYou":
             raise
 
 
@@ -77,11 +103,23 @@ def ensure_lease_table(dynamodb, name: str) -> None:
     dynamodb.get_waiter("table_exists").wait(TableName=name)
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    ensure_resources(get_settings())
-    print("resources ready")
+def main() -> int:
+    settings = get_settings()
+    configure_logging(settings)
+    # What it creates is the point of running it: said at INFO whatever LOG_LEVEL is.
+    log.setLevel(logging.INFO)
+    try:
+        ensure_resources(settings)
+    except BucketTaken as exc:
+        log.error("%s", exc)
+        return 1
+    # A container that runs provision before its service keeps one shape of output.
+    if settings.log_format == "json":
+        log.info("resources ready")
+    else:
+        print("resources ready")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,6 +8,7 @@ top-level schema.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import uuid
@@ -22,7 +23,12 @@ Level = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
 # A service name becomes a Hive partition value: lower-case words joined by dashes.
 SERVICE_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+# A trace id that is not W3C-shaped (the seed's documented record carries "abc123") is kept
+# under this attribute, and the record's trace_id becomes one derived from it: OTLP's traceId
+# must be 16 bytes, and every record carrying the same foreign id still shares one trace.
+ORIGINAL_TRACE_ID_ATTRIBUTE = "trace_id.original"
+_MAX_TRACE_ID = 256
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 # Already the canonical form (what every service sends): formatting it again gives the same
 # string, so the validator only checks that it is a real moment. A 4-digit year from 1000 on,
@@ -66,6 +72,12 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
+def derived_trace_id(given: str) -> str:
+    """The W3C trace id a record gets for a foreign one: the first 32 hex digits of the SHA-256
+    of its UTF-8 bytes (deterministic, so anyone can recompute it)."""
+    return hashlib.sha256(given.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and a Z, the only form records carry."""
     moment = moment.astimezone(UTC)
@@ -86,7 +98,8 @@ class Record(BaseModel):
     timestamp: str = Field(
         description="RFC 3339 UTC with milliseconds, e.g. 2025-11-09T13:24:33.120Z"
     )
-    kind: Kind
+    # The seed's documented input format has no kind: such a record is a log.
+    kind: Kind = "log"
     service: str = Field(pattern=SERVICE_PATTERN)
     host: ShortText | None = None
     level: Level | None = None
@@ -94,7 +107,7 @@ class Record(BaseModel):
     log_type: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{1,63}$")
     category: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{1,63}$")
     source: ShortText | None = None
-    trace_id: str | None = None
+    trace_id: str | None = Field(default=None, max_length=_MAX_TRACE_ID)
     span_id: str | None = None
     parent_span_id: str | None = None
     # metric
@@ -127,13 +140,6 @@ class Record(BaseModel):
             return format_timestamp(parsed)
         except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
             raise ValueError("timestamp is out of range once converted to UTC") from exc
-
-    @field_validator("trace_id")
-    @classmethod
-    def _trace_id(cls, value: str | None) -> str | None:
-        if value is not None and not _HEX32.match(value):
-            raise ValueError("trace_id must be 32 lower-case hex characters")
-        return value
 
     @field_validator("span_id", "parent_span_id")
     @classmethod
@@ -168,12 +174,30 @@ class Record(BaseModel):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Record:
+        if self.trace_id is not None and not _HEX32.fullmatch(self.trace_id):
+            self._normalise_trace_id(self.trace_id)
         if None in _REQUIRED_GETTERS[self.kind](self.__dict__):
             missing = [f for f in _REQUIRED_FIELDS[self.kind] if getattr(self, f) is None]
             raise ValueError(f"a {self.kind} record needs {', '.join(missing)}")
         if self.is_anomaly and not self.anomaly_type:
             raise ValueError("an anomalous record names its anomaly_type")
         return self
+
+    def _normalise_trace_id(self, given: str) -> None:
+        if not given:
+            self.trace_id = None
+            return
+        lowered = given.lower()
+        if _HEX32.fullmatch(lowered):
+            self.trace_id = lowered
+            return
+        if self.attributes.get(ORIGINAL_TRACE_ID_ATTRIBUTE, given) != given:
+            raise ValueError(
+                f"trace_id {given!r} is not 32 hex characters, so it is kept in attribute "
+                f"{ORIGINAL_TRACE_ID_ATTRIBUTE!r}, which already holds another value"
+            )
+        self.attributes = self.attributes | {ORIGINAL_TRACE_ID_ATTRIBUTE: given}
+        self.trace_id = derived_trace_id(given)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The wire and lake form: None fields of other kinds are left out."""

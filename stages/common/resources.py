@@ -1,5 +1,8 @@
 """The AWS resource catalogue: streams (with shard counts), buckets and the lease table.
 
+Names come from settings (``STREAM_PREFIX``, ``BUCKET_PREFIX``, ``LEASE_TABLE``), so the same
+code runs against the emulator, LocalStack and an AWS account whose bucket names must be unique.
+
 Read by the embedded emulator's setup, the services and the dashboard;
 ``localstack-init/01-setup-resources.sh`` creates the same set under LocalStack and a test holds
 the two to each other.
@@ -30,17 +33,26 @@ class StreamSpec:
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024
 
 # Buckets of the later stages are created too so that the lake layout is complete from day one.
-EXTRA_BUCKETS: tuple[str, ...] = ("md-processed", "md-features", "md-models")
+# Each name is BUCKET_PREFIX + one of these.
+EXTRA_BUCKET_SUFFIXES: tuple[str, ...] = ("processed", "features", "models")
 
 
 def streams(settings: Settings) -> tuple[StreamSpec, ...]:
+    stream, bucket = settings.stream_prefix, settings.bucket_prefix
     return (
-        StreamSpec("log", "stage01-logs-stream", settings.logs_stream_shards, "md-raw-logs"),
+        StreamSpec("log", f"{stream}logs-stream", settings.logs_stream_shards, f"{bucket}raw-logs"),
         StreamSpec(
-            "metric", "stage01-metrics-stream", settings.metrics_stream_shards, "md-raw-metrics"
+            "metric",
+            f"{stream}metrics-stream",
+            settings.metrics_stream_shards,
+            f"{bucket}raw-metrics",
         ),
-        StreamSpec("apm", "stage01-apm-stream", settings.apm_stream_shards, "md-raw-apm"),
+        StreamSpec("apm", f"{stream}apm-stream", settings.apm_stream_shards, f"{bucket}raw-apm"),
     )
+
+
+def extra_buckets(settings: Settings) -> tuple[str, ...]:
+    return tuple(settings.bucket_prefix + suffix for suffix in EXTRA_BUCKET_SUFFIXES)
 
 
 def stream_for_kind(settings: Settings, kind: str) -> StreamSpec:
@@ -58,7 +70,7 @@ def stream_by_name(settings: Settings, name: str) -> StreamSpec:
 
 
 def buckets(settings: Settings) -> tuple[str, ...]:
-    return tuple(spec.bucket for spec in streams(settings)) + EXTRA_BUCKETS
+    return tuple(spec.bucket for spec in streams(settings)) + extra_buckets(settings)
 
 
 _KIND_ALIASES = {"log": "log", "logs": "log", "metric": "metric", "metrics": "metric", "apm": "apm"}

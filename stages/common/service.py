@@ -9,7 +9,6 @@ metrics, errors and the status page look the same on every port.
 from __future__ import annotations
 
 import hmac
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import stages
-from stages.common.config import Settings, get_settings
+from stages.common.config import get_settings
 from stages.common.errors import (
     ErrorBody,
     PayloadTooLarge,
@@ -32,6 +31,8 @@ from stages.common.errors import (
     error_body,
     install_error_handlers,
 )
+from stages.common.logging_setup import configure_logging as configure_logging
+from stages.common.logging_setup import install_request_ids
 from stages.common.runtime import tune_process
 
 # The *_created timestamps double every series and no dashboard of ours reads them.
@@ -59,13 +60,6 @@ _templates = Environment(
     loader=PackageLoader("stages.common", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
-
-
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
 def require_control_token(
@@ -105,6 +99,7 @@ def create_service_app(
         max_body_size=max_body_bytes,
     )
     _refuse_declared_oversized_bodies(app, max_body_bytes)
+    install_request_ids(app)
     install_error_handlers(app)
 
     @app.get("/health", tags=["ops"], summary="Liveness and readiness of the service")
@@ -237,13 +232,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 def run_service(app: FastAPI, host: str, port: int) -> None:
     """Serve ``app`` in the foreground (the ``python -m stages.<service>`` entry points)."""
     tune_process(get_settings().memory_reclaim_seconds)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's lines go through configure_logging's handler (LOG_FORMAT).
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, log_config=None)
 
 
 def serve_in_thread(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     """Serve ``app`` from a daemon thread, for processes whose main thread does other work."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, log_config=None
+        )
     )
     thread = threading.Thread(target=server.run, name=f"http-{port}", daemon=True)
     thread.start()

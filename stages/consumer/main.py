@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 
 from stages.common import aws, resources
 from stages.common.config import Settings, get_settings
+from stages.common.logging_setup import configure_logging
 from stages.common.resources import StreamSpec
 from stages.common.runtime import tune_process
 from stages.common.service import create_service_app, serve_in_thread
@@ -374,10 +375,7 @@ def default_worker_id() -> str:
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+    configure_logging(settings)
     tune_process(settings.memory_reclaim_seconds)
     consumer = Consumer(
         settings,

@@ -21,6 +21,7 @@ from typing import Any
 from cheroot.wsgi import Server as WSGIServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+from stages.common.logging_setup import configure_logging
 from stages.common.runtime import tune_process
 from stages.emulator import moto_patches
 
@@ -119,8 +120,14 @@ def serve(
                 log.exception("creating resources failed")
                 os._exit(1)
         ready.set()
-        # Machine-readable for whoever started us with port 0.
-        print(f"EMULATOR READY {endpoint}", flush=True)
+        from stages.common.config import get_settings
+
+        # Machine-readable for whoever started us with port 0; under LOG_FORMAT=json every line
+        # of the output is a JSON object, this one too.
+        if get_settings().log_format == "json":
+            log.info("EMULATOR READY %s", endpoint, extra={"endpoint": endpoint})
+        else:
+            print(f"EMULATOR READY {endpoint}", flush=True)
 
     threading.Thread(target=provision_then_ready, daemon=True).start()
     server.serve()
@@ -137,9 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-provision", action="store_true", help="do not create the resource catalogue"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)
     tune_process(settings.memory_reclaim_seconds)
     serve(
         args.host,

@@ -1,3 +1,4 @@
+import hashlib
 from datetime import datetime
 
 import pytest
@@ -47,7 +48,8 @@ def test_canonical_timestamps_stay_as_formatting_them_again_would(timestamp: str
         ({"timestamp": "2025-13-09T13:24:33.120Z"}, "RFC 3339"),  # canonical shape, no date
         ({"timestamp": "2025-02-30T13:24:33.120Z"}, "RFC 3339"),
         ({"attributes": {"items": [1, 2]}}, "items"),
-        ({"trace_id": "xyz"}, "trace_id"),
+        ({"trace_id": "x" * 257}, "trace_id"),
+        ({"trace_id": "xyz", "attributes": {"trace_id.original": "other"}}, "trace_id.original"),
         ({"anomaly_score": 101}, "anomaly_score"),
         ({"is_anomaly": True}, "anomaly_type"),
         ({"surprise": 1}, "surprise"),
@@ -73,3 +75,49 @@ def test_invalid_records_are_refused_with_the_reason(change: dict, problem: str)
 def test_attribute_integers_take_the_whole_signed_64_bit_range() -> None:
     ends = {"low": -(2**63), "high": 2**63 - 1, "flag": True}
     assert Record.model_validate(LOG | {"attributes": ends}).attributes == ends
+
+
+# The seed's documented input record, exactly as the seed writes it.
+SEED_RECORD = {
+    "timestamp": "2025-11-09T13:24:33Z",
+    "service": "api-gateway",
+    "level": "INFO",
+    "message": "Request processed",
+    "trace_id": "abc123",
+    "source": "log-synthesis",
+    "log_type": "api_gateway_log",
+    "anomaly_score": 5.2,
+}
+
+
+def test_the_seeds_record_is_a_log_with_its_foreign_trace_id_kept() -> None:
+    body = Record.model_validate(SEED_RECORD).to_json_dict()
+    assert body["kind"] == "log"
+    assert body["timestamp"] == "2025-11-09T13:24:33.000Z"
+    assert body["attributes"] == {"trace_id.original": "abc123"}
+    assert body["trace_id"] == hashlib.sha256(b"abc123").hexdigest()[:32]
+    assert body["anomaly_score"] == 5.2 and body["source"] == "log-synthesis"
+    assert (body["service"], body["level"], body["message"], body["log_type"]) == (
+        "api-gateway",
+        "INFO",
+        "Request processed",
+        "api_gateway_log",
+    )
+
+
+def test_trace_ids_are_normalised_to_w3c_form() -> None:
+    w3c = "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert Record.model_validate(LOG | {"trace_id": w3c}).attributes == {}
+    upper = Record.model_validate(LOG | {"trace_id": w3c.upper()})
+    assert (upper.trace_id, upper.attributes) == (w3c, {})
+    assert Record.model_validate(LOG | {"trace_id": ""}).trace_id is None
+    # The same foreign id gives the same trace id: records of one trace stay together.
+    one = Record.model_validate(LOG | {"trace_id": "req-42", "attributes": {"a": 1}})
+    two = Record.model_validate(LOG | {"trace_id": "req-42"})
+    assert (
+        one.trace_id == two.trace_id != Record.model_validate(LOG | {"trace_id": "req-43"}).trace_id
+    )
+    assert one.attributes == {"a": 1, "trace_id.original": "req-42"}
+    span = {"kind": "apm", "trace_id": "abc123", "span_id": "00f067aa0ba902b7"}
+    apm = Record.model_validate(LOG | span | {"name": "GET /", "duration_ms": 3, "status": "OK"})
+    assert apm.trace_id == hashlib.sha256(b"abc123").hexdigest()[:32]

@@ -69,13 +69,13 @@ def test_fully_invalid_batch_is_422_with_reasons_per_record(
 def test_partial_batch_accepts_the_valid_records_only(offline: TestClient, tmp_path: Path) -> None:
     resp = offline.post(
         "/api/ingest/batch",
-        json={"records": [log_record(1), {"kind": "metric"}, log_record(2, trace_id="XYZ")]},
+        json={"records": [log_record(1), {"kind": "metric"}, log_record(2, span_id="XYZ")]},
     )
     assert resp.status_code == 200
     body = resp.json()
     assert body["accepted"] == 1 and body["spooled"] == 1
     assert [r["index"] for r in body["rejected"]] == [1, 2]
-    assert "trace_id" in body["rejected"][1]["problems"][0]
+    assert "span_id" in body["rejected"][1]["problems"][0]
     written = _lines(tmp_path / "data/categories/application/api_gateway_log.jsonl")
     assert [r["event_id"] for r in written] == ["log-0000000001"]
     spooled = [

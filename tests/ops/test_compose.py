@@ -25,6 +25,14 @@ STAGE01_COMPOSE = ROOT / "01-ingestion" / "docker-compose.yml"
 COMPOSE_FILES = [ROOT_COMPOSE, STAGE00_COMPOSE, STAGE01_COMPOSE]
 LOCALSTACK = "localstack"
 LOCALSTACK_URL = "http://localstack:4566"
+# The endpoint and credentials come from the user's environment, with the local defaults.
+AWS_FROM_ENV = {
+    "AWS_ENDPOINT_URL": "${AWS_ENDPOINT_URL:-" + LOCALSTACK_URL + "}",
+    "AWS_ACCESS_KEY_ID": "${AWS_ACCESS_KEY_ID:-test}",
+    "AWS_SECRET_ACCESS_KEY": "${AWS_SECRET_ACCESS_KEY:-test}",
+}
+# What names the streams, buckets and lease table (stages/common/resources.py).
+RESOURCE_NAMES_ENV = ("STREAM_PREFIX", "BUCKET_PREFIX")
 # Read by boto3 itself (the credential chain), not by our settings.
 AWS_STANDARD_ENV = {
     "AWS_ACCESS_KEY_ID",
@@ -194,8 +202,11 @@ def test_python_services_match_the_registry_and_the_code(path: Path) -> None:
                 peer_entry.default_port
             ), f"{name}: port of {peer}"
 
-        if entry.uses_aws and LOCALSTACK in services:
-            assert env.get("AWS_ENDPOINT_URL") == LOCALSTACK_URL, name
+        if entry.uses_aws:
+            for key, value in AWS_FROM_ENV.items():
+                assert env.get(key) == value, f"{name}: {key} is {env.get(key)}, not {value}"
+            for key in RESOURCE_NAMES_ENV:
+                assert key in env, f"{name}: {key} is not passed on"
         if writes_data_dir(entry.module):
             # Spool, state database, category/consolidated files outlive the container.
             mounts = named_volume_mounts(svc)
@@ -211,6 +222,8 @@ def test_localstack_is_pinned_fast_and_provisioned_by_the_ready_hook(path: Path)
     assert env["KINESIS_LATENCY"] == "0"
     assert set(env) - LOCALSTACK_OWN_ENV <= settings_env()
     assert_defaults_agree_with_config(LOCALSTACK, env)
+    # The ready hook names the resources as the services do.
+    assert {*RESOURCE_NAMES_ENV, "LEASE_TABLE"} <= set(env)
     mounts = {
         (path.parent / str(v).split(":")[0]).resolve(): str(v).split(":")[1]
         for v in localstack["volumes"]
@@ -281,7 +294,8 @@ def test_the_pipeline_check_runs_inside_the_root_stack() -> None:
     assert checker["entrypoint"] == ["python", "-m", "stages.common.pipeline_check"]
     env = env_of(checker)
     assert not set(env) - settings_env() - AWS_STANDARD_ENV
-    assert env["AWS_ENDPOINT_URL"] == LOCALSTACK_URL
+    assert {key: env.get(key) for key in AWS_FROM_ENV} == AWS_FROM_ENV
+    assert set(RESOURCE_NAMES_ENV) <= set(env)
     # It finds every service of the stack by its compose name, on its registry port.
     for name in PYTHON_SERVICES:
         entry = fleet.BY_NAME[name]

@@ -83,7 +83,8 @@ def test_defaults_are_those_of_config() -> None:
     text = SCRIPT.read_text()
     defaults = dict(re.findall(r"^(\w+)=\$\{\1:-([^}]*)\}$", text, flags=re.MULTILINE))
     fields = Settings.model_fields
-    for var in ("LOGS_STREAM_SHARDS", "METRICS_STREAM_SHARDS", "APM_STREAM_SHARDS", "LEASE_TABLE"):
+    names = ("LEASE_TABLE", "STREAM_PREFIX", "BUCKET_PREFIX")
+    for var in ("LOGS_STREAM_SHARDS", "METRICS_STREAM_SHARDS", "APM_STREAM_SHARDS", *names):
         assert var in defaults, f"{var} is not read by the script"
         assert defaults[var] == str(fields[var.lower()].default), var
 
@@ -108,14 +109,24 @@ def test_script_creates_the_catalogue_and_is_idempotent(bare_endpoint: str, endp
 
 
 def test_script_honours_the_same_overrides_as_config(bare_endpoint: str) -> None:
-    overrides = {"LOGS_STREAM_SHARDS": "3", "APM_STREAM_SHARDS": "2", "LEASE_TABLE": "my-leases"}
+    overrides = {
+        "LOGS_STREAM_SHARDS": "3",
+        "APM_STREAM_SHARDS": "2",
+        "LEASE_TABLE": "my-leases",
+        "STREAM_PREFIX": "acme-",
+        "BUCKET_PREFIX": "acme-lake-",
+    }
     run_script(bare_endpoint, **overrides)
     settings = Settings(
         aws_endpoint_url=bare_endpoint,
         logs_stream_shards=3,
         apm_stream_shards=2,
         lease_table="my-leases",
+        stream_prefix="acme-",
+        bucket_prefix="acme-lake-",
     )
+    assert "acme-logs-stream" in expected(settings)[0]
+    assert "acme-lake-models" in expected(settings)[1]
     streams, buckets = expected(settings)
     got = created(settings)
     assert got["streams"] == streams

@@ -12,8 +12,17 @@ import pytest
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.common.provision import ensure_resources
+from stages.common.resources import stream_for_kind
 from tests.ops.support import clean_env
-from tests.support.processes import ROOT, Process, base_env, free_port, wait_http_ok
+from tests.support.processes import (
+    ROOT,
+    Process,
+    base_env,
+    free_port,
+    start_emulator,
+    wait_http_ok,
+)
 
 SCRIPT = ROOT / "01-ingestion" / "test-kinesis.sh"
 # An HTTP server whose every GET is a 200: a "consumer" that is healthy but reads nothing.
@@ -30,11 +39,11 @@ HTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
 
 
 def run_script(
-    endpoint: str, consumer_port: int, timeout: str = "30"
+    endpoint: str, consumer_port: int, timeout: str = "30", **env: str
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(SCRIPT), timeout],
-        env=clean_env(AWS_ENDPOINT_URL=endpoint, CONSUMER_PORT=str(consumer_port)),
+        env=clean_env(AWS_ENDPOINT_URL=endpoint, CONSUMER_PORT=str(consumer_port), **env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -60,10 +69,11 @@ def consumer_port(endpoint: str, proc_logs: Path) -> Iterator[int]:
 
 def lake_lines(settings: Settings, marker: str) -> list[str]:
     s3 = aws.client("s3", settings)
+    bucket = stream_for_kind(settings, "log").bucket
     found = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="md-raw-logs"):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket="md-raw-logs", Key=obj["Key"])["Body"].read().decode()
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
             found += [f"{obj['Key']}: {ln}" for ln in body.splitlines() if marker in ln]
     return found
 
@@ -82,6 +92,38 @@ def test_record_reaches_the_lake_exactly_once(
     assert key.startswith("service=test-kinesis/year=")
     hour = key.split("hour=")[1][:2]
     assert f"hour={hour}/" in result.stdout
+
+
+def test_names_and_region_come_from_the_same_settings_as_the_services(proc_logs: Path) -> None:
+    names = {"STREAM_PREFIX": "acme-", "BUCKET_PREFIX": "acme-lake-", "AWS_REGION": "eu-west-1"}
+    emulator, endpoint = start_emulator(proc_logs, provision=False)
+    settings = Settings(
+        aws_endpoint_url=endpoint,
+        aws_region="eu-west-1",
+        stream_prefix="acme-",
+        bucket_prefix="acme-lake-",
+    )
+    port = free_port()
+    try:
+        ensure_resources(settings)
+    except BaseException:
+        emulator.stop()
+        raise
+    consumer = Process(
+        "consumer",
+        [sys.executable, "-m", "stages.consumer"],
+        base_env(endpoint, CONSUMER_PORT=str(port), FLUSH_MAX_AGE_SECONDS="0.5", **names),
+        proc_logs,
+    )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/health", consumer)
+        result = run_script(endpoint, port, **names)
+        assert result.returncode == 0, result.stdout + result.stderr
+        event_id = result.stdout.split("put event_id=")[1].split()[0]
+        assert len(lake_lines(settings, event_id)) == 1
+    finally:
+        consumer.stop()
+        emulator.stop()
 
 
 def test_fails_fast_when_the_consumer_is_not_running(endpoint: str, settings: Settings) -> None:
