@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,10 @@ import pytest
 
 from stages.common.config import Settings
 from tests.support.processes import Process, start_emulator
+
+# FastAPI's TestClient sends "Host: testserver"; the services answer only names in their
+# allow-list (ALLOWED_HOSTS adds to it), so the tests' in-process clients are named there.
+os.environ.setdefault("ALLOWED_HOSTS", "testserver")
 
 
 @pytest.fixture

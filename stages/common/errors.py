@@ -50,6 +50,21 @@ class Unauthorized(StagesError):
     error = "unauthorized"
 
 
+class HostNotAllowed(StagesError):
+    status_code = 400
+    error = "host_not_allowed"
+
+
+class Forbidden(StagesError):
+    status_code = 403
+    error = "forbidden"
+
+
+class UnsupportedMediaType(StagesError):
+    status_code = 415
+    error = "unsupported_media_type"
+
+
 class PayloadTooLarge(StagesError):
     status_code = 413
     error = "payload_too_large"
