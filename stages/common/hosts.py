@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from stages.common.config import Settings
 
 # Loopback names a browser never lets a foreign DNS answer stand for (RFC 6761 keeps
 # "localhost" local; the others are addresses, not names).
@@ -38,6 +42,20 @@ def split_host(header: str) -> str | None:
     if colon and not port.isdigit():
         return None
     return name.rstrip(".") or None
+
+
+WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
+
+
+def configured_names(settings: Settings) -> list[str]:
+    """ALLOWED_HOSTS plus every address the settings bind or reach a service at (``STATE_HOST``
+    = ``10.0.0.5`` makes ``10.0.0.5`` a name the services answer to)."""
+    bound = [
+        str(getattr(settings, name))
+        for name in type(settings).model_fields
+        if name.endswith("_host") and str(getattr(settings, name)) not in WILDCARD_BINDS
+    ]
+    return [*parse_list(settings.allowed_hosts), *bound]
 
 
 def parse_list(raw: str | None) -> list[str]:

@@ -36,7 +36,7 @@ from stages.common.errors import (
     error_body,
     install_error_handlers,
 )
-from stages.common.hosts import HostPolicy, parse_list
+from stages.common.hosts import HostPolicy, configured_names, parse_list
 from stages.common.runtime import tune_process
 
 # The *_created timestamps double every series and no dashboard of ours reads them.
@@ -293,9 +293,7 @@ class _BrowserGuard:
 def _guard_against_foreign_pages(
     app: FastAPI, settings: Settings, body_media_types: Mapping[str, Iterable[str]]
 ) -> None:
-    policy = HostPolicy.build(
-        parse_list(settings.allowed_hosts), parse_list(settings.allowed_origins)
-    )
+    policy = HostPolicy.build(configured_names(settings), parse_list(settings.allowed_origins))
     types = {path: frozenset(t.lower() for t in kinds) for path, kinds in body_media_types.items()}
     build = app.build_middleware_stack
     # Outermost of all: a foreign page's request is refused before any limit or handler runs.

@@ -21,6 +21,7 @@ from typing import Any
 from cheroot.wsgi import Server as WSGIServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+from stages.common.hosts import WILDCARD_BINDS, HostPolicy, configured_names
 from stages.common.runtime import tune_process
 from stages.emulator import moto_patches
 
@@ -57,6 +58,42 @@ class HealthMiddleware:
         return self.app(environ, start_response)
 
 
+class HostGuard:
+    """Answers 400 to a ``Host`` outside the allow-list: a DNS-rebinding page could otherwise
+    read and write every bucket and stream. Subdomains of allowed names pass (S3 virtual-hosted
+    buckets such as ``bucket.localhost``), and so does LocalStack's public loopback name
+    ``localhost.localstack.cloud`` (its DNS answers 127.0.0.1 and nobody else controls it)."""
+
+    def __init__(self, app: WSGIApp, policy: HostPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
+        host = environ.get("HTTP_HOST")
+        if self.policy.allows_host(host):
+            return self.app(environ, start_response)
+        body = json.dumps(
+            {
+                "error": "host_not_allowed",
+                "message": f"Host {str(host)[:100]!r} is not a name the emulator answers to "
+                "(localhost, 127.0.0.1, [::1], the compose service names, ALLOWED_HOSTS)",
+            }
+        ).encode()
+        start_response(
+            "400 Bad Request",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+
+# Names LocalStack users point their clients at; public DNS resolves them to 127.0.0.1.
+LOCALSTACK_HOSTS = ("localhost.localstack.cloud",)
+
+
+def emulator_host_policy(allowed_hosts: Iterable[str] = ()) -> HostPolicy:
+    return HostPolicy.build([*LOCALSTACK_HOSTS, *allowed_hosts], subdomains=True)
+
+
 # moto's own server is werkzeug's development server: "Connection: close" on every response and
 # a new thread per connection, so each AWS call paid for a TCP connection and a thread on both
 # sides (about a tenth of the Ingestion Interface's CPU went to connecting). cheroot keeps
@@ -85,10 +122,14 @@ def serve(
     provision: bool,
     s3_memory_object_bytes: int,
     data_directory: Path | None = None,
+    allowed_hosts: Iterable[str] = (),
 ) -> None:
     moto_patches.apply(s3_memory_object_bytes, data_directory)
     ready = threading.Event()
-    app = HealthMiddleware(DomainDispatcherApplication(backend_app_without_debug), ready)
+    app = HostGuard(
+        HealthMiddleware(DomainDispatcherApplication(backend_app_without_debug), ready),
+        emulator_host_policy(allowed_hosts),
+    )
     server = WSGIServer(
         (host, port),
         app,
@@ -147,5 +188,6 @@ def main(argv: list[str] | None = None) -> None:
         provision=not args.no_provision,
         s3_memory_object_bytes=settings.emulator_s3_memory_object_bytes,
         data_directory=settings.data_dir / "emulator",
+        allowed_hosts=[*configured_names(settings), *{args.host} - WILDCARD_BINDS],
     )
     sys.exit(0)
