@@ -9,7 +9,9 @@ request's encoding.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from google.protobuf import json_format
@@ -21,6 +23,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 
+from stages.common.records import text_problem
 from stages.consolidation.otel import from_otlp_json
 
 PROTOBUF = "application/x-protobuf"
@@ -121,6 +124,47 @@ def record_problem(record: object) -> str | None:
         return f"spanId must be 8 bytes, got {len(span_id)}"
     if not 0 <= severity <= 24:
         return f"severityNumber must be 0..24, got {severity}"
+    return _text_problem(record)
+
+
+def _text_problem(record: object) -> str | None:
+    """The first string of a log record (severityText, body, attribute keys and values, nested
+    values) that cannot be stored (``records.text_problem``), or None. A lone surrogate cannot
+    arrive (protobuf and orjson refuse it); NUL and control characters can."""
+    severity_text = getattr(record, "severity_text", "")
+    problem = text_problem(severity_text) if severity_text else None
+    if problem is not None:
+        return f"severityText {problem}"
+    if record.HasField("body"):  # type: ignore[attr-defined]
+        problem = _any_value_problem(record.body, "body")  # type: ignore[attr-defined]
+        if problem is not None:
+            return problem
+    return _attributes_problem(getattr(record, "attributes", ()), "attributes")
+
+
+def _attributes_problem(attributes: Iterable[Any], where: str) -> str | None:
+    for attribute in attributes:
+        problem = text_problem(attribute.key)
+        if problem is not None:
+            return f"{where}: a key {problem}"
+        problem = _any_value_problem(attribute.value, f"{where}.{attribute.key}")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _any_value_problem(value: Any, where: str) -> str | None:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        problem = text_problem(value.string_value)
+        return None if problem is None else f"{where} {problem}"
+    if kind == "array_value":
+        for index, item in enumerate(value.array_value.values):
+            problem = _any_value_problem(item, f"{where}[{index}]")
+            if problem is not None:
+                return problem
+    if kind == "kvlist_value":
+        return _attributes_problem(value.kvlist_value.values, where)
     return None
 
 
