@@ -137,7 +137,8 @@ def test_invalid_canonical_records_are_422_or_partial(client: TestClient) -> Non
 def test_a_record_too_large_to_store_is_rejected_alone(client: TestClient) -> None:
     # Under the body limit, over the record limit: the rest of the batch is still stored.
     huge = _record(2) | {"attributes": {"blob": "x" * (MAX_RECORD_JSON_BYTES + 1)}}
-    escaped = _record(3) | {"message": "\x01" * 30_000, "attributes": {"blob": "y" * 900_000}}
+    # Quotes double in JSON: 32,000 of them and the blob are over the limit only once escaped.
+    escaped = _record(3) | {"message": '"' * 32_000, "attributes": {"blob": "y" * 990_000}}
     resp = client.post("/api/logs/batch", json={"records": [_record(1), huge, escaped]})
     assert resp.status_code == 200, resp.text
     assert resp.json()["accepted"] == 1
