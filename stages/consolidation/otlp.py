@@ -155,8 +155,8 @@ class _Budget:
                 f"limit is {MAX_GROUPS} per request"
             )
 
-    def add_wire_field(self) -> None:
-        self.wire_fields += 1
+    def add_wire_fields(self, count: int) -> None:
+        self.wire_fields += count
         if self.wire_fields > MAX_WIRE_FIELDS:
             raise TooManyItems(
                 f"the request holds more than {MAX_WIRE_FIELDS} protobuf fields; the limit is "
@@ -203,28 +203,42 @@ def _walk(buf: memoryview, pos: int, end: int, fields: dict[int, str], budget: _
         raise UndecodableBody(
             f"the body nests messages more than {MAX_WIRE_DEPTH} deep (the protobuf limit)"
         )
+    fields_read = 0
     while pos < end:
-        budget.add_wire_field()
-        key, pos = _varint(buf, pos, end)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
+        fields_read += 1
+        if fields_read == 1024:  # counted in steps: a message of only unknown fields is bounded too
+            budget.add_wire_fields(fields_read)
+            fields_read = 0
+        key = buf[pos]
+        if key < 0x80:  # one-byte tags: every field of these messages
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos, end)
+        wire_type = key & 7
+        if wire_type == 2:
+            length = buf[pos] if pos < end else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = _varint(buf, pos, end)
+            stop = pos + length
+            if stop > end:
+                raise UndecodableBody("the body is not an ExportLogsServiceRequest (truncated)")
+            what = fields.get(key >> 3)
+            if what is not None:
+                budget.add_wire_fields(fields_read)
+                fields_read = 0
+                _enter(what, buf, pos, stop, budget)
+            pos = stop
+        elif wire_type == 0:
             _, pos = _varint(buf, pos, end)
-            continue
-        if wire_type in (1, 5):
+        elif wire_type in (1, 5):
             pos += 8 if wire_type == 1 else 4
-            continue
-        if wire_type != 2:
+        else:
             raise UndecodableBody(
                 f"the body is not an ExportLogsServiceRequest (wire type {wire_type})"
             )
-        length, pos = _varint(buf, pos, end)
-        stop = pos + length
-        if stop > end:
-            raise UndecodableBody("the body is not an ExportLogsServiceRequest (truncated)")
-        what = fields.get(number)
-        if what is not None:
-            _enter(what, buf, pos, stop, budget)
-        pos = stop
+    budget.add_wire_fields(fields_read)
     if pos != end:
         raise UndecodableBody("the body is not an ExportLogsServiceRequest (truncated)")
     budget.depth -= 1

@@ -159,3 +159,14 @@ def test_deeply_nested_values_are_a_400_not_a_crash(client: TestClient) -> None:
     resp = client.post("/v1/logs", content=body, headers=PROTOBUF)
     assert resp.status_code == 400, resp.status_code
     assert "deep" in _status(resp)
+
+
+def test_a_request_of_unknown_fields_is_refused_by_count(client: TestClient) -> None:
+    """Fields the receiver does not know are skipped, but still counted: five million of them
+    (two bytes each) are refused without being walked to the end."""
+    body = _field(1, b"\x08\x00" * 5_000_000)  # ResourceLogs with a repeated unknown varint
+    started = time.monotonic()
+    resp = client.post("/v1/logs", content=body, headers=PROTOBUF)
+    assert resp.status_code == 413, resp.status_code
+    assert "protobuf fields" in _status(resp)
+    assert time.monotonic() - started < 20
