@@ -218,6 +218,14 @@ def test_the_emulator_refuses_a_foreign_host_and_serves_boto3(targets: dict[str,
     for host in (f"localhost:{port}", f"md-raw-logs.localhost:{port}", "localstack:4566"):
         resp = httpx.get(f"{endpoint}/_localstack/health", headers={"Host": host})
         assert resp.status_code == 200, f"{host}: {resp.status_code}"
+    form = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Origin": "http://attacker.example",
+    }
+    upload = httpx.post(f"{endpoint}/md-raw-logs", content=b"key=planted&x=1", headers=form)
+    assert upload.status_code == 403, upload.text
+    query = httpx.post(f"{endpoint}/", content=b"Action=ListQueues", headers=form)
+    assert query.status_code == 403, query.text
     s3 = boto3.client(
         "s3",
         endpoint_url=endpoint,
