@@ -361,6 +361,14 @@ def _text_problem(record: object) -> str | None:
     return _attributes_problem(getattr(record, "attributes", ()), "attributes")
 
 
+def _scope_problem(scope: Any) -> str | None:
+    for name in ("name", "version"):
+        problem = text_problem(getattr(scope, name))
+        if problem is not None:
+            return f"scope.{name} {problem}"
+    return _attributes_problem(scope.attributes, "scope.attributes")
+
+
 def _attributes_problem(attributes: Iterable[Any], where: str) -> str | None:
     for attribute in attributes:
         problem = text_problem(attribute.key)
@@ -392,10 +400,14 @@ def screen(request: ExportLogsServiceRequest) -> Screened:
     rejected = 0
     first_problem = ""
     for resource_logs in request.resource_logs:
+        resource_problem = _attributes_problem(resource_logs.resource.attributes, "resource")
         for scope_logs in resource_logs.scope_logs:
+            # Resource and scope text is stored with each of their records: theirs is refused
+            # with them.
+            group_problem = resource_problem or _scope_problem(scope_logs.scope)
             keep = []
             for record in scope_logs.log_records:
-                problem = record_problem(record)
+                problem = group_problem or record_problem(record)
                 if problem is None:
                     keep.append(record)
                     continue

@@ -183,7 +183,17 @@ def test_otlp_logs_with_unstorable_text_are_not_stored(
     text = UNSTORABLE[label]
     with targets["log-consolidation"].client() as client:
         stored = client.get("/api/stats").json()["total"]
-        for body in (_otlp(text), _otlp("fine", attribute=text)):
+        in_resource = _otlp("fine") | {
+            "resourceLogs": [
+                {
+                    "resource": {"attributes": [{"key": "host", "value": {"stringValue": text}}]},
+                    "scopeLogs": _otlp("fine")["resourceLogs"][0]["scopeLogs"],
+                }
+            ]
+        }
+        in_scope = _otlp("fine")
+        in_scope["resourceLogs"][0]["scopeLogs"][0]["scope"] = {"name": text}
+        for body in (_otlp(text), _otlp("fine", attribute=text), in_resource, in_scope):
             resp = _post(client, "/v1/logs", body)
             assert resp.status_code < 500, resp.text
             if resp.status_code == 200:
