@@ -17,6 +17,9 @@ from tests.support.processes import Process, start_emulator
 for _name in ("AWS_REGION", "AWS_PROFILE"):
     os.environ.pop(_name, None)
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+# FastAPI's TestClient sends "Host: testserver"; the services answer only names in their
+# allow-list (ALLOWED_HOSTS adds to it), so the tests' in-process clients are named there.
+os.environ.setdefault("ALLOWED_HOSTS", "testserver")
 
 
 @pytest.fixture

@@ -93,6 +93,16 @@ class Settings(BaseSettings):
     control_token: str | None = Field(
         default=None, description="When set, mutating endpoints need 'Authorization: Bearer <it>'."
     )
+    allowed_hosts: str = Field(
+        default="",
+        description="Host names answered besides localhost, 127.0.0.1, [::1] and the compose "
+        "service names (comma-separated; * answers any).",
+    )
+    allowed_origins: str = Field(
+        default="",
+        description="Browser origins (scheme://host:port, comma-separated) allowed to call "
+        "mutating endpoints besides the service's own.",
+    )
 
     # --- Kinesis consumer -----------------------------------------------------------------
     consumer_host: str = "127.0.0.1"

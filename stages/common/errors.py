@@ -7,6 +7,7 @@ other exception is a bug: it is logged and answered 500 with no internals in the
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -50,6 +51,21 @@ class Unauthorized(StagesError):
     error = "unauthorized"
 
 
+class HostNotAllowed(StagesError):
+    status_code = 400
+    error = "host_not_allowed"
+
+
+class Forbidden(StagesError):
+    status_code = 403
+    error = "forbidden"
+
+
+class UnsupportedMediaType(StagesError):
+    status_code = 415
+    error = "unsupported_media_type"
+
+
 class PayloadTooLarge(StagesError):
     status_code = 413
     error = "payload_too_large"
@@ -82,10 +98,19 @@ def error_body(error: str, message: str, detail: Any = None) -> dict[str, Any]:
     return body
 
 
+class ErrorResponse(JSONResponse):
+    """A JSON error that always renders: a lone surrogate echoed from the request (a field name,
+    a path) is written as its ``\\udXXX`` escape instead of failing the UTF-8 encoding."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StagesError)
     async def _stages_error(_: Request, exc: StagesError) -> JSONResponse:
-        return JSONResponse(
+        return ErrorResponse(
             error_body(exc.error, exc.message, exc.detail),
             status_code=exc.status_code,
             headers=exc.headers,
@@ -100,7 +125,7 @@ def install_error_handlers(app: FastAPI) -> None:
             }
             for err in exc.errors()
         ]
-        return JSONResponse(
+        return ErrorResponse(
             error_body("validation_error", "the request does not match the API", problems),
             status_code=422,
         )
@@ -109,7 +134,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         # A streamed body over the limit is refused by Starlette; same name as our own 413.
         name = PayloadTooLarge.error if exc.status_code == 413 else "http_error"
-        return JSONResponse(
+        return ErrorResponse(
             error_body(name, str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
@@ -118,6 +143,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
+        return ErrorResponse(
             error_body("internal_error", "internal error; see the service log"), 500
         )

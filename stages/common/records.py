@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 Kind = Literal["log", "metric", "apm"]
 Level = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
@@ -67,6 +74,53 @@ _REQUIRED_GETTERS = {kind: itemgetter(*fields) for kind, fields in _REQUIRED_FIE
 
 ShortText = Annotated[str, Field(max_length=256)]
 
+# Text a store keeps must be UTF-8: a lone surrogate (JSON "\ud800") is not, so writing it
+# fails or, worse, succeeds and then every read of it fails. NUL and the other C0 control
+# characters (tab, line feed and carriage return excepted) are refused too: C tools cut strings
+# at NUL, terminals act on the rest, and no record or entity of ours needs them.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored, or None."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    what = "a lone surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
+    return (
+        f"contains {what} (U+{ord(char):04X}) at position {found.start()}, which cannot be stored"
+    )
+
+
+def check_storable(value: Any, where: str) -> None:
+    """Raise ValueError naming the place (``where``, then keys and indexes) of the first string
+    in ``value`` (keys included, nested dicts and lists walked) that cannot be stored."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            raise ValueError(f"{where} {problem}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key)
+            if isinstance(key, str) and text_problem(key) is not None:
+                raise ValueError(f"{where}: a key {text_problem(key)}")
+            check_storable(item, f"{where}.{name}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_storable(item, f"{where}[{index}]")
+
+
+def _storable_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# A string field whose value is stored: refused (422, naming the field) when it cannot be.
+StorableText = Annotated[str, AfterValidator(_storable_text)]
+
 
 def new_event_id() -> str:
     return uuid.uuid4().hex
@@ -86,6 +140,20 @@ def format_timestamp(moment: datetime) -> str:
         # strftime writes year 1 as "1", which is not RFC 3339 (nor readable back).
         text = f"{moment.year:04d}" + text[text.index("-") :]
     return text
+
+
+# Free-text fields of a record; the others are patterns, enums or numbers.
+_TEXT_FIELDS = (
+    "event_id",
+    "host",
+    "message",
+    "source",
+    "unit",
+    "name",
+    "scenario_id",
+    "anomaly_type",
+)
+_TEXT_GETTER = itemgetter(*_TEXT_FIELDS)
 
 
 class Record(BaseModel):
@@ -198,6 +266,22 @@ class Record(BaseModel):
             )
         self.attributes = self.attributes | {ORIGINAL_TRACE_ID_ATTRIBUTE: given}
         self.trace_id = derived_trace_id(given)
+
+    @model_validator(mode="after")
+    def _storable_strings(self) -> Record:
+        # One search over every text field and attribute at once: this runs on every record.
+        fields = self.__dict__
+        attributes = self.attributes
+        text = "\n".join(filter(None, _TEXT_GETTER(fields)))
+        if attributes:
+            values = [item for item in attributes.values() if type(item) is str]
+            text = "\n".join((text, *attributes, *values))
+        if _UNSTORABLE.search(text) is None:
+            return self
+        for name in _TEXT_FIELDS:
+            check_storable(fields[name] or "", name)
+        check_storable(self.attributes, "attributes")
+        raise AssertionError("unreachable: a text was found unstorable")  # pragma: no cover
 
     def to_json_dict(self) -> dict[str, Any]:
         """The wire and lake form: None fields of other kinds are left out."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,13 +26,18 @@ import stages
 from stages.common.config import get_settings
 from stages.common.errors import (
     ErrorBody,
+    Forbidden,
+    HostNotAllowed,
     PayloadTooLarge,
+    StagesError,
     Unauthorized,
+    UnsupportedMediaType,
     error_body,
     install_error_handlers,
 )
 from stages.common.logging_setup import configure_logging as configure_logging
 from stages.common.logging_setup import install_request_ids
+from stages.common.hosts import HostPolicy, configured_names, parse_list
 from stages.common.runtime import tune_process
 
 # The *_created timestamps double every series and no dashboard of ours reads them.
@@ -89,7 +94,12 @@ def create_service_app(
     description: str = "",
     status_page: bool = True,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_media_types: Mapping[str, Iterable[str]] | None = None,
+    settings: Settings | None = None,
 ) -> FastAPI:
+    """``body_media_types``: per path, the media types a mutating request may send besides
+    ``application/json`` (the OTLP receiver's protobuf). ``settings``: where ALLOWED_HOSTS and
+    ALLOWED_ORIGINS are read (default: the process's settings)."""
     app = FastAPI(
         title=name,
         version=stages.__version__,
@@ -100,6 +110,7 @@ def create_service_app(
     )
     _refuse_declared_oversized_bodies(app, max_body_bytes)
     install_request_ids(app)
+    _guard_against_foreign_pages(app, settings or get_settings(), body_media_types or {})
     install_error_handlers(app)
 
     @app.get("/health", tags=["ops"], summary="Liveness and readiness of the service")
@@ -142,14 +153,24 @@ _BODY_ERRORS = {
 
 
 _PATH_ERROR = {"404": "Nothing is known by this name"}
+_HOST_ERROR = {"400": "The Host header is not a name this service answers to"}
+_BROWSER_ERRORS = {
+    "403": "The request comes from a foreign web page (Origin)",
+    "415": "The body's Content-Type is not one this endpoint accepts",
+}
 
 
 def _document_shared_errors(schema: dict[str, Any]) -> None:
-    """Errors every route of a kind can answer, whether or not the route declares them: an
-    unreadable or oversized body, and an unknown name in the path."""
+    """Errors every route of a kind can answer, whether or not the route declares them: a
+    foreign Host, a foreign page's write, an unreadable or oversized body, and an unknown name in
+    the path."""
     for item in schema.get("paths", {}).values():
-        for operation in item.values():
-            errors = dict(_BODY_ERRORS) if "requestBody" in operation else {}
+        for method, operation in item.items():
+            errors = dict(_HOST_ERROR)
+            if method.upper() in MUTATING_METHODS:
+                errors.update(_BROWSER_ERRORS)
+            if "requestBody" in operation:
+                errors.update(_BODY_ERRORS)
             if any(param.get("in") == "path" for param in operation.get("parameters", [])):
                 errors.update(_PATH_ERROR)
             responses = operation.setdefault("responses", {})
@@ -182,6 +203,96 @@ def _refuse_declared_oversized_bodies(app: FastAPI, limit: int) -> None:
     # Outermost, so it answers before FastAPI's body limit (which sits outside user middleware).
     build = app.build_middleware_stack
     app.build_middleware_stack = lambda: _DeclaredBodyLimit(build(), limit)  # type: ignore[method-assign]
+
+
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+JSON_MEDIA_TYPE = "application/json"
+
+
+class _BrowserGuard:
+    """Refuses what only a foreign web page would send, before anything else runs.
+
+    - A ``Host`` not in the allow-list (400): a DNS-rebinding page's requests name the
+      attacker's host, so it can neither read nor write.
+    - On a mutating method, an ``Origin`` other than the service's own or ALLOWED_ORIGINS (403):
+      a cross-site form or ``fetch``. ``Origin: null`` (sent for same-origin requests from pages
+      with ``Referrer-Policy: no-referrer``, but also by sandboxed frames) passes only with
+      ``Sec-Fetch-Site: same-origin``. Clients that are not browsers send no Origin and pass.
+    - On a mutating method, a body type other than JSON (or the path's extra types) (415): the
+      content types a page may send cross-site without a preflight (text/plain, forms) are
+      never parsed as JSON.
+    """
+
+    def __init__(
+        self, app: ASGIApp, policy: HostPolicy, body_media_types: Mapping[str, frozenset[str]]
+    ) -> None:
+        self.app = app
+        self.policy = policy
+        self.body_media_types = body_media_types
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            error = self.refusal(scope)
+            if error is not None:
+                body = error_body(error.error, error.message)
+                await JSONResponse(body, status_code=error.status_code)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> StagesError | None:
+        headers: dict[bytes, list[str]] = {}
+        for key, value in scope["headers"]:
+            headers.setdefault(key.lower(), []).append(value.decode("latin-1"))
+        hosts = headers.get(b"host", [])
+        for host in hosts:
+            if not self.policy.allows_host(host):
+                return HostNotAllowed(
+                    f"Host {host[:100]!r} is not a name this service answers to "
+                    "(localhost, 127.0.0.1, [::1], the compose service names, ALLOWED_HOSTS)"
+                )
+        if scope["method"] not in MUTATING_METHODS:
+            return None
+        host = hosts[0] if hosts else None
+        origin = (headers.get(b"origin") or [None])[0]
+        fetch_site = (headers.get(b"sec-fetch-site") or [""])[0].strip().lower()
+        if origin is not None:
+            same_origin_null = origin.strip() == "null" and fetch_site == "same-origin"
+            if not same_origin_null and not self.policy.allows_origin(origin, host):
+                return Forbidden(
+                    f"requests from origin {origin[:100]!r} may not change anything here; "
+                    "only the service's own pages (or ALLOWED_ORIGINS) may"
+                )
+        elif fetch_site in {"cross-site", "same-site"}:
+            return Forbidden(f"a {fetch_site} browser request may not change anything here")
+        return self.media_type_refusal(scope, headers)
+
+    def media_type_refusal(
+        self, scope: Scope, headers: dict[bytes, list[str]]
+    ) -> StagesError | None:
+        allowed = {JSON_MEDIA_TYPE, *self.body_media_types.get(scope["path"], ())}
+        names = " or ".join(sorted(allowed))
+        content_type = (headers.get(b"content-type") or [None])[0]
+        if content_type is None:
+            length = (headers.get(b"content-length") or ["0"])[0].strip()
+            if length in {"", "0"} and b"transfer-encoding" not in headers:
+                return None  # a body-less POST, as curl -X POST sends it
+            return UnsupportedMediaType(f"the body needs a Content-Type: {names}")
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type in allowed:
+            return None
+        return UnsupportedMediaType(
+            f"Content-Type {media_type[:100]!r} is not accepted here; send {names}"
+        )
+
+
+def _guard_against_foreign_pages(
+    app: FastAPI, settings: Settings, body_media_types: Mapping[str, Iterable[str]]
+) -> None:
+    policy = HostPolicy.build(configured_names(settings), parse_list(settings.allowed_origins))
+    types = {path: frozenset(t.lower() for t in kinds) for path, kinds in body_media_types.items()}
+    build = app.build_middleware_stack
+    # Outermost of all: a foreign page's request is refused before any limit or handler runs.
+    app.build_middleware_stack = lambda: _BrowserGuard(build(), policy, types)  # type: ignore[method-assign]
 
 
 def _document_error_bodies(app: FastAPI) -> None:

@@ -224,6 +224,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[_ingest_router(), _query_router()],
         lifespan=lifespan,
         max_body_bytes=MAX_BATCH_BODY_BYTES,
+        body_media_types={"/v1/logs": [otlp.PROTOBUF]},
+        settings=settings,
         description="Normalises records to the OpenTelemetry log data model; OTLP/HTTP receiver; "
         "query API over the recent window.",
     )

@@ -22,6 +22,7 @@ from cheroot.wsgi import Server as WSGIServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 from stages.common.logging_setup import configure_logging
+from stages.common.hosts import WILDCARD_BINDS, HostPolicy, configured_names, parse_list
 from stages.common.runtime import tune_process
 from stages.emulator import moto_patches
 
@@ -58,6 +59,65 @@ class HealthMiddleware:
         return self.app(environ, start_response)
 
 
+class HostGuard:
+    """Answers 400 to a ``Host`` outside the allow-list (a DNS-rebinding page could otherwise
+    read and write every bucket and stream) and 403 to a write from a foreign ``Origin``.
+
+    Subdomains of allowed names pass (S3 virtual-hosted buckets such as ``bucket.localhost``),
+    and so does LocalStack's public loopback name ``localhost.localstack.cloud`` (its DNS answers
+    127.0.0.1 and nobody else controls it)."""
+
+    def __init__(self, app: WSGIApp, policy: HostPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
+        host = environ.get("HTTP_HOST")
+        if not self.policy.allows_host(host):
+            return _refuse(
+                start_response,
+                "400 Bad Request",
+                "host_not_allowed",
+                f"Host {str(host)[:100]!r} is not a name the emulator answers to "
+                "(localhost, 127.0.0.1, [::1], the compose service names, ALLOWED_HOSTS)",
+            )
+        origin = environ.get("HTTP_ORIGIN")
+        # A cross-site form can POST without a preflight: S3's POST-object upload and the query
+        # protocol of the other AWS services moto serves would take it. AWS SDKs send no Origin.
+        if (
+            origin is not None
+            and environ.get("REQUEST_METHOD") not in ("GET", "HEAD", "OPTIONS")
+            and not self.policy.allows_origin(origin, host)
+        ):
+            return _refuse(
+                start_response,
+                "403 Forbidden",
+                "forbidden",
+                f"requests from origin {origin[:100]!r} may not change anything here",
+            )
+        return self.app(environ, start_response)
+
+
+def _refuse(
+    start_response: Callable[..., Any], status: str, error: str, message: str
+) -> list[bytes]:
+    body = json.dumps({"error": error, "message": message}).encode()
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
+
+
+# Names LocalStack users point their clients at; public DNS resolves them to 127.0.0.1.
+LOCALSTACK_HOSTS = ("localhost.localstack.cloud",)
+
+
+def emulator_host_policy(
+    allowed_hosts: Iterable[str] = (), allowed_origins: Iterable[str] = ()
+) -> HostPolicy:
+    return HostPolicy.build([*LOCALSTACK_HOSTS, *allowed_hosts], allowed_origins, subdomains=True)
+
+
 # moto's own server is werkzeug's development server: "Connection: close" on every response and
 # a new thread per connection, so each AWS call paid for a TCP connection and a thread on both
 # sides (about a tenth of the Ingestion Interface's CPU went to connecting). cheroot keeps
@@ -86,10 +146,15 @@ def serve(
     provision: bool,
     s3_memory_object_bytes: int,
     data_directory: Path | None = None,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
 ) -> None:
     moto_patches.apply(s3_memory_object_bytes, data_directory)
     ready = threading.Event()
-    app = HealthMiddleware(DomainDispatcherApplication(backend_app_without_debug), ready)
+    app = HostGuard(
+        HealthMiddleware(DomainDispatcherApplication(backend_app_without_debug), ready),
+        emulator_host_policy(allowed_hosts, allowed_origins),
+    )
     server = WSGIServer(
         (host, port),
         app,
@@ -152,5 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         provision=not args.no_provision,
         s3_memory_object_bytes=settings.emulator_s3_memory_object_bytes,
         data_directory=settings.data_dir / "emulator",
+        allowed_hosts=[*configured_names(settings), *{args.host} - WILDCARD_BINDS],
+        allowed_origins=parse_list(settings.allowed_origins),
     )
     sys.exit(0)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stages.common.catalogue import ARCHETYPES, LOG_TYPES
 from stages.common.estate import SERVICE_NAMES
+from stages.common.records import StorableText
 
 CategoryName = StrEnum("CategoryName", sorted({a.category for a in ARCHETYPES}))  # type: ignore[misc]
 ServiceName = StrEnum("ServiceName", {n.replace("-", "_"): n for n in SERVICE_NAMES})  # type: ignore[misc]
@@ -51,10 +52,10 @@ class ContinuousStartRequest(RequestBody):
 
 
 class TriggerRequest(RequestBody):
-    anomaly_type: str = Field(min_length=1, max_length=64)
+    anomaly_type: StorableText = Field(min_length=1, max_length=64)
     intensity: float | None = Field(default=None, ge=0, le=100)
     duration_seconds: float | None = Field(default=None, ge=1, le=3600)
-    target: str | None = Field(
+    target: StorableText | None = Field(
         default=None,
         max_length=64,
         description="Estate name (service, database, queue, host) or e.g. account-via-api-gateway;"

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stages.common.records import StorableText, check_storable
 from stages.state.machines import ALL_STATES, EntityType
 
 # Ids become SQL parameters only, but they are also echoed in logs and URLs: keep them plain.
@@ -43,6 +44,7 @@ class CreateEntity(BaseModel):
     @field_validator("attributes")
     @classmethod
     def _attributes_are_small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_storable(value, "attributes")
         size = len(json.dumps(value, separators=(",", ":")))
         if size > MAX_ATTRIBUTES_BYTES:
             raise ValueError(
@@ -55,7 +57,9 @@ class TransitionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: str = Field(pattern=r"^[a-z_]{1,32}$", description="The target state.")
-    reason: str = Field("", max_length=500, description="Why, e.g. the scenario that caused it.")
+    reason: StorableText = Field(
+        "", max_length=500, description="Why, e.g. the scenario that caused it."
+    )
 
 
 class TransitionOut(BaseModel):

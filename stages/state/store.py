@@ -11,6 +11,7 @@ entity cannot both pass the check.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -239,7 +240,25 @@ def _entity_row(entity: NewEntity, at: str) -> tuple[str, ...]:
 
 def _entity(row: tuple[Any, ...]) -> Entity:
     entity_id, entity_type, state, attributes, updated_at = row
-    return Entity(entity_id, entity_type, state, json.loads(attributes), updated_at)
+    loaded = json.loads(attributes)
+    if "\\ud" in attributes.lower():
+        # A lone surrogate, written before writes were validated, cannot be sent as UTF-8: one
+        # such row would fail every list of its type. It reads back as U+FFFD instead.
+        loaded = _replace_lone_surrogates(loaded)
+    return Entity(entity_id, entity_type, state, loaded, updated_at)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    return value
 
 
 def _fetch(db: sqlite3.Connection, entity_id: str) -> Entity:

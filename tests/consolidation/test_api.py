@@ -24,6 +24,8 @@ from stages.consolidation.app import create_app
 from stages.ingestion.validate import MAX_RECORD_JSON_BYTES
 from tests.support.records import SPAN, TRACE, log_record
 
+JSON = {"Content-Type": "application/json"}
+
 PROTOBUF = "application/x-protobuf"
 
 
@@ -129,13 +131,14 @@ def test_invalid_canonical_records_are_422_or_partial(client: TestClient) -> Non
     assert partial.json()["accepted"] == 1
     assert partial.json()["rejected"][0]["index"] == 1
     assert client.post("/api/logs/batch", json={"records": [], "x": 1}).status_code == 422
-    assert client.post("/api/logs/batch", content=b"{not json").status_code == 422
+    assert client.post("/api/logs/batch", content=b"{not json", headers=JSON).status_code == 422
 
 
 def test_a_record_too_large_to_store_is_rejected_alone(client: TestClient) -> None:
     # Under the body limit, over the record limit: the rest of the batch is still stored.
     huge = _record(2) | {"attributes": {"blob": "x" * (MAX_RECORD_JSON_BYTES + 1)}}
-    escaped = _record(3) | {"message": "\x01" * 30_000, "attributes": {"blob": "y" * 900_000}}
+    # Quotes double in JSON: 32,000 of them and the blob are over the limit only once escaped.
+    escaped = _record(3) | {"message": '"' * 32_000, "attributes": {"blob": "y" * 990_000}}
     resp = client.post("/api/logs/batch", json={"records": [_record(1), huge, escaped]})
     assert resp.status_code == 200, resp.text
     assert resp.json()["accepted"] == 1

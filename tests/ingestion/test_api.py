@@ -19,6 +19,8 @@ from tests.ingestion.helpers import read_stream
 from tests.support.processes import free_port
 from tests.support.records import apm_record, log_record, metric_record, mixed_batch
 
+JSON = {"Content-Type": "application/json"}
+
 # Nothing listens here: Kinesis is "unreachable" and every accepted record goes to the spool.
 CLOSED = f"http://127.0.0.1:{free_port()}"
 
@@ -136,7 +138,7 @@ def test_single_record_endpoint(offline: TestClient) -> None:
     bad = offline.post("/api/ingest", json={"kind": "apm"})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["index"] == 0
-    assert offline.post("/api/ingest", content=b"{oops").status_code == 422
+    assert offline.post("/api/ingest", content=b"{oops", headers=JSON).status_code == 422
 
 
 def test_bounds_body_size_and_record_count(offline: TestClient) -> None:
@@ -152,7 +154,7 @@ def test_bounds_body_size_and_record_count(offline: TestClient) -> None:
     assert offline.post("/api/ingest/batch", json={"records": []}).status_code == 422
     extra = offline.post("/api/ingest/batch", json={"records": [log_record(1)], "more": 1})
     assert extra.status_code == 422
-    assert offline.post("/api/ingest/batch", content=b"[1,2").status_code == 422
+    assert offline.post("/api/ingest/batch", content=b"[1,2", headers=JSON).status_code == 422
 
 
 def test_path_traversal_never_leaves_the_category_tree(offline: TestClient, tmp_path: Path) -> None:
