@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import stages
-from stages.common.config import get_settings
+from stages.common.config import Settings, get_settings
 from stages.common.errors import (
     ErrorBody,
     Forbidden,
@@ -35,9 +35,9 @@ from stages.common.errors import (
     error_body,
     install_error_handlers,
 )
+from stages.common.hosts import HostPolicy, configured_names, parse_list
 from stages.common.logging_setup import configure_logging as configure_logging
 from stages.common.logging_setup import install_request_ids
-from stages.common.hosts import HostPolicy, configured_names, parse_list
 from stages.common.runtime import tune_process
 
 # The *_created timestamps double every series and no dashboard of ours reads them.

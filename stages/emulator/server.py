@@ -21,8 +21,8 @@ from typing import Any
 from cheroot.wsgi import Server as WSGIServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from stages.common.logging_setup import configure_logging
 from stages.common.hosts import WILDCARD_BINDS, HostPolicy, configured_names, parse_list
+from stages.common.logging_setup import configure_logging
 from stages.common.runtime import tune_process
 from stages.emulator import moto_patches
 
