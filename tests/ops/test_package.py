@@ -62,7 +62,8 @@ def _run(args: list[str | Path], **kwargs: object) -> subprocess.CompletedProces
         timeout=600,
         **kwargs,  # type: ignore[arg-type]
     )
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{args} failed:\n{output}"
     return result
 
 
@@ -184,9 +185,7 @@ def test_every_service_starts_from_the_installed_package(
         response = httpx.get(url, timeout=10)
         assert response.status_code == 200, f"{svc.name}: {response.status_code} {response.text}"
         pid = installed_fleet.pid(svc.name)
-        cmdline = " ".join(
-            Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-        )
+        cmdline = " ".join(Path(f"/proc/{pid}/cmdline").read_text().split("\0"))
         assert str(installed.python) in cmdline, f"{svc.name} runs {cmdline}"
     # The dashboard's page is a package file; served, it is the page and not an error.
     page = httpx.get(installed_fleet.url("dashboard") + "/", timeout=10)
