@@ -243,7 +243,11 @@ def test_dockerfile() -> None:
     assert "HEALTHCHECK" in instructions
     user = re.findall(r"^USER (\S+)$", text, flags=re.MULTILINE)
     assert user and user[-1] not in {"root", "0"}
-    assert "pip install ." in text
+    # The runtime stage installs the wheel built in the first stage, never the source tree.
+    assert "pip wheel --no-cache-dir --no-deps --wheel-dir /dist ." in text
+    runtime = text.split("\nFROM ")[-1]
+    assert "pip install /tmp/dist/stages-*.whl" in runtime
+    assert not re.search(r"^COPY (?!--from)", runtime, flags=re.MULTILINE)
     # The data directory the compose files mount volumes on exists in the image, owned by the
     # user, so a fresh named volume is writable.
     assert "mkdir -p /app/.run/data && chown -R app:app /app/.run" in text
