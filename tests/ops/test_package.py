@@ -137,12 +137,7 @@ def test_every_module_imports_with_runtime_dependencies_only(installed: Installe
 
 
 def test_runtime_venv_has_no_test_or_benchmark_tools(installed: Installed) -> None:
-    script = (
-        "import importlib.metadata as m, json\n"
-        "print(json.dumps(sorted({d.metadata['Name'].lower() for d in m.distributions()})))\n"
-    )
-    result = _run([installed.python, "-c", script], cwd=installed.workdir)
-    names = {name.replace("_", "-") for name in json.loads(result.stdout)}
+    names = _distributions(installed.python, installed.workdir)
     assert "stages" in names
     assert sorted(names & NOT_RUNTIME) == []
 
@@ -191,3 +186,31 @@ def test_every_service_starts_from_the_installed_package(
     page = httpx.get(installed_fleet.url("dashboard") + "/", timeout=10)
     assert page.status_code == 200
     assert "<html" in page.text.lower()
+
+
+def _distributions(python: Path, cwd: Path) -> set[str]:
+    script = (
+        "import importlib.metadata as m, json\n"
+        "print(json.dumps(sorted({d.metadata['Name'].lower() for d in m.distributions()})))\n"
+    )
+    result = _run([python, "-c", script], cwd=cwd)
+    return {name.replace("_", "-") for name in json.loads(result.stdout)}
+
+
+def test_start_sh_installs_the_runtime_only(tmp_path: Path) -> None:
+    """What ./start.sh gives a user: a venv that runs every service and holds no dev tool."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("start.sh", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, checkout / name)
+    shutil.copytree(
+        ROOT / "stages",
+        checkout / "stages",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+    )
+    env = _env_outside_tree(PYTHON=sys.executable)
+    _run([checkout / "start.sh", "--install-only"], cwd=checkout, env=env)
+    python = checkout / ".venv" / "bin" / "python"
+    names = _distributions(python, checkout)
+    assert {"stages", "moto", "fastapi"} <= names
+    assert sorted(names & NOT_RUNTIME) == []
