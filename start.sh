@@ -2,6 +2,7 @@
 # Start the pipeline locally: ./start.sh [SERVICE...]   (no names = every service)
 #   ./start.sh status          table of services: pid, port, health (exit 0 = all healthy)
 #   ./start.sh --install-only  create/update .venv and stop there (test.sh and CI use it)
+# It installs what the services need to run and nothing else; ./test.sh adds the dev tools.
 # Process management lives in stages/common/fleet.py; this script only prepares the venv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -22,8 +23,8 @@ ensure_venv() {
     # Reinstall when pyproject.toml changed since the last successful install, so a pulled
     # dependency bump takes effect without anyone having to remember it.
     if [[ ! -f "$MARKER" || pyproject.toml -nt "$MARKER" ]]; then
-        echo "==> installing the project and its dev tools into $VENV (pip install -e '.[dev]')"
-        "$VENV/bin/python" -m pip install --disable-pip-version-check -e '.[dev]'
+        echo "==> installing the project into $VENV (pip install -e .)"
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -e .
         touch "$MARKER"
         echo "==> install done"
     fi

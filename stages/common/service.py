@@ -8,7 +8,11 @@ metrics, errors and the status page look the same on every port.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,11 +20,13 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 import stages
 from stages.common.config import Settings, get_settings
@@ -107,7 +113,12 @@ def create_service_app(
         lifespan=lifespan,
         # Counts streamed (chunked) bodies too; _DeclaredBodyLimit answers declared ones first.
         max_body_size=max_body_bytes,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN; _serve_docs serves /docs
+        # from the package instead, so it works with no internet.
+        docs_url=None,
+        redoc_url=None,
     )
+    _serve_docs(app)
     _refuse_declared_oversized_bodies(app, max_body_bytes)
     install_request_ids(app)
     _guard_against_foreign_pages(app, settings or get_settings(), body_media_types or {})
@@ -143,6 +154,38 @@ def create_service_app(
         app.include_router(router)
     _document_error_bodies(app)
     return app
+
+
+DOCS_STATIC_PREFIX = "/static/swagger-ui"
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the swagger-ui-bundle package, under the pages' CSP. The page's one
+    inline script (the SwaggerUIBundle call) is allowed by its hash, nothing else inline."""
+    page = get_swagger_ui_html(
+        openapi_url=app.openapi_url or "/openapi.json",
+        title=f"{app.title} - Swagger UI",
+        swagger_js_url=f"{DOCS_STATIC_PREFIX}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_STATIC_PREFIX}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_STATIC_PREFIX}/favicon-32x32.png",
+    ).body.decode()
+    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.DOTALL)
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
+        for script in scripts
+    )
+    csp = PAGE_CSP.replace("script-src 'self'", f"script-src 'self' {hashes}")
+    headers = {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+    @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+    def get_docs() -> HTMLResponse:
+        return HTMLResponse(page, headers=headers)
+
+    app.mount(DOCS_STATIC_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
 
 
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}

@@ -256,7 +256,11 @@ def test_dockerfile() -> None:
     assert "HEALTHCHECK" in instructions
     user = re.findall(r"^USER (\S+)$", text, flags=re.MULTILINE)
     assert user and user[-1] not in {"root", "0"}
-    assert "pip install ." in text
+    # The runtime stage installs the wheel built in the first stage, never the source tree.
+    assert "pip wheel --no-cache-dir --no-deps --wheel-dir /dist ." in text
+    runtime = text.split("\nFROM ")[-1]
+    assert "pip install /tmp/dist/stages-*.whl" in runtime
+    assert not re.search(r"^COPY (?!--from)", runtime, flags=re.MULTILINE)
     # The data directory the compose files mount volumes on exists in the image, owned by the
     # user, so a fresh named volume is writable.
     assert "mkdir -p /app/.run/data && chown -R app:app /app/.run" in text
@@ -309,3 +313,39 @@ def test_the_pipeline_check_runs_inside_the_root_stack() -> None:
     ingestion = services["ingestion-interface"]
     volume = named_volume_mounts(ingestion)[env_of(ingestion)["DATA_DIR"]]
     assert f"{volume}:{env['DATA_DIR']}:ro" in checker["volumes"]
+
+
+class _Reset:
+    """Compose's `!reset` tag: the key's value from the files before is dropped."""
+
+
+class _OverrideLoader(yaml.SafeLoader):
+    pass
+
+
+_OverrideLoader.add_constructor("!reset", lambda loader, node: _Reset())
+
+OFFLINE_OVERRIDES = {
+    ROOT_COMPOSE: ROOT / "ci" / "docker-compose.offline.yml",
+    STAGE00_COMPOSE: ROOT / "ci" / "stage00.offline.yml",
+    STAGE01_COMPOSE: ROOT / "ci" / "stage01.offline.yml",
+}
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=ids)
+def test_the_compose_job_overrides_publish_nothing_and_pull_nothing(path: Path) -> None:
+    """ci/compose-smoke.sh runs each file with its override: a service the override forgot
+    would publish a host port (and meet a fleet running there) or be pulled from a registry."""
+    base = load(path)["services"]
+    override = yaml.load(OFFLINE_OVERRIDES[path].read_text(), Loader=_OverrideLoader)["services"]
+    assert set(override) == set(base)
+    for name, service in base.items():
+        if "ports" in service:
+            assert isinstance(override[name].get("ports"), _Reset), name
+        assert override[name].get("pull_policy") == "never", name
+    if LOCALSTACK in base:
+        emulator = override[LOCALSTACK]
+        # The project image, whichever service of the file builds it.
+        assert emulator["image"] == base["state-manager"]["image"]
+        assert emulator["command"] == ["python", "-m", "stages.emulator"]
+        assert isinstance(emulator["volumes"], _Reset)
