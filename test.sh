@@ -50,6 +50,16 @@ fi
 # Most slow tests wait on real processes (fleets, outages, flush timers) rather than compute, so
 # three workers on two cores finish the suite in about half the time of one. A whole file runs
 # on one worker: its module fixtures (a fleet, an emulator) are started once.
+# The Compose job runs first (a full run only: with arguments, pytest alone runs), so pytest's
+# summary stays the last thing printed; its result counts even when pytest then passes.
+smoke_rc=0
+if [[ $# -eq 0 ]]; then
+    ci/compose-smoke.sh || smoke_rc=$?
+    if [[ $smoke_rc -ne 0 ]]; then
+        echo "error: the Compose job (ci/compose-smoke.sh) failed; pytest runs anyway" >&2
+    fi
+fi
+
 WORKERS=${TEST_WORKERS:-3}
 set +e
 .venv/bin/pytest -q -n "$WORKERS" --dist loadfile "$@"
@@ -60,13 +70,8 @@ if [[ $rc -eq 5 ]]; then
     echo "error: pytest collected no tests" >&2
     exit 1
 fi
-if [[ $# -eq 0 ]]; then
-    # Run even after a pytest failure, so one run reports both.
-    smoke_rc=0
-    ci/compose-smoke.sh || smoke_rc=$?
-    if [[ $smoke_rc -ne 0 ]]; then
-        echo "error: the Compose job (ci/compose-smoke.sh) failed" >&2
-        [[ $rc -ne 0 ]] || rc=$smoke_rc
-    fi
+if [[ $smoke_rc -ne 0 ]]; then
+    echo "error: the Compose job (ci/compose-smoke.sh) failed (exit $smoke_rc)" >&2
+    [[ $rc -ne 0 ]] || rc=$smoke_rc
 fi
 exit $rc

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
