@@ -23,6 +23,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 
 from stages.common.runtime import tune_process
 from stages.emulator import moto_patches
+from stages.emulator.glue import apply as apply_glue_versioning
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def serve(
     data_directory: Path | None = None,
 ) -> None:
     moto_patches.apply(s3_memory_object_bytes, data_directory)
+    apply_glue_versioning()
     ready = threading.Event()
     app = HealthMiddleware(DomainDispatcherApplication(backend_app_without_debug), ready)
     server = WSGIServer(
