@@ -389,7 +389,8 @@ def type_jsonl(
         bad = _bad_rows(kind, columns)
         if bad:
             for i, reason in sorted(bad.items()):
-                quarantine.add(*origin[kind][i], reason, records[i])
+                number, line = origin[kind][i]
+                quarantine.add(number, reason, line, records[i])
             # check_timestamp may have normalised some timestamps: pull the columns anew.
             columns = _Columns([r for i, r in enumerate(records) if i not in bad])
         tables[kind] = _build(kind, columns)
