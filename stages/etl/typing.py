@@ -209,10 +209,10 @@ def check_shape(obj: Any) -> str | None:
     kind = obj.get("kind")
     if kind not in _FIELD_TYPES:
         return f"unknown kind: {kind!r}" if kind is not None else "missing kind"
-    unknown = obj.keys() - _ALLOWED_KEYS[kind]
-    if unknown:
-        return f"fields not in the {kind} schema: {', '.join(sorted(unknown))}"
-    return None
+    allowed = _ALLOWED_KEYS[kind]
+    if obj.keys() <= allowed:
+        return None
+    return f"fields not in the {kind} schema: {', '.join(sorted(obj.keys() - allowed))}"
 
 
 def check_timestamp(obj: dict[str, Any]) -> str | None:
@@ -364,33 +364,38 @@ def type_jsonl(
     """Type the JSON lines in ``data`` (one raw object, or several joined by newlines)."""
     quarantine = _Quarantine(source_key, partition)
     by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
-    origin: dict[str, list[tuple[int, bytes]]] = {kind: [] for kind in KINDS}
+    # Index into ``raw_lines`` of each record, to quarantine it with its line if a column
+    # check refuses it later.
+    origin: dict[str, list[int]] = {kind: [] for kind in KINDS}
+    allowed_keys = _ALLOWED_KEYS
     loads = orjson.loads
+    raw_lines = decompress(data).split(b"\n")
     lines = 0
-    for number, line in enumerate(decompress(data).split(b"\n"), start=1):
+    for index, line in enumerate(raw_lines):
         if not line or line.isspace():
             continue
         lines += 1
         try:
             obj = loads(line)
         except orjson.JSONDecodeError as exc:
-            quarantine.add(number, f"invalid JSON: {exc}", line)
+            quarantine.add(index + 1, f"invalid JSON: {exc}", line)
             continue
-        reason = check_shape(obj)
-        if reason is None:
-            kind = obj["kind"]
-            by_kind[kind].append(obj)
-            origin[kind].append((number, line))
-        else:
-            quarantine.add(number, reason, line, obj)
+        # check_shape's verdict for the common case, without a call per record.
+        if type(obj) is dict:
+            kind = obj.get("kind")
+            if kind in allowed_keys and obj.keys() <= allowed_keys[kind]:
+                by_kind[kind].append(obj)
+                origin[kind].append(index)
+                continue
+        quarantine.add(index + 1, check_shape(obj) or "unreadable record", line, obj)
     tables = {}
     for kind, records in by_kind.items():
         columns = _Columns(records)
         bad = _bad_rows(kind, columns)
         if bad:
             for i, reason in sorted(bad.items()):
-                number, line = origin[kind][i]
-                quarantine.add(number, reason, line, records[i])
+                index = origin[kind][i]
+                quarantine.add(index + 1, reason, raw_lines[index], records[i])
             # check_timestamp may have normalised some timestamps: pull the columns anew.
             columns = _Columns([r for i, r in enumerate(records) if i not in bad])
         tables[kind] = _build(kind, columns)
