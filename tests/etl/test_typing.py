@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 from datetime import UTC, date, datetime
 from typing import Any
@@ -203,3 +204,15 @@ def test_gzip_objects_and_blank_lines() -> None:
     assert typed.lines == 2
     assert typed.tables["log"].column("event_id").to_pylist() == ["e" * 32, "f" * 32]
     assert typed.quarantine.num_rows == 0
+
+
+def test_the_garbage_collector_is_left_as_it_was() -> None:
+    assert gc.isenabled()
+    type_jsonl(orjson.dumps(_log()))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        type_jsonl(orjson.dumps(_log()))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
