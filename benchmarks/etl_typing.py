@@ -7,8 +7,9 @@ metrics and APM spans with their attributes and labels), joins them as the consu
 objects hold them, and reports:
 
 - typing throughput in records/s per core: CPU time of ``stages.etl.typing.type_jsonl`` over the
-  whole sample (best of ``--repeat``), which is wall time on one core, next to the CPU time of
-  only parsing the lines with orjson (the floor of any typing that reads every line);
+  whole sample (best of ``--repeat``), which is wall time on one core, with the garbage
+  collector tuned as every pipeline process tunes it (``stages.common.runtime``), next to the CPU
+  time of only parsing the lines with orjson (the floor of any typing that reads every line);
 - bytes per record for each kind: raw JSONL, gzip (the raw zone's option) and Parquet zstd-3 as
   the Iceberg tables write it, in one file per (service, dt, hr) partition like a run of the ETL.
 """
