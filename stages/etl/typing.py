@@ -396,14 +396,17 @@ def _type_jsonl(data: bytes, source_key: str, partition: RawPartition | None) ->
     raw_lines = decompress(data).split(b"\n")
     lines = 0
     for index, line in enumerate(raw_lines):
-        if not line or line.isspace():
+        if not line:
             continue
-        lines += 1
         try:
             obj = loads(line)
         except orjson.JSONDecodeError as exc:
+            if line.isspace():
+                continue
+            lines += 1
             quarantine.add(index + 1, f"invalid JSON: {exc}", line)
             continue
+        lines += 1
         # check_shape's verdict for the common case, without a call per record.
         if type(obj) is dict:
             kind = obj.get("kind")
