@@ -1,0 +1,197 @@
+"""The curated lake's Iceberg tables and the Glue catalog that holds them.
+
+One schema per table, one partition spec for all of them: identity on ``service``, ``dt`` and
+``hr``, so a (service, hour) touched by new raw objects is rebuilt whole with a partition
+overwrite, which makes re-runs idempotent and absorbs late objects. Every column is optional:
+Iceberg refuses an Arrow column that may hold nulls for a required field, and the typing step
+(``stages.etl.typing``) already decides what a record must carry; what it refuses goes to the
+quarantine table with the reason.
+
+Iceberg access goes through pyiceberg's catalog API only: the same code serves the emulator (which
+honours Glue's ``VersionId`` like AWS, see ``stages.emulator.glue``) and AWS Glue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from pyiceberg.catalog.glue import GlueCatalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import IdentityTransform
+from pyiceberg.types import (
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
+
+from stages.common.aws import _shared_session, is_local_endpoint
+from stages.common.config import Settings
+
+NAMESPACE = "telemetry"
+PROCESSED_BUCKET = "md-processed"
+FEATURES_BUCKET = "md-features"
+
+_COMMON_HEAD: tuple[tuple[str, object], ...] = (
+    ("event_id", StringType()),
+    ("timestamp", TimestamptzType()),
+    ("service", StringType()),
+    ("kind", StringType()),
+    ("host", StringType()),
+    ("source", StringType()),
+    ("trace_id", StringType()),
+    ("span_id", StringType()),
+    ("parent_span_id", StringType()),
+)
+_LABELS: tuple[tuple[str, object], ...] = (
+    ("anomaly_score", DoubleType()),
+    ("is_anomaly", BooleanType()),
+    ("scenario_id", StringType()),
+    ("anomaly_type", StringType()),
+)
+_ATTRIBUTES: tuple[tuple[str, object], ...] = (("attributes", StringType()),)
+_PARTITION: tuple[tuple[str, object], ...] = (("dt", DateType()), ("hr", IntegerType()))
+
+# Columns of each kind beyond the common ones, promoted attributes included.
+KIND_COLUMNS: dict[str, tuple[tuple[str, object], ...]] = {
+    "log": (
+        ("level", StringType()),
+        ("message", StringType()),
+        ("log_type", StringType()),
+        ("category", StringType()),
+        ("http_status_code", IntegerType()),
+        ("duration_ms", DoubleType()),
+    ),
+    "metric": (
+        ("metric_name", StringType()),
+        ("value", DoubleType()),
+        ("unit", StringType()),
+        ("metric_baseline", DoubleType()),
+    ),
+    "apm": (
+        ("name", StringType()),
+        ("duration_ms", DoubleType()),
+        ("status", StringType()),
+        ("http_status_code", IntegerType()),
+        ("self_time_ms", DoubleType()),
+        ("depth", IntegerType()),
+    ),
+}
+
+QUARANTINE_COLUMNS: tuple[tuple[str, object], ...] = (
+    ("source_key", StringType()),
+    ("line_number", IntegerType()),
+    ("reason", StringType()),
+    ("raw_line", StringType()),
+    ("kind", StringType()),
+    ("service", StringType()),
+    *_PARTITION,
+)
+
+TABLE_NAMES: dict[str, str] = {
+    "log": "logs",
+    "metric": "metrics",
+    "apm": "apm",
+    "quarantine": "quarantine",
+}
+
+
+def column_names(kind: str) -> list[str]:
+    """The columns of ``kind``'s table (or ``quarantine``), in table order."""
+    return [name for name, _ in _columns(kind)]
+
+
+def _columns(kind: str) -> tuple[tuple[str, object], ...]:
+    if kind == "quarantine":
+        return QUARANTINE_COLUMNS
+    return _COMMON_HEAD + KIND_COLUMNS[kind] + _LABELS + _ATTRIBUTES + _PARTITION
+
+
+def schema(kind: str) -> Schema:
+    return Schema(
+        *(
+            NestedField(field_id=i, name=name, field_type=typ, required=False)  # type: ignore[arg-type]
+            for i, (name, typ) in enumerate(_columns(kind), start=1)
+        )
+    )
+
+
+def partition_spec(table_schema: Schema) -> PartitionSpec:
+    return PartitionSpec(
+        *(
+            PartitionField(
+                source_id=table_schema.find_field(name).field_id,
+                field_id=1000 + i,
+                transform=IdentityTransform(),
+                name=name,
+            )
+            for i, name in enumerate(("service", "dt", "hr"))
+        )
+    )
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    kind: str
+    identifier: str
+    location: str
+
+
+def table_specs() -> list[TableSpec]:
+    return [
+        TableSpec(kind, f"{NAMESPACE}.{name}", f"s3://{PROCESSED_BUCKET}/{NAMESPACE}/{name}")
+        for kind, name in TABLE_NAMES.items()
+    ]
+
+
+def open_catalog(settings: Settings, name: str = "glue") -> GlueCatalog:
+    """pyiceberg's Glue catalog on the project's endpoint (the emulator, or AWS when unset).
+
+    Files go through pyarrow's S3 filesystem; credentials come from the usual AWS chain.
+    """
+    properties = {
+        "glue.region": settings.aws_default_region,
+        "s3.region": settings.aws_default_region,
+        "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO",
+    }
+    if settings.aws_endpoint_url:
+        properties["glue.endpoint"] = settings.aws_endpoint_url
+        properties["s3.endpoint"] = settings.aws_endpoint_url
+        if (
+            is_local_endpoint(settings.aws_endpoint_url)
+            and _shared_session().get_credentials() is None
+        ):
+            # The emulator accepts any key; the same defaults as stages.common.aws.client.
+            properties["client.access-key-id"] = "test"
+            properties["client.secret-access-key"] = "test"
+    return GlueCatalog(name, **properties)
+
+
+def ensure_tables(catalog: GlueCatalog) -> dict[str, Table]:
+    """Create the namespace and every table unless they exist; returns them by kind.
+
+    Safe to run from several processes at once: whoever loses a create race loads the winner's.
+    """
+    with contextlib.suppress(NamespaceAlreadyExistsError):
+        catalog.create_namespace(NAMESPACE, {"location": f"s3://{PROCESSED_BUCKET}/{NAMESPACE}"})
+    tables: dict[str, Table] = {}
+    for spec in table_specs():
+        table_schema = schema(spec.kind)
+        try:
+            tables[spec.kind] = catalog.create_table(
+                spec.identifier,
+                schema=table_schema,
+                location=spec.location,
+                partition_spec=partition_spec(table_schema),
+                properties={"write.parquet.compression-codec": "zstd"},
+            )
+        except TableAlreadyExistsError:
+            tables[spec.kind] = catalog.load_table(spec.identifier)
+    return tables
