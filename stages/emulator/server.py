@@ -167,8 +167,11 @@ def serve(
     )
     server.prepare()
     bound_port = server.bind_addr[1]
-    endpoint = f"http://{host}:{bound_port}"
-    log.info("emulator listening on %s", endpoint)
+    log.info("emulator listening on http://%s:%s", host or "0.0.0.0", bound_port)
+    # Provisioning calls this process over HTTP: a wildcard bind is reached on loopback, since
+    # the emulator answers only Host names it knows, and a wildcard address is none of them.
+    reach = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
+    endpoint = f"http://{reach}:{bound_port}"
 
     def shutdown(*_: Any) -> None:
         threading.Thread(target=server.stop, daemon=True).start()

@@ -148,3 +148,18 @@ def test_s3_bodies_on_disk_read_back_through_every_path(settings: Settings) -> N
     assert s3.get_object(Bucket=bucket, Key="a/large")["Body"].read() == small
     assert s3.get_object(Bucket=bucket, Key="a/small")["Body"].read() == small
     assert s3.get_object(Bucket=bucket, Key="a/copy")["Body"].read() == large
+
+
+def test_an_emulator_bound_to_every_address_provisions_itself(tmp_path) -> None:
+    # Under Compose the emulator binds 0.0.0.0; it provisions itself over HTTP, and a wildcard
+    # address is not a Host name it answers, so it must call itself on loopback.
+    from tests.support.processes import start_emulator
+
+    proc, endpoint = start_emulator(tmp_path, EMULATOR_HOST="0.0.0.0")
+    try:
+        settings = Settings(aws_endpoint_url=endpoint)
+        names = aws.client("kinesis", settings).list_streams()["StreamNames"]
+        assert sorted(names) == sorted(spec.name for spec in resources.streams(settings))
+        assert proc.alive()
+    finally:
+        proc.stop()
