@@ -46,6 +46,7 @@ And so that the emulator's memory does not grow with the data that passes throug
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import threading
@@ -77,7 +78,10 @@ _data_directory: Path | None = None
 class _AppendOnlyFile:
     """Append-only storage in an already unlinked file; what is written is never moved."""
 
+    _idents = itertools.count(1)
+
     def __init__(self, directory: Path | None) -> None:
+        self.ident = next(self._idents)
         # Open as long as data in it is referred to (see _SegmentedStore). Not
         # in /tmp by default: that is a RAM-backed tmpfs on many systems.
         self._file = tempfile.TemporaryFile(  # noqa: SIM115
@@ -210,6 +214,29 @@ class _ObjectBody:
         self._position = 0
         self._closed = False
 
+    _default: tuple[_SegmentedStore, int] | None = None
+
+    @classmethod
+    def restore(cls, handle: tuple[Any, ...]) -> _ObjectBody:
+        """A body from ``handle()``'s answer (S3 key metadata is kept on disk, see s3_keys)."""
+        assert cls._default is not None, "apply() sets where bodies go"
+        body = cls(*cls._default)
+        if handle[0] == "file":
+            body._on_disk = (handle[1], handle[2], handle[3])
+        elif handle[0] == "memory":
+            body._memory = bytearray(handle[1])
+        else:
+            body._closed = True
+        return body
+
+    def handle(self) -> tuple[Any, ...]:
+        """Where the body is: ("file", file, offset, size), ("memory", bytes) or ("closed",)."""
+        if self._closed:
+            return ("closed",)
+        if self._on_disk is not None:
+            return ("file", *self._on_disk)
+        return ("memory", bytes(self._memory))
+
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("I/O operation on closed file.")
@@ -278,6 +305,8 @@ class _ObjectBody:
 
 
 def _keep_object_bodies_in(store: _SegmentedStore, threshold: int) -> None:
+    _ObjectBody._default = (store, threshold)
+
     def make_body(*_args: Any, **_kwargs: Any) -> _ObjectBody:
         return _ObjectBody(store, threshold)
 
@@ -509,6 +538,9 @@ def apply(s3_memory_object_bytes: int, data_directory: Path | None = None) -> No
         data_directory.mkdir(parents=True, exist_ok=True)
     _data_directory = data_directory
     _keep_object_bodies_in(_SegmentedStore(data_directory), s3_memory_object_bytes)
+    from stages.emulator import s3_keys
+
+    s3_keys.install(data_directory)
     common_models.BaseModel.__new__ = staticmethod(_new_untracked)  # type: ignore[method-assign]
     models.Shard.put_record = _put_record
     models.Shard.get_max_sequence_number = _max_sequence_number
