@@ -51,8 +51,7 @@ import os
 import tempfile
 import threading
 import time
-from base64 import b64decode, b64encode
-from datetime import UTC, datetime
+from base64 import b64decode
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -64,6 +63,8 @@ from moto.core.utils import unix_time, utcnow
 from moto.kinesis import models
 from moto.s3 import models as s3_models
 from moto.utilities.aws_headers import gen_amzn_requestid_long
+
+from stages.emulator import kinesis_log
 
 _write_lock = threading.RLock()
 _MAX_GET_BYTES = 10 * 1024 * 1024
@@ -105,6 +106,10 @@ class _AppendOnlyFile:
             view = view[written:]
         return offset
 
+    def overwrite(self, offset: int, data: bytes) -> None:
+        """Replace bytes already written (an index entry's arrival time, in tests)."""
+        os.pwrite(self._fd, data, offset)
+
     @property
     def size(self) -> int:
         return self._end
@@ -138,62 +143,6 @@ class _SegmentedStore:
                 self._current = _AppendOnlyFile(self._directory)
             storage = self._current
         return storage, storage.append(data)
-
-
-class _DiskRecord:
-    """A Kinesis record whose data lives in its shard's file; moto's attributes otherwise.
-
-    Not a moto ``Record``: that one carries a ``__dict__`` and a ``datetime`` each, ~400 bytes
-    for every Kinesis record the emulator holds; moto only reads these attributes and
-    ``to_json``.
-    """
-
-    __slots__ = (
-        "_offset",
-        "_storage",
-        "created_at",
-        "explicit_hash_key",
-        "partition_key",
-        "sequence_number",
-        "size",
-    )
-
-    def __init__(
-        self,
-        store: _SegmentedStore,
-        partition_key: str,
-        data: bytes,
-        sequence_number: int,
-        explicit_hash_key: str,
-    ) -> None:
-        self.partition_key = partition_key
-        self.sequence_number = sequence_number
-        self.explicit_hash_key = explicit_hash_key
-        self.created_at = unix_time(utcnow())
-        self.size = len(data)
-        self._storage, self._offset = store.append(data)
-
-    @property
-    def created_at_datetime(self) -> datetime:
-        # Naive UTC, as moto's utcnow() gives it.
-        return datetime.fromtimestamp(self.created_at, UTC).replace(tzinfo=None)
-
-    @property
-    def raw_data(self) -> bytes:
-        return self._storage.read(self._offset, self.size)
-
-    @property
-    def data(self) -> str:  # type: ignore[override]
-        # moto's own paths (MergeShards re-puts records) expect the base64 text.
-        return b64encode(self.raw_data).decode("ascii")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "Data": self.raw_data,
-            "PartitionKey": self.partition_key,
-            "SequenceNumber": str(self.sequence_number),
-            "ApproximateArrivalTimestamp": self.created_at_datetime,
-        }
 
 
 class _ObjectBody:
@@ -314,28 +263,34 @@ def _keep_object_bodies_in(store: _SegmentedStore, threshold: int) -> None:
     s3_models.tempfile = SimpleNamespace(SpooledTemporaryFile=make_body)  # type: ignore[assignment]
 
 
-def _store_of(shard: models.Shard) -> _SegmentedStore:
-    store = getattr(shard, "_disk_store", None)
-    if store is None:
-        store = shard._disk_store = _SegmentedStore(_data_directory)  # type: ignore[attr-defined]
-    return store
+def _log_of(shard: models.Shard) -> kinesis_log.RecordLog:
+    records = shard.records
+    if not isinstance(records, kinesis_log.RecordLog):
+        # A shard moto made with a plain dict (MergeShards, SplitShard); nothing in it yet.
+        assert not records, "records written around the record log"
+        records = shard.records = kinesis_log.RecordLog(_data_directory, _SEGMENT_BYTES)
+    return records
 
 
-# The newest sequence number ever given out, kept apart from the records: once the oldest have
-# expired (or all of them), numbering goes on from there, never from the records left.
+def _shard_init(self: models.Shard, *args: Any, **kwargs: Any) -> None:
+    _original_shard_init(self, *args, **kwargs)
+    self.records = kinesis_log.RecordLog(_data_directory, _SEGMENT_BYTES)  # type: ignore[assignment]
+
+
+_original_shard_init = models.Shard.__init__
+
+
+# The newest sequence number ever given out is the log's, kept apart from the records: once the
+# oldest have expired (or all of them), numbering goes on from there, never from those left.
 def _max_sequence_number(self: models.Shard) -> int:
     with _write_lock:
-        last = getattr(self, "_last_sequence", None)
-        if last is None:
-            # Both ends are read under the write lock: a put between ``reversed()`` and
-            # ``next()`` would make the dict iterator raise "changed size during iteration".
-            last = next(reversed(self.records)) if self.records else 0
-        return last
+        return _log_of(self).last
 
 
 def _min_sequence_number(self: models.Shard) -> int:
     with _write_lock:
-        return next(iter(self.records)) if self.records else 0
+        log = _log_of(self)
+        return log.first_live if log else 0
 
 
 def _put_record(self: models.Shard, partition_key: str, data: str, explicit_hash_key: str) -> str:
@@ -344,27 +299,16 @@ def _put_record(self: models.Shard, partition_key: str, data: str, explicit_hash
 
 def _put_raw(self: models.Shard, partition_key: str, raw: bytes, explicit_hash_key: str) -> str:
     with _write_lock:
-        sequence_number = _max_sequence_number(self) + 1
-        self.records[sequence_number] = _DiskRecord(
-            _store_of(self), partition_key, raw, sequence_number, explicit_hash_key
+        sequence_number = _log_of(self).append(
+            partition_key, raw, explicit_hash_key or None, unix_time(utcnow())
         )
-        self._last_sequence = sequence_number  # type: ignore[attr-defined]
     return str(sequence_number)
 
 
 def expire_records(shard: models.Shard, retention_seconds: float, now: float) -> int:
     """Drop the records older than the retention period; returns how many."""
-    cutoff = now - retention_seconds
-    expired = 0
     with _write_lock:
-        records = shard.records
-        while records:
-            first = next(iter(records))
-            if records[first].created_at >= cutoff:
-                break
-            del records[first]
-            expired += 1
-    return expired
+        return _log_of(shard).expire(now - retention_seconds)
 
 
 _original_stream_put = models.Stream.put_record
@@ -441,25 +385,18 @@ def _put_records(
 
 def _get_records(
     self: models.Shard, last_sequence_id: str, limit: int | None
-) -> tuple[list[_DiskRecord], int, int]:
+) -> tuple[list[kinesis_log.StoredRecord], int, int]:
     position = int(last_sequence_id)
-    newest = _max_sequence_number(self)
-    results: list[_DiskRecord] = []
-    size = 0
-    # With every record expired there is nothing before the next one to be written.
-    first_live = _min_sequence_number(self) if self.records else newest + 1
-    seq = max(position + 1, first_live)
-    while seq <= newest and (limit is None or len(results) < limit) and size < _MAX_GET_BYTES:
-        record = self.records.get(seq)
-        if record is not None:
-            results.append(record)
-            size += record.size + len(record.partition_key)
-            position = seq
-        seq += 1
+    with _write_lock:
+        log = _log_of(self)
+        newest = log.last
+        stop = newest if limit is None else min(newest, max(position, log.first_live - 1) + limit)
+        results = log.read(position + 1, stop, _MAX_GET_BYTES)
+        latest_at = log.created_at(newest) if results else 0.0
     millis_behind = 0
-    latest = self.records.get(newest)
-    if results and latest is not None:
-        millis_behind = int((latest.created_at - results[-1].created_at) * 1000)
+    if results:
+        position = results[-1].sequence_number
+        millis_behind = int((latest_at - results[-1].created_at) * 1000)
     return results, position, millis_behind
 
 
@@ -479,13 +416,15 @@ def _get_shard_for_key(
     return None
 
 
-_original_sequence_at = models.Shard.get_sequence_number_at
-
-
 def _sequence_number_at(self: models.Shard, at_timestamp: float) -> int:
-    # moto walks the records unlocked; a put or an expiry meanwhile would make it raise.
+    """moto's rule (0 when nothing arrived before ``at_timestamp``, else the newest record that
+    did) as a binary search over arrival times."""
     with _write_lock:
-        return _original_sequence_at(self, at_timestamp)
+        log = _log_of(self)
+        if not log or at_timestamp <= log.created_at(log.first_live):
+            return 0
+        found = log.last_before(at_timestamp)
+        return 0 if found is None else found
 
 
 _original_split = models.Stream.split_shard
@@ -542,6 +481,7 @@ def apply(s3_memory_object_bytes: int, data_directory: Path | None = None) -> No
 
     s3_keys.install(data_directory)
     common_models.BaseModel.__new__ = staticmethod(_new_untracked)  # type: ignore[method-assign]
+    models.Shard.__init__ = _shard_init  # type: ignore[method-assign]
     models.Shard.put_record = _put_record
     models.Shard.get_max_sequence_number = _max_sequence_number
     models.Shard.get_min_sequence_number = _min_sequence_number

@@ -16,6 +16,10 @@ A shared body file of ``moto_patches`` is kept open as long as a stored version 
 (counted per file), and after that as long as a Python object does, so an overwritten or
 deleted object's space is returned a whole file at a time, as before.
 
+moto also gave every object it ever stored an entry in its tagging service (the object's ARN
+and an empty dict, ~400 bytes), tags or not, overwritten or not; an object without tags now has
+none.
+
 ListObjectsV2 reads the table in key order from the prefix or the continuation point and stops
 after ``MaxKeys``, instead of loading and sorting every key of the bucket on each call.
 """
@@ -41,7 +45,7 @@ from moto.utilities.utils import md5_hash
 # Keys whose moto objects stay in memory (~3.4 KB each), newest use first.
 CACHE_KEYS = 1000
 # SQLite's own page cache, in KiB.
-_PAGE_CACHE_KIB = 4096
+_PAGE_CACHE_KIB = 1024
 _LIST_PAGE = 256
 
 
@@ -372,6 +376,18 @@ def _list_objects_v2(
     return results, False, None
 
 
+_original_put_tagging = s3_models.S3Backend.put_object_tagging
+
+
+def _put_object_tagging(
+    self: s3_models.S3Backend, key: s3_models.FakeKey, tags: dict[str, str] | None
+) -> s3_models.FakeKey:
+    answer = _original_put_tagging(self, key, tags)
+    if self.tagger.tags.get(key.arn) == {}:
+        del self.tagger.tags[key.arn]
+    return answer
+
+
 def install(directory: Path | None) -> None:
     """Every bucket created from now on keeps its keys in one database under ``directory``."""
     database = KeyDatabase(directory)
@@ -383,3 +399,4 @@ def install(directory: Path | None) -> None:
 
     s3_models.FakeBucket.__init__ = bucket_init  # type: ignore[method-assign]
     s3_models.S3Backend.list_objects_v2 = _list_objects_v2  # type: ignore[method-assign]
+    s3_models.S3Backend.put_object_tagging = _put_object_tagging  # type: ignore[method-assign]
