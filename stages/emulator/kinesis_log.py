@@ -176,6 +176,16 @@ class RecordLog:
         return expired
 
     # --- reading ----------------------------------------------------------------------------
+    def view(self) -> RecordLog:
+        """The records as they are now, readable without the write lock: later appends are not
+        in it, and the segments it refers to stay open while it is read, expired or not."""
+        view = RecordLog(self._directory, self._segment_bytes)
+        view._segments = self._segments[:]
+        view._firsts = self._firsts[:]
+        view.first_live = self.first_live
+        view.last = self.last
+        return view
+
     def _locate(self, sequence: int) -> tuple[_Segment, int]:
         at = bisect.bisect_right(self._firsts, sequence) - 1
         segment = self._segments[at]

@@ -16,17 +16,18 @@ guarantees depend on it. Applied once, in the emulator process only.
 And so that the emulator's memory does not grow with the data that passes through it:
 
 - moto kept every record's data in memory, base64-encoded (a third larger than the data); a
-  benchmark run left the emulator at ~2 GB. The data now goes to unlinked temporary files, a new
-  one per shard every 64 MiB (the kernel frees them when the process exits, even on SIGKILL), and
-  is read back with ``pread``; memory holds a small entry per Kinesis record, which carries a
-  whole aggregate.
+  benchmark run left the emulator at ~2 GB. Records now go to unlinked temporary files, a new
+  pair per shard every 64 MiB (the kernel frees them when the process exits, even on SIGKILL):
+  the data, and an index entry of fixed size per record (``kinesis_log``); memory holds nothing
+  per record.
 - moto never expired records. Records older than the stream's retention period (24 h unless
   changed) are now dropped as Kinesis drops them, and a file is freed once all its records are.
   Sequence numbers keep counting up across it, as in Kinesis.
 - moto kept every S3 object body in memory up to 5 MiB (``SpooledTemporaryFile``), and one that
   grew past that kept its own temporary file open: thousands of objects would run the process
   out of file descriptors. Bodies above a threshold now go to shared unlinked files of up to
-  64 MiB, each freed once no body in it is alive.
+  64 MiB, each freed once no body in it is alive. The objects' metadata is on disk too
+  (``s3_keys``).
 - Those files are under ``DATA_DIR/emulator``, not ``/tmp``, which is a RAM-backed tmpfs on many
   systems.
 - moto put a fresh request id into every response body with a look-behind regular expression
@@ -388,11 +389,12 @@ def _get_records(
 ) -> tuple[list[kinesis_log.StoredRecord], int, int]:
     position = int(last_sequence_id)
     with _write_lock:
-        log = _log_of(self)
-        newest = log.last
-        stop = newest if limit is None else min(newest, max(position, log.first_live - 1) + limit)
-        results = log.read(position + 1, stop, _MAX_GET_BYTES)
-        latest_at = log.created_at(newest) if results else 0.0
+        log = _log_of(self).view()
+    # Read outside the lock: a page of 10 MiB would hold up every PutRecords meanwhile.
+    newest = log.last
+    stop = newest if limit is None else min(newest, max(position, log.first_live - 1) + limit)
+    results = log.read(position + 1, stop, _MAX_GET_BYTES)
+    latest_at = log.created_at(newest) if results else 0.0
     millis_behind = 0
     if results:
         position = results[-1].sequence_number
