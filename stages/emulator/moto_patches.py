@@ -40,7 +40,7 @@ And so that the emulator's memory does not grow with the data that passes throug
   ``/moto-api/data.json`` dashboard: every record, every overwritten S3 object and every
   DynamoDB item version stayed reachable forever. Instances are no longer tracked.
 - moto added two CloudWatch datapoints per PutRecord(s) call and kept them all (~0.8 KB a call);
-  the emulator keeps the newest ``MAX_CLOUDWATCH_DATUMS``.
+  the emulator keeps the newest ``MAX_CLOUDWATCH_DATUMS`` (2,000).
 - PutRecords decoded each record's base64 twice (a fifth of the emulator's CPU at 8,000
   records/s); it now decodes it once.
 """
@@ -333,7 +333,8 @@ def _expire_stream(stream: models.Stream) -> None:
 
 # moto records two CloudWatch datapoints per PutRecord(s) call and never drops one: ~0.8 KB per
 # call, hundreds of MB over a day at a few hundred calls a second. The emulator keeps the newest.
-MAX_CLOUDWATCH_DATUMS = 20_000
+# Nothing here reads them; 2,000 (~0.8 MB) keep the last thousand calls for whoever looks.
+MAX_CLOUDWATCH_DATUMS = 2_000
 _original_send_metrics = models.KinesisBackend._send_stream_metrics
 
 

@@ -194,6 +194,21 @@ class KeyDatabase:
             self._cache_put(bucket, name, versions)
             return versions
 
+    def peek(self, bucket: int, name: str) -> list[Any]:
+        """The versions of a key for reading only (listings): from the cache if there, else
+        read without entering the cache, so a listing neither pushes out the keys in use nor
+        pays for writing back those it pushes out."""
+        with self._lock:
+            versions = self._cache.get((bucket, name))
+            if versions is not None:
+                return versions
+            row = self._db.execute(
+                "SELECT versions FROM keys WHERE bucket = ? AND name = ?", (bucket, name)
+            ).fetchone()
+            if row is None:
+                raise KeyError(name)
+            return pickle.loads(row[0])
+
     def store(self, bucket: int, name: str, versions: list[Any]) -> None:
         with self._lock:
             self._write(bucket, name, versions)
@@ -309,6 +324,9 @@ class DiskKeyStore(_VersionedKeyStore):
     def _self_iterable(self) -> dict[str, Any]:
         return dict.fromkeys(self._database.all_names(self._bucket), ())
 
+    def newest_for_listing(self, key: str) -> Any:
+        return self._database.peek(self._bucket, key)[-1]
+
     def live_names(self, start: str, after: str | None) -> list[str]:
         """A page of names whose newest version is not a delete marker, in order."""
         return self._database.names(self._bucket, start, after, live_only=True)
@@ -363,7 +381,7 @@ def _list_objects_v2(
                 done = False
                 break
             try:
-                results.append(keys[name])
+                results.append(keys.newest_for_listing(name))
             except KeyError:
                 continue  # deleted since the page of names was read
     if len(results) > max_keys:
