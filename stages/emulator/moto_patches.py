@@ -16,17 +16,18 @@ guarantees depend on it. Applied once, in the emulator process only.
 And so that the emulator's memory does not grow with the data that passes through it:
 
 - moto kept every record's data in memory, base64-encoded (a third larger than the data); a
-  benchmark run left the emulator at ~2 GB. The data now goes to unlinked temporary files, a new
-  one per shard every 64 MiB (the kernel frees them when the process exits, even on SIGKILL), and
-  is read back with ``pread``; memory holds a small entry per Kinesis record, which carries a
-  whole aggregate.
+  benchmark run left the emulator at ~2 GB. Records now go to unlinked temporary files, a new
+  pair per shard every 64 MiB (the kernel frees them when the process exits, even on SIGKILL):
+  the data, and an index entry of fixed size per record (``kinesis_log``); memory holds nothing
+  per record.
 - moto never expired records. Records older than the stream's retention period (24 h unless
   changed) are now dropped as Kinesis drops them, and a file is freed once all its records are.
   Sequence numbers keep counting up across it, as in Kinesis.
 - moto kept every S3 object body in memory up to 5 MiB (``SpooledTemporaryFile``), and one that
   grew past that kept its own temporary file open: thousands of objects would run the process
   out of file descriptors. Bodies above a threshold now go to shared unlinked files of up to
-  64 MiB, each freed once no body in it is alive.
+  64 MiB, each freed once no body in it is alive. The objects' metadata is on disk too
+  (``s3_keys``).
 - Those files are under ``DATA_DIR/emulator``, not ``/tmp``, which is a RAM-backed tmpfs on many
   systems.
 - moto put a fresh request id into every response body with a look-behind regular expression
@@ -39,19 +40,19 @@ And so that the emulator's memory does not grow with the data that passes throug
   ``/moto-api/data.json`` dashboard: every record, every overwritten S3 object and every
   DynamoDB item version stayed reachable forever. Instances are no longer tracked.
 - moto added two CloudWatch datapoints per PutRecord(s) call and kept them all (~0.8 KB a call);
-  the emulator keeps the newest ``MAX_CLOUDWATCH_DATUMS``.
+  the emulator keeps the newest ``MAX_CLOUDWATCH_DATUMS`` (2,000).
 - PutRecords decoded each record's base64 twice (a fifth of the emulator's CPU at 8,000
   records/s); it now decodes it once.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import threading
 import time
-from base64 import b64decode, b64encode
-from datetime import UTC, datetime
+from base64 import b64decode
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -63,6 +64,8 @@ from moto.core.utils import unix_time, utcnow
 from moto.kinesis import models
 from moto.s3 import models as s3_models
 from moto.utilities.aws_headers import gen_amzn_requestid_long
+
+from stages.emulator import kinesis_log
 
 _write_lock = threading.RLock()
 _MAX_GET_BYTES = 10 * 1024 * 1024
@@ -77,7 +80,10 @@ _data_directory: Path | None = None
 class _AppendOnlyFile:
     """Append-only storage in an already unlinked file; what is written is never moved."""
 
+    _idents = itertools.count(1)
+
     def __init__(self, directory: Path | None) -> None:
+        self.ident = next(self._idents)
         # Open as long as data in it is referred to (see _SegmentedStore). Not
         # in /tmp by default: that is a RAM-backed tmpfs on many systems.
         self._file = tempfile.TemporaryFile(  # noqa: SIM115
@@ -100,6 +106,10 @@ class _AppendOnlyFile:
             position += written
             view = view[written:]
         return offset
+
+    def overwrite(self, offset: int, data: bytes) -> None:
+        """Replace bytes already written (an index entry's arrival time, in tests)."""
+        os.pwrite(self._fd, data, offset)
 
     @property
     def size(self) -> int:
@@ -136,62 +146,6 @@ class _SegmentedStore:
         return storage, storage.append(data)
 
 
-class _DiskRecord:
-    """A Kinesis record whose data lives in its shard's file; moto's attributes otherwise.
-
-    Not a moto ``Record``: that one carries a ``__dict__`` and a ``datetime`` each, ~400 bytes
-    for every Kinesis record the emulator holds; moto only reads these attributes and
-    ``to_json``.
-    """
-
-    __slots__ = (
-        "_offset",
-        "_storage",
-        "created_at",
-        "explicit_hash_key",
-        "partition_key",
-        "sequence_number",
-        "size",
-    )
-
-    def __init__(
-        self,
-        store: _SegmentedStore,
-        partition_key: str,
-        data: bytes,
-        sequence_number: int,
-        explicit_hash_key: str,
-    ) -> None:
-        self.partition_key = partition_key
-        self.sequence_number = sequence_number
-        self.explicit_hash_key = explicit_hash_key
-        self.created_at = unix_time(utcnow())
-        self.size = len(data)
-        self._storage, self._offset = store.append(data)
-
-    @property
-    def created_at_datetime(self) -> datetime:
-        # Naive UTC, as moto's utcnow() gives it.
-        return datetime.fromtimestamp(self.created_at, UTC).replace(tzinfo=None)
-
-    @property
-    def raw_data(self) -> bytes:
-        return self._storage.read(self._offset, self.size)
-
-    @property
-    def data(self) -> str:  # type: ignore[override]
-        # moto's own paths (MergeShards re-puts records) expect the base64 text.
-        return b64encode(self.raw_data).decode("ascii")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "Data": self.raw_data,
-            "PartitionKey": self.partition_key,
-            "SequenceNumber": str(self.sequence_number),
-            "ApproximateArrivalTimestamp": self.created_at_datetime,
-        }
-
-
 class _ObjectBody:
     """What moto's ``FakeKey`` keeps its body in, instead of a ``SpooledTemporaryFile``.
 
@@ -209,6 +163,29 @@ class _ObjectBody:
         self._on_disk: tuple[_AppendOnlyFile, int, int] | None = None  # (file, offset, size)
         self._position = 0
         self._closed = False
+
+    _default: tuple[_SegmentedStore, int] | None = None
+
+    @classmethod
+    def restore(cls, handle: tuple[Any, ...]) -> _ObjectBody:
+        """A body from ``handle()``'s answer (S3 key metadata is kept on disk, see s3_keys)."""
+        assert cls._default is not None, "apply() sets where bodies go"
+        body = cls(*cls._default)
+        if handle[0] == "file":
+            body._on_disk = (handle[1], handle[2], handle[3])
+        elif handle[0] == "memory":
+            body._memory = bytearray(handle[1])
+        else:
+            body._closed = True
+        return body
+
+    def handle(self) -> tuple[Any, ...]:
+        """Where the body is: ("file", file, offset, size), ("memory", bytes) or ("closed",)."""
+        if self._closed:
+            return ("closed",)
+        if self._on_disk is not None:
+            return ("file", *self._on_disk)
+        return ("memory", bytes(self._memory))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -278,6 +255,8 @@ class _ObjectBody:
 
 
 def _keep_object_bodies_in(store: _SegmentedStore, threshold: int) -> None:
+    _ObjectBody._default = (store, threshold)
+
     def make_body(*_args: Any, **_kwargs: Any) -> _ObjectBody:
         return _ObjectBody(store, threshold)
 
@@ -285,28 +264,34 @@ def _keep_object_bodies_in(store: _SegmentedStore, threshold: int) -> None:
     s3_models.tempfile = SimpleNamespace(SpooledTemporaryFile=make_body)  # type: ignore[assignment]
 
 
-def _store_of(shard: models.Shard) -> _SegmentedStore:
-    store = getattr(shard, "_disk_store", None)
-    if store is None:
-        store = shard._disk_store = _SegmentedStore(_data_directory)  # type: ignore[attr-defined]
-    return store
+def _log_of(shard: models.Shard) -> kinesis_log.RecordLog:
+    records = shard.records
+    if not isinstance(records, kinesis_log.RecordLog):
+        # A shard moto made with a plain dict (MergeShards, SplitShard); nothing in it yet.
+        assert not records, "records written around the record log"
+        records = shard.records = kinesis_log.RecordLog(_data_directory, _SEGMENT_BYTES)
+    return records
 
 
-# The newest sequence number ever given out, kept apart from the records: once the oldest have
-# expired (or all of them), numbering goes on from there, never from the records left.
+def _shard_init(self: models.Shard, *args: Any, **kwargs: Any) -> None:
+    _original_shard_init(self, *args, **kwargs)
+    self.records = kinesis_log.RecordLog(_data_directory, _SEGMENT_BYTES)  # type: ignore[assignment]
+
+
+_original_shard_init = models.Shard.__init__
+
+
+# The newest sequence number ever given out is the log's, kept apart from the records: once the
+# oldest have expired (or all of them), numbering goes on from there, never from those left.
 def _max_sequence_number(self: models.Shard) -> int:
     with _write_lock:
-        last = getattr(self, "_last_sequence", None)
-        if last is None:
-            # Both ends are read under the write lock: a put between ``reversed()`` and
-            # ``next()`` would make the dict iterator raise "changed size during iteration".
-            last = next(reversed(self.records)) if self.records else 0
-        return last
+        return _log_of(self).last
 
 
 def _min_sequence_number(self: models.Shard) -> int:
     with _write_lock:
-        return next(iter(self.records)) if self.records else 0
+        log = _log_of(self)
+        return log.first_live if log else 0
 
 
 def _put_record(self: models.Shard, partition_key: str, data: str, explicit_hash_key: str) -> str:
@@ -315,27 +300,16 @@ def _put_record(self: models.Shard, partition_key: str, data: str, explicit_hash
 
 def _put_raw(self: models.Shard, partition_key: str, raw: bytes, explicit_hash_key: str) -> str:
     with _write_lock:
-        sequence_number = _max_sequence_number(self) + 1
-        self.records[sequence_number] = _DiskRecord(
-            _store_of(self), partition_key, raw, sequence_number, explicit_hash_key
+        sequence_number = _log_of(self).append(
+            partition_key, raw, explicit_hash_key or None, unix_time(utcnow())
         )
-        self._last_sequence = sequence_number  # type: ignore[attr-defined]
     return str(sequence_number)
 
 
 def expire_records(shard: models.Shard, retention_seconds: float, now: float) -> int:
     """Drop the records older than the retention period; returns how many."""
-    cutoff = now - retention_seconds
-    expired = 0
     with _write_lock:
-        records = shard.records
-        while records:
-            first = next(iter(records))
-            if records[first].created_at >= cutoff:
-                break
-            del records[first]
-            expired += 1
-    return expired
+        return _log_of(shard).expire(now - retention_seconds)
 
 
 _original_stream_put = models.Stream.put_record
@@ -359,7 +333,8 @@ def _expire_stream(stream: models.Stream) -> None:
 
 # moto records two CloudWatch datapoints per PutRecord(s) call and never drops one: ~0.8 KB per
 # call, hundreds of MB over a day at a few hundred calls a second. The emulator keeps the newest.
-MAX_CLOUDWATCH_DATUMS = 20_000
+# Nothing here reads them; 2,000 (~0.8 MB) keep the last thousand calls for whoever looks.
+MAX_CLOUDWATCH_DATUMS = 2_000
 _original_send_metrics = models.KinesisBackend._send_stream_metrics
 
 
@@ -412,25 +387,19 @@ def _put_records(
 
 def _get_records(
     self: models.Shard, last_sequence_id: str, limit: int | None
-) -> tuple[list[_DiskRecord], int, int]:
+) -> tuple[list[kinesis_log.StoredRecord], int, int]:
     position = int(last_sequence_id)
-    newest = _max_sequence_number(self)
-    results: list[_DiskRecord] = []
-    size = 0
-    # With every record expired there is nothing before the next one to be written.
-    first_live = _min_sequence_number(self) if self.records else newest + 1
-    seq = max(position + 1, first_live)
-    while seq <= newest and (limit is None or len(results) < limit) and size < _MAX_GET_BYTES:
-        record = self.records.get(seq)
-        if record is not None:
-            results.append(record)
-            size += record.size + len(record.partition_key)
-            position = seq
-        seq += 1
+    with _write_lock:
+        log = _log_of(self).view()
+    # Read outside the lock: a page of 10 MiB would hold up every PutRecords meanwhile.
+    newest = log.last
+    stop = newest if limit is None else min(newest, max(position, log.first_live - 1) + limit)
+    results = log.read(position + 1, stop, _MAX_GET_BYTES)
+    latest_at = log.created_at(newest) if results else 0.0
     millis_behind = 0
-    latest = self.records.get(newest)
-    if results and latest is not None:
-        millis_behind = int((latest.created_at - results[-1].created_at) * 1000)
+    if results:
+        position = results[-1].sequence_number
+        millis_behind = int((latest_at - results[-1].created_at) * 1000)
     return results, position, millis_behind
 
 
@@ -450,13 +419,15 @@ def _get_shard_for_key(
     return None
 
 
-_original_sequence_at = models.Shard.get_sequence_number_at
-
-
 def _sequence_number_at(self: models.Shard, at_timestamp: float) -> int:
-    # moto walks the records unlocked; a put or an expiry meanwhile would make it raise.
+    """moto's rule (0 when nothing arrived before ``at_timestamp``, else the newest record that
+    did) as a binary search over arrival times."""
     with _write_lock:
-        return _original_sequence_at(self, at_timestamp)
+        log = _log_of(self)
+        if not log or at_timestamp <= log.created_at(log.first_live):
+            return 0
+        found = log.last_before(at_timestamp)
+        return 0 if found is None else found
 
 
 _original_split = models.Stream.split_shard
@@ -509,7 +480,11 @@ def apply(s3_memory_object_bytes: int, data_directory: Path | None = None) -> No
         data_directory.mkdir(parents=True, exist_ok=True)
     _data_directory = data_directory
     _keep_object_bodies_in(_SegmentedStore(data_directory), s3_memory_object_bytes)
+    from stages.emulator import s3_keys
+
+    s3_keys.install(data_directory)
     common_models.BaseModel.__new__ = staticmethod(_new_untracked)  # type: ignore[method-assign]
+    models.Shard.__init__ = _shard_init  # type: ignore[method-assign]
     models.Shard.put_record = _put_record
     models.Shard.get_max_sequence_number = _max_sequence_number
     models.Shard.get_min_sequence_number = _min_sequence_number
