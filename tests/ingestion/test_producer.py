@@ -321,6 +321,9 @@ def test_exhausted_retries_fail_the_records(proxy: FaultProxy, kinesis: Any, fau
             producer.put_many(records[1:], timeout=30)
         with pytest.raises(PutFailed) as failed:
             single.result(30)
+        # A future is resolved before its records are counted; flush() returns once every
+        # record is settled, so the counts are complete.
+        assert producer.flush(30)
         stats = producer.stats()
 
     assert failed.value.error_code == "ProvisionedThroughputExceededException"
