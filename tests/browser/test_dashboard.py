@@ -80,9 +80,10 @@ def test_exact_counts_and_paging_through_5000_objects(browser: Browser, dashboar
         page.locator('#s3-browser button.prefix[data-prefix="batch/"]').click()
         keys: list[str] = []
         for number in range(1, 6):
-            expect(page.locator("#browser-page")).to_have_text(f"page {number}")
+            # A page of 1,000 keys can take several seconds on a loaded 2-core machine.
+            expect(page.locator("#browser-page")).to_have_text(f"page {number}", timeout=20_000)
             objects = page.locator("#s3-browser button.object")
-            expect(objects).to_have_count(1000)
+            expect(objects).to_have_count(1000, timeout=20_000)
             keys.extend(objects.evaluate_all("nodes => nodes.map(n => n.dataset.key)"))
             if number < 5:
                 page.locator("#browser-next").click()
