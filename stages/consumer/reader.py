@@ -2,83 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aws_kinesis_agg
-
-# Importing the deaggregator first is required: it puts the library's generated protobuf modules
-# on sys.path, which messages_pb2 needs to import.
-from aws_kinesis_agg import deaggregator as _kpl
 from botocore.exceptions import BotoCoreError, ClientError
-from google.protobuf.message import DecodeError
 
+from stages.common.kpl import UserRecord, deaggregate
+from stages.common.retry import backoff_delay
 from stages.consumer import metrics
 from stages.consumer.leases import TRIM_HORIZON
 
 log = logging.getLogger(__name__)
-
-_MAGIC = aws_kinesis_agg.MAGIC
-_DIGEST_SIZE = aws_kinesis_agg.DIGEST_SIZE
-
-
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    """One record as the producer put it: a plain Kinesis record, or one of a KPL aggregate."""
-
-    data: bytes
-    partition_key: str
-    sub_sequence: int
-    # Set when the Kinesis record carries the KPL magic but is not a readable aggregate: the
-    # record goes to the dead letter with this reason instead of being parsed.
-    error: str | None = None
-
-
-def deaggregate(data: bytes, partition_key: str) -> list[UserRecord]:
-    """Split a KPL aggregate into its user records; anything else is one plain record.
-
-    Follows the KPL format rules (magic, protobuf, trailing MD5). Data that starts with the
-    magic but is not a valid aggregate (bad checksum, truncated or corrupt protobuf, no records)
-    is one record with ``error`` set: the magic bytes are not UTF-8, so it could never be a JSON
-    record, and the reason says what is wrong with it. aws-kinesis-agg's own deaggregator prints
-    and drops what it cannot split, so the format is read here instead. Never raises.
-    """
-    if not data.startswith(_MAGIC):
-        return [UserRecord(data, partition_key, 0)]
-    try:
-        return _split_aggregate(data, partition_key)
-    except DecodeError as exc:
-        error = f"corrupt KPL aggregate: protobuf does not parse ({exc})"
-    except Exception as exc:
-        error = f"corrupt KPL aggregate: {type(exc).__name__}: {exc}"
-    return [UserRecord(data, partition_key, 0, error)]
-
-
-def _split_aggregate(data: bytes, partition_key: str) -> list[UserRecord]:
-    if len(data) <= len(_MAGIC) + _DIGEST_SIZE:
-        return [UserRecord(data, partition_key, 0, "corrupt KPL aggregate: too short")]
-    body = data[len(_MAGIC) : -_DIGEST_SIZE]
-    if hashlib.md5(body).digest() != data[-_DIGEST_SIZE:]:
-        return [UserRecord(data, partition_key, 0, "corrupt KPL aggregate: MD5 checksum mismatch")]
-    agg = _kpl.messages_pb2.AggregatedRecord()
-    agg.ParseFromString(body)
-    if not agg.records:
-        return [UserRecord(data, partition_key, 0, "corrupt KPL aggregate: no user records")]
-    keys = agg.partition_key_table
-    return [
-        UserRecord(
-            r.data,
-            keys[r.partition_key_index] if r.partition_key_index < len(keys) else partition_key,
-            i,
-        )
-        for i, r in enumerate(agg.records)
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +38,6 @@ class ReadResult:
 # Kinesis serves a shard at 2 MB/s; asking for more per call only raises the consumer's peak
 # memory (a response is held three times over while botocore decodes it).
 TARGET_BYTES_PER_READ = 2 * 1024 * 1024
-
-
-def backoff_delay(attempt: int, cap: float, base: float = 0.1) -> float:
-    """Capped exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 class ShardReader:
@@ -174,7 +107,7 @@ class ShardReader:
             metrics.RETRIES.labels("GetRecords", cause).inc()
             if self.should_stop():
                 return ReadResult([], 0, False)
-            time.sleep(backoff_delay(attempt, self.max_backoff))
+            time.sleep(backoff_delay(attempt, base=0.1, cap=self.max_backoff))
             attempt += 1
 
         records = []

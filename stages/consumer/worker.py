@@ -11,19 +11,15 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stages.common.kpl import UserRecord
+from stages.common.retry import backoff_delay
 from stages.consumer import metrics
 from stages.consumer.batcher import FlushLimits, ShardBuffer
 from stages.consumer.dedup import DedupWindow, WindowState, event_key
 from stages.consumer.faults import FaultPoint
 from stages.consumer.leases import SHARD_END, TRIM_HORIZON, Lease, LeaseLost, LeaseStore
 from stages.consumer.partitioner import Routed, dead_letter_partition, route
-from stages.consumer.reader import (
-    KinesisRecord,
-    ReadResult,
-    ShardReader,
-    UserRecord,
-    backoff_delay,
-)
+from stages.consumer.reader import KinesisRecord, ReadResult, ShardReader
 from stages.consumer.writer import LakeObject, build_objects
 
 log = logging.getLogger(__name__)
@@ -371,7 +367,7 @@ class ShardWorker(threading.Thread):
             deadline = self.shutdown_deadline()
             if deadline is not None and time.monotonic() > deadline:
                 raise FlushAborted(f"shutdown deadline passed during {operation}")
-            time.sleep(backoff_delay(attempt, self.config.max_backoff))
+            time.sleep(backoff_delay(attempt, base=0.1, cap=self.config.max_backoff))
             attempt += 1
 
 

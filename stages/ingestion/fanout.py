@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from stages.common.counters import OutcomeCounters
+from stages.common.retry import backoff_delay
 from stages.ingestion.categories import CategoryFiles
 from stages.ingestion.errors import AllRecordsInvalid, CannotAcceptNow
 from stages.ingestion.forward import ConsolidationForwarder
@@ -245,7 +246,7 @@ class SpoolDrainer:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        backoff = 0.2
+        failures = 0
         acked: set[int] = set()
         current: tuple[int, int] | None = None
         while not self._stop.is_set():
@@ -264,10 +265,10 @@ class SpoolDrainer:
             if done:
                 self._spool.commit(chunk)
                 self._counters.inc("spool_drained", len(chunk.lines))
-                backoff = 0.2
+                failures = 0
             else:
-                self._stop.wait(backoff)
-                backoff = min(self._max_backoff, backoff * 2)
+                self._stop.wait(backoff_delay(failures, base=0.2, cap=self._max_backoff))
+                failures += 1
 
     def _send_chunk(self, chunk: Chunk, acked: set[int]) -> bool:
         """Send the chunk's records not yet acknowledged; True once all of them are."""

@@ -25,10 +25,8 @@ else:
 * **Backpressure.** Buffered plus in-flight bytes are bounded; ``put()`` waits up to its timeout
   for room and then raises :class:`ProducerFull`.
 
-The aggregated records are encoded here instead of through ``RecordAggregator``: the library
-builds a protobuf message per user record and deep-copies full aggregates, which costs about
-6.6 us per record, several times this module's whole per-record budget. The bytes are identical
-(a test holds them to the library's own serialisation).
+The aggregate format (and why it is encoded by hand) is :mod:`stages.common.kpl`; the producer
+inlines that encoding in its hottest loop.
 """
 
 from __future__ import annotations
@@ -46,14 +44,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
-from aws_kinesis_agg import MAGIC
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 from prometheus_client import Counter, Gauge, Histogram
 
 from stages.common import aws
 from stages.common.config import Settings, get_settings
+from stages.common.kpl import OVERHEAD, VARINT_TABLE_SIZE, VARINTS, encode_varint, seal
 from stages.common.resources import KINESIS_MAX_RECORD_BYTES
+from stages.common.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +64,6 @@ MAX_PARTITION_KEY_CHARS = 256
 HASH_KEY_SPACE = 1 << 128
 
 DEFAULT_AGGREGATION_MAX_BYTES = 256 * 1024
-_DIGEST_SIZE = 16
-_AGG_OVERHEAD = len(MAGIC) + _DIGEST_SIZE
 
 _THROTTLE_CODES = frozenset(
     {
@@ -344,43 +341,10 @@ class ProducerStats:
 _UserRecord = tuple[str, bytes, bytes, int, "Future[PutResult] | PutBatch", int]
 Item = Mapping[str, Any] | tuple[str, bytes | str]
 
-_VARINT_TABLE_SIZE = 1 << 14
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_VARINTS: list[bytes] = [_encode_varint(i) for i in range(_VARINT_TABLE_SIZE)]
-
-
-def _varint(value: int) -> bytes:
-    return _VARINTS[value] if value < _VARINT_TABLE_SIZE else _encode_varint(value)
-
 
 def partition_key_hash(partition_key: str) -> int:
     """Kinesis' hash of a partition key: MD5 as an unsigned 128-bit big-endian integer."""
     return int.from_bytes(hashlib.md5(partition_key.encode("utf-8")).digest(), "big")
-
-
-def encode_aggregated(partition_keys: list[str], records: list[tuple[int, bytes]]) -> bytes:
-    """One KPL aggregated record: ``records`` are (index into ``partition_keys``, data)."""
-    parts: list[bytes] = []
-    for key in partition_keys:
-        key_bytes = key.encode("utf-8")
-        parts += (b"\x0a", _varint(len(key_bytes)), key_bytes)
-    for index, data in records:
-        index_varint = _varint(index)
-        length_varint = _varint(len(data))
-        inner = 2 + len(index_varint) + len(length_varint) + len(data)
-        parts += (b"\x1a", _varint(inner), b"\x08", index_varint, b"\x1a", length_varint, data)
-    body = b"".join(parts)
-    return MAGIC + body + hashlib.md5(body).digest()
 
 
 class _Entry:
@@ -1073,14 +1037,14 @@ class KinesisProducer:
         """Pack the lane's leading records into one aggregated record of at most ``limit`` bytes
         (data plus the outer partition key); None if fewer than two records fit.
 
-        The hottest loop of the producer, so the protobuf encoding of ``encode_aggregated`` is
+        The hottest loop of the producer, so the protobuf encoding of ``kpl.encode_aggregated`` is
         inlined here: same bytes, no per-record function calls.
         """
         records = lane.records
         first = records[0]
-        varints = _VARINTS
-        table_size = _VARINT_TABLE_SIZE
-        size = _AGG_OVERHEAD + len(first[1])
+        varints = VARINTS
+        table_size = VARINT_TABLE_SIZE
+        size = OVERHEAD + len(first[1])
         keys: dict[str, int] = {}
         key_parts: list[bytes] = []
         record_parts: list[bytes] = []
@@ -1095,13 +1059,13 @@ class KinesisProducer:
                 index = len(keys)
                 key_bytes = rec[1]
                 key_len = len(key_bytes)
-                key_varint = varints[key_len] if key_len < table_size else _encode_varint(key_len)
+                key_varint = varints[key_len] if key_len < table_size else encode_varint(key_len)
                 key_part = b"\x0a" + key_varint + key_bytes
             data_len = len(data)
-            index_varint = varints[index] if index < table_size else _encode_varint(index)
-            len_varint = varints[data_len] if data_len < table_size else _encode_varint(data_len)
+            index_varint = varints[index] if index < table_size else encode_varint(index)
+            len_varint = varints[data_len] if data_len < table_size else encode_varint(data_len)
             inner = 2 + len(index_varint) + len(len_varint) + data_len
-            inner_varint = varints[inner] if inner < table_size else _encode_varint(inner)
+            inner_varint = varints[inner] if inner < table_size else encode_varint(inner)
             cost = len(key_part) + 1 + len(inner_varint) + inner
             if size + cost > limit:
                 break
@@ -1126,7 +1090,7 @@ class KinesisProducer:
             records.popleft()
         lane.records_bytes -= taken_bytes
         body = b"".join(key_parts + record_parts)
-        data = MAGIC + body + hashlib.md5(body).digest()
+        data = seal(body)
         hash_key = self._hash(first[0])
         return _Entry(data, first[0], hash_key, hash_key, len(data) + len(first[1]), taken)
 
@@ -1304,6 +1268,7 @@ class KinesisProducer:
             self._m_failed.inc(failed)
 
     def _backoff(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
-        ceiling = min(self._max_backoff, self._base_backoff * (2 ** min(attempt - 1, 30)))
-        return self._rng.uniform(0, ceiling)
+        """The shared policy's delay before retry ``attempt`` (1 for the first)."""
+        return backoff_delay(
+            attempt - 1, base=self._base_backoff, cap=self._max_backoff, rng=self._rng
+        )

@@ -8,7 +8,6 @@ records requested against records produced.
 from __future__ import annotations
 
 import hashlib
-import random
 import threading
 import uuid
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from stages.common.records import format_timestamp
+from stages.common.retry import backoff_delay, parse_retry_after
 from stages.orchestrator import metrics
 from stages.orchestrator.ground_truth import Window, WindowScope
 
@@ -222,14 +222,14 @@ def _forwarded_before_failure(resp: httpx.Response, asked: int) -> int:
 
 
 def _backoff(retries: int) -> float:
-    return min(MAX_RETRY_DELAY_SECONDS, 0.2 * 2**retries) * random.uniform(0.8, 1.2)
+    return backoff_delay(retries, base=0.2, cap=MAX_RETRY_DELAY_SECONDS)
 
 
 def _retry_after(resp: httpx.Response) -> float:
-    try:
-        return min(MAX_RETRY_DELAY_SECONDS, max(0.05, float(resp.headers["Retry-After"])))
-    except (KeyError, ValueError):
+    seconds = parse_retry_after(resp.headers.get("Retry-After"))
+    if seconds is None:
         return 1.0
+    return min(MAX_RETRY_DELAY_SECONDS, max(0.05, seconds))
 
 
 @dataclass

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
+from stages.common.retry import backoff_delay, parse_retry_after
 from stages.synthesis.errors import IngestionRejected, IngestionUnavailable
 from stages.synthesis.telemetry import FORWARD_BATCHES, FORWARD_FAILED, FORWARDED, STATS
 
@@ -134,7 +135,7 @@ class Forwarder:
     ) -> None:
         """Send until ingestion accepted every record of ``chunk``, adding those it accepted
         to ``accepted`` as it goes; raises when it gives up or ingestion refuses some."""
-        backoff = FIRST_BACKOFF_SECONDS
+        retries = 0
         todo = list(chunk)
         while True:
             if self._clock() > deadline:  # e.g. waiting for a pool slot: not sent, so not in
@@ -157,6 +158,7 @@ class Forwarder:
             todo = answer.retry
             FORWARD_BATCHES.labels("retried").inc()
             STATS.add("forward_retries")
+            backoff = backoff_delay(retries, base=FIRST_BACKOFF_SECONDS, cap=MAX_BACKOFF_SECONDS)
             pause = max(backoff, answer.wait)
             # Another chunk of the call already failed: the caller gets a 503 anyway, so this
             # one stops retrying instead of holding the answer until the deadline.
@@ -164,7 +166,7 @@ class Forwarder:
                 FORWARD_BATCHES.labels("gave_up").inc()
                 raise IngestionUnavailable(0, len(todo), answer.reason, max(1.0, answer.wait))
             self._sleep(pause)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            retries += 1
 
     def _attempt(self, todo: list[dict[str, Any]], deadline: float) -> _Answer:
         """Post ``todo`` once; what ingestion accepted, refused and left to retry."""
@@ -262,7 +264,5 @@ def _per_record(
 
 
 def _retry_after(resp: httpx.Response) -> float:
-    try:
-        return min(float(resp.headers.get("Retry-After", "0")), MAX_BACKOFF_SECONDS * 2)
-    except ValueError:
-        return 0.0
+    seconds = parse_retry_after(resp.headers.get("Retry-After"))
+    return 0.0 if seconds is None else min(seconds, MAX_BACKOFF_SECONDS * 2)

@@ -10,10 +10,11 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from stages.common.kpl import deaggregate
 from stages.consumer import worker as worker_module
 from stages.consumer.batcher import FlushLimits
 from stages.consumer.leases import InMemoryLeaseStore, Lease
-from stages.consumer.reader import KinesisRecord, ReadResult, deaggregate
+from stages.consumer.reader import KinesisRecord, ReadResult
 from stages.consumer.supervision import ShardSupervisor
 from stages.consumer.worker import ShardWorker, WorkerConfig
 

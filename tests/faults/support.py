@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stages.common import aws, resources
 from stages.common.config import Settings
-from stages.consumer.reader import deaggregate
+from stages.common.kpl import deaggregate
 from tests.ops.support import FleetRun, alive, private_fleet
 from tests.support.fault_proxy import FaultProxy
 from tests.support.lake import ConsumerProcess

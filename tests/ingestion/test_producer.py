@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.common.kpl import encode_aggregated
 from stages.ingestion.producer import (
     MAX_CALL_BYTES,
     MAX_CALL_RECORDS,
@@ -32,7 +33,6 @@ from stages.ingestion.producer import (
     PutFailed,
     PutResult,
     RecordTooLarge,
-    encode_aggregated,
 )
 from tests.ingestion.helpers import StreamContents, read_stream
 from tests.support.fault_proxy import FaultProxy

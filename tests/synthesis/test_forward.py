@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -195,3 +197,25 @@ def test_records_a_200_rejects_are_not_counted_as_forwarded() -> None:
     accepted, error = forwarder.forward_some(RECORDS[:10])
     assert isinstance(error, IngestionRejected) and error.records == [RECORDS[3]]
     assert accepted == RECORDS[:3] + RECORDS[4:10]
+
+
+def test_honours_retry_after_as_an_http_date() -> None:
+    # RFC 9110 lets a proxy or load balancer in front of ingestion send a date instead of seconds.
+    answers = iter([503, 200])
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        if status == 200:
+            return httpx.Response(
+                200, json={"accepted": len(json.loads(request.content)["records"])}
+            )
+        when = format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
+        return httpx.Response(503, headers={"Retry-After": when}, text="busy")
+
+    clock = FakeClock()
+    client = httpx.Client(base_url="http://ingestion", transport=httpx.MockTransport(handle))
+    forwarder = Forwarder(client, sleep=clock.sleep, clock=lambda: clock.now, max_in_flight=1)
+    assert forwarder.forward(RECORDS[:10]) == 10
+    assert len(clock.sleeps) == 1
+    # The date has whole seconds, so up to one second of the three is lost to rounding.
+    assert 1.9 <= clock.sleeps[0] <= 3.0
