@@ -17,39 +17,28 @@ if [[ ! -f "$DEV_MARKER" || pyproject.toml -nt "$DEV_MARKER" ]]; then
     touch "$DEV_MARKER"
 fi
 
-# --- UI test prerequisites -------------------------------------------------------------------
-# The browser tests drive the system Chromium through Playwright (no Playwright-downloaded
-# browser: there is no internet in CI). Install Debian's package when it is missing.
-CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
-if [[ ! -x "$CHROMIUM" ]]; then
+# --- System packages the tests use ----------------------------------------------------------
+# install_debian PACKAGE WHY: apt-get install PACKAGE as root, or say what to install and stop.
+install_debian() {
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        echo "==> installing Chromium for the browser tests (apt-get install chromium)"
+        echo "==> installing $1 $2 (apt-get install $1)"
         export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q chromium >/dev/null 2>&1 \
-            || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+        apt-get install -y -q "$1" >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q "$1" >/dev/null; }
     else
-        echo "error: $CHROMIUM is missing; install Debian's chromium package (sudo apt-get install chromium)" >&2
+        echo "error: $1 is missing; install Debian's $1 package (sudo apt-get install $1)" >&2
         exit 1
     fi
-fi
+}
+# The browser tests drive the system Chromium through Playwright (no Playwright-downloaded
+# browser: there is no internet in CI).
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+[[ -x "$CHROMIUM" ]] || install_debian chromium "for the browser tests"
 echo "==> browser: $("$CHROMIUM" --version 2>/dev/null | head -1)"
 # The spool's power-loss test records its syscalls with strace.
-if ! command -v strace >/dev/null; then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        echo "==> installing strace for the spool's durability test (apt-get install strace)"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q strace >/dev/null 2>&1 \
-            || { apt-get update -q >/dev/null && apt-get install -y -q strace >/dev/null; }
-    else
-        echo "error: strace is missing; install Debian's strace package (sudo apt-get install strace)" >&2
-        exit 1
-    fi
-fi
+command -v strace >/dev/null || install_debian strace "for the spool's durability test"
 # ----------------------------------------------------------------------------------------------
 
-# Most slow tests wait on real processes (fleets, outages, flush timers) rather than compute, so
-# three workers on two cores finish the suite in about half the time of one. A whole file runs
-# on one worker: its module fixtures (a fleet, an emulator) are started once.
 # The Compose job runs first (a full run only: with arguments, pytest alone runs), so pytest's
 # summary stays the last thing printed; its result counts even when pytest then passes.
 smoke_rc=0
@@ -60,6 +49,9 @@ if [[ $# -eq 0 ]]; then
     fi
 fi
 
+# Most slow tests wait on real processes (fleets, outages, flush timers) rather than compute, so
+# three workers on two cores finish the suite in about half the time of one. A whole file runs
+# on one worker: its module fixtures (a fleet, an emulator) are started once.
 WORKERS=${TEST_WORKERS:-3}
 set +e
 .venv/bin/pytest -q -n "$WORKERS" --dist loadfile "$@"
