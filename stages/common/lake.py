@@ -249,7 +249,7 @@ class ObjectLines:
     lines: list[bytes] = field(default_factory=list)
     stored_bytes: int = 0  # bytes fetched from S3
     content_bytes: int = 0  # bytes of JSONL (decompressed for a .gz object)
-    ends_with_newline: bool = True
+    ends_with_newline: bool = False
     truncated: bool = False  # stopped at the cap: ``lines`` holds only the whole lines before it
 
     def require_complete(self) -> ObjectLines:
@@ -300,5 +300,6 @@ def read_lines(
         body.close()
     if pending:
         result.lines.append(bytes(pending))
-        result.ends_with_newline = False
+    # An empty object does not end with a newline either: the lake never holds one.
+    result.ends_with_newline = result.content_bytes > 0 and not pending
     return result

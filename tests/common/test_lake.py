@@ -126,14 +126,17 @@ def test_lines_of_plain_and_multi_member_gzip_objects() -> None:
     body = b"\n".join(lines) + b"\n"
     half = body.index(b"\n", len(body) // 2) + 1
     members = gzip.compress(body[:half]) + gzip.compress(body[half:])
-    s3 = PagedS3({"p.jsonl": body, "g.jsonl.gz": members, "t.jsonl": b"a\nb"})
+    s3 = PagedS3({"p.jsonl": body, "g.jsonl.gz": members, "t.jsonl": b"a\nb", "e.jsonl": b""})
     plain = lake.read_lines(s3, "b", "p.jsonl")
     assert plain.lines == lines and plain.stored_bytes == len(body) and not plain.truncated
     packed = lake.read_lines(s3, "b", "g.jsonl.gz")
     assert packed.lines == lines and packed.content_bytes == len(body)
     assert packed.stored_bytes == len(members)
+    assert plain.ends_with_newline and packed.ends_with_newline
     tail = lake.read_lines(s3, "b", "t.jsonl")
     assert tail.lines == [b"a", b"b"] and not tail.ends_with_newline
+    empty = lake.read_lines(s3, "b", "e.jsonl")
+    assert empty.lines == [] and not empty.ends_with_newline
 
 
 def test_a_gzip_bomb_stops_at_the_cap_and_says_so() -> None:
