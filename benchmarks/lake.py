@@ -5,7 +5,6 @@ Both are read incrementally, so each benchmark step sees only the records of tha
 
 from __future__ import annotations
 
-import gzip
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import orjson
 
 from stages.common.config import Settings
+from stages.common.lake import is_hidden, list_objects, read_lines
 from stages.common.resources import streams
 
 # The Ingestion Interface writes anomalous records a second time under this folder.
@@ -135,23 +135,20 @@ class LakeWatcher:
 
     def _list_bucket(self, bucket: str) -> list[tuple[str, int]]:
         fresh = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for obj in page.get("Contents", []):
-                if (bucket, obj["Key"]) in self.known:
-                    continue
-                self.known.add((bucket, obj["Key"]))
-                if obj["Key"].startswith("_"):
-                    self.dead_letter_objects += 1
-                    continue
-                fresh.append((obj["Key"], obj["Size"]))
+        for obj in list_objects(self.s3, bucket):
+            if (bucket, obj["Key"]) in self.known:
+                continue
+            self.known.add((bucket, obj["Key"]))
+            if is_hidden(obj["Key"]):
+                self.dead_letter_objects += 1
+                continue
+            fresh.append((obj["Key"], obj["Size"]))
         return fresh
 
     def _read(self, item: Listed) -> LakeObject:
-        body = self.s3.get_object(Bucket=item.bucket, Key=item.key)["Body"].read()
-        if item.key.endswith(".gz"):
-            body = gzip.decompress(body)
+        body = read_lines(self.s3, item.bucket, item.key).require_complete()
         records = []
-        for line in body.splitlines():
+        for line in body.lines:
             record = orjson.loads(line)
             records.append((record["event_id"], record["timestamp"]))
         return LakeObject(item.bucket, item.key, item.stored_bytes, item.seen_at, records)

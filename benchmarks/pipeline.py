@@ -75,6 +75,7 @@ from benchmarks.lake import (
 from benchmarks.profiling import start_recording, summarize
 from stages.common import aws
 from stages.common.config import Settings
+from stages.common.lake import is_gzip
 from tests.ops.support import FleetRun, private_fleet
 from tests.support.processes import ROOT
 
@@ -233,7 +234,7 @@ class StorageTally:
     def add(self, delta: LakeDelta, gzip: bool) -> None:
         for kind, objects in delta.objects.items():
             for obj in objects:
-                if obj.key.endswith(".gz") != gzip:
+                if is_gzip(obj.key) != gzip:
                     continue
                 self.stored_bytes[kind] = self.stored_bytes.get(kind, 0) + obj.stored_bytes
                 self.records[kind] = self.records.get(kind, 0) + len(obj.records)

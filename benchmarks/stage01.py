@@ -19,7 +19,6 @@ benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import platform
 import statistics
@@ -37,6 +36,7 @@ import psutil
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.common.lake import is_hidden, list_objects, read_lines
 from stages.ingestion.producer import KinesisProducer
 from tests.support.lake import ConsumerProcess
 from tests.support.processes import ROOT, Process, start_emulator
@@ -106,15 +106,12 @@ class Stack:
 def read_lake(s3: Any) -> tuple[list[dict[str, Any]], int]:
     records: list[dict[str, Any]] = []
     stored = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        for obj in page.get("Contents", []):
-            if obj["Key"].startswith("_"):
-                continue
-            body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
-            stored += len(body)
-            if obj["Key"].endswith(".gz"):
-                body = gzip.decompress(body)
-            records.extend(orjson.loads(line) for line in body.splitlines())
+    for obj in list_objects(s3, BUCKET):
+        if is_hidden(obj["Key"]):
+            continue
+        body = read_lines(s3, BUCKET, obj["Key"]).require_complete()
+        stored += body.stored_bytes
+        records.extend(orjson.loads(line) for line in body.lines)
     return records, stored
 
 
@@ -181,14 +178,12 @@ def phase_latency(log_dir: Path, rate: int, seconds: float) -> dict[str, Any]:
     def poll() -> None:
         while not stop.is_set():
             tick = time.monotonic()
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-                for obj in page.get("Contents", []):
-                    if obj["Key"] in known_keys:
-                        continue
-                    known_keys.add(obj["Key"])
-                    body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
-                    for line in body.splitlines():
-                        seen_at.setdefault(orjson.loads(line)["event_id"], tick)
+            for obj in list_objects(s3, BUCKET):
+                if obj["Key"] in known_keys:
+                    continue
+                known_keys.add(obj["Key"])
+                for line in read_lines(s3, BUCKET, obj["Key"]).require_complete().lines:
+                    seen_at.setdefault(orjson.loads(line)["event_id"], tick)
             stop.wait(max(0.0, 0.05 - (time.monotonic() - tick)))
 
     poller = threading.Thread(target=poll, daemon=True)

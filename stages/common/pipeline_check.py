@@ -23,7 +23,6 @@ Every address comes from the same settings as the fleet (ports, ``AWS_ENDPOINT_U
 from __future__ import annotations
 
 import argparse
-import gzip
 import sys
 import time
 from collections import Counter, defaultdict
@@ -41,6 +40,15 @@ from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.common.fleet import BY_NAME, EMULATOR, SERVICES, Fleet, FleetError, Service, probe
 from stages.common.http import headers
+from stages.common.lake import (
+    dead_letter_partition,
+    hour_of,
+    is_hidden,
+    list_objects,
+    prefix,
+    read_lines,
+    service_partition,
+)
 
 ORCHESTRATOR = "scenario-orchestrator"
 INGESTION = "ingestion-interface"
@@ -108,10 +116,7 @@ def say(message: str = "") -> None:
 def expected_prefix(record: dict[str, Any]) -> str:
     """``service=<svc>/year=/month=/day=/hour=`` of a record's own service and UTC hour."""
     moment = parse_time(str(record["timestamp"]))
-    return (
-        f"service={record['service']}/year={moment:%Y}/month={moment:%m}/day={moment:%d}"
-        f"/hour={moment:%H}/"
-    )
+    return prefix(service_partition(record["service"], hour_of(moment)))
 
 
 def partition_of(key: str) -> str:
@@ -372,12 +377,10 @@ class Lake:
         self.dead_letters: list[LakeLine] = []
 
     def refresh(self, bucket: str, prefixes: Iterable[str]) -> None:
-        for prefix in sorted(prefixes):
-            paginator = self.s3.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    if obj["LastModified"] >= self.since:
-                        self._read_object(bucket, obj)
+        for key_prefix in sorted(prefixes):
+            for obj in list_objects(self.s3, bucket, key_prefix):
+                if obj["LastModified"] >= self.since:
+                    self._read_object(bucket, obj)
 
     def _read_object(self, bucket: str, obj: dict[str, Any]) -> None:
         key = obj["Key"]
@@ -386,11 +389,9 @@ class Lake:
         if f"{bucket}/{key}" in self._read:
             # Rewritten with other bytes: forget the old lines, keep the new ones.
             self.lines[bucket] = [ln for ln in self.lines[bucket] if ln.key != key]
-        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        if key.endswith(".gz"):
-            body = gzip.decompress(body)
-        target = self.dead_letters if key.startswith("_") else self.lines[bucket]
-        target.extend(LakeLine(key, orjson.loads(line)) for line in body.splitlines())
+        body = read_lines(self.s3, bucket, key).require_complete()
+        target = self.dead_letters if is_hidden(key) else self.lines[bucket]
+        target.extend(LakeLine(key, orjson.loads(line)) for line in body.lines)
         self._read[f"{bucket}/{key}"] = obj["ETag"]
 
     def event_ids(self, bucket: str) -> Counter[str]:
@@ -398,7 +399,7 @@ class Lake:
 
 
 def hour_prefixes(moments: Iterable[datetime]) -> set[str]:
-    return {f"year={m:%Y}/month={m:%m}/day={m:%d}/hour={m:%H}/" for m in moments}
+    return {hour_of(m) for m in moments}
 
 
 def wait_for_lake(
@@ -411,7 +412,7 @@ def wait_for_lake(
     for record in accepted.records.values():
         prefixes[record["kind"]].add(expected_prefix(record))
     hours = hour_prefixes([began - CLOCK_MARGIN, datetime.now(UTC)])
-    dead_prefixes = {f"_dead-letter/stream={s.name}/{h}" for s in specs for h in hours}
+    dead_prefixes = {prefix(dead_letter_partition(s.name, h)) for s in specs for h in hours}
     say(f"==> waiting up to {timeout:.0f} s for the consumer to write them to S3")
     start = time.monotonic()
     next_note = start

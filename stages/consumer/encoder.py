@@ -9,10 +9,6 @@ from collections.abc import Sequence
 _GZIP_LEVEL = 6
 
 
-def extension(compression: str) -> str:
-    return ".jsonl.gz" if compression == "gzip" else ".jsonl"
-
-
 def encode_lines(lines: Sequence[bytes], compression: str) -> bytes:
     body = b"\n".join(lines) + b"\n"
     if compression == "gzip":

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
-DEAD_LETTER_PREFIX = "_dead-letter"
+from stages.common import lake
 
 # Characters that would break a Hive partition path or MSCK REPAIR (/, =, :) and anything else
 # outside a conservative set become "_".
@@ -59,15 +59,6 @@ class Routed:
 
 def sanitize_service(service: str) -> str:
     return _UNSAFE.sub("_", service.strip())[:_MAX_SERVICE_LEN]
-
-
-def hour_prefix(moment: datetime) -> str:
-    # Fields formatted by hand: strftime's %Y does not zero-pad years before 1000.
-    return _hour_path(moment.year, moment.month, moment.day, moment.hour)
-
-
-def _hour_path(year: int, month: int, day: int, hour: int) -> str:
-    return f"year={year:04d}/month={month:02d}/day={day:02d}/hour={hour:02d}"
 
 
 def _days_in_month(year: int, month: int) -> int:
@@ -112,11 +103,11 @@ def _event_hour_unchecked(value: object) -> str | None:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             # A naive timestamp is taken as UTC, the canonical record's zone.
-            return hour_prefix(parsed)
-        return hour_prefix(parsed.astimezone(UTC))
+            return lake.hour_of(parsed)
+        return lake.hour_of(parsed.astimezone(UTC))
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = value / 1000 if value > 1e11 else value
-        return hour_prefix(datetime.fromtimestamp(seconds, UTC))
+        return lake.hour_of(datetime.fromtimestamp(seconds, UTC))
     return None
 
 
@@ -134,7 +125,7 @@ def _utc_z_hour(value: str) -> str | None:
         return None
     if day > "28" and int(day) > _days_in_month(int(year), int(month)):
         return None
-    return f"year={year}/month={month}/day={day}/hour={hour}"
+    return lake.hour_path_of_digits(year, month, day, hour)
 
 
 def _offset_hour(match: re.Match[str]) -> str | None:
@@ -142,7 +133,7 @@ def _offset_hour(match: re.Match[str]) -> str | None:
     if not _valid_fields(year, month, day, hour, minute, second):
         return None
     if match.group(7):
-        return _hour_path(year, month, day, hour)
+        return lake.hour_path(year, month, day, hour)
     offset_hours, offset_minutes = int(match.group(9)), int(match.group(10))
     if offset_hours > 23 or offset_minutes > 59:
         return None
@@ -151,12 +142,12 @@ def _offset_hour(match: re.Match[str]) -> str | None:
         offset = -offset
     local = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=timezone(offset))
     # Raises OverflowError when the offset moves the instant out of years 1-9999.
-    return hour_prefix(local.astimezone(UTC))
+    return lake.hour_of(local.astimezone(UTC))
 
 
 def dead_letter_partition(stream: str, arrival: datetime) -> Partition:
     return Partition(
-        f"{DEAD_LETTER_PREFIX}/stream={stream}/{hour_prefix(arrival.astimezone(UTC))}",
+        lake.dead_letter_partition(stream, lake.hour_of(arrival.astimezone(UTC))),
         dead_letter=True,
     )
 
@@ -176,14 +167,14 @@ def route(data: bytes, arrival: datetime, stream: str) -> Routed:
     hour = _event_hour(record.get("timestamp"))
     from_arrival = hour is None
     if hour is None:
-        hour = hour_prefix(arrival.astimezone(UTC))
+        hour = lake.hour_of(arrival.astimezone(UTC))
     # Keep the producer's bytes when they are already one line; re-encode only when needed.
     line = data.strip()
     if b"\n" in line or b"\r" in line:
         line = orjson.dumps(record)
     event_id = record.get("event_id")
     return Routed(
-        Partition(f"service={safe_service}/{hour}"),
+        Partition(lake.service_partition(safe_service, hour)),
         line,
         from_arrival,
         event_id=event_id if isinstance(event_id, str) and event_id else None,

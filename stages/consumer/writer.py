@@ -2,16 +2,17 @@
 
 The key of an object is derived only from what the shard range contains: stream, shard, the
 first and last Kinesis sequence numbers of the partition's records in the range, and the
-partition. Re-flushing the same range after a crash therefore overwrites the same keys instead
-of adding new ones.
+partition (the format is ``stages.common.lake.object_key``). Re-flushing the same range after a
+crash therefore overwrites the same keys instead of adding new ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stages.common import lake
 from stages.consumer.batcher import PartitionBuffer
-from stages.consumer.encoder import encode_lines, extension
+from stages.consumer.encoder import encode_lines
 from stages.consumer.partitioner import Partition
 
 
@@ -26,11 +27,9 @@ class LakeObject:
 def object_key(
     stream: str, shard_id: str, partition: Partition, buf: PartitionBuffer, compression: str
 ) -> str:
-    # Sequence numbers are zero-padded to Kinesis' 56 digits so keys sort in stream order.
-    first = buf.first_sequence.zfill(56)
-    last = buf.last_sequence.zfill(56)
-    name = f"part-{stream}-{shard_id}-{first}-{last}{extension(compression)}"
-    return f"{partition.prefix}/{name}"
+    return lake.object_key(
+        partition.prefix, stream, shard_id, buf.first_sequence, buf.last_sequence, compression
+    )
 
 
 def build_objects(

@@ -8,22 +8,17 @@ and are never used as file paths.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stages.common import lake
 from stages.common.errors import NotFound, Unprocessable
-from stages.dashboard.inflate import Inflater
+from stages.common.lake import Inflater
 from stages.dashboard.metrics import S3_BYTES_INFLATED, S3_BYTES_READ, S3_LIST_CALLS
 
-# A lake key: service=<svc>/year=YYYY/month=MM/day=DD/hour=HH/<object>
-_PARTITION = re.compile(
-    r"^service=(?P<service>[^/]+)/year=(?P<year>\d{4})/month=(?P<month>\d{2})/"
-    r"day=(?P<day>\d{2})/hour=(?P<hour>\d{2})/"
-)
 # Partition analysis keeps at most this many hour partitions per bucket in memory.
 MAX_PARTITIONS = 20_000
 # A summary is reused for at least this many times as long as its listing took.
@@ -34,8 +29,6 @@ MAX_COUNTED_OBJECTS = 200_000
 MAX_COUNTED_PARTITIONS = 4 * MAX_PARTITIONS
 # Gzip objects remembered per bucket for a retry with the whole decompression cap.
 MAX_SUSPECTS = 100
-# Counting reads an object in pieces of this size, never whole.
-READ_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -62,12 +55,12 @@ class BucketScan:
     def add(self, key: str, size: int) -> None:
         self.objects += 1
         self.bytes += size
-        match = _PARTITION.match(key)
-        if match is None:
+        where = lake.parse_service_hour(key)
+        if where is None:
             self.other_objects += 1
             return
-        day = f"{match['year']}-{match['month']}-{match['day']}"
-        slot = (match["service"], day, match["hour"])
+        day = f"{where.year}-{where.month}-{where.day}"
+        slot = (where.service, day, where.hour)
         stats = self.partitions.get(slot)
         if stats is None:
             if len(self.partitions) >= MAX_PARTITIONS:
@@ -113,8 +106,11 @@ class CountAllowance:
 
 
 def hour_prefix(service: str, day: str, hour: str) -> str:
+    """The listing prefix of a partition analysis slot (``day`` is YYYY-MM-DD)."""
     year, month, dom = day.split("-")
-    return f"service={service}/year={year}/month={month}/day={dom}/hour={hour}/"
+    return lake.prefix(
+        lake.service_partition(service, lake.hour_path_of_digits(year, month, dom, hour))
+    )
 
 
 class LakeReader:
@@ -178,7 +174,7 @@ class LakeReader:
     def _list_everything(self, bucket: str) -> BucketScan:
         started = self.clock()
         scan = BucketScan(bucket)
-        for page in self._pages(Bucket=bucket):
+        for page in lake.list_pages(self.s3, bucket, before_call=_count_list_call):
             scan.list_calls += 1
             for item in page.get("Contents", []):
                 scan.add(item["Key"], int(item["Size"]))
@@ -186,16 +182,6 @@ class LakeReader:
         scan.listed_at = time.time()
         scan.duration_seconds = scan.scanned_at - started
         return scan
-
-    def _pages(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        while True:
-            S3_LIST_CALLS.inc()
-            page = self.s3.list_objects_v2(**kwargs)
-            yield page
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
-            kwargs["ContinuationToken"] = token
 
     # --- browser ------------------------------------------------------------------------
     def list_level(self, bucket: str, prefix: str, token: str | None, limit: int) -> dict[str, Any]:
@@ -291,18 +277,18 @@ class LakeReader:
     def _list_partition(
         self, bucket: str, prefix: str, allowance: CountAllowance
     ) -> list[tuple[str, int]] | None:
+        def take_call() -> bool:
+            return allowance.take_call() and _count_list_call()
+
         objects: list[tuple[str, int]] = []
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-        while True:
-            if not allowance.take_call():
-                return None
-            S3_LIST_CALLS.inc()
-            page = self.s3.list_objects_v2(**kwargs)
-            objects.extend((item["Key"], int(item["Size"])) for item in page.get("Contents", []))
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return objects
-            kwargs["ContinuationToken"] = token
+        try:
+            for page in lake.list_pages(self.s3, bucket, prefix, before_call=take_call):
+                objects.extend(
+                    (item["Key"], int(item["Size"])) for item in page.get("Contents", [])
+                )
+        except lake.ListingStopped:
+            return None
+        return objects
 
     def _counted(self, bucket: str, key: str, size: int) -> bool:
         known = self._object_lines.get((bucket, key))
@@ -312,18 +298,18 @@ class LakeReader:
         """Count one object's lines within ``allowance``; False when the allowance ran out
         before the object's end (nothing is remembered then, except for an object that alone
         decompresses to more than a request may: that one is remembered as uncountable)."""
-        if key.endswith(".gz") and allowance.inflated <= 0:
+        if lake.is_gzip(key) and allowance.inflated <= 0:
             allowance.cut = allowance.cut or "no decompressed bytes left"
             return False
         if not allowance.take_call():
             return False
         whole_room = allowance.inflated == allowance.max_inflated
-        inflater = Inflater(key, allowance.inflated) if key.endswith(".gz") else None
+        inflater = Inflater(key, allowance.inflated) if lake.is_gzip(key) else None
         lines, why = 0, None
         last = b"\n"
         body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
         try:
-            while chunk := body.read(READ_CHUNK_BYTES):
+            while chunk := body.read(lake.PIECE_BYTES):
                 allowance.bytes -= len(chunk)
                 S3_BYTES_READ.labels("count").inc(len(chunk))
                 for piece in inflater.feed(chunk) if inflater is not None else (chunk,):
@@ -361,6 +347,11 @@ class LakeReader:
         counted = None if why else lines + (last != b"\n")
         self._object_lines[(bucket, key)] = (size, counted, why)
         return True
+
+
+def _count_list_call() -> bool:
+    S3_LIST_CALLS.inc()
+    return True
 
 
 def over_budget(cost: int) -> str:

@@ -17,7 +17,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from stages.common.errors import NotFound
-from stages.dashboard.inflate import Inflater
+from stages.common.lake import Inflater, is_gzip
 from stages.dashboard.metrics import S3_BYTES_INFLATED, S3_BYTES_READ
 
 FIRST_RANGE_BYTES = 16 * 1024
@@ -44,7 +44,7 @@ def read_first_lines(
     """At most ``max_bytes`` are fetched and, for a ``.gz`` object, at most ``max_inflated``
     decompressed: a bound reached before N lines makes the excerpt ``truncated``."""
     excerpt = Excerpt()
-    inflater = Inflater(key, max_inflated) if key.endswith(".gz") else None
+    inflater = Inflater(key, max_inflated) if is_gzip(key) else None
     # Only the last, unfinished line is kept between pieces: a long line costs its own length
     # once, never a copy per piece.
     pending = bytearray()

@@ -21,6 +21,7 @@ import pytest
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.common.lake import list_objects
 from stages.consumer.leases import DynamoLeaseStore
 from tests.support.fault_proxy import FaultProxy
 from tests.support.lake import (
@@ -105,9 +106,8 @@ def _reset(settings: Settings) -> None:
     for item in dynamodb.scan(TableName=settings.lease_table).get("Items", []):
         dynamodb.delete_item(TableName=settings.lease_table, Key={"lease_key": item["lease_key"]})
     s3 = aws.client("s3", settings)
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    for obj in list(list_objects(s3, BUCKET)):
+        s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
 
 
 def _consumer(endpoint: str, logs: Path, settings: dict[str, str], **extra: str) -> Any:

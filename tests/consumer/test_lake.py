@@ -9,6 +9,7 @@ import duckdb
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.common.lake import list_objects
 from tests.support.lake import (
     ConsumerProcess,
     assert_exactly_once,
@@ -24,12 +25,10 @@ LOGS = "stage01-logs-stream"
 
 def _mirror_bucket(s3, bucket: str, into: Path) -> None:
     """Copy a bucket to disk key by key, so DuckDB reads the same layout Athena would."""
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            target = into / obj["Key"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+    for obj in list_objects(s3, bucket):
+        target = into / obj["Key"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
 
 
 def test_plain_and_aggregated_records_land_exactly_once_in_their_partitions(

@@ -10,9 +10,9 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from stages.common.errors import NotFound, StagesError, Unavailable, Unprocessable
+from stages.common.lake import Inflater
 from stages.dashboard.app import aws_errors
 from stages.dashboard.consumer import ConsumerMetrics, parse_metrics
-from stages.dashboard.inflate import Inflater
 from stages.dashboard.lake import BucketScan, LakeReader
 from stages.dashboard.partitions import analyse
 from stages.dashboard.sampler import Sampler

@@ -17,7 +17,6 @@ Topology (all on private ports, one fleet per test module)::
 
 from __future__ import annotations
 
-import gzip
 import os
 import signal
 import sys
@@ -36,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.common.kpl import deaggregate
+from stages.common.lake import is_hidden, list_objects, read_lines
 from tests.ops.support import FleetRun, alive, private_fleet
 from tests.support.fault_proxy import FaultProxy
 from tests.support.lake import ConsumerProcess
@@ -112,19 +112,16 @@ class Lake:
 
     def refresh(self) -> Counter[str]:
         for bucket in BUCKETS.values():
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-                for obj in page.get("Contents", []):
-                    key = (bucket, obj["Key"])
-                    if key in self._ids_by_key or obj["Key"].startswith("_"):
-                        continue
-                    self._ids_by_key[key] = self._read(bucket, obj["Key"])
+            for obj in list_objects(self.s3, bucket):
+                key = (bucket, obj["Key"])
+                if key in self._ids_by_key or is_hidden(obj["Key"]):
+                    continue
+                self._ids_by_key[key] = self._read(bucket, obj["Key"])
         return Counter(i for ids in self._ids_by_key.values() for i in ids)
 
     def _read(self, bucket: str, key: str) -> list[str]:
-        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        if key.endswith(".gz"):
-            body = gzip.decompress(body)
-        return [orjson.loads(line)["event_id"] for line in body.splitlines()]
+        body = read_lines(self.s3, bucket, key).require_complete()
+        return [orjson.loads(line)["event_id"] for line in body.lines]
 
 
 @dataclass

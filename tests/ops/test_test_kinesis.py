@@ -12,6 +12,7 @@ import pytest
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.common.lake import list_objects, read_lines
 from stages.common.provision import ensure_resources
 from stages.common.resources import stream_for_kind
 from tests.ops.support import clean_env
@@ -71,10 +72,9 @@ def lake_lines(settings: Settings, marker: str) -> list[str]:
     s3 = aws.client("s3", settings)
     bucket = stream_for_kind(settings, "log").bucket
     found = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
-            found += [f"{obj['Key']}: {ln}" for ln in body.splitlines() if marker in ln]
+    for obj in list_objects(s3, bucket):
+        lines = [ln.decode() for ln in read_lines(s3, bucket, obj["Key"]).require_complete().lines]
+        found += [f"{obj['Key']}: {ln}" for ln in lines if marker in ln]
     return found
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import sys
 import time
 import uuid
@@ -17,6 +16,7 @@ import httpx
 import orjson
 from aws_kinesis_agg.aggregator import RecordAggregator
 
+from stages.common.lake import is_hidden, list_objects, read_lines
 from tests.support.processes import Process, base_env, free_port, wait_http_ok
 
 SERVICES = ("api-gateway", "payment-service", "auth-service", "account-service", "fraud-detection")
@@ -105,27 +105,20 @@ class LakeLine:
 
 def read_bucket(s3: Any, bucket: str, prefix: str = "") -> list[LakeLine]:
     lines: list[LakeLine] = []
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            if obj["Key"].endswith(".gz"):
-                body = gzip.decompress(body)
-            assert body.endswith(b"\n"), f"{obj['Key']} does not end with a newline"
-            lines.extend(
-                LakeLine(bucket, obj["Key"], orjson.loads(line)) for line in body.splitlines()
-            )
+    for obj in list_objects(s3, bucket, prefix):
+        body = read_lines(s3, bucket, obj["Key"]).require_complete()
+        assert body.ends_with_newline, f"{obj['Key']} does not end with a newline"
+        lines.extend(LakeLine(bucket, obj["Key"], orjson.loads(line)) for line in body.lines)
     return lines
 
 
 def lake_records(s3: Any, bucket: str) -> list[LakeLine]:
     """Every line outside the dead-letter prefix."""
-    return [line for line in read_bucket(s3, bucket) if not line.key.startswith("_")]
+    return [line for line in read_bucket(s3, bucket) if not is_hidden(line.key)]
 
 
 def count_objects(s3: Any, bucket: str) -> int:
-    paginator = s3.get_paginator("list_objects_v2")
-    return sum(len(page.get("Contents", [])) for page in paginator.paginate(Bucket=bucket))
+    return sum(1 for _ in list_objects(s3, bucket))
 
 
 def assert_exactly_once(lines: list[LakeLine], sent: list[dict[str, Any]]) -> None:
