@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: ./test.sh [pytest args...]
-# Installs the project into .venv if needed, runs the whole suite, then the Compose job
+# Installs the project into .venv if needed, runs the Compose job, then the whole suite
 # (ci/compose-smoke.sh: the compose files for real on a private Docker engine, as root; about
 # 10 minutes from nothing, 6.5 with its cache). CI runs exactly this. COMPOSE_SMOKE=skip leaves
 # the Compose job out, and so does a pytest selection (arguments), which is a partial run anyway.

@@ -174,7 +174,7 @@ class ShardWorker(threading.Thread):
             if self.replay_end is not None and int(krec.sequence) > int(self.replay_end):
                 # The pending range ended on a record we have already passed; close it first.
                 self.flush("replay")
-                self.replay_end = None
+                self._end_replay()
             buffer = self.buffer
             for user in krec.user_records:
                 byte_count += len(user.data)
@@ -231,6 +231,12 @@ class ShardWorker(threading.Thread):
         buffer.add(
             routed, krec.sequence, user.sub_sequence, user.data, krec.arrival, user.partition_key
         )
+
+    def _end_replay(self) -> None:
+        """The pending range is written: from here on this process' own settings apply."""
+        self.replay_end = None
+        self.replay_compression = self.config.compression
+        self.window.resize(self.config.dedup_window_records)
 
     def _finish_replay(self, reader: ShardReader) -> None:
         """A stop inside a pending range: read the rest of it, since it is flushed only whole.
@@ -316,10 +322,7 @@ class ShardWorker(threading.Thread):
         self.checkpoint = end
         self.progress_at = time.monotonic()
         if self.replay_end is not None and int(end) >= int(self.replay_end):
-            self.replay_end = None
-            # From here on this process' own settings apply.
-            self.replay_compression = self.config.compression
-            self.window.resize(self.config.dedup_window_records)
+            self._end_replay()
         written = sum(obj.records for obj in objects if not obj.dead_letter)
         metrics.FLUSHES.labels(self.stream, reason).inc()
         metrics.RECORDS_OUT.labels(self.stream).inc(written)

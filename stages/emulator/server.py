@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cheroot.wsgi import Server as WSGIServer
+from moto.moto_server import werkzeug_app
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 from stages.common.hosts import WILDCARD_BINDS, HostPolicy, configured_names, parse_list
@@ -83,18 +84,16 @@ class HostGuard:
                 "(localhost, 127.0.0.1, [::1], the compose service names, ALLOWED_HOSTS)",
             )
         origin = environ.get("HTTP_ORIGIN")
-        # A cross-site form can POST without a preflight: S3's POST-object upload and the query
-        # protocol of the other AWS services moto serves would take it. AWS SDKs send no Origin.
-        if (
-            origin is not None
-            and environ.get("REQUEST_METHOD") not in ("GET", "HEAD", "OPTIONS")
-            and not self.policy.allows_origin(origin, host)
-        ):
+        # AWS SDKs send no Origin; a browser does, on every fetch from a page. A foreign page is
+        # refused whatever the method: a cross-site form can POST without a preflight (S3's
+        # POST-object upload, the query protocol of the other services), and a GET would let it
+        # read every bucket if anything answered with CORS headers.
+        if origin is not None and not self.policy.allows_origin(origin, host):
             return _refuse(
                 start_response,
                 "403 Forbidden",
                 "forbidden",
-                f"requests from origin {origin[:100]!r} may not change anything here",
+                f"requests from origin {origin[:100]!r} are not answered here",
             )
         return self.app(environ, start_response)
 
@@ -138,6 +137,11 @@ def backend_app_without_debug(service: Any) -> Any:
     app = create_backend_app(service)
     app.debug = False
     return app
+
+
+# moto wraps every backend in flask-cors with its defaults (any origin may read any answer);
+# our clients are SDKs and server-side services, so no answer carries CORS headers.
+werkzeug_app.DISABLE_GLOBAL_CORS = True
 
 
 def serve(

@@ -226,6 +226,21 @@ def test_the_emulator_refuses_a_foreign_host_and_serves_boto3(targets: dict[str,
     assert upload.status_code == 403, upload.text
     query = httpx.post(f"{endpoint}/", content=b"Action=ListQueues", headers=form)
     assert query.status_code == 403, query.text
+    # A page's fetch() of a listing or an object would be readable if the emulator answered it
+    # with CORS headers: a foreign Origin is refused on reads too, preflights included.
+    foreign = {"Origin": "http://attacker.example"}
+    read = httpx.get(f"{endpoint}/md-raw-logs?list-type=2", headers=foreign)
+    assert read.status_code == 403, read.text
+    assert "access-control-allow-origin" not in read.headers
+    preflight = httpx.options(
+        f"{endpoint}/md-raw-logs",
+        headers={**foreign, "Access-Control-Request-Method": "GET"},
+    )
+    assert preflight.status_code == 403
+    # Without an Origin (an SDK, curl) nothing carries CORS headers either.
+    plain = httpx.get(f"{endpoint}/md-raw-logs?list-type=2")
+    assert plain.status_code == 200
+    assert not any(name.startswith("access-control-") for name in plain.headers)
     s3 = boto3.client(
         "s3",
         endpoint_url=endpoint,
