@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
-import psutil
 import pytest
 from playwright.sync_api import Browser, Route, expect
 
 from stages.common import fleet as registry
-from tests.ops.support import FleetRun, alive, private_fleet
+from tests.ops.support import FleetRun, private_fleet
 from tests.support.browser import open_page, save_screenshot
 
 TIMEOUT_MS = 30_000
@@ -28,11 +27,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetRun]:
         assert started.returncode == 0, started.stdout + started.stderr
         yield run
     finally:
-        pids = run.recorded_pids()
-        run.cli("stop", "--timeout", "30")
-        for pid in pids:
-            if alive(pid) and "stages." in " ".join(psutil.Process(pid).cmdline()):
-                psutil.Process(pid).kill()
+        run.stop_all()
 
 
 def _title_and_operation_count(base: str) -> tuple[str, int]:

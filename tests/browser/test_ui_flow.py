@@ -9,13 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import psutil
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from stages.common import aws
 from stages.common.config import Settings
-from tests.ops.support import FleetRun, alive, private_fleet
+from tests.ops.support import FleetRun, private_fleet
 from tests.support.browser import open_page, save_screenshot
 
 TIMEOUT_MS = 60_000
@@ -44,11 +43,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetRun]:
         assert started.returncode == 0, started.stdout + started.stderr
         yield run
     finally:
-        pids = run.recorded_pids()
-        run.cli("stop", "--timeout", "30")
-        for pid in pids:
-            if alive(pid) and "stages." in " ".join(psutil.Process(pid).cmdline()):
-                psutil.Process(pid).kill()
+        run.stop_all()
 
 
 def _bucket_count(page: Page, bucket: str) -> int:

@@ -81,6 +81,15 @@ class FleetRun:
     def pid(self, service: str) -> int:
         return int((self.run_dir / f"{service}.pid").read_text())
 
+    def stop_all(self) -> None:
+        """``stop`` as a user runs it, then SIGKILL for any of our processes it left running, so
+        a failed stop cannot leak services into the rest of the suite."""
+        pids = self.recorded_pids()
+        self.cli("stop", "--timeout", "30")
+        for pid in pids:
+            if alive(pid) and "stages." in " ".join(psutil.Process(pid).cmdline()):
+                psutil.Process(pid).kill()
+
     def recorded_pids(self) -> list[int]:
         pids = []
         for path in self.run_dir.glob("*.pid"):

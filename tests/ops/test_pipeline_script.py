@@ -33,11 +33,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetRun]:
     try:
         yield run
     finally:
-        pids = run.recorded_pids()
-        run.cli("stop", "--timeout", "30")
-        for pid in pids:
-            if alive(pid) and "stages." in " ".join(psutil.Process(pid).cmdline()):
-                psutil.Process(pid).kill()
+        run.stop_all()
 
 
 def ensure_started(fleet: FleetRun) -> None:
