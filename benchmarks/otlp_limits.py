@@ -23,7 +23,7 @@ from stages.consolidation import otlp
 PROTOBUF = "application/x-protobuf"
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -32,12 +32,13 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (the tests build their hostile bodies with it)."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def bomb() -> None:
-    body = _field(1, _field(2, b"\x12\x00" * 5_000_000))
+    body = length_delimited(1, length_delimited(2, b"\x12\x00" * 5_000_000))
     started = time.perf_counter()
     try:
         otlp.screen(otlp.decode_request(body, PROTOBUF))

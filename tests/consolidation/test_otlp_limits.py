@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
+from benchmarks.otlp_limits import length_delimited
 from stages.common.config import Settings
 from stages.consolidation import otlp
 from stages.consolidation.app import create_app
@@ -33,24 +34,10 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """One length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
 def _empty_records_bomb(count: int) -> bytes:
     """ExportLogsServiceRequest{resource_logs{scope_logs{log_records x count}}}, each record an
     empty message: two bytes apiece."""
-    return _field(1, _field(2, b"\x12\x00" * count))
+    return length_delimited(1, length_delimited(2, b"\x12\x00" * count))
 
 
 def _records(count: int, scopes: int = 1) -> ExportLogsServiceRequest:
@@ -109,11 +96,11 @@ def test_the_limit_itself_is_accepted(client: TestClient) -> None:
 
 
 def test_empty_resource_and_scope_groups_count(client: TestClient) -> None:
-    resources = b"".join(_field(1, b"") for _ in range(otlp.MAX_GROUPS + 1))
+    resources = b"".join(length_delimited(1, b"") for _ in range(otlp.MAX_GROUPS + 1))
     resp = client.post("/v1/logs", content=resources, headers=PROTOBUF)
     assert resp.status_code == 413
     assert "resourceLogs and scopeLogs" in _status(resp)
-    scopes = _field(1, b"\x12\x00" * (otlp.MAX_GROUPS + 1))
+    scopes = length_delimited(1, b"\x12\x00" * (otlp.MAX_GROUPS + 1))
     resp = client.post("/v1/logs", content=scopes, headers=PROTOBUF)
     assert resp.status_code == 413
     as_json = {"resourceLogs": [{"scopeLogs": [{}] * (otlp.MAX_GROUPS + 1)}]}
@@ -153,9 +140,9 @@ def test_an_ordinary_request_still_stores(client: TestClient) -> None:
 def test_deeply_nested_values_are_a_400_not_a_crash(client: TestClient) -> None:
     value = b""
     for _ in range(5000):
-        value = _field(5, _field(1, value))  # AnyValue.array_value.values[0]
-    record = _field(5, value)  # LogRecord.body
-    body = _field(1, _field(2, _field(2, record)))
+        value = length_delimited(5, length_delimited(1, value))  # AnyValue.array_value.values[0]
+    record = length_delimited(5, value)  # LogRecord.body
+    body = length_delimited(1, length_delimited(2, length_delimited(2, record)))
     resp = client.post("/v1/logs", content=body, headers=PROTOBUF)
     assert resp.status_code == 400, resp.status_code
     assert "deep" in _status(resp)
@@ -164,7 +151,9 @@ def test_deeply_nested_values_are_a_400_not_a_crash(client: TestClient) -> None:
 def test_a_request_of_unknown_fields_is_refused_by_count(client: TestClient) -> None:
     """Fields the receiver does not know are skipped, but still counted: five million of them
     (two bytes each) are refused without being walked to the end."""
-    body = _field(1, b"\x08\x00" * 5_000_000)  # ResourceLogs with a repeated unknown varint
+    body = length_delimited(
+        1, b"\x08\x00" * 5_000_000
+    )  # ResourceLogs with a repeated unknown varint
     started = time.monotonic()
     resp = client.post("/v1/logs", content=body, headers=PROTOBUF)
     assert resp.status_code == 413, resp.status_code
