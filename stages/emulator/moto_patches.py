@@ -12,6 +12,10 @@ guarantees depend on it. Applied once, in the emulator process only.
 - After ``SplitShard`` moto re-puts the parent's records and keeps routing new records by hash
   range over *all* shards, so they land in the closed parent again. Real Kinesis keeps the
   parent's records in the parent and routes new records to the open children only.
+- moto computes an S3 object's ETag on first use by seeking and reading its body without the
+  key's lock, while a GET reads the same body under the lock: the two move one shared position,
+  so a GET racing the PUT's own answer could get an empty body under the object's checksum, and
+  the ETag could become the MD5 of nothing. Both now read the whole body without the position.
 
 And so that the emulator's memory does not grow with the data that passes through it:
 
@@ -64,6 +68,7 @@ from moto.core.utils import unix_time, utcnow
 from moto.kinesis import models
 from moto.s3 import models as s3_models
 from moto.utilities.aws_headers import gen_amzn_requestid_long
+from moto.utilities.utils import md5_hash
 
 from stages.emulator import kinesis_log
 
@@ -236,17 +241,33 @@ class _ObjectBody:
         self._position += len(data)
         return len(data)
 
-    def read(self, size: int | None = -1) -> bytes:
+    def _contents(self) -> tuple[tuple[_AppendOnlyFile, int, int] | None, bytearray]:
+        # Read both before checking for close(): close() marks the body closed before it lets
+        # the contents go, so contents read while still open are whole.
+        on_disk, memory = self._on_disk, self._memory
         self._check_open()
-        remaining = max(0, self._size() - self._position)
+        return on_disk, memory
+
+    def read(self, size: int | None = -1) -> bytes:
+        on_disk, memory = self._contents()
+        total = on_disk[2] if on_disk is not None else len(memory)
+        remaining = max(0, total - self._position)
         wanted = remaining if size is None or size < 0 else min(size, remaining)
-        if self._on_disk is not None:
-            storage, offset, _ = self._on_disk
+        if on_disk is not None:
+            storage, offset, _ = on_disk
             chunk = storage.read(offset + self._position, wanted)
         else:
-            chunk = bytes(self._memory[self._position : self._position + wanted])
+            chunk = bytes(memory[self._position : self._position + wanted])
         self._position += len(chunk)
         return chunk
+
+    def whole(self) -> bytes:
+        """The entire body, without touching the position that ``seek``/``read`` share."""
+        on_disk, memory = self._contents()
+        if on_disk is not None:
+            storage, offset, size = on_disk
+            return storage.read(offset, size)
+        return bytes(memory)
 
     def close(self) -> None:
         self._closed = True
@@ -262,6 +283,28 @@ def _keep_object_bodies_in(store: _SegmentedStore, threshold: int) -> None:
 
     # moto.s3.models uses the tempfile module for exactly this and nothing else.
     s3_models.tempfile = SimpleNamespace(SpooledTemporaryFile=make_body)  # type: ignore[assignment]
+
+
+_original_value = s3_models.FakeKey.value
+_original_etag = s3_models.FakeKey.etag
+
+
+def _key_value(key: s3_models.FakeKey) -> bytes:
+    body = key._value_buffer
+    if isinstance(body, _ObjectBody):
+        return body.whole()
+    return _original_value.fget(key)  # type: ignore[attr-defined]
+
+
+def _key_etag(key: s3_models.FakeKey) -> str:
+    # moto computes the ETag on first use by seeking and reading the body without the key's
+    # lock, while a GET of the same key reads it under the lock: the two share one position,
+    # and a GET answered while the PUT's response computed the ETag got an empty body with
+    # the object's checksum. Reading the whole body does not move the position.
+    body = key._value_buffer
+    if key._etag is None and isinstance(body, _ObjectBody):
+        key._etag = md5_hash(body.whole()).hexdigest()
+    return _original_etag.fget(key)  # type: ignore[attr-defined]
 
 
 def _log_of(shard: models.Shard) -> kinesis_log.RecordLog:
@@ -480,6 +523,8 @@ def apply(s3_memory_object_bytes: int, data_directory: Path | None = None) -> No
         data_directory.mkdir(parents=True, exist_ok=True)
     _data_directory = data_directory
     _keep_object_bodies_in(_SegmentedStore(data_directory), s3_memory_object_bytes)
+    s3_models.FakeKey.value = property(_key_value, _original_value.fset)  # type: ignore[method-assign]
+    s3_models.FakeKey.etag = property(_key_etag)  # type: ignore[method-assign]
     from stages.emulator import s3_keys
 
     s3_keys.install(data_directory)

@@ -7,6 +7,9 @@ from __future__ import annotations
 import gc
 import hashlib
 import random
+import sys
+import threading
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +169,39 @@ def test_a_body_file_is_freed_once_no_stored_object_refers_to_it(
     assert first_file() is None  # closed, and being unlinked, its space is returned
     assert backend.get_object("lake", "k0").value == b"replaced"  # type: ignore[union-attr]
     assert backend.get_object("lake", "k5").value == bytes([5]) * 400  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("size", [50, 5000], ids=["in-memory", "in-a-file"])
+def test_a_get_while_the_etag_is_computed_reads_the_whole_body(
+    backend: s3_models.S3Backend, size: int
+) -> None:
+    """moto computes an object's ETag on first use (the PUT's own answer, or the first GET) and
+    reads its body for it; a GET of the same object at that moment must still get every byte,
+    not an empty body under the object's checksum."""
+    body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    key = backend.put_object("lake", "raced", body)
+    deadline = time.monotonic() + 1.0
+    short: list[int] = []
+    wrong_etags: list[str] = []
+    reads = 0
+
+    def compute_etags() -> None:
+        while time.monotonic() < deadline:
+            key._etag = None
+            if key.etag != f'"{hashlib.md5(body).hexdigest()}"':
+                wrong_etags.append(key.etag)
+
+    threading.Thread(target=compute_etags, daemon=True).start()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, as a loaded server does
+    try:
+        while time.monotonic() < deadline:
+            got = backend.get_object("lake", "raced").value  # type: ignore[union-attr]
+            reads += 1
+            if got != body:
+                short.append(len(got))
+    finally:
+        sys.setswitchinterval(interval)
+    assert reads > 100
+    assert short == [], f"{len(short)} of {reads} reads were short: {short[:5]} bytes"
+    assert wrong_etags == []
