@@ -8,7 +8,7 @@ of sequence numbers (moto numbers them consecutively) kept in segments, each a p
 files under ``DATA_DIR/emulator``: the data (partition key, explicit hash key and payload, one
 after the other) and an index of ``_ENTRY.size`` bytes per record (arrival time, offset, sizes).
 A record is found by arithmetic, a GetRecords page is two reads per segment, AT_TIMESTAMP is a
-binary search, and memory holds a few numbers per segment of up to ``moto_patches._SEGMENT_BYTES``.
+binary search, and memory holds a few numbers per segment of up to ``files.SEGMENT_BYTES``.
 
 A segment is dropped once the retention period has passed for all its records; its files close
 (and, being unlinked, give their space back) when nothing refers to them any more, so a read in
@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stages.emulator.files import AppendOnlyFile
+
 # Arrival time (s), data offset, partition key length, explicit hash key length (NO_KEY: none),
 # payload length.
 _ENTRY = struct.Struct("<dqHHI")
@@ -35,12 +37,10 @@ class _Segment:
     __slots__ = ("count", "data", "first", "index")
 
     def __init__(self, first: int, directory: Path | None) -> None:
-        from stages.emulator.moto_patches import _AppendOnlyFile
-
         self.first = first  # sequence number of its first record
         self.count = 0
-        self.data = _AppendOnlyFile(directory)
-        self.index = _AppendOnlyFile(directory)
+        self.data = AppendOnlyFile(directory)
+        self.index = AppendOnlyFile(directory)
 
     def entries(self, start: int, stop: int) -> list[tuple[float, int, int, int, int]]:
         """Index entries of positions ``start`` to ``stop`` (exclusive), in one read."""
@@ -123,7 +123,7 @@ class StoredRecord:
 class RecordLog:
     """A shard's records, oldest first, read like moto's ``OrderedDict`` of sequence number to
     record (``len``, ``in``, ``[n]``, ``get``, iteration both ways, ``values``) and written only
-    by ``append`` and ``expire``. The caller serialises writes (moto_patches' write lock)."""
+    by ``append`` and ``expire``. The caller serialises writes (``kinesis_model``'s write lock)."""
 
     def __init__(self, directory: Path | None, segment_bytes: int) -> None:
         self._directory = directory

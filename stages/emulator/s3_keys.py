@@ -12,7 +12,7 @@ body is, as bytes). The newest ``CACHE_KEYS`` keys stay in memory as moto object
 some of them in place after fetching them (ACLs, retention, restore status), so a key leaves
 the cache by being written back, never by being dropped.
 
-A shared body file of ``moto_patches`` is kept open as long as a stored version refers to it
+A shared body file (``s3_bodies``) is kept open as long as a stored version refers to it
 (counted per file), and after that as long as a Python object does, so an overwritten or
 deleted object's space is returned a whole file at a time, as before.
 
@@ -42,6 +42,8 @@ from moto.s3 import models as s3_models
 from moto.s3.utils import _VersionedKeyStore
 from moto.utilities.utils import md5_hash
 
+from stages.emulator import s3_bodies
+
 # Keys whose moto objects stay in memory (~3.4 KB each), newest use first.
 CACHE_KEYS = 1000
 # SQLite's own page cache, in KiB.
@@ -66,13 +68,11 @@ class _Pickler(pickle.Pickler):
         self.files: list[int] = []
 
     def reducer_override(self, obj: Any) -> Any:
-        from stages.emulator import moto_patches
-
         if isinstance(obj, s3_models.FakeKey):
             state = obj.__dict__.copy()
             state.pop("lock", None)
             return _restore_key, (type(obj), state)
-        if isinstance(obj, moto_patches._ObjectBody):
+        if isinstance(obj, s3_bodies.ObjectBody):
             handle = obj.handle()
             if handle[0] == "file":
                 storage = handle[1]
@@ -87,13 +87,11 @@ _databases: dict[int, KeyDatabase] = {}
 
 
 def _restore_body(database_ident: int, handle: tuple[Any, ...]) -> Any:
-    from stages.emulator import moto_patches
-
     database = _databases[database_ident]
     if handle[0] == "file":
         storage = database.storage(handle[1])
         handle = ("file", storage, handle[2], handle[3])
-    return moto_patches._ObjectBody.restore(handle)
+    return s3_bodies.ObjectBody.restore(handle)
 
 
 class KeyDatabase:

@@ -26,7 +26,6 @@ from stages.common.hosts import WILDCARD_BINDS, HostPolicy, configured_names, pa
 from stages.common.logging_setup import configure_logging
 from stages.common.runtime import tune_process
 from stages.emulator import moto_patches
-from stages.emulator.glue import apply as apply_glue_versioning
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +154,6 @@ def serve(
     allowed_origins: Iterable[str] = (),
 ) -> None:
     moto_patches.apply(s3_memory_object_bytes, data_directory)
-    apply_glue_versioning()
     ready = threading.Event()
     app = HostGuard(
         HealthMiddleware(DomainDispatcherApplication(backend_app_without_debug), ready),

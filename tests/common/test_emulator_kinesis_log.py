@@ -10,7 +10,7 @@ from base64 import b64encode
 import pytest
 from moto.kinesis import models
 
-from stages.emulator import moto_patches
+from stages.emulator import files, kinesis_model, moto_patches
 
 ACCOUNT = "123456789012"
 
@@ -18,7 +18,7 @@ ACCOUNT = "123456789012"
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch) -> models.KinesisBackend:
     moto_patches.apply(s3_memory_object_bytes=64 * 1024)
-    monkeypatch.setattr(moto_patches, "_SEGMENT_BYTES", 1500)  # a new segment every few records
+    monkeypatch.setattr(files, "SEGMENT_BYTES", 1500)  # a new segment every few records
     kinesis = models.KinesisBackend("us-east-1", ACCOUNT)
     kinesis.create_stream("log", shard_count=1, stream_mode=None)
     return kinesis
@@ -110,7 +110,7 @@ def test_expiry_frees_whole_segments_and_keeps_numbering(backend: models.Kinesis
     shard = backend.describe_stream(None, "log").shards["shardId-000000000000"]
     for n in range(1, 16):
         shard.records[n].created_at -= 7200
-    assert moto_patches.expire_records(shard, 3600, time.time()) == 15
+    assert kinesis_model.expire_records(shard, 3600, time.time()) == 15
     assert [r.sequence_number for r in read(backend, "TRIM_HORIZON")] == list(range(16, 21))
     assert shard.get_min_sequence_number() == 16
     assert 16 in shard.records and 15 not in shard.records and len(shard.records) == 5

@@ -14,13 +14,13 @@ import pytest
 from moto.core import common_models
 from moto.kinesis import models
 
-from stages.emulator import moto_patches
+from stages.emulator import files, kinesis_model, moto_patches, s3_bodies
 
 
 @pytest.fixture
 def shard(monkeypatch: pytest.MonkeyPatch) -> models.Shard:
     moto_patches.apply(s3_memory_object_bytes=64 * 1024)
-    monkeypatch.setattr(moto_patches, "_SEGMENT_BYTES", 1000)  # a new file every ~3 records
+    monkeypatch.setattr(files, "SEGMENT_BYTES", 1000)  # a new file every ~3 records
     return models.Shard(0, 0, 2**128 - 1)
 
 
@@ -47,21 +47,21 @@ def test_records_past_retention_expire_and_their_files_are_let_go(shard: models.
     assert shard.records[4]._storage is not first_file()
 
     age(shard, range(1, 8), 3600)
-    assert moto_patches.expire_records(shard, retention_seconds=600, now=time.time()) == 7
+    assert kinesis_model.expire_records(shard, retention_seconds=600, now=time.time()) == 7
     assert payloads(shard, "0") == sent[7:]  # TRIM_HORIZON now starts at the first live one
     assert payloads(shard, "9") == sent[9:]
     gc.collect()
     assert first_file() is None  # closed, and being unlinked, its space is returned
 
     # Nothing else is old enough: nothing more goes.
-    assert moto_patches.expire_records(shard, retention_seconds=600, now=time.time()) == 0
+    assert kinesis_model.expire_records(shard, retention_seconds=600, now=time.time()) == 0
 
 
 def test_sequence_numbers_go_on_after_every_record_expired(shard: models.Shard) -> None:
     for i in range(5):
         put(shard, f"old {i}".encode())
     age(shard, range(1, 6), 3600)
-    assert moto_patches.expire_records(shard, retention_seconds=600, now=time.time()) == 5
+    assert kinesis_model.expire_records(shard, retention_seconds=600, now=time.time()) == 5
     assert payloads(shard, "0") == []
     # A consumer checkpointed at 5 must see what comes next, numbered after it.
     assert put(shard, b"new") == "6"
@@ -72,9 +72,9 @@ def test_sequence_numbers_go_on_after_every_record_expired(shard: models.Shard) 
 def test_s3_bodies_read_in_chunks_and_fail_once_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(moto_patches, "_SEGMENT_BYTES", 1000)
-    store = moto_patches._SegmentedStore(tmp_path)
-    body = moto_patches._ObjectBody(store, threshold=100)
+    monkeypatch.setattr(files, "SEGMENT_BYTES", 1000)
+    store = files.SegmentedStore(tmp_path)
+    body = s3_bodies.ObjectBody(store, threshold=100)
     data = bytes(range(256)) * 3
     body.seek(0)
     body.truncate()
@@ -99,11 +99,11 @@ def test_s3_bodies_read_in_chunks_and_fail_once_closed(
 def test_s3_body_files_are_freed_once_no_body_in_them_is_alive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(moto_patches, "_SEGMENT_BYTES", 1000)
-    store = moto_patches._SegmentedStore(tmp_path)
+    monkeypatch.setattr(files, "SEGMENT_BYTES", 1000)
+    store = files.SegmentedStore(tmp_path)
     bodies = []
     for n in range(6):  # 400 bytes each: bodies 0-2 fill the first file, 3-5 the second
-        body = moto_patches._ObjectBody(store, threshold=100)
+        body = s3_bodies.ObjectBody(store, threshold=100)
         body.write(bytes([n]) * 400)
         bodies.append(body)
     first_file = weakref.ref(bodies[0]._on_disk[0])  # type: ignore[index]
@@ -174,7 +174,7 @@ def test_put_records_routes_by_key_and_keeps_kinesis_limits(
 def test_cloudwatch_datapoints_of_kinesis_calls_are_bounded(
     backend: models.KinesisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(moto_patches, "MAX_CLOUDWATCH_DATUMS", 40)
+    monkeypatch.setattr(kinesis_model, "MAX_CLOUDWATCH_DATUMS", 40)
     datums = models.cloudwatch_backends["123456789012"]["us-east-1"].metric_data
     entry = {"PartitionKey": "k", "Data": b64encode(b"data").decode()}
     for _ in range(200):

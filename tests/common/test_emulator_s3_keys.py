@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from moto.s3 import models as s3_models
 
-from stages.emulator import moto_patches, s3_keys
+from stages.emulator import files, moto_patches, s3_bodies, s3_keys
 
 ACCOUNT = "123456789012"
 
@@ -25,11 +25,11 @@ ACCOUNT = "123456789012"
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[s3_models.S3Backend]:
     moto_patches.apply(s3_memory_object_bytes=100)
-    monkeypatch.setattr(moto_patches, "_SEGMENT_BYTES", 2000)
+    monkeypatch.setattr(files, "SEGMENT_BYTES", 2000)
     # apply() acts once per process: bodies over 100 bytes go to files for these tests only.
     monkeypatch.setattr(s3_models, "tempfile", s3_models.tempfile)
-    monkeypatch.setattr(moto_patches._ObjectBody, "_default", moto_patches._ObjectBody._default)
-    moto_patches._keep_object_bodies_in(moto_patches._SegmentedStore(tmp_path), 100)
+    monkeypatch.setattr(s3_bodies.ObjectBody, "_default", s3_bodies.ObjectBody._default)
+    s3_bodies.keep_object_bodies_in(files.SegmentedStore(tmp_path), 100)
     monkeypatch.setattr(s3_keys, "CACHE_KEYS", 7)
     monkeypatch.setattr(s3_keys, "_LIST_PAGE", 5)
     backend = s3_models.S3Backend("us-east-1", ACCOUNT)
