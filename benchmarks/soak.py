@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -218,8 +219,16 @@ def print_report(result: dict[str, Any], path: Path | None) -> None:
         print(f"  written to {path}")
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Stopped by a signal, the run still stops its fleet (a background job starts with SIGINT
+    # ignored, and SIGTERM would otherwise end the process without its cleanup).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     result = soak(args)
     result["options"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     path = None if args.no_write else write_result("soak", result)
