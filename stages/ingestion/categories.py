@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from stages.common.catalogue import LOG_TYPES
 from stages.common.records import Record
+from stages.common.vocabulary import LOG_TYPES
 
 OTHER: Final = "other"
 ANOMALY_FOLDER: Final = "anomaly"

@@ -1,4 +1,4 @@
-"""HTTP routes of the Scenario Orchestrator; all behaviour lives in ``engine.Orchestrator``."""
+"""HTTP routes of the Scenario Orchestrator; all behaviour lives in ``control.Orchestrator``."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 
 from stages.common.config import Settings, get_settings
 from stages.common.service import ControlToken, configure_logging, create_service_app, run_service
-from stages.orchestrator.catalogue import Scenario
 from stages.orchestrator.continuous import ContinuousConfig
-from stages.orchestrator.engine import GROUND_TRUTH_FILE, Orchestrator
+from stages.orchestrator.control import GROUND_TRUTH_FILE, Orchestrator
 from stages.orchestrator.executions import Execution
 from stages.orchestrator.ground_truth import Window
 from stages.orchestrator.panel import panel
+from stages.orchestrator.scenario_catalogue import Scenario
 from stages.orchestrator.schemas import (
     CategoriesOut,
     CategoryName,

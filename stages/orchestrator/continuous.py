@@ -32,18 +32,18 @@ from typing import Any
 
 from stages.common.records import format_timestamp
 from stages.orchestrator import metrics
-from stages.orchestrator.catalogue import Scenario
-from stages.orchestrator.errors import GeneratorAlreadyRunning
-from stages.orchestrator.ground_truth import GroundTruth, Window, whole_ms
-from stages.orchestrator.pacing import RateMeter, Schedule
-from stages.orchestrator.peers import (
+from stages.orchestrator.clients import (
     SynthesisClient,
     SynthesisRequest,
     context_for,
     derive_seed,
     split_count,
 )
-from stages.orchestrator.production import Tally, produce
+from stages.orchestrator.errors import GeneratorAlreadyRunning
+from stages.orchestrator.ground_truth import GroundTruth, Window, whole_ms
+from stages.orchestrator.pacing import RateMeter, Schedule
+from stages.orchestrator.scenario_catalogue import Scenario
+from stages.orchestrator.tally import Tally, produce
 
 MAX_CATCHUP_TICKS = 10
 MAX_BACKLOG_TICKS = 100

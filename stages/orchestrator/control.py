@@ -15,7 +15,7 @@ import httpx
 from stages.common.config import Settings
 from stages.common.http import service_client
 from stages.orchestrator import metrics
-from stages.orchestrator.catalogue import Scenario, ScenarioCatalogue, scenario_id
+from stages.orchestrator.clients import StateClient, StateEffectResult, SynthesisClient
 from stages.orchestrator.continuous import ContinuousConfig, ContinuousGenerator
 from stages.orchestrator.effects import apply_state_effect
 from stages.orchestrator.errors import (
@@ -26,7 +26,7 @@ from stages.orchestrator.errors import (
 )
 from stages.orchestrator.executions import Execution, ExecutionPlan, Executions
 from stages.orchestrator.ground_truth import GroundTruth, Window, WindowScope, scope_for
-from stages.orchestrator.peers import StateClient, StateEffectResult, SynthesisClient
+from stages.orchestrator.scenario_catalogue import Scenario, ScenarioCatalogue, scenario_id
 
 log = logging.getLogger(__name__)
 
