@@ -79,7 +79,7 @@ def control_panel(request: Request) -> HTMLResponse:
     html = _templates.get_template("panel.html").render(
         version=stages.__version__,
         seed_types=SEED_TYPES,
-        anomaly_types=orchestrator.catalogue.anomaly_types(),
+        anomaly_types=orchestrator.anomaly_types(),
         token_required=bool(get_settings().control_token),
     )
     return html_page(html)

@@ -244,10 +244,10 @@ def test_slow_calls_overlap_up_to_the_bound_and_all_records_count(tmp_path: Path
     generator.start(
         ContinuousConfig(interval_seconds=0.1, logs_per_interval=10, duration_seconds=1, seed=3)
     )
-    stats = wait_until(lambda: (s := generator.stats())["running"] is False and s, timeout=10)
+    stats = wait_until(lambda: (s := generator.stats()).running is False and s, timeout=10)
     assert synthesis.most == MAX_TICKS_IN_FLIGHT
-    assert stats["records_produced"] == stats["records_requested"] == 100
-    assert stats["measured_rate"] > 60  # serial calls would give ~33/s
+    assert stats.records_produced == stats.records_requested == 100
+    assert stats.measured_rate > 60  # serial calls would give ~33/s
 
 
 IDLE_STATS = {
