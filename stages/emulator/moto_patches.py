@@ -15,11 +15,11 @@ guarantees depend on it. Applied once, in the emulator process only.
 
 And so that the emulator's memory does not grow with the data that passes through it:
 
-- moto kept every record's data in memory, base64-encoded (a third larger than the data); a
-  benchmark run left the emulator at ~2 GB. Records now go to unlinked temporary files, a new
-  pair per shard every 64 MiB (the kernel frees them when the process exits, even on SIGKILL):
-  the data, and an index entry of fixed size per record (``kinesis_log``); memory holds nothing
-  per record.
+- moto kept every record's data in memory, base64-encoded (a third larger than the data), so
+  the emulator grew with every record it was sent. Records now go to unlinked temporary files,
+  a new pair per shard every 64 MiB (the kernel frees them when the process exits, even on
+  SIGKILL): the data, and an index entry of fixed size per record (``kinesis_log``); memory
+  holds nothing per record.
 - moto never expired records. Records older than the stream's retention period (24 h unless
   changed) are now dropped as Kinesis drops them, and a file is freed once all its records are.
   Sequence numbers keep counting up across it, as in Kinesis.
@@ -31,18 +31,18 @@ And so that the emulator's memory does not grow with the data that passes throug
 - Those files are under ``DATA_DIR/emulator``, not ``/tmp``, which is a RAM-backed tmpfs on many
   systems.
 - moto put a fresh request id into every response body with a look-behind regular expression
-  over the whole body, XML or not: on GetRecords answers of megabytes that was a fifth of the
-  emulator's CPU. It now runs only on bodies that contain ``<RequestId>``.
-- moto lists its own package directory (a ``listdir`` and ~200 ``isdir`` calls) on every
-  request to find the backend for the Host header, ~8 % of the emulator's CPU; the list is
-  computed once.
+  over the whole body, XML or not: on GetRecords answers of megabytes that was one of the
+  emulator's largest costs. It now runs only on bodies that contain ``<RequestId>``.
+- moto lists its own package directory (a ``listdir`` and an ``isdir`` call per entry) on
+  every request to find the backend for the Host header, a visible share of the emulator's CPU;
+  the list is computed once.
 - moto's ``BaseModel`` appends every instance it ever creates to a class-level list, for its
   ``/moto-api/data.json`` dashboard: every record, every overwritten S3 object and every
   DynamoDB item version stayed reachable forever. Instances are no longer tracked.
-- moto added two CloudWatch datapoints per PutRecord(s) call and kept them all (~0.8 KB a call);
-  the emulator keeps the newest ``MAX_CLOUDWATCH_DATUMS`` (2,000).
-- PutRecords decoded each record's base64 twice (a fifth of the emulator's CPU at 8,000
-  records/s); it now decodes it once.
+- moto added two CloudWatch datapoints per PutRecord(s) call and kept them all; the emulator
+  keeps the newest ``MAX_CLOUDWATCH_DATUMS`` (2,000).
+- PutRecords decoded each record's base64 twice (one of the emulator's largest costs under
+  load); it now decodes it once.
 """
 
 from __future__ import annotations
@@ -331,9 +331,9 @@ def _expire_stream(stream: models.Stream) -> None:
         expire_records(shard, stream.retention_period_hours * 3600, now)
 
 
-# moto records two CloudWatch datapoints per PutRecord(s) call and never drops one: ~0.8 KB per
-# call, hundreds of MB over a day at a few hundred calls a second. The emulator keeps the newest.
-# Nothing here reads them; 2,000 (~0.8 MB) keep the last thousand calls for whoever looks.
+# moto records two CloudWatch datapoints per PutRecord(s) call and never drops one, so they grow
+# with the traffic for as long as the emulator runs. The emulator keeps the newest. Nothing here
+# reads them; 2,000 keep the last thousand calls for whoever looks.
 MAX_CLOUDWATCH_DATUMS = 2_000
 _original_send_metrics = models.KinesisBackend._send_stream_metrics
 
@@ -354,8 +354,8 @@ _original_put_records = models.KinesisBackend.put_records
 def _put_records(
     self: models.KinesisBackend, stream_arn: str, stream_name: str, records: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """moto's PutRecords, decoding each record's base64 once (moto decoded it twice, a fifth of
-    the emulator's CPU at 8,000 records/s) and expiring once per call, not once per record."""
+    """moto's PutRecords, decoding each record's base64 once (moto decoded it twice, one of the
+    emulator's largest costs under load) and expiring once per call, not once per record."""
     stream = self.describe_stream(stream_arn=stream_arn, stream_name=stream_name)
     if stream.lambda_event_source_mappings:
         return _original_put_records(self, stream_arn, stream_name, records)
