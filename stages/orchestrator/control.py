@@ -265,6 +265,7 @@ class Orchestrator:
             return None
         return opened[0]
 
+    # --- running and finished executions ------------------------------------------------------
     def executions(self, status: str | None = None) -> list[Execution]:
         """Newest first; ``status`` keeps only running, completed or stopped ones."""
         return self._execution_registry.list(status)
