@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 from benchmarks.common import machine_info
 from stages.common.runtime import tune_garbage_collector
 from stages.etl.typing import KINDS, type_jsonl
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
 from stages.synthesis.schemas import MAX_COUNT, SynthesizeRequest
-from stages.synthesis.state import EntityPool
 
 
 def sample(records: int) -> list[dict[str, Any]]:

@@ -66,8 +66,9 @@ _session_lock = threading.Lock()
 
 @lru_cache(maxsize=1)
 def _shared_session() -> boto3.session.Session:
-    """One session per process: its clients share loaded service models (~30 MB fewer than a
-    session per client). Sessions are not thread-safe, so clients are created under a lock."""
+    """One session per process: its clients share loaded service models, which a session per
+    client would each load again. Sessions are not thread-safe, so clients are created under a
+    lock."""
     return boto3.session.Session()
 
 

@@ -10,8 +10,8 @@ import time
 
 # Records are short-lived dicts by the thousand per request: with CPython's default threshold
 # (700 allocations) the cyclic collector ran hundreds of times a second on the data path and
-# was the largest single cost at high rates (Stage 00 into Kinesis went from ~9,700 to ~12,200
-# records/s on two cores). Collections still happen, only less often; what start-up created
+# was the largest single cost at high rates (docs/performance.md has what raising the
+# thresholds gained). Collections still happen, only less often; what start-up created
 # (modules, schemas, catalogues) is frozen out of them.
 GC_THRESHOLDS = (50_000, 20, 20)
 
@@ -55,23 +55,22 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 # A full collection walks every live object (the emulator's records and objects, the consumer's
-# windows, consolidation's index): every 2 s it cost 6-10 % of those processes' CPU at 8,000
-# records/s, and the middle generation, where everything long-lived passes through, still ~9 %
-# of the emulator's. Garbage made since the last collection is in the youngest generation, so
-# that one is collected on every round (under load the collector's own thresholds take care of
-# the rest); everything only on every FULL_COLLECTION_ROUNDS-th (5 minutes at the default
-# interval; with a full collection every 30 s the thread still showed in ~5 % of the emulator's
-# profile samples at 10,000 records/s).
+# windows, consolidation's index), so one on every round was a visible share of those processes'
+# CPU under load, and so was the middle generation, where everything long-lived passes through.
+# Garbage made since the last collection is in the youngest generation, so that one is collected
+# on every round (under load the collector's own thresholds take care of the rest); everything
+# only on every FULL_COLLECTION_ROUNDS-th (5 minutes at the default interval: a full collection
+# every 30 s still showed in the emulator's profiles under load).
 FULL_COLLECTION_ROUNDS = 150
 
 
 def _reclaim_forever(libc: ctypes.CDLL | None, interval: float) -> None:
     # With the raised thresholds, garbage in reference cycles (framework request objects hold
     # their bodies in such cycles) waits for a collection that, when a process makes few but
-    # large objects, may not come for a long time: the emulator kept ~140 MB of request bodies
-    # after 100 MB of PutRecords. A timed collection bounds that by the interval instead. Then
-    # large buffers freed in the middle of glibc's heap, where free() never hands pages back,
-    # are returned by malloc_trim.
+    # large objects, may not come for a long time: the emulator held more memory in old request
+    # bodies than all the PutRecords it had been sent. A timed collection bounds that by the
+    # interval instead. Then large buffers freed in the middle of glibc's heap, where free()
+    # never hands pages back, are returned by malloc_trim.
     rounds = 0
     while True:
         time.sleep(interval)

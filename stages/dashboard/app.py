@@ -20,8 +20,8 @@ from stages.common.errors import NotFound, Unavailable, Unprocessable
 from stages.common.service import configure_logging, create_service_app, html_page, run_service
 from stages.consumer.leases import DynamoLeaseStore
 from stages.dashboard import partitions, streams
+from stages.dashboard.buckets import BucketScan, LakeReader
 from stages.dashboard.consumer import ConsumerProbe
-from stages.dashboard.lake import BucketScan, LakeReader
 from stages.dashboard.sampler import Sampler
 from stages.dashboard.schemas import (
     DEFAULT_PAGE_SIZE,

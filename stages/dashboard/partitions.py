@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.dashboard.lake import BucketScan, CountAllowance, LakeReader, hour_prefix
+from stages.dashboard.buckets import BucketScan, CountAllowance, LakeReader, hour_prefix
 
 # An hour partition with fewer objects than this is not worth a warning however small they are.
 SMALL_FILE_MIN_OBJECTS = 4

@@ -2,8 +2,8 @@
 record in memory.
 
 moto keeps a ``Record`` per Kinesis record in a dict for the whole retention period (24 h unless
-changed); even slotted, with its data in a file, that was ~400 bytes of memory per record, so
-the emulator grew with the traffic of the last day. Here a shard's records are a contiguous run
+changed); even slotted, with its data in a file, that was memory per record, so the emulator
+grew with the traffic of the last day. Here a shard's records are a contiguous run
 of sequence numbers (moto numbers them consecutively) kept in segments, each a pair of unlinked
 files under ``DATA_DIR/emulator``: the data (partition key, explicit hash key and payload, one
 after the other) and an index of ``_ENTRY.size`` bytes per record (arrival time, offset, sizes).

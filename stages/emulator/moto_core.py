@@ -3,7 +3,7 @@
 - moto put a fresh request id into every response body with a look-behind regular expression
   over the whole body, XML or not: on GetRecords answers of megabytes that was a large share of
   the emulator's CPU. It now runs only on bodies that contain ``<RequestId>``.
-- moto lists its own package directory (a ``listdir`` and ~200 ``isdir`` calls) on every
+- moto lists its own package directory (a ``listdir`` and an ``isdir`` call per entry) on every
   request to find the backend for the Host header; the list is computed once.
 - moto's ``BaseModel`` appends every instance it ever creates to a class-level list, for its
   ``/moto-api/data.json`` dashboard: every record, every overwritten S3 object and every

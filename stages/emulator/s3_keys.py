@@ -1,9 +1,9 @@
 """S3 object metadata on disk, so that the emulator's memory does not grow with the lake.
 
-moto keeps a ``FakeKey`` per object in a dict for as long as the object exists: ~3.4 KB each
-(its ``__dict__``, an ACL with grants, a metadata dict, timestamps), whatever the body's size.
-A lake of 1 s objects from a few shards and partitions gains tens of thousands an hour, so the
-emulator grew by ~28 bytes per record written to it, for ever.
+moto keeps a ``FakeKey`` per object in a dict for as long as the object exists (its
+``__dict__``, an ACL with grants, a metadata dict, timestamps), whatever the body's size. A lake
+of 1 s objects from a few shards and partitions gains tens of thousands an hour, so the
+emulator grew with every record written to it, for ever.
 
 Here each bucket's key store is a table in one SQLite database in an unlinked file under
 ``DATA_DIR/emulator`` (like the data files: invisible to ``ls``, freed when the process ends).
@@ -17,8 +17,7 @@ A shared body file (``s3_bodies``) is kept open as long as a stored version refe
 deleted object's space is returned a whole file at a time, as before.
 
 moto also gave every object it ever stored an entry in its tagging service (the object's ARN
-and an empty dict, ~400 bytes), tags or not, overwritten or not; an object without tags now has
-none.
+and an empty dict), tags or not, overwritten or not; an object without tags now has none.
 
 ListObjectsV2 reads the table in key order from the prefix or the continuation point and stops
 after ``MaxKeys``, instead of loading and sorting every key of the bucket on each call.
@@ -44,7 +43,7 @@ from moto.utilities.utils import md5_hash
 
 from stages.emulator import s3_bodies
 
-# Keys whose moto objects stay in memory (~3.4 KB each), newest use first.
+# Keys whose moto objects stay in memory, newest use first.
 CACHE_KEYS = 1000
 # SQLite's own page cache, in KiB.
 _PAGE_CACHE_KIB = 1024

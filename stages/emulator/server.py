@@ -119,7 +119,7 @@ def emulator_host_policy(
 
 # moto's own server is werkzeug's development server: "Connection: close" on every response and
 # a new thread per connection, so each AWS call paid for a TCP connection and a thread on both
-# sides (about a tenth of the Ingestion Interface's CPU went to connecting). cheroot keeps
+# sides (a visible share of the Ingestion Interface's CPU went to connecting). cheroot keeps
 # HTTP/1.1 connections alive and serves them from a pool of threads.
 SERVER_THREADS = 32
 # Seconds an idle kept-alive connection stays open; botocore reuses pooled ones sooner.

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from stages.common.catalogue import LOG_TYPES
 from stages.common.records import Record
+from stages.common.vocabulary import LOG_TYPES
 
 OTHER: Final = "other"
 ANOMALY_FOLDER: Final = "anomaly"
@@ -36,8 +36,8 @@ def anomaly_file(record: Record) -> tuple[str, str]:
 class CategoryFiles:
     """Appends records to their category files (and anomalous ones to ``anomaly/`` too).
 
-    The files stay open: a batch touches dozens of them, and opening each one per batch was a
-    sixth of the Ingestion Interface's CPU. There are at most a few hundred (the catalogue's
+    The files stay open: a batch touches dozens of them, and opening each one per batch was one
+    of the Ingestion Interface's largest costs. There are at most a few hundred (the catalogue's
     log types, per kind and in ``anomaly/``). Each group is one unbuffered ``write``, so every
     batch is on disk, whole lines only, when ``write`` returns.
     """

@@ -1,23 +1,24 @@
-"""HTTP routes of the Scenario Orchestrator; all behaviour lives in ``engine.Orchestrator``."""
+"""HTTP routes of the Scenario Orchestrator; all behaviour lives in ``control.Orchestrator``."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 
 from stages.common.config import Settings, get_settings
+from stages.common.records import format_timestamp
 from stages.common.service import ControlToken, configure_logging, create_service_app, run_service
-from stages.orchestrator.catalogue import Scenario
-from stages.orchestrator.continuous import ContinuousConfig
-from stages.orchestrator.engine import GROUND_TRUTH_FILE, Orchestrator
+from stages.orchestrator.continuous import ContinuousConfig, GeneratorStats
+from stages.orchestrator.control import GROUND_TRUTH_FILE, Orchestrator
 from stages.orchestrator.executions import Execution
 from stages.orchestrator.ground_truth import Window
 from stages.orchestrator.panel import panel
+from stages.orchestrator.scenario_catalogue import Scenario
 from stages.orchestrator.schemas import (
     CategoriesOut,
     CategoryName,
@@ -69,6 +70,34 @@ def window_out(window: Window) -> WindowOut:
     return WindowOut.model_validate(window.to_json())
 
 
+def config_out(config: ContinuousConfig) -> dict[str, Any]:
+    return {
+        "interval_seconds": config.interval_seconds,
+        "logs_per_interval": config.logs_per_interval,
+        "duration_seconds": config.duration_seconds,
+        "anomaly_rate": config.anomaly_rate,
+        "seed": config.seed,
+        "services": list(config.services) if config.services else None,
+        "log_types": list(config.log_types) if config.log_types else None,
+    }
+
+
+_CONVERTED_STATS = {"started_at", "config", "active_anomalies"}
+
+
+def continuous_out(stats: GeneratorStats) -> ContinuousStats:
+    # Counters and rates go out as they are; times, the config and windows take their JSON form.
+    plain = {
+        f.name: getattr(stats, f.name) for f in fields(stats) if f.name not in _CONVERTED_STATS
+    }
+    return ContinuousStats(
+        **plain,
+        started_at=format_timestamp(stats.started_at) if stats.started_at else None,
+        config=config_out(stats.config) if stats.config else None,
+        active_anomalies=[window_out(w) for w in stats.active_anomalies],
+    )
+
+
 scenarios = APIRouter(prefix="/api/scenarios", tags=["scenarios"])
 executions = APIRouter(prefix="/api/executions", tags=["executions"])
 continuous = APIRouter(prefix="/api/continuous", tags=["continuous"])
@@ -84,7 +113,7 @@ def list_scenarios(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> ScenarioPage:
-    found = orch.catalogue.search(
+    found = orch.search_scenarios(
         category=category.value if category else None, severity=severity, q=q
     )
     page = [scenario_out(s) for s in found[offset : offset + limit]]
@@ -93,10 +122,11 @@ def list_scenarios(
 
 @scenarios.get("/categories", summary="Scenario counts per category and severity")
 def scenario_categories(orch: OrchestratorDep) -> CategoriesOut:
+    counts = orch.scenario_counts()
     return CategoriesOut(
-        categories=orch.catalogue.categories(),
-        severities=orch.catalogue.severities(),
-        anomaly_types=orch.catalogue.anomaly_types(),
+        categories=counts.categories,
+        severities=counts.severities,
+        anomaly_types=counts.anomaly_types,
     )
 
 
@@ -133,18 +163,18 @@ def list_executions(
     status: Annotated[str | None, Query(pattern="^(running|completed|stopped)$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ExecutionPage:
-    found = orch.executions.list(status)
+    found = orch.executions(status)
     return ExecutionPage(items=[execution_out(e) for e in found[:limit]], total=len(found))
 
 
 @executions.get("/{execution_id}", summary="One execution", responses=_responses(404))
 def get_execution(orch: OrchestratorDep, execution_id: str) -> ExecutionOut:
-    return execution_out(orch.executions.get(execution_id))
+    return execution_out(orch.execution(execution_id))
 
 
 @executions.post("/{execution_id}/stop", summary="Stop an execution", responses=_responses(404))
 def stop_execution(orch: OrchestratorDep, execution_id: str, _: ControlToken) -> ExecutionOut:
-    return execution_out(orch.executions.stop(execution_id))
+    return execution_out(orch.stop_execution(execution_id))
 
 
 @continuous.post("/start", summary="Start continuous generation", responses=_responses(409, 422))
@@ -160,17 +190,17 @@ def start_continuous(
         services=tuple(s.value for s in body.services) if body.services else None,
         log_types=tuple(t.value for t in body.log_types) if body.log_types else None,
     )
-    return ContinuousStats.model_validate(orch.start_continuous(config))
+    return continuous_out(orch.start_continuous(config))
 
 
 @continuous.post("/stop", summary="Stop continuous generation (no-op when stopped)")
 def stop_continuous(orch: OrchestratorDep, _: ControlToken) -> ContinuousStats:
-    return ContinuousStats.model_validate(orch.continuous.stop())
+    return continuous_out(orch.stop_continuous())
 
 
 @continuous.get("/stats", summary="Requested vs measured rate, totals, backlog, anomalies")
 def continuous_stats(orch: OrchestratorDep) -> ContinuousStats:
-    return ContinuousStats.model_validate(orch.continuous.stats())
+    return continuous_out(orch.continuous_stats())
 
 
 @anomalies.post(
@@ -225,7 +255,6 @@ def create_app(settings: Settings) -> FastAPI:
     return create_service_app(
         NAME,
         health=orchestrator.health,
-        status=orchestrator.status_counters,
         routers=[scenarios, executions, continuous, anomalies, panel],
         status_page=False,
         lifespan=lifespan,

@@ -28,22 +28,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from stages.common.records import format_timestamp
 from stages.orchestrator import metrics
-from stages.orchestrator.catalogue import Scenario
-from stages.orchestrator.errors import GeneratorAlreadyRunning
-from stages.orchestrator.ground_truth import GroundTruth, Window, whole_ms
-from stages.orchestrator.pacing import RateMeter, Schedule
-from stages.orchestrator.peers import (
+from stages.orchestrator.clients import (
     SynthesisClient,
     SynthesisRequest,
     context_for,
     derive_seed,
     split_count,
 )
-from stages.orchestrator.production import Tally, produce
+from stages.orchestrator.errors import GeneratorAlreadyRunning
+from stages.orchestrator.ground_truth import GroundTruth, Window, whole_ms
+from stages.orchestrator.pacing import RateMeter, Schedule
+from stages.orchestrator.scenario_catalogue import Scenario
+from stages.orchestrator.tally import Tally, produce
 
 MAX_CATCHUP_TICKS = 10
 MAX_BACKLOG_TICKS = 100
@@ -79,6 +77,35 @@ class ContinuousConfig:
             return None
         # A tick due exactly at the end belongs to the next run, not this one.
         return max(1, -int(-self.duration_seconds // self.interval_seconds))
+
+
+@dataclass(frozen=True)
+class GeneratorStats:
+    """The generator's last or current run: its configuration, requested against produced,
+    backlog and anomalies. With no run yet, only the defaults."""
+
+    running: bool = False
+    started_at: datetime | None = None
+    can_keep_up: bool = True
+    elapsed_seconds: float = 0.0
+    config: ContinuousConfig | None = None
+    requested_rate: float = 0.0
+    measured_rate: float = 0.0
+    measured_rate_recent: float = 0.0
+    records_requested: int = 0
+    records_produced: int = 0
+    records_failed: int = 0
+    records_skipped: int = 0
+    synthesis_calls: int = 0
+    synthesis_retries: int = 0
+    last_error: str | None = None
+    ticks: int = 0
+    ticks_behind: int = 0
+    max_ticks_behind: int = 0
+    ticks_skipped: int = 0
+    anomalies_started: int = 0
+    anomalies_skipped: int = 0
+    active_anomalies: tuple[Window, ...] = ()
 
 
 def anomalous_share(intensity: float) -> float:
@@ -202,7 +229,7 @@ class ContinuousGenerator:
         run = self._run
         return run is not None and run.running
 
-    def start(self, config: ContinuousConfig) -> dict[str, Any]:
+    def start(self, config: ContinuousConfig) -> GeneratorStats:
         with self._lock:
             if self.running:
                 raise GeneratorAlreadyRunning()
@@ -221,17 +248,17 @@ class ContinuousGenerator:
             run.thread.start()
         return self.stats()
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self) -> GeneratorStats:
         run = self._run
         if run is not None and run.thread is not None:
             run.stop.set()
             run.thread.join(STOP_JOIN_SECONDS)
         return self.stats()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> GeneratorStats:
         run = self._run
         if run is None:
-            return {"running": False, "started_at": None, "can_keep_up": True}
+            return GeneratorStats()
         return run_stats(run, self._ground_truth, time.monotonic())
 
     # --- the generator thread -----------------------------------------------------------------
@@ -352,41 +379,31 @@ class ContinuousGenerator:
                 self._ground_truth.close_window(window.id)
 
 
-def run_stats(run: ContinuousRun, ground_truth: GroundTruth, now: float) -> dict[str, Any]:
+def run_stats(run: ContinuousRun, ground_truth: GroundTruth, now: float) -> GeneratorStats:
     elapsed = run.elapsed(now)
     config = run.config
-    return {
-        "running": run.running,
-        "started_at": format_timestamp(run.started_at),
-        "elapsed_seconds": round(elapsed, 3),
-        "config": {
-            "interval_seconds": config.interval_seconds,
-            "logs_per_interval": config.logs_per_interval,
-            "duration_seconds": config.duration_seconds,
-            "anomaly_rate": config.anomaly_rate,
-            "seed": config.seed,
-            "services": list(config.services) if config.services else None,
-            "log_types": list(config.log_types) if config.log_types else None,
-        },
-        "requested_rate": round(config.requested_rate, 3),
-        "measured_rate": round(run.tally.produced / elapsed, 3) if elapsed > 0 else 0.0,
-        "measured_rate_recent": round(
-            run.meter.recent_rate(run.start_mono, run.ended_mono or now), 3
-        ),
-        "records_requested": run.tally.requested,
-        "records_produced": run.tally.produced,
-        "records_failed": run.tally.failed,
-        "records_skipped": run.records_skipped,
-        "synthesis_calls": run.tally.calls,
-        "synthesis_retries": run.tally.retries,
-        "last_error": run.tally.last_error,
-        "ticks": run.ticks,
-        "ticks_behind": run.backlog_ticks,
-        "max_ticks_behind": run.max_backlog_ticks,
-        "ticks_skipped": run.ticks_skipped,
-        "can_keep_up": run.can_keep_up(now),
-        "anomalies_started": run.anomalies_started,
-        "anomalies_skipped": run.anomalies_skipped,
+    return GeneratorStats(
+        running=run.running,
+        started_at=run.started_at,
+        can_keep_up=run.can_keep_up(now),
+        elapsed_seconds=round(elapsed, 3),
+        config=config,
+        requested_rate=round(config.requested_rate, 3),
+        measured_rate=round(run.tally.produced / elapsed, 3) if elapsed > 0 else 0.0,
+        measured_rate_recent=round(run.meter.recent_rate(run.start_mono, run.ended_mono or now), 3),
+        records_requested=run.tally.requested,
+        records_produced=run.tally.produced,
+        records_failed=run.tally.failed,
+        records_skipped=run.records_skipped,
+        synthesis_calls=run.tally.calls,
+        synthesis_retries=run.tally.retries,
+        last_error=run.tally.last_error,
+        ticks=run.ticks,
+        ticks_behind=run.backlog_ticks,
+        max_ticks_behind=run.max_backlog_ticks,
+        ticks_skipped=run.ticks_skipped,
+        anomalies_started=run.anomalies_started,
+        anomalies_skipped=run.anomalies_skipped,
         # Every open window, executions' included: what an operator wants to see right now.
-        "active_anomalies": [w.to_json() for w in ground_truth.active()],
-    }
+        active_anomalies=tuple(ground_truth.active()),
+    )

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from stages.orchestrator import metrics
-from stages.orchestrator.catalogue import Scenario
-from stages.orchestrator.peers import StateClient, StateEffectResult
+from stages.orchestrator.clients import StateClient, StateEffectResult
+from stages.orchestrator.scenario_catalogue import Scenario
 
 BUSINESS_KINDS = ("account", "user")
 

@@ -20,11 +20,7 @@ from typing import Any
 
 from stages.common.records import format_timestamp
 from stages.orchestrator import metrics
-from stages.orchestrator.catalogue import Scenario
-from stages.orchestrator.errors import ExecutionNotFound, TooManyExecutions
-from stages.orchestrator.ground_truth import GroundTruth, Window
-from stages.orchestrator.pacing import Schedule
-from stages.orchestrator.peers import (
+from stages.orchestrator.clients import (
     StateEffectResult,
     SynthesisClient,
     SynthesisRequest,
@@ -32,7 +28,11 @@ from stages.orchestrator.peers import (
     derive_seed,
     split_count,
 )
-from stages.orchestrator.production import Tally, produce
+from stages.orchestrator.errors import ExecutionNotFound, TooManyExecutions
+from stages.orchestrator.ground_truth import GroundTruth, Window
+from stages.orchestrator.pacing import Schedule
+from stages.orchestrator.scenario_catalogue import Scenario
+from stages.orchestrator.tally import Tally, produce
 
 TICK_SECONDS = 0.25
 MAX_RUNNING = 16

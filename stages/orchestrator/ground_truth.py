@@ -32,8 +32,8 @@ from typing import Any
 
 from stages.common.records import format_timestamp
 from stages.orchestrator import metrics
-from stages.orchestrator.catalogue import Scenario
 from stages.orchestrator.errors import TooManyOpenWindows
+from stages.orchestrator.scenario_catalogue import Scenario
 
 # Windows kept in memory for the API; older closed windows stay in the JSONL file.
 MAX_WINDOWS_IN_MEMORY = 10_000

@@ -19,10 +19,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel
 
 import stages
-from stages.common.catalogue import SEED_TYPES
 from stages.common.config import get_settings
 from stages.common.service import html_page
-from stages.orchestrator.engine import Orchestrator
+from stages.common.vocabulary import SEED_TYPES
+from stages.orchestrator.control import Orchestrator
 from stages.orchestrator.ground_truth import Window
 from stages.orchestrator.rate_history import SAMPLE_SECONDS, RateHistory, RateSample
 from stages.orchestrator.schemas import WindowOut
@@ -79,7 +79,7 @@ def control_panel(request: Request) -> HTMLResponse:
     html = _templates.get_template("panel.html").render(
         version=stages.__version__,
         seed_types=SEED_TYPES,
-        anomaly_types=orchestrator.catalogue.anomaly_types(),
+        anomaly_types=orchestrator.anomaly_types(),
         token_required=bool(get_settings().control_token),
     )
     return html_page(html)

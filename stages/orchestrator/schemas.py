@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stages.common.catalogue import ARCHETYPES, LOG_TYPES
 from stages.common.estate import SERVICE_NAMES
 from stages.common.records import StorableText
+from stages.common.vocabulary import ARCHETYPES, LOG_TYPES
 
 CategoryName = StrEnum("CategoryName", sorted({a.category for a in ARCHETYPES}))  # type: ignore[misc]
 ServiceName = StrEnum("ServiceName", {n.replace("-", "_"): n for n in SERVICE_NAMES})  # type: ignore[misc]

@@ -7,8 +7,8 @@ from fastapi import APIRouter, FastAPI
 from stages.common.config import Settings, get_settings
 from stages.common.service import configure_logging, create_service_app, run_service
 from stages.patterns import metrics
-from stages.patterns.catalogue import describe_kinds
 from stages.patterns.compose import MAX_COMPONENTS, PatternKind
+from stages.patterns.kind_descriptions import describe_kinds
 from stages.patterns.schemas import (
     MAX_POINTS,
     EvaluateRequest,

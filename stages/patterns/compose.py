@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, model_validator
 
-from stages.common.catalogue import Shape
 from stages.common.errors import Unprocessable
+from stages.common.vocabulary import Shape
 from stages.patterns.shapes import (
     KINDS,
     MAX_BURST_RATE,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from stages.common import estate
-from stages.common.catalogue import Archetype
+from stages.common.vocabulary import Archetype
 
 _ROUTES = {
     "api-gateway": ("GET /api/v1/accounts", "POST /api/v1/payments", "GET /api/v1/users/me"),

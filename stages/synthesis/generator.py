@@ -22,12 +22,13 @@ from functools import lru_cache
 from typing import Any
 
 from stages.common import estate
-from stages.common.catalogue import BY_TYPE, LOG_TYPES, METRICS, Archetype, MetricEffect
 from stages.common.records import format_timestamp
+from stages.common.vocabulary import BY_TYPE, LOG_TYPES, METRICS, Archetype, MetricEffect
 from stages.synthesis import apm
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.errors import NothingToGenerate, UnknownTargetEntity
 from stages.synthesis.log_types import REGISTRY, Ctx, LogType
-from stages.synthesis.metrics import METRICS_BY_SERVICE, MetricSlot, metric_values
+from stages.synthesis.metric_records import METRICS_BY_SERVICE, MetricSlot, metric_values
 from stages.synthesis.schemas import AnomalyRequest, SynthesizeRequest
 from stages.synthesis.scope import (
     EPOCH,
@@ -37,7 +38,6 @@ from stages.synthesis.scope import (
     epoch_ms_ceil,
     explicit_scope,
 )
-from stages.synthesis.state import EntityPool
 
 SOURCE = "log-synthesis"
 KIND_WEIGHTS = {"log": 0.7, "metric": 0.2, "apm": 0.1}
@@ -475,8 +475,8 @@ def _focus(anomaly: ActiveAnomaly) -> dict[str, Any]:
 
 
 def _stamp(ms: int) -> str:
-    # Every record of a batch needs one; formatting a datetime each time was a fifth of the
-    # service's CPU. A batch spans few seconds, so each second is formatted once.
+    # Every record of a batch needs one; formatting a datetime each time was one of the
+    # service's largest costs. A batch spans few seconds, so each second is formatted once.
     second, milli = divmod(ms, 1000)
     return f"{_second_prefix(second)}{milli:03d}Z"
 

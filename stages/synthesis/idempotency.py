@@ -42,7 +42,7 @@ MAX_UNSENT_RECORDS = 20_000
 IN_PROGRESS_WAIT_SECONDS = 3.0
 
 
-@dataclass(slots=True)  # one per synthesize call for two minutes: about 0.5 KB each
+@dataclass(slots=True)  # one per synthesize call for two minutes: slots keep each small
 class KeyedRequest:
     """What one key's attempts have achieved so far."""
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from stages.common import estate
-from stages.common.catalogue import Archetype
+from stages.common.vocabulary import Archetype
 from stages.synthesis.errors import UnknownNames
 from stages.synthesis.log_types import REGISTRY
 from stages.synthesis.schemas import ScopeRequest

@@ -7,14 +7,14 @@ from typing import Any
 
 import httpx
 
-from stages.common.catalogue import LOG_TYPE_CATEGORIES
+from stages.common.vocabulary import LOG_TYPE_CATEGORIES
+from stages.synthesis.entity_pool import StateSync
 from stages.synthesis.errors import IngestionRejected, IngestionUnavailable, UnknownNames
 from stages.synthesis.forward import Forwarder
 from stages.synthesis.generator import ANOMALY_TYPES_BY_LOG_TYPE, Batch, synthesize
 from stages.synthesis.idempotency import KeyedRequest, RequestLedger, check_keyable
 from stages.synthesis.log_types import REGISTRY
 from stages.synthesis.schemas import LogTypeInfo, SynthesizeRequest, SynthesizeResponse
-from stages.synthesis.state import StateSync
 from stages.synthesis.telemetry import REQUESTS, RESENT, STATS, count_records
 
 

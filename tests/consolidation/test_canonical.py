@@ -9,9 +9,9 @@ from stages.common.records import Record
 from stages.consolidation.canonical import records_to_otlp_json
 from stages.consolidation.otel import records_to_request, to_otlp_json
 from stages.consolidation.query import entries_from_request
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
 from stages.synthesis.schemas import AnomalyRequest, SynthesizeRequest
-from stages.synthesis.state import EntityPool
 
 OBSERVED = 1_764_288_000_123_456_789
 

@@ -12,8 +12,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from stages.common.errors import NotFound, StagesError, Unavailable, Unprocessable
 from stages.common.lake import Inflater
 from stages.dashboard.app import aws_errors
+from stages.dashboard.buckets import BucketScan, LakeReader
 from stages.dashboard.consumer import ConsumerMetrics, parse_metrics
-from stages.dashboard.lake import BucketScan, LakeReader
 from stages.dashboard.partitions import analyse
 from stages.dashboard.sampler import Sampler
 from stages.dashboard.viewer import FIRST_RANGE_BYTES, read_first_lines

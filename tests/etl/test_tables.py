@@ -14,9 +14,9 @@ from stages.common import aws
 from stages.common.config import Settings
 from stages.etl.tables import NAMESPACE, PROCESSED_BUCKET, ensure_tables, open_catalog
 from stages.etl.typing import KINDS, type_jsonl
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
 from stages.synthesis.schemas import SynthesizeRequest
-from stages.synthesis.state import EntityPool
 
 
 def _records(count: int, seed: int, timestamp: str | None = None) -> list[dict[str, Any]]:

@@ -14,9 +14,9 @@ import pytest
 from stages.common.records import Record
 from stages.etl.tables import column_names
 from stages.etl.typing import KINDS, PROMOTED, RawPartition, type_jsonl
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
 from stages.synthesis.schemas import SynthesizeRequest
-from stages.synthesis.state import EntityPool
 
 
 def _synthesized(count: int = 3000, seed: int = 7) -> list[dict[str, Any]]:

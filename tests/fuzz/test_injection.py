@@ -16,9 +16,9 @@ import orjson
 import pytest
 
 from stages.common import aws
-from stages.common.catalogue import LOG_TYPES
 from stages.common.config import Settings
 from stages.common.records import format_timestamp
+from stages.common.vocabulary import LOG_TYPES
 from tests.fuzz.support import AUTH, Operation, Target, http_services, operations
 from tests.support.processes import ROOT
 

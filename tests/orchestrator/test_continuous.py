@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from stages.orchestrator.catalogue import ScenarioCatalogue
+from stages.orchestrator.clients import SynthesisOutcome, SynthesisRequest
 from stages.orchestrator.continuous import (
     MAX_TICKS_IN_FLIGHT,
     ContinuousConfig,
@@ -20,7 +20,7 @@ from stages.orchestrator.continuous import (
     tick_groups,
 )
 from stages.orchestrator.ground_truth import GroundTruth, scope_for
-from stages.orchestrator.peers import SynthesisOutcome, SynthesisRequest
+from stages.orchestrator.scenario_catalogue import ScenarioCatalogue
 from tests.orchestrator.helpers import wait_until
 from tests.orchestrator.stubs import Peers
 
@@ -244,7 +244,70 @@ def test_slow_calls_overlap_up_to_the_bound_and_all_records_count(tmp_path: Path
     generator.start(
         ContinuousConfig(interval_seconds=0.1, logs_per_interval=10, duration_seconds=1, seed=3)
     )
-    stats = wait_until(lambda: (s := generator.stats())["running"] is False and s, timeout=10)
+    stats = wait_until(lambda: (s := generator.stats()).running is False and s, timeout=10)
     assert synthesis.most == MAX_TICKS_IN_FLIGHT
-    assert stats["records_produced"] == stats["records_requested"] == 100
-    assert stats["measured_rate"] > 60  # serial calls would give ~33/s
+    assert stats.records_produced == stats.records_requested == 100
+    assert stats.measured_rate > 60  # serial calls would give ~33/s
+
+
+IDLE_STATS = {
+    "running": False,
+    "started_at": None,
+    "can_keep_up": True,
+    "elapsed_seconds": 0.0,
+    "config": None,
+    "requested_rate": 0.0,
+    "measured_rate": 0.0,
+    "measured_rate_recent": 0.0,
+    "records_requested": 0,
+    "records_produced": 0,
+    "records_failed": 0,
+    "records_skipped": 0,
+    "synthesis_calls": 0,
+    "synthesis_retries": 0,
+    "last_error": None,
+    "ticks": 0,
+    "ticks_behind": 0,
+    "max_ticks_behind": 0,
+    "ticks_skipped": 0,
+    "anomalies_started": 0,
+    "anomalies_skipped": 0,
+    "active_anomalies": [],
+}
+
+
+def test_stats_answer_echoes_the_config_and_lists_open_windows(
+    client: TestClient, peers: Peers
+) -> None:
+    assert client.get("/api/continuous/stats").json() == IDLE_STATS
+    assert client.post("/api/continuous/stop").json() == IDLE_STATS
+    body = {
+        "interval_seconds": 0.5,
+        "logs_per_interval": 5,
+        "duration_seconds": 30,
+        "anomaly_rate": 0,
+        "seed": 7,
+        "services": ["payment-service", "auth-service"],
+        "log_types": ["api_gateway_log"],
+    }
+    started = client.post("/api/continuous/start", json=body).json()
+    assert started.keys() == IDLE_STATS.keys()
+    assert started["running"] is True
+    assert started["config"] == body
+    assert started["requested_rate"] == 10.0
+    assert datetime.fromisoformat(started["started_at"]) <= datetime.now(UTC)
+    assert started["started_at"].endswith("Z") and len(started["started_at"]) == 24
+
+    trigger = {"anomaly_type": "cpu_spike", "target": "payment-service", "duration_seconds": 60}
+    window = client.post("/api/anomaly/trigger", json=trigger).json()["window"]
+    wait_until(lambda: peers.produced() >= 10)
+    stats = client.get("/api/continuous/stats").json()
+    assert stats["active_anomalies"] == [window]
+    assert stats["records_produced"] >= 10 and stats["synthesis_calls"] >= 2
+    assert stats["measured_rate"] > 0 and stats["elapsed_seconds"] > 0
+
+    stopped = client.post("/api/continuous/stop").json()
+    assert stopped["running"] is False and stopped["config"] == body
+    assert stopped["records_produced"] == stopped["records_requested"] == peers.produced()
+    # The generator closes the windows it was feeding when it stops.
+    assert stopped["active_anomalies"] == []

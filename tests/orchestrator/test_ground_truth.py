@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from stages.orchestrator.catalogue import Scenario, ScenarioCatalogue
 from stages.orchestrator.errors import TooManyOpenWindows
 from stages.orchestrator.ground_truth import (
     MAX_OPEN_WINDOWS,
@@ -18,6 +17,7 @@ from stages.orchestrator.ground_truth import (
     ramp_seconds,
     scope_for,
 )
+from stages.orchestrator.scenario_catalogue import Scenario, ScenarioCatalogue
 from tests.orchestrator.helpers import wait_for_execution
 from tests.orchestrator.stubs import Peers
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from stages.common.catalogue import INFRASTRUCTURE_TYPES, SEED_TYPES
 from stages.common.config import get_settings
+from stages.common.vocabulary import INFRASTRUCTURE_TYPES, SEED_TYPES
 from stages.orchestrator.panel import STATIC_DIR
 from stages.orchestrator.rate_history import RateHistory
 from tests.orchestrator.helpers import wait_until

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from stages.common.catalogue import ARCHETYPES, INFRASTRUCTURE_TYPES, SEED_TYPES
+from stages.common.vocabulary import ARCHETYPES, INFRASTRUCTURE_TYPES, SEED_TYPES
 from tests.orchestrator.helpers import wait_for_execution, wait_until
 from tests.orchestrator.stubs import Peers
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import Batch, synthesize
 from stages.synthesis.schemas import SynthesizeRequest
-from stages.synthesis.state import EntityPool
 
 WINDOW_START = "2026-03-02T10:00:00Z"
 WINDOW_END = "2026-03-02T10:10:00Z"

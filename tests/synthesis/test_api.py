@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from stages.common.catalogue import LOG_TYPE_CATEGORIES, LOG_TYPES
 from stages.common.config import Settings, get_settings
 from stages.common.records import Record
+from stages.common.vocabulary import LOG_TYPE_CATEGORIES, LOG_TYPES
 from stages.synthesis.app import create_app
 from tests.support.processes import free_port
 from tests.synthesis.helpers import anomaly

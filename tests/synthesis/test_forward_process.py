@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from stages.common.service import serve_in_thread
-from stages.orchestrator.peers import SynthesisClient, SynthesisRequest
+from stages.orchestrator.clients import SynthesisClient, SynthesisRequest
 from tests.support.processes import base_env, free_port, start_service
 from tests.synthesis.helpers import INSIDE, anomaly
 

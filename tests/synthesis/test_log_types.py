@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from stages.common import estate
-from stages.common.catalogue import BY_TYPE, LOG_TYPES
 from stages.common.records import Record
+from stages.common.vocabulary import BY_TYPE, LOG_TYPES
 from stages.synthesis.generator import ANOMALY_TYPES_BY_LOG_TYPE, build_log_attributes
 from stages.synthesis.log_types import REGISTRY, Ctx
 from tests.synthesis.helpers import anomalous_logs, anomaly, make

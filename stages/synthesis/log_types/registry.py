@@ -1,4 +1,4 @@
-"""The log type registry: one ``LogType`` per name in ``catalogue.LOG_TYPES``.
+"""The log type registry: one ``LogType`` per name in ``vocabulary.LOG_TYPES``.
 
 A log type is three small functions. ``normal`` draws the attributes of an ordinary record;
 ``anomalous`` returns the attributes an anomaly overrides (always the same keys, which become the
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.common import estate
-from stages.common.catalogue import ARCHETYPES
+from stages.common.vocabulary import ARCHETYPES
 
 Attrs = dict[str, Any]
 

@@ -23,7 +23,7 @@ from stages.dashboard.metrics import S3_BYTES_INFLATED, S3_BYTES_READ, S3_LIST_C
 MAX_PARTITIONS = 20_000
 # A summary is reused for at least this many times as long as its listing took.
 SLOW_LISTING_FACTOR = 10
-# Line counts kept per object (about 200 bytes each).
+# Line counts kept per object; the bound keeps the dashboard's memory flat on a large lake.
 MAX_COUNTED_OBJECTS = 200_000
 # What is known about counting each hour partition, over all buckets.
 MAX_COUNTED_PARTITIONS = 4 * MAX_PARTITIONS

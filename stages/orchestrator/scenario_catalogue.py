@@ -1,4 +1,4 @@
-"""The scenario catalogue: every archetype of ``stages.common.catalogue`` applied to each target
+"""The scenario catalogue: every archetype of ``stages.common.vocabulary`` applied to each target
 of its kind in the simulated estate.
 
 A scenario is a concrete, runnable definition: which services emit the anomalous records, which
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from stages.common import estate
-from stages.common.catalogue import ARCHETYPES, LOG_TYPES, METRICS, Archetype, MetricEffect
+from stages.common.vocabulary import ARCHETYPES, LOG_TYPES, METRICS, Archetype, MetricEffect
 
 SEVERITIES = ("low", "medium", "high", "critical")
 

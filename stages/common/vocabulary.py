@@ -1,4 +1,4 @@
-# ruff: noqa: E501  (the catalogue is a table; one entry per line reads better than wrapped)
+# ruff: noqa: E501  (the vocabulary is a table; one entry per line reads better than wrapped)
 """The shared vocabulary of Stage 00: log type names, metrics, and anomaly archetypes.
 
 Synthesis implements a generator for every log type named here (a test holds the two equal);

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from stages.common import estate
-from stages.common.catalogue import METRICS, MetricEffect
+from stages.common.vocabulary import METRICS, MetricEffect
 from stages.patterns import Composition, anomaly_component, evaluate
 
 _SYSTEM = (

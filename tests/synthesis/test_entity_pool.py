@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from stages.synthesis.state import StateSync
+from stages.synthesis.entity_pool import StateSync
 from stages.synthesis.telemetry import STATE_UNAVAILABLE
 from tests.synthesis.helpers import make
 

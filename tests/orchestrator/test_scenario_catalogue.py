@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from stages.common import estate
-from stages.common.catalogue import (
+from stages.common.vocabulary import (
     ARCHETYPES,
     BY_TYPE,
     INFRASTRUCTURE_TYPES,
@@ -13,7 +13,7 @@ from stages.common.catalogue import (
     METRICS,
     SEED_TYPES,
 )
-from stages.orchestrator.catalogue import ScenarioCatalogue
+from stages.orchestrator.scenario_catalogue import ScenarioCatalogue
 
 ESTATE_NAMES = {
     "service": set(estate.SERVICE_NAMES),

@@ -1,5 +1,7 @@
-"""The orchestrator's domain facade: one object the HTTP layer calls, owning the catalogue,
-ground truth, executions, the continuous generator and the clients of its peers."""
+"""``Orchestrator``: the one object the HTTP routes and the control panel call. It owns the
+scenario catalogue, ground truth, executions, the continuous generator and the clients of Log
+Synthesis and the State Manager, and answers with typed objects (scenarios, executions, windows,
+generator stats), never with the parts themselves."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import httpx
 from stages.common.config import Settings
 from stages.common.http import service_client
 from stages.orchestrator import metrics
-from stages.orchestrator.catalogue import Scenario, ScenarioCatalogue, scenario_id
-from stages.orchestrator.continuous import ContinuousConfig, ContinuousGenerator
+from stages.orchestrator.clients import StateClient, StateEffectResult, SynthesisClient
+from stages.orchestrator.continuous import ContinuousConfig, ContinuousGenerator, GeneratorStats
 from stages.orchestrator.effects import apply_state_effect
 from stages.orchestrator.errors import (
     ScenarioNotFound,
@@ -26,12 +28,21 @@ from stages.orchestrator.errors import (
 )
 from stages.orchestrator.executions import Execution, ExecutionPlan, Executions
 from stages.orchestrator.ground_truth import GroundTruth, Window, WindowScope, scope_for
-from stages.orchestrator.peers import StateClient, StateEffectResult, SynthesisClient
+from stages.orchestrator.scenario_catalogue import Scenario, ScenarioCatalogue, scenario_id
 
 log = logging.getLogger(__name__)
 
 GROUND_TRUTH_FILE = "ground_truth.jsonl"
 PEER_HEALTH_TIMEOUT_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ScenarioCounts:
+    """Scenarios per category and per severity, and every anomaly type the catalogue has."""
+
+    categories: dict[str, int]
+    severities: dict[str, int]
+    anomaly_types: list[str]
 
 
 @dataclass(frozen=True)
@@ -45,8 +56,8 @@ class TriggerResult:
 class Orchestrator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.catalogue = ScenarioCatalogue()
-        self.ground_truth = GroundTruth(settings.data_dir / GROUND_TRUTH_FILE)
+        self._catalogue = ScenarioCatalogue()
+        self._ground_truth = GroundTruth(settings.data_dir / GROUND_TRUTH_FILE)
         self._clients: dict[str, httpx.Client] = {}
         self._executions: Executions | None = None
         self._continuous: ContinuousGenerator | None = None
@@ -61,9 +72,9 @@ class Orchestrator:
         self._clients = {"synthesis": synthesis_http, "state": state_http}
         synthesis = self._synthesis = SynthesisClient(synthesis_http)
         self._state = StateClient(state_http)
-        self._executions = Executions(synthesis, self.ground_truth)
+        self._executions = Executions(synthesis, self._ground_truth)
         self._continuous = ContinuousGenerator(
-            synthesis, self.ground_truth, self.catalogue.all(), self._open_anomaly_window
+            synthesis, self._ground_truth, self._catalogue.all(), self._open_anomaly_window
         )
 
     def close(self) -> None:
@@ -75,26 +86,41 @@ class Orchestrator:
             client.close()
 
     @property
-    def executions(self) -> Executions:
+    def _execution_registry(self) -> Executions:
         assert self._executions is not None, "Orchestrator.open() was not called"
         return self._executions
 
     @property
-    def continuous(self) -> ContinuousGenerator:
+    def _generator(self) -> ContinuousGenerator:
         assert self._continuous is not None, "Orchestrator.open() was not called"
         return self._continuous
 
     # --- scenarios ----------------------------------------------------------------------------
+    def search_scenarios(
+        self, *, category: str | None, severity: str | None, q: str | None
+    ) -> list[Scenario]:
+        return self._catalogue.search(category=category, severity=severity, q=q)
+
+    def scenario_counts(self) -> ScenarioCounts:
+        return ScenarioCounts(
+            categories=self._catalogue.categories(),
+            severities=self._catalogue.severities(),
+            anomaly_types=self._catalogue.anomaly_types(),
+        )
+
+    def anomaly_types(self) -> list[str]:
+        return self._catalogue.anomaly_types()
+
     def scenario(self, scenario_id: str) -> Scenario:
-        scenario = self.catalogue.get(scenario_id)
+        scenario = self._catalogue.get(scenario_id)
         if scenario is None:
             raise ScenarioNotFound(scenario_id)
         return scenario
 
     def scenarios_for_type(self, anomaly_type: str) -> list[Scenario]:
-        scenarios = self.catalogue.for_type(anomaly_type)
+        scenarios = self._catalogue.for_type(anomaly_type)
         if not scenarios:
-            raise UnknownAnomalyType(anomaly_type, self.catalogue.anomaly_types())
+            raise UnknownAnomalyType(anomaly_type, self._catalogue.anomaly_types())
         return scenarios
 
     # --- executions and triggers --------------------------------------------------------------
@@ -121,12 +147,12 @@ class Orchestrator:
 
     def execute(self, scenario_id: str, plan: ExecutionPlan, source: str = "api") -> Execution:
         scenario = self.scenario(scenario_id)
-        self.executions.ensure_capacity()
+        self._execution_registry.ensure_capacity()
         rng = random.Random(plan.seed)
         window, effect = self._open_window_with_effect(
             scenario, plan.intensity, plan.duration_seconds, f"execution:{source}", rng
         )
-        return self.executions.start(scenario, plan, window, effect, source)
+        return self._execution_registry.start(scenario, plan, window, effect, source)
 
     def plan_for(
         self,
@@ -161,7 +187,7 @@ class Orchestrator:
             scenario, duration_seconds=duration_seconds, intensity=intensity, rate=rate,
             anomalous_share=0.7, seed=None,
         )  # fmt: skip
-        if self.continuous.running:
+        if self._generator.running:
             window, effect = self._open_window_with_effect(
                 scenario, plan.intensity, plan.duration_seconds, "trigger", random.Random()
             )
@@ -173,7 +199,7 @@ class Orchestrator:
         scenarios = self.scenarios_for_type(anomaly_type)
         if target is None:
             return scenarios[0]
-        scenario = self.catalogue.get(scenario_id(anomaly_type, target))
+        scenario = self._catalogue.get(scenario_id(anomaly_type, target))
         if scenario is None:
             raise UnknownTarget(anomaly_type, target, [s.target.name for s in scenarios])
         return scenario
@@ -189,12 +215,12 @@ class Orchestrator:
     ) -> tuple[Window, StateEffectResult | None]:
         assert self._state is not None
         # Checked before the effect, so a refused window leaves the State Manager alone.
-        self.ground_truth.ensure_capacity()
+        self._ground_truth.ensure_capacity()
         effect = apply_state_effect(
             self._state, scenario, rng, reason=f"scenario {scenario.id} ({source})"
         )
         entity = effect.entity_id if effect is not None else None
-        window = self.ground_truth.open_window(
+        window = self._ground_truth.open_window(
             scenario,
             intensity=intensity,
             duration_seconds=duration_seconds,
@@ -239,19 +265,37 @@ class Orchestrator:
             return None
         return opened[0]
 
+    # --- running and finished executions ------------------------------------------------------
+    def executions(self, status: str | None = None) -> list[Execution]:
+        """Newest first; ``status`` keeps only running, completed or stopped ones."""
+        return self._execution_registry.list(status)
+
+    def execution(self, execution_id: str) -> Execution:
+        return self._execution_registry.get(execution_id)
+
+    def stop_execution(self, execution_id: str) -> Execution:
+        return self._execution_registry.stop(execution_id)
+
     # --- continuous ---------------------------------------------------------------------------
-    def start_continuous(self, config: ContinuousConfig) -> dict[str, Any]:
-        return self.continuous.start(config)
+    def start_continuous(self, config: ContinuousConfig) -> GeneratorStats:
+        return self._generator.start(config)
+
+    def stop_continuous(self) -> GeneratorStats:
+        """Stops the running generator and waits for its calls; a no-op when none runs."""
+        return self._generator.stop()
+
+    def continuous_stats(self) -> GeneratorStats:
+        return self._generator.stats()
 
     # --- ground truth and status --------------------------------------------------------------
     def windows(self, *, only_open: bool | None) -> list[Window]:
-        self.ground_truth.close_expired()
-        return self.ground_truth.list(only_open=only_open)
+        self._ground_truth.close_expired()
+        return self._ground_truth.list(only_open=only_open)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy when the ground-truth directory is writable; peers are reported, not
         required, so the orchestrator can start before them and report what is missing."""
-        directory = self.ground_truth.path.parent
+        directory = self._ground_truth.path.parent
         try:
             directory.mkdir(parents=True, exist_ok=True)
             writable = os.access(directory, os.W_OK)
@@ -275,21 +319,3 @@ class Orchestrator:
         except httpx.HTTPError:
             return "unreachable"
         return "healthy" if resp.status_code == 200 else f"unhealthy ({resp.status_code})"
-
-    def status_counters(self) -> dict[str, Any]:
-        stats = self._continuous.stats() if self._continuous else {"running": False}
-        executions = self._executions.list() if self._executions else []
-        return {
-            "scenarios": len(self.catalogue),
-            "continuous running": stats.get("running", False),
-            "continuous requested rate (records/s)": stats.get("requested_rate", 0),
-            "continuous measured rate (records/s)": stats.get("measured_rate", 0),
-            "continuous records produced": stats.get("records_produced", 0),
-            "continuous records failed": stats.get("records_failed", 0),
-            "continuous can keep up": stats.get("can_keep_up", True),
-            "executions running": sum(1 for e in executions if e.status == "running"),
-            "executions total": len(executions),
-            "executions records produced": sum(e.tally.produced for e in executions),
-            "open anomaly windows": len(self.ground_truth.active()),
-            "ground truth file": str(self.ground_truth.path),
-        }

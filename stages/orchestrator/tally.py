@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from stages.orchestrator import metrics
+from stages.orchestrator.clients import SynthesisClient, SynthesisOutcome, SynthesisRequest
 from stages.orchestrator.pacing import RateMeter
-from stages.orchestrator.peers import SynthesisClient, SynthesisOutcome, SynthesisRequest
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""How long one ``evaluate`` takes: ``python -m stages.patterns.bench``.
+"""How long one ``evaluate`` takes: ``python -m benchmarks.patterns_evaluate``.
 
 Synthesis and the orchestrator call ``evaluate`` per emitted metric value, often with a single
 timestamp, so the figure that matters is microseconds per single-timestamp call.

@@ -1,4 +1,4 @@
-"""Records per second of one synthesis process: ``python -m stages.synthesis.bench``.
+"""Records per second of one synthesis process: ``python -m benchmarks.synthesis_rate``.
 
 Generation alone (in this process) and, with ``--url``, through a running service's HTTP API
 (generation plus JSON). Prints the median of several requests of ``--count`` records each.
@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import httpx
 
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
 from stages.synthesis.schemas import SynthesizeRequest
-from stages.synthesis.state import EntityPool
 
 MIXES: dict[str, dict[str, object]] = {
     "mixed 70/20/10": {},

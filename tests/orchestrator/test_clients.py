@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from stages.orchestrator.peers import (
+from stages.orchestrator.clients import (
     MAX_RETRY_DELAY_SECONDS,
     SYNTHESIS_ATTEMPTS,
     SynthesisClient,
