@@ -1,0 +1,97 @@
+"""The decision engine: detector scores of one point -> one decision, by weighted voting.
+
+A detector *votes* for a point when its score reaches the policy's ``vote_threshold`` (0.5: each
+detector's own threshold, see ``detectors.base.squash``). The point is anomalous when the voters'
+weight is at least ``quorum`` of the weight of every weighted detector that scored the point, or
+when a detector listed in ``sufficient`` (the configured rules, by default) votes alone. The
+decision's ``score`` is the weighted mean of the scores, in [0, 1]. Detectors with no weight are
+reported but never vote. Each signal type (``latency_p95_ms``, ``error_rate``, ...) may have its
+own policy; the others use the default one. Pure and deterministic: the same scores always give
+the same decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# The seasonal detector weighs double: it alone sees a value that is ordinary for the day but
+# not for the hour (the others compare with the whole recent range), and with the default quorum
+# of a third its vote alone, or any two others, make a point anomalous.
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "robust_z": 1.0,
+    "iqr": 1.0,
+    "seasonal": 2.0,
+    "spectral_residual": 1.0,
+    "rcf": 1.0,
+    "multivariate": 1.0,
+    "rules": 1.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    anomalous: bool
+    score: float  # weighted mean of the detectors' scores, in [0, 1]
+    support: float  # voters' share of the weight, in [0, 1]
+    voters: tuple[str, ...]  # detectors whose score reached the vote threshold, sorted
+
+
+class VotingPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    quorum: float = Field(default=1 / 3, gt=0.0, le=1.0)
+    vote_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    sufficient: frozenset[str] = frozenset({"rules"})
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = sorted(name for name, weight in weights.items() if not weight >= 0.0)
+        if bad:
+            raise ValueError(f"weights must be >= 0: {', '.join(bad)}")
+        return weights
+
+    def decide(self, scores: Mapping[str, float]) -> Decision:
+        total = 0.0
+        weighted = 0.0
+        voting = 0.0
+        voters: list[str] = []
+        for name in sorted(scores):
+            score = scores[name]
+            weight = self.weights.get(name, 0.0)
+            if weight <= 0.0:
+                continue
+            total += weight
+            weighted += weight * score
+            if score >= self.vote_threshold:
+                voting += weight
+                voters.append(name)
+        if total <= 0.0:
+            return Decision(False, 0.0, 0.0, ())
+        support = voting / total
+        # The tolerance keeps "2 of 6 with a quorum of 1/3" from failing on rounding.
+        anomalous = (voting > 0.0 and support >= self.quorum - 1e-12) or any(
+            name in self.sufficient for name in voters
+        )
+        return Decision(anomalous, min(max(weighted / total, 0.0), 1.0), support, tuple(voters))
+
+
+class DecisionEngine(BaseModel):
+    """A voting policy per signal type, and the default one for the others."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    default: VotingPolicy = Field(default_factory=VotingPolicy)
+    by_signal_type: dict[str, VotingPolicy] = Field(default_factory=dict)
+
+    def policy(self, signal_type: str | None = None) -> VotingPolicy:
+        if signal_type is None:
+            return self.default
+        return self.by_signal_type.get(signal_type, self.default)
+
+    def decide(self, scores: Mapping[str, float], signal_type: str | None = None) -> Decision:
+        return self.policy(signal_type).decide(scores)
