@@ -2,8 +2,9 @@
 
 A detector *votes* for a point when its score reaches the policy's ``vote_threshold`` (0.5: each
 detector's own threshold, see ``detectors.base.squash``). The point is anomalous when the voters'
-weight is at least ``quorum`` of the weight of every weighted detector that scored the point, or
-when a detector listed in ``sufficient`` (the configured rules, by default) votes alone. The
+weights add up to ``quorum`` or more, or when a detector listed in ``sufficient`` (the configured
+rules, by default) votes. The quorum is a weight, not a share, so that it means the same whether
+or not a series also has rules or a multivariate detector. The
 decision's ``score`` is the weighted mean of the scores, in [0, 1]. Detectors with no weight are
 reported but never vote. Each signal type (``latency_p95_ms``, ``error_rate``, ...) may have its
 own policy; the others use the default one. Pure and deterministic: the same scores always give
@@ -17,16 +18,17 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# The seasonal detector weighs double: it alone sees a value that is ordinary for the day but
-# not for the hour (the others compare with the whole recent range), and with the default quorum
-# of a third its vote alone, or any two others, make a point anomalous.
+# The seasonal and the multivariate detectors weigh double, so that with the default quorum of 2
+# the vote of either alone, or of any two others, makes a point anomalous: each sees what the
+# others cannot (a value ordinary for the day but not for the hour; signals each in their range
+# that no longer move together), while a range detector alone is too easily surprised.
 DEFAULT_WEIGHTS: dict[str, float] = {
     "robust_z": 1.0,
     "iqr": 1.0,
     "seasonal": 2.0,
     "spectral_residual": 1.0,
     "rcf": 1.0,
-    "multivariate": 1.0,
+    "multivariate": 2.0,
     "rules": 1.0,
 }
 
@@ -35,7 +37,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 class Decision:
     anomalous: bool
     score: float  # weighted mean of the detectors' scores, in [0, 1]
-    support: float  # voters' share of the weight, in [0, 1]
+    support: float  # voters' share of the weight that scored the point, in [0, 1]
     voters: tuple[str, ...]  # detectors whose score reached the vote threshold, sorted
 
 
@@ -43,7 +45,7 @@ class VotingPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    quorum: float = Field(default=1 / 3, gt=0.0, le=1.0)
+    quorum: float = Field(default=2.0, gt=0.0)
     vote_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
     sufficient: frozenset[str] = frozenset({"rules"})
 
@@ -73,8 +75,8 @@ class VotingPolicy(BaseModel):
         if total <= 0.0:
             return Decision(False, 0.0, 0.0, ())
         support = voting / total
-        # The tolerance keeps "2 of 6 with a quorum of 1/3" from failing on rounding.
-        anomalous = (voting > 0.0 and support >= self.quorum - 1e-12) or any(
+        # The tolerance keeps weights such as 0.1 * 20 from missing a quorum of 2 by rounding.
+        anomalous = (voting > 0.0 and voting >= self.quorum - 1e-9) or any(
             name in self.sufficient for name in voters
         )
         return Decision(anomalous, min(max(weighted / total, 0.0), 1.0), support, tuple(voters))

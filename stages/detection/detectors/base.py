@@ -33,6 +33,7 @@ _SQUASH_POWER = 3.0
 
 def squash(x: float, threshold: float) -> float:
     """Map a raw statistic to [0, 1]: 0 for x <= 0, 0.5 at ``threshold``, monotonic, -> 1."""
+    x = float(x)  # a numpy scalar would leak into states and events
     if not x > 0.0:  # also catches NaN
         return 0.0
     if math.isinf(x):

@@ -3,7 +3,10 @@
 Each signal is standardised by its own median and robust sigma over the last ``window`` vectors
 (so a latency in ms and an error rate in [0, 1] weigh alike); the correlation between the
 standardised signals is estimated from the same window with every coordinate clipped to
-±``clip`` (so past incidents do not inflate it) and shrunk towards the diagonal. The point's
+±``clip``, then re-estimated twice without the window's points that lie beyond the 97.5th
+percentile of the estimate before (the reweighting step of robust covariance estimators), so a
+past incident along a direction of low variance does not inflate that variance and hide the next
+one; it is finally shrunk towards the diagonal. The point's
 squared distance D² = zᵀ C⁻¹ z is chi-square with d degrees of freedom for normal data: the
 score is ``squash(D, T)`` with T = sqrt(chi2 quantile(``p``, d)) (Wilson-Hilferty), so a point
 at the 99.9th percentile of normal data scores 0.5. It sees what no univariate detector sees:
@@ -65,7 +68,14 @@ class RobustMahalanobis:
         self.shrinkage = shrinkage
         self.p = p
         self.threshold = math.sqrt(chi2_quantile(p, dimensions))
+        self.inlier_cutoff = chi2_quantile(0.975, dimensions)
         self.buffer: deque[tuple[float, ...]] = deque(maxlen=window)
+
+    def _covariance(self, standard: np.ndarray) -> np.ndarray:
+        covariance = np.atleast_2d(np.cov(standard, rowvar=False))
+        diagonal = np.diag(np.diag(covariance))
+        covariance = (1.0 - self.shrinkage) * covariance + self.shrinkage * diagonal
+        return covariance + np.eye(self.dimensions) * 1e-6
 
     def update(self, timestamp: float, values: Sequence[float]) -> float:
         point = np.asarray(values, dtype=float)
@@ -79,10 +89,14 @@ class RobustMahalanobis:
             center = np.median(history, axis=0)
             scale = column_scales(history, center)
             standard = np.clip((history - center) / scale, -self.clip, self.clip)
-            covariance = np.atleast_2d(np.cov(standard, rowvar=False))
-            diagonal = np.diag(np.diag(covariance))
-            covariance = (1.0 - self.shrinkage) * covariance + self.shrinkage * diagonal
-            covariance += np.eye(self.dimensions) * 1e-6
+            covariance = self._covariance(standard)
+            for _ in range(2):
+                distances = np.einsum(
+                    "ij,ij->i", standard, np.linalg.solve(covariance, standard.T).T
+                )
+                inliers = standard[distances <= self.inlier_cutoff]
+                if len(inliers) > self.dimensions + 1:
+                    covariance = self._covariance(inliers)
             z = (point - center) / scale
             distance = math.sqrt(max(float(z @ np.linalg.solve(covariance, z)), 0.0))
             score = squash(distance, self.threshold)
