@@ -4,11 +4,16 @@ A detector *votes* for a point when its score reaches the policy's ``vote_thresh
 detector's own threshold, see ``detectors.base.squash``). The point is anomalous when the voters'
 weights add up to ``quorum`` or more, or when a detector listed in ``sufficient`` (the configured
 rules, by default) votes. The quorum is a weight, not a share, so that it means the same whether
-or not a series also has rules or a multivariate detector. The
-decision's ``score`` is the weighted mean of the scores, in [0, 1]. Detectors with no weight are
-reported but never vote. Each signal type (``latency_p95_ms``, ``error_rate``, ...) may have its
-own policy; the others use the default one. Pure and deterministic: the same scores always give
-the same decision.
+or not a series also has rules or a multivariate detector. Detectors with no weight are reported
+but never vote.
+
+The decision's ``score`` is the score a quorum agrees on: the highest s such that detectors
+weighing ``quorum`` or more all scored at least s (raised to a voting ``sufficient`` detector's
+score). It is in [0, 1], rises with every detector's score, and reaches the vote threshold exactly
+when the point is anomalous, so "score >= 0.5" and the decision never disagree. ``mean`` is the
+weighted mean of the scores, for display. Each signal type (``latency_p95_ms``, ``error_rate``,
+...) may have its own policy; the others use the default one. Pure and deterministic: the same
+scores always give the same decision.
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 @dataclass(frozen=True, slots=True)
 class Decision:
     anomalous: bool
-    score: float  # weighted mean of the detectors' scores, in [0, 1]
+    score: float  # the score a quorum of detectors agrees on, in [0, 1]
     support: float  # voters' share of the weight that scored the point, in [0, 1]
     voters: tuple[str, ...]  # detectors whose score reached the vote threshold, sorted
+    mean: float = 0.0  # weighted mean of the detectors' scores, in [0, 1]
 
 
 class VotingPolicy(BaseModel):
@@ -58,28 +64,31 @@ class VotingPolicy(BaseModel):
         return weights
 
     def decide(self, scores: Mapping[str, float]) -> Decision:
-        total = 0.0
-        weighted = 0.0
-        voting = 0.0
-        voters: list[str] = []
+        weighted: list[tuple[float, float, str]] = []
         for name in sorted(scores):
-            score = scores[name]
             weight = self.weights.get(name, 0.0)
-            if weight <= 0.0:
-                continue
-            total += weight
-            weighted += weight * score
-            if score >= self.vote_threshold:
-                voting += weight
-                voters.append(name)
+            if weight > 0.0:
+                weighted.append((min(max(float(scores[name]), 0.0), 1.0), weight, name))
+        total = sum(weight for _, weight, _ in weighted)
         if total <= 0.0:
             return Decision(False, 0.0, 0.0, ())
-        support = voting / total
+        voters = tuple(name for score, _, name in weighted if score >= self.vote_threshold)
+        voting = sum(weight for score, weight, _ in weighted if score >= self.vote_threshold)
         # The tolerance keeps weights such as 0.1 * 20 from missing a quorum of 2 by rounding.
-        anomalous = (voting > 0.0 and voting >= self.quorum - 1e-9) or any(
-            name in self.sufficient for name in voters
-        )
-        return Decision(anomalous, min(max(weighted / total, 0.0), 1.0), support, tuple(voters))
+        needed = self.quorum - 1e-9
+        agreed = 0.0
+        gathered = 0.0
+        for score, weight, _ in sorted(weighted, reverse=True):
+            gathered += weight
+            if gathered >= needed:
+                agreed = score
+                break
+        for score, _, name in weighted:
+            if name in self.sufficient:
+                agreed = max(agreed, score)
+        anomalous = agreed >= self.vote_threshold
+        mean = sum(score * weight for score, weight, _ in weighted) / total
+        return Decision(anomalous, agreed, voting / total, voters, mean)
 
 
 class DecisionEngine(BaseModel):

@@ -9,6 +9,7 @@ import numpy as np
 T0 = 1_700_006_400.0  # a UTC midnight, so slot arithmetic in the tests is easy to follow
 STEP = 300.0  # five minutes, like most of the public corpora
 DAY_POINTS = int(86_400 / STEP)
+WEEK_SECONDS = 7 * 86_400
 
 
 @dataclass(frozen=True)

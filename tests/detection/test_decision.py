@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -36,19 +37,36 @@ def test_default_quorum_needs_two_votes_or_one_of_a_double_weight() -> None:
     assert service.support == pytest.approx(2 / 8)
 
 
-def test_the_score_is_the_weighted_mean_and_stays_in_range() -> None:
-    policy = VotingPolicy(weights={"a": 3.0, "b": 1.0}, quorum=2.0)
-    decision = policy.decide({"a": 1.0, "b": 0.0})
-    assert decision == Decision(True, 0.75, 0.75, ("a",))
-    assert policy.decide({"a": 0.0, "b": 1.0}).anomalous is False  # a weight of 1 < 2
-    everything = policy.decide({"a": 1.0, "b": 1.0})
-    assert everything.score == 1.0
+def test_the_score_is_what_a_quorum_agrees_on() -> None:
+    policy = VotingPolicy(weights={"a": 3.0, "b": 1.0, "c": 1.0}, quorum=2.0)
+    alone = policy.decide({"a": 0.8, "b": 0.0, "c": 0.0})
+    assert (alone.anomalous, alone.score, alone.support, alone.voters) == (True, 0.8, 0.6, ("a",))
+    assert alone.mean == pytest.approx(0.48)
+    # b and c together weigh 2: the quorum agrees on the lower of their scores.
+    both = policy.decide({"a": 0.1, "b": 0.9, "c": 0.6})
+    assert (both.anomalous, both.score, both.voters) == (True, 0.6, ("b", "c"))
+    one = policy.decide({"a": 0.1, "b": 0.9, "c": 0.2})
+    assert (one.anomalous, one.score, one.voters) == (False, 0.2, ("b",))
+    assert policy.decide({"a": 7.0, "b": -1.0, "c": 1.0}).score == 1.0  # clamped to [0, 1]
+
+
+def test_score_and_decision_never_disagree() -> None:
+    policy = VotingPolicy()
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        scores = dict(zip(QUIET, rng.uniform(0.0, 1.0, len(QUIET)), strict=True))
+        decision = policy.decide(scores)
+        assert decision.anomalous == (decision.score >= 0.5)
+        assert 0.0 <= decision.score <= 1.0
+        assert decision.anomalous == (
+            sum(policy.weights[name] for name in decision.voters) >= policy.quorum
+        )
 
 
 def test_unweighted_detectors_never_vote_and_an_empty_point_is_normal() -> None:
     policy = VotingPolicy(weights={"a": 1.0, "b": 0.0}, quorum=0.5)
     decision = policy.decide({"a": 0.0, "b": 1.0, "unknown": 1.0})
-    assert decision == Decision(False, 0.0, 0.0, ())
+    assert (decision.anomalous, decision.score, decision.voters) == (False, 0.0, ())
     assert VotingPolicy().decide({}) == Decision(False, 0.0, 0.0, ())
 
 

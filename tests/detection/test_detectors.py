@@ -102,6 +102,21 @@ def test_seasonal_warms_up_per_slot_over_earlier_days() -> None:
     assert (scores[2 * synthetic.DAY_POINTS + 32 :] > 0.0).any()
 
 
+def test_seasonal_learns_quiet_weekends_once_it_has_seen_two_weeks() -> None:
+    step = 1800.0
+    n = int(5 * synthetic.WEEK_SECONDS / step)
+    times = synthetic.T0 + np.arange(n) * step
+    weekend = ((times - synthetic.T0) // 86_400).astype(int) % 7 >= 5
+    daily = 20 * np.sin(2 * np.pi * ((times - synthetic.T0) % 86_400) / 86_400)
+    values = 100 + daily + np.random.default_rng(7).normal(0, 2, n) - np.where(weekend, 30, 0)
+    series = synthetic.Labelled(times, values, n, n)
+    third_week_on = int(2 * synthetic.WEEK_SECONDS / step)
+    weekly = run(SeasonalBaseline(), series)[third_week_on:]
+    daily_only = run(SeasonalBaseline(keep_weeks=0), series)[third_week_on:]
+    assert weekly.max() < 0.5
+    assert daily_only.max() >= 0.5  # without the week, every weekend looks like an outage
+
+
 @pytest.mark.parametrize("name", sorted(UNIVARIATE))
 def test_warm_up_scores_are_zero(name: str) -> None:
     series = synthetic.spike(n=40, at=35, height=1e6)
