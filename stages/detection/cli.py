@@ -182,6 +182,12 @@ def plan(input_path: Path, output_path: Path) -> list[tuple[Path, Path]]:
     pairs: list[tuple[Path, Path]] = []
     for folder, dirs, files in os.walk(input_path):
         dirs.sort()
+        for name in dirs:
+            # os.walk does not descend into linked folders; one that leads out is an error, not
+            # a silent omission (one that stays inside is walked through its real path).
+            linked = Path(folder) / name
+            if linked.is_symlink() and not _inside(linked.resolve(), source_root):
+                raise InputError(linked, f"leads outside INPUT ({input_path}): refused")
         for name in sorted(files):
             if not name.lower().endswith(".csv"):
                 continue

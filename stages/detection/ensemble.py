@@ -178,6 +178,8 @@ class ServiceEnsemble:
         self.tracker = EventTracker(service, open_after, close_after)
 
     def update(self, timestamp: float, values: Mapping[str, float]) -> ServicePoint:
+        if not values:
+            raise ValueError(f"no values for {self.service}")
         unknown = set(values) - set(self.signals)
         if unknown:
             raise ValueError(f"unknown signals for {self.service}: {', '.join(sorted(unknown))}")

@@ -101,5 +101,7 @@ def test_a_service_resumes_from_state_and_checks_its_input() -> None:
     assert set(partial.signals) == {"load"}
     with pytest.raises(ValueError, match="unknown signals for payments: cpu"):
         service.update(401.0, {"cpu": 1.0})
+    with pytest.raises(ValueError, match="no values for payments"):
+        service.update(402.0, {})
     with pytest.raises(ValueError, match="distinct"):
         ServiceEnsemble("x", ["a", "a"])

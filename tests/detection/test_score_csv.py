@@ -170,10 +170,16 @@ def test_paths_that_would_overwrite_or_escape_are_refused(tmp_path: Path) -> Non
     escaped = score_csv(source, tmp_path / "out")
     assert escaped.returncode == 2
     assert "link.csv: leads outside INPUT" in escaped.stderr
+    (source / "link.csv").unlink()
+    (tmp_path / "outside-folder").mkdir()
+    (source / "linked-folder").symlink_to(tmp_path / "outside-folder")
+    escaped_folder = score_csv(source, tmp_path / "out")
+    assert escaped_folder.returncode == 2
+    assert "linked-folder: leads outside INPUT" in escaped_folder.stderr
     missing = score_csv(tmp_path / "nothing-here", tmp_path / "out")
     assert missing.returncode == 2
     assert "nothing-here: no such file or directory" in missing.stderr
-    for result in (inside, same, escaped, missing):
+    for result in (inside, same, escaped, escaped_folder, missing):
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
     assert not (source / "scored").exists()
