@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stages.detection.ensemble import SeriesEnsemble
-
 PROG = "python -m stages.detection"
 HEADER = ("timestamp", "value", "anomaly_score")
 _EPOCH = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
@@ -126,6 +124,9 @@ def read_series(source: Path, target: Path) -> Series:
 
 
 def score(series: Series) -> list[float]:
+    # Imported here so that refusing bad input does not first load numpy and the forest.
+    from stages.detection.ensemble import SeriesEnsemble
+
     ensemble = SeriesEnsemble()
     return [
         ensemble.update(epoch, number).decision.score
