@@ -6,12 +6,13 @@ Writes a seeded series shaped like the public corpora (5-minute points, a daily 
 trend, noise, one burst) to a temporary folder, runs ``python -m stages.detection score-csv`` on
 it as a user would (a subprocess, start-up included), and reports its wall time and CPU time per
 10,000 points (best of ``--repeat``), then the CPU time per point of each default detector alone,
-in-process. With ``--normal-days N`` it also runs the ensemble (``SeriesEnsemble``, its
-defaults) over N days of normal-only 10-second data of three seeded shapes (a latency with a
-daily cycle and gaussian noise, an error rate of Poisson counts, a throughput with a daily cycle
-and log-normal noise) and reports the events it opens and the points it calls anomalous: false
-alarms, since nothing was injected. CPU time is the figure to compare: on a shared host the wall
-time also counts the neighbours' work (the load average is printed beside it).
+in-process (and of the multivariate detector over 4 signals). With ``--normal-days N`` it also
+runs the ensemble (``SeriesEnsemble``, its defaults) over N days of normal-only 10-second data of
+three seeded shapes (a latency with a daily cycle and gaussian noise, an error rate of Poisson
+counts, a throughput with a daily cycle and log-normal noise) and reports the events it opens and
+the points it calls anomalous: false alarms, since nothing was injected. CPU time is the figure
+to compare: on a shared host the wall time also counts the neighbours' work (the load average is
+printed beside it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine_info, reference_loop_ms
+from stages.detection.detectors import RobustMahalanobis
 from stages.detection.ensemble import SeriesEnsemble, default_detectors
 from tests.support.processes import ROOT
 
@@ -113,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             detector.update(t, v)
         spent = time.process_time() - began
         print(f"  {name:18s} {spent / args.points * 1e6:7.1f} µs CPU per point")
+    vectors = np.random.default_rng(0).normal(size=(2_000, 4)).tolist()
+    multivariate = RobustMahalanobis(4)
+    began = time.process_time()
+    for i, vector in enumerate(vectors):
+        multivariate.update(float(i), vector)
+    spent = time.process_time() - began
+    print(f"  {'multivariate (4)':18s} {spent / len(vectors) * 1e6:7.1f} µs CPU per point")
     if args.normal_days:
         print("false alarms on normal-only data:")
         false_alarms(args.normal_days)
