@@ -8,12 +8,12 @@ or not a series also has rules or a multivariate detector. Detectors with no wei
 but never vote.
 
 The decision's ``score`` is the score a quorum agrees on: the highest s such that detectors
-weighing ``quorum`` or more all scored at least s (raised to a voting ``sufficient`` detector's
-score). It is in [0, 1], rises with every detector's score, and reaches the vote threshold exactly
-when the point is anomalous, so "score >= 0.5" and the decision never disagree. ``mean`` is the
-weighted mean of the scores, for display. Each signal type (``latency_p95_ms``, ``error_rate``,
-...) may have its own policy; the others use the default one. Pure and deterministic: the same
-scores always give the same decision.
+weighing ``quorum`` or more all scored at least s, or a ``sufficient`` detector's score if that
+is higher. It is in [0, 1], rises with every detector's score, and reaches the vote threshold
+exactly when the point is anomalous, so "score >= 0.5" and the decision never disagree. ``mean``
+is the weighted mean of the scores, for display. Each signal type (``latency_p95_ms``,
+``error_rate``, ...) may have its own policy; the others use the default one. Pure and
+deterministic: the same scores always give the same decision.
 """
 
 from __future__ import annotations
