@@ -1,0 +1,5 @@
+import sys
+
+from stages.detection.cli import main
+
+sys.exit(main())
