@@ -1,16 +1,14 @@
-"""The producer's counters: Prometheus metrics (one set per process, one label value per stream)
-and the per-producer counts that ``KinesisProducer.stats()`` reads.
-
-Each event is counted by one method here, which updates both, so /metrics and ``stats()`` never
+"""The producer's counters: Prometheus metrics (one set per process, one label value per
+stream), counted by one method per event. ``KinesisProducer.stats()`` reads its counts back from
+them (:class:`stages.common.counters.CounterReadings`), so /metrics and ``stats()`` never
 disagree on what happened.
 """
 
 from __future__ import annotations
 
-import threading
-
 from prometheus_client import Counter, Gauge, Histogram
 
+from stages.common.counters import CounterReadings
 from stages.ingestion.producer.outcomes import CallOutcome
 
 _RECORDS = Counter("kinesis_producer_records_total", "User records accepted by put()", ["stream"])
@@ -77,32 +75,11 @@ _MAP_REFRESHES = Counter(
     "kinesis_producer_shard_map_refreshes_total", "ListShards refreshes", ["stream"]
 )
 
-COUNT_NAMES = (
-    "records_put",
-    "bytes_put",
-    "records_acknowledged",
-    "records_failed",
-    "kinesis_records_put",
-    "aggregated_records_put",
-    "put_records_calls",
-    "put_records_call_errors",
-    "put_records_partial_failures",
-    "retried_entries",
-    "throttled_calls",
-    "throttled_entries",
-    "rejected_oversize",
-    "backpressure_waits",
-    "backpressure_rejections",
-    "shard_map_refreshes",
-)
-
 
 class ProducerMetrics:
     """The counters of one producer (one stream)."""
 
     def __init__(self, stream: str) -> None:
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(COUNT_NAMES, 0)
         self._records = _RECORDS.labels(stream=stream)
         self._bytes = _BYTES.labels(stream=stream)
         self._acked = _ACKED.labels(stream=stream)
@@ -121,36 +98,46 @@ class ProducerMetrics:
         self._bp_rejections = _BP_REJECTIONS.labels(stream=stream)
         self._in_flight = _IN_FLIGHT.labels(stream=stream)
         self._refreshes = _MAP_REFRESHES.labels(stream=stream)
+        # The fields of ProducerStats, each from the counters that make it up.
+        self._readings = CounterReadings(
+            {
+                "records_put": [self._records],
+                "bytes_put": [self._bytes],
+                "records_acknowledged": [self._acked],
+                "records_failed": [self._failed],
+                "kinesis_records_put": [self._kinesis_aggregated, self._kinesis_plain],
+                "aggregated_records_put": [self._kinesis_aggregated],
+                "put_records_calls": list(self._calls.values()),
+                "put_records_call_errors": [self._calls["error"]],
+                "put_records_partial_failures": [self._calls["partial"]],
+                "retried_entries": [self._retried],
+                "throttled_calls": [self._throttled_call],
+                "throttled_entries": [self._throttled_entry],
+                "rejected_oversize": [self._oversize],
+                "backpressure_waits": [self._bp_waits],
+                "backpressure_rejections": [self._bp_rejections],
+                "shard_map_refreshes": [self._refreshes],
+            }
+        )
 
     def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-    def _add(self, **amounts: int) -> None:
-        with self._lock:
-            counts = self._counts
-            for name, amount in amounts.items():
-                counts[name] += amount
+        """This producer's counts (the stream's counters' increase since it was made)."""
+        return self._readings.snapshot()
 
     def admitted(self, records: int, size: int) -> None:
-        self._add(records_put=records, bytes_put=size)
         self._records.inc(records)
         self._bytes.inc(size)
 
     def rejected_oversize(self) -> None:
-        self._add(rejected_oversize=1)
         self._oversize.inc()
 
     def backpressure_wait(self) -> None:
-        self._add(backpressure_waits=1)
         self._bp_waits.inc()
 
     def backpressure_rejection(self) -> None:
-        self._add(backpressure_rejections=1)
         self._bp_rejections.inc()
 
     def shard_map_refreshed(self) -> None:
-        self._add(shard_map_refreshes=1)
         self._refreshes.inc()
 
     def call_seconds(self, seconds: float) -> None:
@@ -161,16 +148,6 @@ class ProducerMetrics:
         aggregated, plain = outcome.acked_kinesis_records()
         throttled_entries = outcome.throttled_entries()
         result = outcome.result()
-        self._add(
-            put_records_calls=1,
-            kinesis_records_put=aggregated + plain,
-            aggregated_records_put=aggregated,
-            retried_entries=retried,
-            put_records_call_errors=result == "error",
-            throttled_calls=outcome.call_throttled,
-            put_records_partial_failures=result == "partial",
-            throttled_entries=throttled_entries,
-        )
         self._calls[result].inc()
         if aggregated:
             self._kinesis_aggregated.inc(aggregated)
@@ -185,7 +162,6 @@ class ProducerMetrics:
 
     def finished(self, acknowledged: int, failed: int) -> None:
         """User records resolved for good: acknowledged by Kinesis, or failed."""
-        self._add(records_acknowledged=acknowledged, records_failed=failed)
         if acknowledged:
             self._acked.inc(acknowledged)
         if failed:
