@@ -36,6 +36,16 @@ def counter_total(counter: Counter) -> float:
     return 0.0
 
 
+def counter_totals_by_labels(counter: Counter) -> list[tuple[dict[str, str], float]]:
+    """Each labelled child's value, with its labels."""
+    return [
+        (dict(sample.labels), sample.value)
+        for family in counter.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    ]
+
+
 class CounterReadings:
     """Named readings of Prometheus counters: each is the increase, since the readings were
     made, of the sum of its counters (e.g. calls = the ok, partial and error children)."""
