@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
+from stages.common.validation import validate_records
 from stages.ingestion.fanout import IngestResult, _results
-from stages.ingestion.validate import validate_records
 
 
 def _record(i: int) -> dict[str, Any]:

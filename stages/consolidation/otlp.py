@@ -24,8 +24,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from stages.common.records import text_problem
+from stages.common.validation import MAX_BATCH_RECORDS
 from stages.consolidation.otel import from_otlp_json
-from stages.consolidation.schemas import MAX_BATCH_RECORDS
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-MAX_BATCH_RECORDS = 5_000
-MAX_BATCH_BODY_BYTES = 10 * 1024 * 1024
+from stages.common.validation import RecordBatch, RejectedRecord
+
 MAX_QUERY_LIMIT = 1_000
 Severity = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
 
-class LogBatchRequest(BaseModel):
+class LogBatchRequest(RecordBatch):
     """Canonical records (see the Ingestion Interface); each is checked on its own."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    records: list[Any] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
-
-
-class RejectedRecord(BaseModel):
-    index: int
-    problems: list[str]
 
 
 class LogBatchResponse(BaseModel):

@@ -14,12 +14,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from stages.common.counters import OutcomeCounters
 from stages.common.errors import Unavailable, Unprocessable
 from stages.common.records import Record
+from stages.common.validation import Rejection, validate_records
 from stages.consolidation.canonical import records_to_otlp_json
 from stages.consolidation.export import OtlpExporter
 from stages.consolidation.otel import records_to_request, to_otlp_json
 from stages.consolidation.query import LogIndex, entries_from_request
 from stages.consolidation.writer import RotatingWriter
-from stages.ingestion.validate import Rejection, validate_records
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from stages.common.retry import backoff_ceiling
 from stages.consumer import metrics
 
 MAX_DEATHS_WITHOUT_PROGRESS = 3
@@ -79,7 +80,9 @@ class ShardSupervisor:
             failing = self._failing.get(key)
             if failing is None or failing.deaths < 2:
                 return True
-            delay = min(self.max_restart_delay, 0.25 * 2 ** (failing.deaths - 1))
+            # The policy's ceiling, without jitter: restarts of one shard are not many callers
+            # to spread, and a fixed schedule keeps the wait predictable.
+            delay = backoff_ceiling(failing.deaths - 1, base=0.25, cap=self.max_restart_delay)
             return now >= failing.died_at + delay
 
     def observe(self, worker: SupervisedWorker) -> None:

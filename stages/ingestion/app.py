@@ -8,10 +8,9 @@ from typing import Any
 
 import httpx
 import orjson
-import pydantic_core
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from stages.common import resources
 from stages.common.config import Settings, get_settings
@@ -25,20 +24,19 @@ from stages.common.service import (
     read_body,
     run_service,
 )
+from stages.common.validation import MAX_BATCH_BODY_BYTES, parse_batch
 from stages.ingestion.categories import CategoryFiles
 from stages.ingestion.fanout import Ingestor, IngestResult, SpoolDrainer, ingestion_counters
 from stages.ingestion.forward import ConsolidationForwarder
 from stages.ingestion.kinesis import KinesisSink
 from stages.ingestion.producer import KinesisProducer
 from stages.ingestion.schemas import (
-    MAX_BODY_BYTES,
     IngestBatchRequest,
     IngestMetrics,
     IngestResponse,
     IngestUnavailable,
 )
 from stages.ingestion.spool import Spool
-from stages.ingestion.validate import describe_errors
 
 # The request path gives up on Kinesis after INGEST_KINESIS_TIMEOUT_SECONDS and spools the rest,
 # so the producer's own retries are kept short: the spool drain is the long-term retry.
@@ -55,24 +53,6 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
             "content": {"application/json": {"schema": model.model_json_schema()}},
         }
     }
-
-
-def _parse_batch(body: bytes) -> list[Any]:
-    # Parsing first and checking the shape afterwards is much cheaper than pydantic's JSON mode
-    # for the ``list[Any]`` of records, and ``from_json`` is the parser that mode uses, so the
-    # values are identical (big integers, NaN). A body it or the shape check refuses goes
-    # through the JSON mode as before, so a refused body gets exactly the same 422.
-    try:
-        return IngestBatchRequest.model_validate(pydantic_core.from_json(body)).records
-    except (ValueError, ValidationError):
-        pass
-    try:
-        return IngestBatchRequest.model_validate_json(body).records
-    except ValidationError as exc:
-        raise Unprocessable(
-            'the body must be {"records": [...]} with 1 to 5000 records',
-            detail=describe_errors(exc),
-        ) from exc
 
 
 def _parse_one(body: bytes) -> list[Any]:
@@ -111,7 +91,7 @@ def _router(ingestor_of: Any) -> APIRouter:
         responses=_RESPONSES,
     )
     async def ingest_batch(request: Request, _: ControlToken) -> Response:
-        records = _parse_batch(await read_body(request, MAX_BODY_BYTES))
+        records = parse_batch(await read_body(request, MAX_BATCH_BODY_BYTES), IngestBatchRequest)
         result = await run_in_threadpool(ingestor_of(request).ingest, records)
         return _answer(result)
 
@@ -123,7 +103,7 @@ def _router(ingestor_of: Any) -> APIRouter:
         responses=_RESPONSES,
     )
     async def ingest_one(request: Request, _: ControlToken) -> Response:
-        records = _parse_one(await read_body(request, MAX_BODY_BYTES))
+        records = _parse_one(await read_body(request, MAX_BATCH_BODY_BYTES))
         result = await run_in_threadpool(ingestor_of(request).ingest, records)
         return _answer(result)
 
@@ -220,7 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status=status,
         routers=[_router(lambda request: request.app.state.ingestor)],
         lifespan=lifespan,
-        max_body_bytes=MAX_BODY_BYTES,
+        max_body_bytes=MAX_BATCH_BODY_BYTES,
         description="Validates records; fans out to Kinesis (or a durable spool), local category "
         "files and Log Consolidation.",
     )

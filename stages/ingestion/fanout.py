@@ -21,12 +21,12 @@ import orjson
 
 from stages.common.counters import OutcomeCounters
 from stages.common.retry import backoff_delay
+from stages.common.validation import validate_records
 from stages.ingestion.categories import CategoryFiles
 from stages.ingestion.errors import AllRecordsInvalid, CannotAcceptNow
 from stages.ingestion.forward import ConsolidationForwarder
 from stages.ingestion.kinesis import KinesisSink
 from stages.ingestion.spool import Chunk, Spool, SpoolFull
-from stages.ingestion.validate import validate_records
 
 log = logging.getLogger(__name__)
 

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-MAX_BATCH_RECORDS = 5_000
-MAX_BODY_BYTES = 10 * 1024 * 1024
+from stages.common.validation import RecordBatch, RejectedRecord
 
 
-class IngestBatchRequest(BaseModel):
+class IngestBatchRequest(RecordBatch):
     """Records are checked one by one against the canonical ``Record`` (see ``/api/ingest``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    records: list[Any] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
-
-
-class RejectedRecord(BaseModel):
-    index: int
-    problems: list[str]
 
 
 class RecordResult(BaseModel):

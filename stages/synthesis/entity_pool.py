@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from stages.synthesis.telemetry import STATE_UNAVAILABLE, STATS
+from stages.synthesis.telemetry import STATE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,6 @@ class StateSync:
                 log.warning("State Manager unavailable, using %s ids: %s", self.pool.source, exc)
             self.reachable = False
             STATE_UNAVAILABLE.inc()
-            STATS.add("state_unavailable")
 
     def _list_entities(self) -> EntityPool:
         accounts = self._list("account")

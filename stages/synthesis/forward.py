@@ -30,7 +30,7 @@ import orjson
 
 from stages.common.retry import backoff_delay, parse_retry_after
 from stages.synthesis.errors import IngestionRejected, IngestionUnavailable
-from stages.synthesis.telemetry import FORWARD_BATCHES, FORWARD_FAILED, FORWARDED, STATS
+from stages.synthesis.telemetry import FORWARD_BATCHES, FORWARD_FAILED, FORWARDED
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,6 @@ class Forwarder:
             abandon.set()
             error = exc
         FORWARDED.inc(len(accepted))
-        STATS.add("forwarded", len(accepted))
         return accepted, error
 
     def _send_chunk(
@@ -157,7 +156,6 @@ class Forwarder:
                 return
             todo = answer.retry
             FORWARD_BATCHES.labels("retried").inc()
-            STATS.add("forward_retries")
             backoff = backoff_delay(retries, base=FIRST_BACKOFF_SECONDS, cap=MAX_BACKOFF_SECONDS)
             pause = max(backoff, answer.wait)
             # Another chunk of the call already failed: the caller gets a 503 anyway, so this
@@ -201,7 +199,6 @@ class Forwarder:
     @staticmethod
     def _count_failure(records: int) -> None:
         FORWARD_FAILED.inc(records)
-        STATS.add("forward_failed", records)
 
 
 class _Skipped(Exception):

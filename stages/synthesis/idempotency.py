@@ -30,7 +30,7 @@ from typing import Any
 
 from stages.common.errors import Conflict, Unavailable, Unprocessable
 from stages.synthesis.schemas import SynthesizeRequest
-from stages.synthesis.telemetry import STATS, UNSENT_DROPPED
+from stages.synthesis.telemetry import UNSENT_DROPPED
 
 KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_KEYS = 8192
@@ -191,4 +191,3 @@ class RequestLedger:
 def _count_dropped(records: int) -> None:
     if records:
         UNSENT_DROPPED.inc(records)
-        STATS.add("unsent_records_dropped", records)

@@ -15,7 +15,7 @@ from stages.synthesis.generator import ANOMALY_TYPES_BY_LOG_TYPE, Batch, synthes
 from stages.synthesis.idempotency import KeyedRequest, RequestLedger, check_keyable
 from stages.synthesis.log_types import REGISTRY
 from stages.synthesis.schemas import LogTypeInfo, SynthesizeRequest, SynthesizeResponse
-from stages.synthesis.telemetry import REQUESTS, RESENT, STATS, count_records
+from stages.synthesis.telemetry import REQUESTS, RESENT, RESUMED, STATS, count_records
 
 
 class Synthesizer:
@@ -41,7 +41,6 @@ class Synthesizer:
         with self.ledger.claim(key, req) as entry:
             if entry.finished:
                 REQUESTS.labels("replayed").inc()
-                STATS.add("requests_replayed")
                 return _finished_answer(req, entry)
             return self._run_keyed(req, entry, arrived)
 
@@ -68,10 +67,9 @@ class Synthesizer:
         included, so the caller still gets an answer before its own timeout."""
         records = list(entry.unsent)
         if entry.forwarded or records:
-            STATS.add("requests_resumed")
+            RESUMED.inc()
         if records:
             RESENT.inc(len(records))
-            STATS.add("records_resent", len(records))
         fresh = req.count - entry.forwarded - len(records)
         try:
             if fresh > 0:
@@ -128,7 +126,6 @@ def _finished_answer(req: SynthesizeRequest, entry: KeyedRequest) -> SynthesizeR
 
 def _count_request(outcome: str) -> None:
     REQUESTS.labels(outcome).inc()
-    STATS.add("requests" if outcome == "ok" else "requests_failed")
 
 
 def _with_key_totals(error: Exception, forwarded: int, total: int) -> Exception:

@@ -1,16 +1,18 @@
-"""Counters for everything synthesis does: Prometheus for scraping, a snapshot for the status
-page. One module so that the domain code counts without knowing about HTTP."""
+"""Counters for everything synthesis does, in Prometheus; the status page's totals are read back
+from them. One module so that the domain code counts without knowing about HTTP."""
 
 from __future__ import annotations
 
-import threading
-from collections import Counter as _Tally
-from typing import Any
-
 from prometheus_client import Counter
+
+from stages.common.counters import counter_total, counter_totals_by_labels
 
 RECORDS = Counter("synthesis_records_total", "Records generated", ["kind", "anomalous"])
 REQUESTS = Counter("synthesis_requests_total", "Synthesize requests answered", ["outcome"])
+RESUMED = Counter(
+    "synthesis_requests_resumed_total",
+    "Requests under an idempotency key that continued what an earlier attempt started",
+)
 FORWARD_BATCHES = Counter(
     "synthesis_forward_batches_total", "Chunks sent to ingestion, by outcome", ["outcome"]
 )
@@ -36,19 +38,34 @@ STATE_UNAVAILABLE = Counter(
 
 
 class Stats:
-    """Totals for the status page (Prometheus counters are not meant to be read back)."""
+    """Totals for the status page, read back from the counters above (only those above 0)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tally: _Tally[str] = _Tally()
+    def snapshot(self) -> dict[str, int]:
+        totals: dict[str, float] = {}
+        for labels, value in counter_totals_by_labels(RECORDS):
+            anomalous = "_anomalous" if labels["anomalous"] == "true" else ""
+            totals[f"records_{labels['kind']}{anomalous}"] = value
+        requests = _by_label(REQUESTS, "outcome")
+        batches = _by_label(FORWARD_BATCHES, "outcome")
+        totals |= {
+            "requests": requests.get("ok", 0),
+            "requests_failed": requests.get("error", 0),
+            "requests_replayed": requests.get("replayed", 0),
+            "requests_resumed": counter_total(RESUMED),
+            "records_resent": counter_total(RESENT),
+            "forwarded": counter_total(FORWARDED),
+            "forward_retries": batches.get("retried", 0),
+            "forward_failed": counter_total(FORWARD_FAILED),
+            "unsent_records_dropped": counter_total(UNSENT_DROPPED),
+            "state_unavailable": counter_total(STATE_UNAVAILABLE),
+        }
+        return {name: round(value) for name, value in sorted(totals.items()) if value}
 
-    def add(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            self._tally[name] += amount
 
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(sorted(self._tally.items()))
+def _by_label(counter: Counter, label: str) -> dict[str, float]:
+    # Read from the samples rather than through .labels(), which would create (and expose) a
+    # zero child for an outcome that never happened.
+    return {labels[label]: value for labels, value in counter_totals_by_labels(counter)}
 
 
 STATS = Stats()
@@ -57,4 +74,3 @@ STATS = Stats()
 def count_records(kind: str, anomalous: bool, amount: int) -> None:
     if amount:
         RECORDS.labels(kind, "true" if anomalous else "false").inc(amount)
-        STATS.add(f"records_{kind}{'_anomalous' if anomalous else ''}", amount)

@@ -20,8 +20,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from stages.common.config import Settings
+from stages.common.validation import MAX_RECORD_JSON_BYTES
 from stages.consolidation.app import create_app
-from stages.ingestion.validate import MAX_RECORD_JSON_BYTES
 from tests.support.records import SPAN, TRACE, log_record
 
 JSON = {"Content-Type": "application/json"}

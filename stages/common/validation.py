@@ -1,4 +1,9 @@
-"""Checking incoming records against the canonical model, with a reason per rejected record."""
+"""Incoming record batches: parsing a ``{"records": [...]}`` body, and checking each record
+against the canonical model with a reason per rejected record.
+
+The Ingestion Interface and Log Consolidation take the same batches and answer a bad one the
+same way; both use this module.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from stages.common.errors import Unprocessable
 from stages.common.records import Record
 from stages.common.resources import KINESIS_MAX_RECORD_BYTES
 
 # Kinesis counts the partition key (the service, at most 63 characters) in the 1 MiB limit.
 MAX_RECORD_JSON_BYTES = KINESIS_MAX_RECORD_BYTES - 64
+MAX_BATCH_RECORDS = 5_000
+MAX_BATCH_BODY_BYTES = 10 * 1024 * 1024
+
+
+class RecordBatch(BaseModel):
+    """Records are checked one by one against the canonical ``Record``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[Any] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
+
+
+class RejectedRecord(BaseModel):
+    index: int
+    problems: list[str]
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,28 @@ def describe_errors(exc: ValidationError) -> list[str]:
         message = err.get("msg", "invalid")
         problems.append(f"{where}: {message}" if where else message)
     return problems or ["invalid record"]
+
+
+def parse_batch(body: bytes, model: type[RecordBatch] = RecordBatch) -> list[Any]:
+    """The records of a ``{"records": [...]}`` body, or :class:`Unprocessable` (422) naming
+    what is wrong with it.
+
+    Parsing first and checking the shape afterwards is much cheaper than pydantic's JSON mode
+    for the ``list[Any]`` of records, and ``from_json`` is the parser that mode uses, so the
+    values are identical (big integers, NaN). A body it or the shape check refuses goes through
+    the JSON mode, so a refused body gets exactly the JSON mode's 422.
+    """
+    try:
+        return model.model_validate(pydantic_core.from_json(body)).records
+    except ValueError:  # pydantic's ValidationError is a ValueError too
+        pass
+    try:
+        return model.model_validate_json(body).records
+    except ValidationError as exc:
+        raise Unprocessable(
+            f'the body must be {{"records": [...]}} with 1 to {MAX_BATCH_RECORDS} records',
+            detail=describe_errors(exc),
+        ) from exc
 
 
 # Whole-batch validation: one call into pydantic-core instead of one per record (much less CPU
