@@ -12,6 +12,7 @@ of the registry (``stages.ops.registry``).
   that no pid file names (a start interrupted before writing it) is found by module and
   RUN_DIR, recorded and handled like the others;
 - ``probe`` exits 0 when a service's health check answers 200 (the compose health checks use it).
+- ``list`` prints the registry (``./start.sh --help`` shows it).
 """
 
 from __future__ import annotations
