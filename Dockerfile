@@ -35,5 +35,5 @@ USER app
 EXPOSE 8000-8005 8010 8011
 # The registry knows each service's port and health path; compose overrides the service name.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-m", "stages.common.fleet", "probe", "kinesis-consumer"]
+    CMD ["python", "-m", "stages.ops.fleet", "probe", "kinesis-consumer"]
 CMD ["python", "-m", "stages.consumer"]

@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
-# Start the pipeline locally: ./start.sh [SERVICE...]   (no names = every service)
-#   ./start.sh status          table of services: pid, port, health (exit 0 = all healthy)
-#   ./start.sh --install-only  create/update .venv and stop there (test.sh and CI use it)
-# It installs what the services need to run and nothing else; ./test.sh adds the dev tools.
-# Process management lives in stages/common/fleet.py; this script only prepares the venv.
+# Start the pipeline on this machine: ./start.sh [SERVICE...]; ./start.sh --help says more.
+# Process management lives in stages/ops/fleet.py; this script only prepares the venv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -30,12 +27,37 @@ ensure_venv() {
     fi
 }
 
+usage() {
+    cat <<'EOF'
+usage: ./start.sh [SERVICE...] [--timeout SECONDS]
+       ./start.sh status [SERVICE...]
+       ./start.sh --install-only
+
+Starts the pipeline's services on this machine (no names = every service below; naming one
+also starts what it depends on), waits until each answers its health check (60 s at most,
+--timeout to change) and prints their URLs. Services already running are left as they are.
+On failure it prints the end of the failed service's log and exits 1.
+
+  status          table of services: pid, port, health (exit 0 = all healthy, 3 = not)
+  --install-only  create or update .venv and stop there (./test.sh and CI use it)
+  -h, --help      this text
+
+Pid files and logs go under RUN_DIR (default .run: .run/logs/<service>.log). Ports and every
+other setting come from environment variables (docs/configuration.md); with AWS_ENDPOINT_URL
+set, no emulator is started and the resources are created on that endpoint.
+./stop.sh [SERVICE...] stops them; ./test-pipeline.sh checks the running pipeline end to end.
+It installs what the services need to run and nothing else; ./test.sh adds the dev tools.
+
+The services (stages/ops/registry.py):
+EOF
+}
+
 ensure_venv
 case "${1:-}" in
     --install-only) exit 0 ;;
-    status) shift; exec "$VENV/bin/python" -m stages.common.fleet status "$@" ;;
+    status) shift; exec "$VENV/bin/python" -m stages.ops.fleet status "$@" ;;
     -h|--help)
-        sed -n '2,5p' "$0"
-        exec "$VENV/bin/python" -m stages.common.fleet list ;;
+        usage
+        exec "$VENV/bin/python" -m stages.ops.fleet list ;;
 esac
-exec "$VENV/bin/python" -m stages.common.fleet start "$@"
+exec "$VENV/bin/python" -m stages.ops.fleet start "$@"

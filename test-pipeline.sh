@@ -6,11 +6,11 @@
 # the Ingestion Interface accepted is in S3 exactly once, in the partition of its service and UTC
 # hour. Exit 0 = pass, 1 = a mismatch (printed), 2 = bad arguments. `--help` lists the options.
 # Uses the fleet's environment (ports, AWS_ENDPOINT_URL, RUN_DIR, DATA_DIR, CONTROL_TOKEN).
-# The work is done by stages/common/pipeline_check.py.
+# The work is done by stages/ops/pipeline_check.py.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 if [[ ! -x .venv/bin/python ]]; then
     ./start.sh --install-only
 fi
-exec .venv/bin/python -m stages.common.pipeline_check "$@"
+exec .venv/bin/python -m stages.ops.pipeline_check "$@"

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from stages.common import fleet
+from stages.ops import registry
 from tests.support.processes import ROOT
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -178,7 +178,7 @@ class FleetSampler:
             self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), mb)
         total = sum(now.values())
         self.peak_total_mb = max(self.peak_total_mb, total)
-        without = total - now.get(fleet.EMULATOR, 0.0)
+        without = total - now.get(registry.EMULATOR, 0.0)
         self.peak_without_emulator_mb = max(self.peak_without_emulator_mb, without)
         phase = self.phase
         self.phase_peak_total_mb[phase] = max(self.phase_peak_total_mb.get(phase, 0.0), total)

@@ -67,7 +67,7 @@ for bucket in "${BUCKETS[@]}"; do
     echo "created bucket $bucket"
 done
 
-# Key schema as in stages/common/provision.py: one item per shard, keyed by lease_key.
+# Key schema as in stages/common/resource_setup.py: one item per shard, keyed by lease_key.
 if aws_ dynamodb describe-table --table-name "$LEASE_TABLE" >/dev/null 2>&1; then
     echo "table $LEASE_TABLE exists"
 else

@@ -24,6 +24,24 @@ if TYPE_CHECKING:
 # Loopback names a browser never lets a foreign DNS answer stand for (RFC 6761 keeps
 # "localhost" local; the others are addresses, not names).
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# The compose service names (and their aliases), under which services reach each other on a
+# compose network: the service registry's names (stages/ops/registry.py), listed here because
+# services never import the tooling; tests/ops/test_registry.py holds the two lists equal.
+SERVICE_HOSTS = frozenset(
+    {
+        "emulator",
+        "localstack",
+        "kinesis-consumer",
+        "consumer",
+        "state-manager",
+        "pattern-generator",
+        "log-consolidation",
+        "ingestion-interface",
+        "log-synthesis",
+        "scenario-orchestrator",
+        "dashboard",
+    }
+)
 ANY = "*"
 
 
@@ -80,10 +98,7 @@ class HostPolicy:
         *,
         subdomains: bool = False,
     ) -> HostPolicy:
-        # Imported here: the registry module is heavier than this one and the emulator imports us.
-        from stages.common.fleet import ALIASES, SERVICES
-
-        names = set(LOOPBACK_HOSTS) | {svc.name for svc in SERVICES} | set(ALIASES)
+        names = set(LOOPBACK_HOSTS) | SERVICE_HOSTS
         for host in extra_hosts:
             names.add(host if host == ANY else (split_host(host) or host.lower()))
         origins = {normalise_origin(o) or o for o in extra_origins}

@@ -29,25 +29,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from dataclasses import dataclass
+
+from stages.common.shard_leases import Mark, WindowState
 
 # Bounds the lease item (each mark is one sequence number and one count) and the re-read after a
 # takeover when flushes are small.
 MAX_MARKS = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    sequence: str  # the last Kinesis sequence number of a checkpointed flush
-    records: int  # records with an event_id read in (previous mark, sequence]
-
-
-@dataclass(frozen=True, slots=True)
-class WindowState:
-    """What the lease stores: the window starts after ``base`` and ends at the last mark."""
-
-    base: str
-    marks: tuple[Mark, ...] = ()
 
 
 def event_key(event_id: str) -> int:

@@ -28,46 +28,21 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from stages.consumer.dedup import Mark, WindowState
-
-TRIM_HORIZON = "TRIM_HORIZON"
-SHARD_END = "SHARD_END"
+from stages.common.shard_leases import (
+    SHARD_END,
+    TRIM_HORIZON,
+    Lease,
+    WindowState,
+    lease_from_item,
+    lease_key,
+    read_leases,
+)
 
 
 class LeaseLost(Exception):
     def __init__(self, lease_key: str) -> None:
         super().__init__(f"lease {lease_key} is held by another worker")
         self.lease_key = lease_key
-
-
-@dataclass(frozen=True)
-class Lease:
-    stream: str
-    shard_id: str
-    checkpoint: str = TRIM_HORIZON
-    owner: str | None = None
-    counter: int = 0
-    parents: tuple[str, ...] = ()
-    pending_end: str | None = None
-    # How the pending range was encoded and deduplicated; None: recorded by an older consumer.
-    pending_compression: str | None = None
-    pending_window_records: int | None = None
-    heartbeat_ms: int = 0
-    started_at_ms: int | None = None
-    finished_at_ms: int | None = None
-    window: WindowState | None = None  # None: written by a consumer without the dedup window
-
-    @property
-    def key(self) -> str:
-        return lease_key(self.stream, self.shard_id)
-
-    @property
-    def finished(self) -> bool:
-        return self.checkpoint == SHARD_END
-
-
-def lease_key(stream: str, shard_id: str) -> str:
-    return f"{stream}:{shard_id}"
 
 
 def _now_ms() -> int:
@@ -213,14 +188,7 @@ class DynamoLeaseStore:
             raise
 
     def list(self) -> list[Lease]:
-        leases = []
-        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
-        while True:
-            page = self.db.scan(**kwargs)
-            leases.extend(_from_item(item) for item in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return leases
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return read_leases(self.db, self.table)
 
     def take(self, lease: Lease, owner: str) -> Lease | None:
         values: dict[str, Any] = {
@@ -251,7 +219,7 @@ class DynamoLeaseStore:
             if _conditional_failed(exc):
                 return None
             raise
-        return _from_item(resp["Attributes"])
+        return lease_from_item(resp["Attributes"])
 
     def _update_owned(
         self,
@@ -359,37 +327,3 @@ class DynamoLeaseStore:
 
 def _conditional_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
-def _from_item(item: dict[str, Any]) -> Lease:
-    def s(name: str) -> str | None:
-        return item[name]["S"] if name in item else None
-
-    def n(name: str) -> int | None:
-        return int(item[name]["N"]) if name in item else None
-
-    return Lease(
-        stream=item["stream"]["S"],
-        shard_id=item["shard_id"]["S"],
-        checkpoint=s("checkpoint") or TRIM_HORIZON,
-        owner=s("lease_owner"),
-        counter=n("lease_counter") or 0,
-        parents=tuple(p["S"] for p in item.get("parent_shard_ids", {}).get("L", [])),
-        pending_end=s("pending_end"),
-        pending_compression=s("pending_compression"),
-        pending_window_records=n("pending_window_records"),
-        heartbeat_ms=n("heartbeat_ms") or 0,
-        started_at_ms=n("started_at_ms"),
-        finished_at_ms=n("finished_at_ms"),
-        window=_window_from_item(item),
-    )
-
-
-def _window_from_item(item: dict[str, Any]) -> WindowState | None:
-    if "dedup_base" not in item:
-        return None
-    marks = tuple(
-        Mark(entry["M"]["s"]["S"], int(entry["M"]["n"]["N"]))
-        for entry in item.get("dedup_marks", {}).get("L", [])
-    )
-    return WindowState(item["dedup_base"]["S"], marks)

@@ -18,7 +18,7 @@ from stages.common import aws, resources
 from stages.common.config import Settings, get_settings
 from stages.common.errors import NotFound, Unavailable, Unprocessable
 from stages.common.service import configure_logging, create_service_app, html_page, run_service
-from stages.consumer.leases import DynamoLeaseStore
+from stages.common.shard_leases import ShardLeaseTable
 from stages.dashboard import partitions, streams
 from stages.dashboard.buckets import BucketScan, LakeReader
 from stages.dashboard.consumer import ConsumerProbe
@@ -247,7 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache_seconds=settings.dashboard_cache_seconds,
         )
         app.state.kinesis = aws.client("kinesis", settings)
-        app.state.leases = DynamoLeaseStore(aws.client("dynamodb", settings), settings.lease_table)
+        app.state.leases = ShardLeaseTable(aws.client("dynamodb", settings), settings.lease_table)
         app.state.probe = ConsumerProbe(settings.service_url("consumer"))
         app.state.sampler = Sampler(
             app.state.probe.metrics,

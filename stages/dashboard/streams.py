@@ -8,7 +8,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from stages.common.resources import StreamSpec
-from stages.consumer.leases import DynamoLeaseStore, Lease
+from stages.common.shard_leases import Lease, ShardLeaseTable
 from stages.dashboard.consumer import ConsumerMetrics
 from stages.dashboard.metrics import PROBE_FAILURES
 from stages.dashboard.sampler import Sample
@@ -16,7 +16,7 @@ from stages.dashboard.sampler import Sample
 
 def describe_streams(
     kinesis: Any,
-    leases: DynamoLeaseStore,
+    leases: ShardLeaseTable,
     specs: tuple[StreamSpec, ...],
     metrics: ConsumerMetrics | None,
     latest: Sample | None,
@@ -25,7 +25,7 @@ def describe_streams(
     return [_describe(kinesis, spec, by_key, lease_error, metrics, latest) for spec in specs]
 
 
-def _leases(store: DynamoLeaseStore) -> tuple[dict[str, Lease], str | None]:
+def _leases(store: ShardLeaseTable) -> tuple[dict[str, Lease], str | None]:
     try:
         return {lease.key: lease for lease in store.list()}, None
     except (BotoCoreError, ClientError) as exc:

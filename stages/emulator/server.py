@@ -184,7 +184,7 @@ def serve(
     def provision_then_ready() -> None:
         if provision:
             from stages.common.config import Settings
-            from stages.common.provision import ensure_resources
+            from stages.common.resource_setup import ensure_resources
 
             try:
                 ensure_resources(Settings(aws_endpoint_url=endpoint))

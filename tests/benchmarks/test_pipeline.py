@@ -7,6 +7,9 @@ it reports, on small inputs whose right answer is known.
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -257,3 +260,23 @@ def test_the_report_shows_each_target_with_its_verdict(capsys: pytest.CaptureFix
     assert rows["start to all healthy (s)"] == ["30", "<=", "20", "MISS"]
     assert "peak total PSS (MB, shared pages counted once): 150.0" in out
     assert "rerun: .venv/bin/python -m benchmarks.pipeline --skip-latency" in out
+
+
+def test_the_package_runs_as_a_module_with_its_options() -> None:
+    # `python -m benchmarks.pipeline` is a package: its __main__ must reach the same command line.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    shown = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pipeline", "--help"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: python -m benchmarks.pipeline")
+    for option in ("--quick", "--steps", "--skip-latency", "--gzip-flush-age", "--profile"):
+        assert option in shown.stdout, option
+    assert "Prints a table and writes JSON" in shown.stdout
+    refused = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pipeline", "--steps", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "rates must be 1..40000 records/s" in refused.stderr

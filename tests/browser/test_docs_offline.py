@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Route, expect
 
-from stages.common import fleet as registry
+from stages.ops import registry
 from tests.ops.support import FleetRun, private_fleet
 from tests.support.browser import open_page, save_screenshot
 

@@ -112,7 +112,7 @@ def test_provision_and_the_consumer_use_the_configured_names_and_region(
     consumer = ConsumerProcess(endpoint, proc_logs, FLUSH_MAX_AGE_SECONDS="0.5", **names)
     try:
         provision = subprocess.run(
-            [sys.executable, "-m", "stages.common.provision"],
+            [sys.executable, "-m", "stages.ops.provision"],
             env=base_env(endpoint, **names),
             cwd=ROOT,
             capture_output=True,

@@ -106,8 +106,19 @@ def test_the_link_check_finds_a_missing_file_and_a_missing_anchor(tmp_path: Path
     assert problems[1] == "other.md#not-a-heading: no heading with anchor #not-a-heading"
 
 
-def test_the_start_usage_describes_the_product_as_it_is() -> None:
-    # ./start.sh --help prints lines 2-5 of the script itself.
-    usage = (ROOT / "start.sh").read_text().splitlines()[1:5]
-    assert "(no names = every service)" in usage[0]
-    assert not any("built so far" in line for line in usage)
+def _heredoc(script: str) -> str:
+    """The first here-document of a script: the usage text its ``--help`` prints."""
+    text = (ROOT / script).read_text()
+    return text.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+
+
+@pytest.mark.parametrize("script", ["start.sh", "stop.sh"])
+def test_the_script_usage_describes_the_product_as_it_is(script: str) -> None:
+    usage = _heredoc(script)
+    assert usage.startswith(f"usage: ./{script} [SERVICE...] [--timeout SECONDS]")
+    assert "(no names = every service" in usage
+    assert "so far" not in usage and "yet" not in usage
+    if script == "start.sh":
+        # Every argument the script itself handles is described.
+        for option in ("status", "--install-only", "-h, --help"):
+            assert f"\n  {option} " in usage, option

@@ -7,7 +7,7 @@ import psutil
 
 from stages.common import aws, resources
 from stages.common.config import Settings
-from stages.common.provision import ensure_resources
+from stages.common.resource_setup import ensure_resources
 from tests.support.processes import Process
 
 

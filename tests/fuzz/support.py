@@ -28,9 +28,9 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from stages.common import fleet
 from stages.common.config import Settings, get_settings
-from stages.common.fleet import Service
+from stages.ops import registry
+from stages.ops.registry import Service
 from tests.support.processes import Process, base_env, free_port, start_emulator, wait_http_ok
 
 TOKEN = "fuzz-control-token"
@@ -44,7 +44,7 @@ AppFactory = Callable[[Settings], FastAPI]
 
 def http_services() -> list[Service]:
     """The registry's built services that answer HTTP (the emulator is moto's, not ours)."""
-    return [svc for svc in fleet.SERVICES if svc.name != fleet.EMULATOR and svc.available()]
+    return [svc for svc in registry.SERVICES if svc.name != registry.EMULATOR and svc.available()]
 
 
 def app_factory(svc: Service) -> AppFactory | None:

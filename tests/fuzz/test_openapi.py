@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from stages.common import fleet
+from stages.ops import registry
 from tests.fuzz.support import AUTH, MAX_EXAMPLES, Target, http_services
 
 
@@ -133,7 +133,7 @@ def test_the_fuzzed_services_are_the_whole_http_fleet() -> None:
     """The registry's every service except the emulator is fuzzed once it is built; the dashboard
     is among them (a service missing here would silently escape the fuzzing)."""
     fuzzed = {svc.name for svc in http_services()}
-    expected = {svc.name for svc in fleet.SERVICES} - {fleet.EMULATOR}
+    expected = {svc.name for svc in registry.SERVICES} - {registry.EMULATOR}
     assert fuzzed == expected, f"not built, so not fuzzed: {sorted(expected - fuzzed)}"
 
 

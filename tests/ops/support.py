@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from stages.common import fleet
+from stages.ops import registry
 from tests.support.processes import ROOT, free_port
 
 # Variables that would point a child at the user's own stack instead of the test's.
@@ -54,11 +54,11 @@ class FleetRun:
         return int(self.env["CONSUMER_PORT"])
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.env[fleet.BY_NAME[service].port_env]}"
+        return f"http://127.0.0.1:{self.env[registry.BY_NAME[service].port_env]}"
 
     def cli(self, *args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "stages.common.fleet", *args],
+            [sys.executable, "-m", "stages.ops.fleet", *args],
             cwd=ROOT,
             env={**self.env, **extra},
             capture_output=True,
@@ -101,6 +101,6 @@ class FleetRun:
 def private_fleet(root: Path, **extra: str) -> FleetRun:
     """A fleet under ``root`` (RUN_DIR, DATA_DIR) with every service on a free port, so it never
     meets one a developer is running, or another test's."""
-    ports = {svc.port_env: str(free_port()) for svc in fleet.SERVICES}
+    ports = {svc.port_env: str(free_port()) for svc in registry.SERVICES}
     env = clean_env(RUN_DIR=str(root / "run"), DATA_DIR=str(root / "data"), **ports, **extra)
     return FleetRun(root / "run", env)

@@ -1,7 +1,7 @@
 """Static checks of the compose files and the Dockerfile against the fleet registry and the code.
 
 No Docker engine runs here, so these hold the files to what the code expects: the services of
-stages/common/fleet.py with their ports, modules, health probes and dependencies; only environment
+stages/ops/registry.py with their ports, modules, health probes and dependencies; only environment
 variables that stages/common/config.py reads; the peers each service's code really calls and the
 data directory it really writes, found in its source.
 """
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stages.common import fleet
 from stages.common.config import Settings
+from stages.ops import registry
 from tests.support.processes import ROOT
 
 ROOT_COMPOSE = ROOT / "docker-compose.yml"
@@ -43,8 +43,8 @@ AWS_STANDARD_ENV = {
 # LocalStack's own configuration; everything else it gets is for the ready hook.
 LOCALSTACK_OWN_ENV = {"SERVICES", "KINESIS_LATENCY", "DEBUG", "PERSISTENCE"}
 # Stage 00 is the six services on 8000-8005 (SPEC §2).
-STAGE00 = {svc.name for svc in fleet.SERVICES if 8000 <= svc.default_port <= 8005}
-PYTHON_SERVICES = {svc.name for svc in fleet.SERVICES if svc.name != fleet.EMULATOR}
+STAGE00 = {svc.name for svc in registry.SERVICES if 8000 <= svc.default_port <= 8005}
+PYTHON_SERVICES = {svc.name for svc in registry.SERVICES if svc.name != registry.EMULATOR}
 # ./test-pipeline.sh inside the root stack: `docker compose run --rm test-pipeline`.
 CHECKER = "test-pipeline"
 EXPECTED_SERVICES = {
@@ -82,14 +82,14 @@ def published_ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
 
 
 def compose_name(registry_name: str) -> str:
-    return LOCALSTACK if registry_name == fleet.EMULATOR else registry_name
+    return LOCALSTACK if registry_name == registry.EMULATOR else registry_name
 
 
 def settings_env() -> set[str]:
     """Every variable config.py reads, plus the host/port variables of registry services whose
     settings come with them (the registry names them before the service is built)."""
     names = {name.upper() for name in Settings.model_fields}
-    for svc in fleet.SERVICES:
+    for svc in registry.SERVICES:
         names |= {svc.port_env, svc.host_setting.upper()}
     return names
 
@@ -101,7 +101,7 @@ def package_source(module: str) -> str:
 
 def peers_called(module: str) -> set[str]:
     """The services a module's code calls through stages.common.http / Settings.service_url."""
-    by_prefix = {svc.host_setting.removesuffix("_host"): svc.name for svc in fleet.SERVICES}
+    by_prefix = {svc.host_setting.removesuffix("_host"): svc.name for svc in registry.SERVICES}
     return {by_prefix[prefix] for prefix in PEER_CALL.findall(package_source(module))}
 
 
@@ -162,7 +162,7 @@ def test_python_services_match_the_registry_and_the_code(path: Path) -> None:
     for name, svc in services.items():
         if name in {LOCALSTACK, CHECKER}:
             continue
-        entry = fleet.BY_NAME[name]
+        entry = registry.BY_NAME[name]
         env = env_of(svc)
         # Every variable is one the code reads; a typo would be silently ignored otherwise.
         unknown = set(env) - known_env - AWS_STANDARD_ENV
@@ -178,7 +178,7 @@ def test_python_services_match_the_registry_and_the_code(path: Path) -> None:
         port = entry.default_port
         assert published_ports(svc) == [("127.0.0.1", port, port)], f"{name}: {svc['ports']}"
         health = " ".join(svc["healthcheck"]["test"])
-        assert f"stages.common.fleet probe {name}" in health, f"{name}: healthcheck {health}"
+        assert f"stages.ops.fleet probe {name}" in health, f"{name}: healthcheck {health}"
         assert svc.get("restart") in {"on-failure", "unless-stopped", "always"}, name
 
         # One image, built from the repository's Dockerfile.
@@ -195,7 +195,7 @@ def test_python_services_match_the_registry_and_the_code(path: Path) -> None:
 
         # Reaches the peers its code calls by their compose names, on their registry ports.
         for peer in peers_called(entry.module):
-            peer_entry = fleet.BY_NAME[peer]
+            peer_entry = registry.BY_NAME[peer]
             assert peer in services, f"{name} calls {peer}, which this file does not run"
             assert env.get(peer_entry.host_setting.upper()) == peer, f"{name}: address of {peer}"
             assert int(env.get(peer_entry.port_env, peer_entry.default_port)) == (
@@ -246,7 +246,7 @@ def test_the_consumer_restarts_and_has_time_to_flush() -> None:
 def test_stage01_compose_runs_the_consumer_against_an_existing_localstack() -> None:
     consumer = load(STAGE01_COMPOSE)["services"]["kinesis-consumer"]
     # Resources are created if the LocalStack was started without the init hook.
-    assert "python -m stages.common.provision &&" in " ".join(consumer["command"])
+    assert "python -m stages.ops.provision &&" in " ".join(consumer["command"])
 
 
 def test_dockerfile() -> None:
@@ -295,14 +295,14 @@ def test_the_pipeline_check_runs_inside_the_root_stack() -> None:
     services = load(ROOT_COMPOSE)["services"]
     checker = services[CHECKER]
     assert checker["profiles"] == ["test"]
-    assert checker["entrypoint"] == ["python", "-m", "stages.common.pipeline_check"]
+    assert checker["entrypoint"] == ["python", "-m", "stages.ops.pipeline_check"]
     env = env_of(checker)
     assert not set(env) - settings_env() - AWS_STANDARD_ENV
     assert {key: env.get(key) for key in AWS_FROM_ENV} == AWS_FROM_ENV
     assert set(RESOURCE_NAMES_ENV) <= set(env)
     # It finds every service of the stack by its compose name, on its registry port.
     for name in PYTHON_SERVICES:
-        entry = fleet.BY_NAME[name]
+        entry = registry.BY_NAME[name]
         assert env.get(entry.host_setting.upper()) == name, name
         assert entry.port_env not in env, name
     # ... once all of them are healthy.

@@ -13,8 +13,9 @@ import time
 import httpx
 import psutil
 
-from stages.common import aws, fleet, resources
+from stages.common import aws, resources
 from stages.common.config import Settings
+from stages.ops import fleet, registry
 from tests.ops.support import FleetRun, alive
 from tests.support.processes import start_emulator
 
@@ -22,40 +23,40 @@ STAGE01 = ("emulator", "kinesis-consumer")
 
 
 def test_registry_is_consistent() -> None:
-    names = [svc.name for svc in fleet.SERVICES]
+    names = [svc.name for svc in registry.SERVICES]
     assert names[:2] == list(STAGE01)
     assert len(set(names)) == len(names)
-    assert len({svc.default_port for svc in fleet.SERVICES}) == len(names)
-    for svc in fleet.SERVICES:
+    assert len({svc.default_port for svc in registry.SERVICES}) == len(names)
+    for svc in registry.SERVICES:
         assert set(svc.depends_on) <= set(names), svc.name
         assert svc.module.startswith("stages."), svc.name
     # Ports of SPEC §2.
-    ports = {svc.name: svc.default_port for svc in fleet.SERVICES}
+    ports = {svc.name: svc.default_port for svc in registry.SERVICES}
     assert ports["scenario-orchestrator"] == 8000
     assert ports["ingestion-interface"] == 8004
     assert ports["dashboard"] == 8010
     assert ports["emulator"] == 4566
     # Ports come from the one settings module; env moves them.
     settings = Settings(emulator_port=1234, consumer_port=2345)
-    assert fleet.BY_NAME["emulator"].port(settings) == 1234
-    assert fleet.BY_NAME["kinesis-consumer"].port(settings) == 2345
-    assert fleet.BY_NAME["kinesis-consumer"].port_env == "CONSUMER_PORT"
+    assert registry.BY_NAME["emulator"].port(settings) == 1234
+    assert registry.BY_NAME["kinesis-consumer"].port(settings) == 2345
+    assert registry.BY_NAME["kinesis-consumer"].port_env == "CONSUMER_PORT"
 
 
 def test_levels_put_dependencies_first() -> None:
-    order = [svc.name for group in fleet.levels(fleet.SERVICES) for svc in group]
-    for svc in fleet.SERVICES:
+    order = [svc.name for group in fleet.levels(registry.SERVICES) for svc in group]
+    for svc in registry.SERVICES:
         for dep in svc.depends_on:
             assert order.index(dep) < order.index(svc.name), (dep, svc.name)
     # Services of one level do not depend on each other, so they start together.
-    for group in fleet.levels(fleet.SERVICES):
+    for group in fleet.levels(registry.SERVICES):
         names = {svc.name for svc in group}
         assert not any(set(svc.depends_on) & names for svc in group)
 
 
 def test_stage01_services_are_built() -> None:
     for name in STAGE01:
-        assert fleet.BY_NAME[name].available(), name
+        assert registry.BY_NAME[name].available(), name
 
 
 def test_start_status_restart_stop(fleet_run: FleetRun) -> None:
@@ -73,7 +74,7 @@ def test_start_status_restart_stop(fleet_run: FleetRun) -> None:
     for name, pid in pids.items():
         proc = psutil.Process(pid)
         assert alive(pid)
-        assert proc.cmdline()[1:3] == ["-m", fleet.BY_NAME[name].module]
+        assert proc.cmdline()[1:3] == ["-m", registry.BY_NAME[name].module]
         log = fleet_run.run_dir / "logs" / f"{name}.log"
         assert log.stat().st_size > 0, name
     assert httpx.get(f"{emulator_url}/_localstack/health").status_code == 200
@@ -301,7 +302,7 @@ def test_a_service_without_a_pid_file_is_found_and_stopped(fleet_run: FleetRun) 
     service runs, started as the fleet starts it, with no pid file."""
     fleet_run.run_dir.mkdir(parents=True)
     service = subprocess.Popen(
-        [sys.executable, "-m", fleet.BY_NAME["pattern-generator"].module],
+        [sys.executable, "-m", registry.BY_NAME["pattern-generator"].module],
         env={**fleet_run.env, "RUN_DIR": str(fleet_run.run_dir.resolve())},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

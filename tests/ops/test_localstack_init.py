@@ -2,7 +2,7 @@
 
 The script is run for real, with the venv's `awslocal`, against an embedded emulator started
 without its own provisioning, and the result is compared with `stages.common.resources` and with
-what `stages.common.provision` creates on a second emulator.
+what `stages.ops.provision` creates on a second emulator.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def test_script_creates_the_catalogue_and_is_idempotent(bare_endpoint: str, endp
     got = created(settings)
     assert got["streams"] == streams
     assert got["buckets"] == buckets
-    # The lease table is the one provision.py creates, key schema and billing mode included:
+    # The lease table is the one resource_setup.py creates, key schema and billing mode included:
     # `endpoint` is an emulator that provisioned itself with the Python code.
     reference = created(Settings(aws_endpoint_url=endpoint))
     assert got["tables"] == reference["tables"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stages.common import fleet
+from stages.ops import registry
 from tests.ops.support import FleetRun, alive, private_fleet
 from tests.support.processes import ROOT
 
@@ -158,7 +158,7 @@ def _cli(
     installed: Installed, run: FleetRun, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [str(installed.python), "-m", "stages.common.fleet", *args],
+        [str(installed.python), "-m", "stages.ops.fleet", *args],
         cwd=installed.workdir,
         env=run.env,
         capture_output=True,
@@ -175,7 +175,7 @@ def test_every_service_starts_from_the_installed_package(
     installed: Installed, installed_fleet: FleetRun
 ) -> None:
     _cli(installed, installed_fleet, "start")
-    for svc in fleet.SERVICES:
+    for svc in registry.SERVICES:
         url = installed_fleet.url(svc.name) + svc.health_path
         response = httpx.get(url, timeout=10)
         assert response.status_code == 200, f"{svc.name}: {response.status_code} {response.text}"

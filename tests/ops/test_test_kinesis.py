@@ -13,7 +13,7 @@ import pytest
 from stages.common import aws
 from stages.common.config import Settings
 from stages.common.lake import list_objects, read_lines
-from stages.common.provision import ensure_resources
+from stages.common.resource_setup import ensure_resources
 from stages.common.resources import stream_for_kind
 from tests.ops.support import clean_env
 from tests.support.processes import (

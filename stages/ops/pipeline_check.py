@@ -1,6 +1,6 @@
 """The end-to-end check behind ``./test-pipeline.sh``: is what ingestion accepted in the lake?
 
-``python -m stages.common.pipeline_check [--duration 30] [--rate 100] [--anomaly cpu_spike]``
+``python -m stages.ops.pipeline_check [--duration 30] [--rate 100] [--anomaly cpu_spike]``
 
 1. The fleet: started (as ``./start.sh`` does) when none of it runs; a fleet that is partly down
    fails here, naming what is down. Every health endpoint must answer 200.
@@ -38,7 +38,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from stages.common import aws, resources
 from stages.common.config import Settings
-from stages.common.fleet import BY_NAME, EMULATOR, SERVICES, Fleet, FleetError, Service, probe
 from stages.common.http import headers
 from stages.common.lake import (
     dead_letter_partition,
@@ -49,6 +48,8 @@ from stages.common.lake import (
     read_lines,
     service_partition,
 )
+from stages.ops.fleet import Fleet, FleetError, probe
+from stages.ops.registry import BY_NAME, EMULATOR, SERVICES, Service
 
 ORCHESTRATOR = "scenario-orchestrator"
 INGESTION = "ingestion-interface"

@@ -1,11 +1,7 @@
-"""The service registry and the process manager behind ``start.sh`` / ``stop.sh``.
+"""The process manager behind ``start.sh`` / ``stop.sh``: starts, stops and reports the services
+of the registry (``stages.ops.registry``).
 
-One typed entry per service (compose name, module, port, health path, dependencies) is the single
-list that the local scripts, the compose files' static test and the dashboard agree on. A service
-takes part only once its module can be run (``python -m <module>`` needs ``<module>.__main__``),
-so a later issue enables a service by adding that file, not by editing this one.
-
-``python -m stages.common.fleet start|stop|status|probe [SERVICE...]``:
+``python -m stages.ops.fleet start|stop|status|probe|list [SERVICE...]``:
 
 - every file it writes lives under ``RUN_DIR`` (``<service>.pid``, ``logs/<service>.log``, and
   the previous run's log as ``logs/<service>.log.1``);
@@ -16,6 +12,7 @@ so a later issue enables a service by adding that file, not by editing this one.
   that no pid file names (a start interrupted before writing it) is found by module and
   RUN_DIR, recorded and handled like the others;
 - ``probe`` exits 0 when a service's health check answers 200 (the compose health checks use it).
+- ``list`` prints the registry (``./start.sh --help`` shows it).
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ import argparse
 import contextlib
 import errno
 import fcntl
-import importlib.util
 import itertools
 import os
 import signal
@@ -40,8 +36,8 @@ import httpx
 import psutil
 
 from stages.common.config import Settings
+from stages.ops.registry import ALIASES, BY_NAME, EMULATOR, SERVICES, Service
 
-EMULATOR = "emulator"
 # Local defaults the embedded emulator accepts; LocalStack documents the same pair.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
@@ -49,114 +45,6 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test
 DEFAULT_START_TIMEOUT = 60.0
 DEFAULT_STOP_TIMEOUT = 40.0
 LOG_TAIL_LINES = 30
-
-
-@dataclass(frozen=True)
-class Service:
-    """One runnable service of the pipeline, named as in the compose files."""
-
-    name: str
-    module: str
-    port_setting: str
-    default_port: int
-    title: str
-    health_path: str = "/health"
-    depends_on: tuple[str, ...] = ()
-    # Talks to Kinesis/S3/DynamoDB, so the resources must exist before it starts.
-    uses_aws: bool = False
-
-    @property
-    def port_env(self) -> str:
-        """The environment variable that moves this service to another port."""
-        return self.port_setting.upper()
-
-    @property
-    def host_setting(self) -> str:
-        return self.port_setting.removesuffix("_port") + "_host"
-
-    def port(self, settings: Settings) -> int:
-        # Services added by later issues get their ``<name>_port`` setting with them; until then
-        # the registry's default is the port.
-        return int(getattr(settings, self.port_setting, self.default_port))
-
-    def bind_host(self, settings: Settings) -> str:
-        return str(getattr(settings, self.host_setting, "127.0.0.1"))
-
-    def url(self, settings: Settings) -> str:
-        return f"http://{_client_host(self.bind_host(settings))}:{self.port(settings)}"
-
-    def health_url(self, settings: Settings) -> str:
-        return self.url(settings) + self.health_path
-
-    def available(self) -> bool:
-        """True once ``python -m <module>`` can run, i.e. the service has been built."""
-        try:
-            return importlib.util.find_spec(f"{self.module}.__main__") is not None
-        except ModuleNotFoundError:
-            return False
-
-
-SERVICES: tuple[Service, ...] = (
-    Service(
-        EMULATOR,
-        "stages.emulator",
-        "emulator_port",
-        4566,
-        "AWS emulator (Kinesis, S3, DynamoDB)",
-        health_path="/_localstack/health",
-    ),
-    Service(
-        "kinesis-consumer",
-        "stages.consumer",
-        "consumer_port",
-        8011,
-        "Kinesis consumer",
-        depends_on=(EMULATOR,),
-        uses_aws=True,
-    ),
-    Service("state-manager", "stages.state", "state_port", 8003, "State Manager"),
-    Service("pattern-generator", "stages.patterns", "patterns_port", 8001, "Pattern Generator"),
-    Service(
-        "log-consolidation", "stages.consolidation", "consolidation_port", 8005, "Log Consolidation"
-    ),
-    Service(
-        "ingestion-interface",
-        "stages.ingestion",
-        "ingestion_port",
-        8004,
-        "Ingestion Interface",
-        depends_on=(EMULATOR, "log-consolidation"),
-        uses_aws=True,
-    ),
-    Service(
-        "log-synthesis",
-        "stages.synthesis",
-        "synthesis_port",
-        8002,
-        "Log Synthesis",
-        depends_on=("pattern-generator", "state-manager", "ingestion-interface"),
-    ),
-    Service(
-        "scenario-orchestrator",
-        "stages.orchestrator",
-        "orchestrator_port",
-        8000,
-        "Scenario Orchestrator (control panel)",
-        depends_on=("pattern-generator", "state-manager", "log-synthesis"),
-    ),
-    Service(
-        "dashboard",
-        "stages.dashboard",
-        "dashboard_port",
-        8010,
-        "Dashboard",
-        depends_on=(EMULATOR, "kinesis-consumer"),
-        uses_aws=True,
-    ),
-)
-BY_NAME: dict[str, Service] = {svc.name: svc for svc in SERVICES}
-# Names people also use: the compose files call the emulator `localstack`.
-ALIASES = {"localstack": EMULATOR, "consumer": "kinesis-consumer"}
 
 
 class FleetError(Exception):
@@ -169,11 +57,6 @@ class UsageError(FleetError):
     """An unknown or not yet built service was named."""
 
     exit_code = 2
-
-
-def _client_host(host: str) -> str:
-    # A wildcard bind address is not an address to connect to.
-    return "127.0.0.1" if host in {"", "0.0.0.0", "::"} else host
 
 
 def _say(message: str) -> None:
@@ -475,7 +358,7 @@ class Fleet:
         with open(log, "wb") as out:
             try:
                 result = subprocess.run(
-                    [sys.executable, "-m", "stages.common.provision"],
+                    [sys.executable, "-m", "stages.ops.provision"],
                     env=self.child_env(),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -652,7 +535,7 @@ class Fleet:
         return 0 if all_up else 3
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m stages.common.fleet") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m stages.ops.fleet") -> int:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Start, stop and inspect the pipeline's local services.",
@@ -663,13 +546,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m stages.common
         ("stop", "stop services started from this RUN_DIR (default: all)"),
         ("status", "table of services: pid, port, health"),
         ("probe", "exit 0 if the service's health check answers 200"),
-        ("list", "the registry: name, module, port, dependencies, built or not"),
+        ("list", "the registry: name, module, port, dependencies (and which are not built)"),
     ):
         cmd = sub.add_parser(name, help=helptext)
         if name == "probe":
             cmd.add_argument("service")
         elif name != "list":
-            cmd.add_argument("services", nargs="*", metavar="SERVICE")
+            everything = "every built one" if name == "start" else "all"
+            cmd.add_argument(
+                "services",
+                nargs="*",
+                metavar="SERVICE",
+                help=f"registry name (default: {everything})",
+            )
         if name in {"start", "stop"}:
             default = DEFAULT_START_TIMEOUT if name == "start" else DEFAULT_STOP_TIMEOUT
             cmd.add_argument("--timeout", type=float, default=default, help="seconds")
@@ -687,10 +576,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m stages.common
         if args.command == "probe":
             (svc,) = resolve([args.service])
             return 0 if probe(svc.health_url(settings)).healthy else 1
+        rows = [("SERVICE", "MODULE", "PORT", "DEPENDS ON", "")]
         for svc in SERVICES:
-            built = "built" if svc.available() else "not built"
+            built = "" if svc.available() else "not built"
             deps = ",".join(svc.depends_on) or "-"
-            _say(f"{svc.name:<22} {svc.module:<22} {svc.port(settings):<6} {deps:<45} {built}")
+            rows.append((svc.name, svc.module, str(svc.port(settings)), deps, built))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         return 0
     except FleetError as exc:
         _say(f"error: {exc}")

@@ -1,10 +1,10 @@
 """The ``stages`` command: one entry point for what the shell scripts do.
 
-    stages start [SERVICE...]   ./start.sh [SERVICE...]      (stages.common.fleet start)
-    stages stop [SERVICE...]    ./stop.sh [SERVICE...]       (stages.common.fleet stop)
-    stages status [SERVICE...]  ./start.sh status            (stages.common.fleet status)
-    stages provision            python -m stages.common.provision
-    stages check [OPTIONS]      ./test-pipeline.sh [OPTIONS] (stages.common.pipeline_check)
+    stages start [SERVICE...]   ./start.sh [SERVICE...]      (stages.ops.fleet start)
+    stages stop [SERVICE...]    ./stop.sh [SERVICE...]       (stages.ops.fleet stop)
+    stages status [SERVICE...]  ./start.sh status            (stages.ops.fleet status)
+    stages provision            python -m stages.ops.provision
+    stages check [OPTIONS]      ./test-pipeline.sh [OPTIONS] (stages.ops.pipeline_check)
 
 Each subcommand takes the same options and environment, and exits with the same status, as the
 script it stands for. ``./start.sh`` also creates the venv first; ``stages`` is already in one.
@@ -21,7 +21,7 @@ PROG = "stages"
 
 def _fleet(command: str) -> Callable[[list[str]], int]:
     def run(args: list[str]) -> int:
-        from stages.common import fleet
+        from stages.ops import fleet
 
         return fleet.main([command, *args], prog=PROG)
 
@@ -33,13 +33,13 @@ def _provision(args: list[str]) -> int:
         prog=f"{PROG} provision",
         description="Create the streams, buckets and lease table the settings name (idempotent).",
     ).parse_args(args)
-    from stages.common import provision
+    from stages.ops import provision
 
     return provision.main()
 
 
 def _check(args: list[str]) -> int:
-    from stages.common import pipeline_check
+    from stages.ops import pipeline_check
 
     return pipeline_check.main(args, prog=f"{PROG} check")
 

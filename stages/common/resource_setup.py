@@ -1,16 +1,19 @@
-"""Create the catalogue's streams, buckets and lease table; safe to run any number of times."""
+"""Create the catalogue's streams, buckets and lease table; safe to run any number of times.
+
+Run time code: the embedded emulator provisions itself with it when it starts. The command that
+provisions an external endpoint (``python -m stages.ops.provision``, ``stages provision``) calls
+the same function.
+"""
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 from botocore.exceptions import ClientError
 
 from stages.common import aws, resources
-from stages.common.config import Settings, get_settings
-from stages.common.logging_setup import configure_logging
+from stages.common.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -101,25 +104,3 @@ def ensure_lease_table(dynamodb, name: str) -> None:
         if exc.response["Error"]["Code"] != "ResourceInUseException":
             raise
     dynamodb.get_waiter("table_exists").wait(TableName=name)
-
-
-def main() -> int:
-    settings = get_settings()
-    configure_logging(settings)
-    # What it creates is the point of running it: said at INFO whatever LOG_LEVEL is.
-    log.setLevel(logging.INFO)
-    try:
-        ensure_resources(settings)
-    except BucketTaken as exc:
-        log.error("%s", exc)
-        return 1
-    # A container that runs provision before its service keeps one shape of output.
-    if settings.log_format == "json":
-        log.info("resources ready")
-    else:
-        print("resources ready")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

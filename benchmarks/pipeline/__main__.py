@@ -1,0 +1,3 @@
+from benchmarks.pipeline.cli import main
+
+main()
