@@ -378,10 +378,15 @@ def curated_identifier(kind: str) -> str:
     return f"{NAMESPACE}.{TABLE_NAMES[kind]}"
 
 
-def scan_curated(catalog: Catalog, partition: Partition) -> dict[str, pa.Table]:
+def open_curated(catalog: Catalog) -> dict[str, Table]:
+    """The curated tables features are computed from, by kind, at their current snapshot."""
+    return {kind: catalog.load_table(curated_identifier(kind)) for kind in SIGNALS}
+
+
+def scan_curated(tables: Mapping[str, Table], partition: Partition) -> dict[str, pa.Table]:
     """The feature input columns of one (service, dt, hr) of each curated table."""
     return {
-        kind: catalog.load_table(curated_identifier(kind))
+        kind: tables[kind]
         .scan(row_filter=partition.row_filter(), selected_fields=INPUT_COLUMNS[kind])
         .to_arrow()
         for kind in SIGNALS
@@ -390,7 +395,7 @@ def scan_curated(catalog: Catalog, partition: Partition) -> dict[str, pa.Table]:
 
 def compute_partition(catalog: Catalog, partition: Partition, bucket_seconds: int) -> pa.Table:
     """The features of one (service, dt, hr), every bucket of it, from the curated tables."""
-    return compute_features(scan_curated(catalog, partition), bucket_seconds)
+    return compute_features(scan_curated(open_curated(catalog), partition), bucket_seconds)
 
 
 # --- the watermark and the writes -------------------------------------------------------------
@@ -549,13 +554,19 @@ class FeatureBuilder:
         failed: dict[Partition, str] = {}
         buckets = late = 0
         candidates = [only] if only is not None else sorted(self._states)
+        # Loaded once per call, on the first partition due: one Glue read per table, not per
+        # partition; dropped after a failure so the next partition starts from fresh metadata.
+        opened: dict[str, Table] = {}
         for partition in candidates:
             state = self._states[partition]
             if not self._due(partition, state, cutoff):
                 continue
             try:
-                outcome = self._rebuild(partition, state, cutoff)
+                if not opened:
+                    opened = self._open()
+                outcome = self._rebuild(partition, state, cutoff, opened)
             except Exception as exc:  # any failure leaves the partition due
+                opened = {}
                 state.dirty = True
                 reason = f"{type(exc).__name__}: {exc}"
                 failed[partition] = reason
@@ -573,13 +584,12 @@ class FeatureBuilder:
         self._forget(now)
         return BuildReport(rebuilt, written, buckets, late, failed)
 
-    def _load(self, partition: Partition, state: _State) -> None:
+    def _open(self) -> dict[str, Table]:
+        return {**open_curated(self._catalog), "features": self._catalog.load_table(FEATURES_TABLE)}
+
+    def _load(self, features: Table, partition: Partition, state: _State) -> None:
         """What an earlier builder wrote for ``partition`` (after a restart), once."""
-        existing = (
-            self._catalog.load_table(FEATURES_TABLE)
-            .scan(row_filter=partition.row_filter())
-            .to_arrow()
-        )
+        existing = features.scan(row_filter=partition.row_filter()).to_arrow()
         if existing.num_rows:
             existing = existing.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA).sort_by(SORT_KEYS)
             state.rows = existing.combine_chunks()
@@ -587,12 +597,12 @@ class FeatureBuilder:
         state.loaded = True
 
     def _rebuild(
-        self, partition: Partition, state: _State, cutoff: datetime
+        self, partition: Partition, state: _State, cutoff: datetime, tables: dict[str, Table]
     ) -> tuple[int | None, int]:
         """(buckets written or None if the partition was left as it was, late records)."""
         if not state.loaded:
-            self._load(partition, state)
-        features = compute_partition(self._catalog, partition, self.bucket_seconds)
+            self._load(tables["features"], partition, state)
+        features = compute_features(scan_curated(tables, partition), self.bucket_seconds)
         closed = features.filter(pc.less(features.column("bucket_start"), pa.scalar(cutoff)))
         counts = records_per_bucket(closed)
         late = sum(max(0, counts.get(start, 0) - before) for start, before in state.written.items())
@@ -606,7 +616,7 @@ class FeatureBuilder:
             return None, late
         if closed.num_rows == 0 and state.rows is None:
             return None, late
-        table = self._catalog.load_table(FEATURES_TABLE)
+        table = tables["features"]
         properties = {"features.partition": str(partition), "features.late-records": str(late)}
         if state.rows is None:
             # Nothing of this partition in the table (checked by _load): nothing to replace.
