@@ -357,6 +357,16 @@ def test_watermark_late_data_and_reruns(settings: Settings) -> None:
     report = again.after_commit(_commit(tables, [_log(_stamp(11))]), _at(70))
     assert report.late_records == 1 and _by_bucket(_stored(settings)) == {0: 4, 10: 3}
 
+    # Compaction replaces the hour's curated files with one file of the same rows: the builder
+    # (which keeps the rows of the files it read) sees the same features and writes nothing.
+    logs = catalog.load_table("telemetry.logs")
+    assert len(logs.inspect.files()) == 4
+    logs.overwrite(logs.scan().to_arrow(), overwrite_filter=PARTITION.row_filter())
+    assert len(catalog.load_table("telemetry.logs").inspect.files()) == 1
+    report = again.after_commit([("telemetry.logs", "auth-service", date(2026, 3, 1), 10)], _at(75))
+    assert report.rebuilt == [PARTITION] and report.written == [] and report.late_records == 0
+    assert _by_bucket(_stored(settings)) == {0: 4, 10: 3}
+
     # The table is exactly the features of the curated rows of its closed buckets.
     expected = compute_partition(catalog, PARTITION, 10).filter(
         pa.compute.less(pa.compute.field("bucket_start"), pa.scalar(_at(40)))
