@@ -663,7 +663,43 @@ class FeatureBuilder:
         )
         closed = features.filter(pc.less(features.column("bucket_start"), pa.scalar(cutoff)))
         counts = records_per_bucket(closed)
-        late = sum(max(0, counts.get(start, 0) - before) for start, before in state.written.items())
+        # Buckets already closed at the last rebuild (after a restart: those up to the newest
+        # bucket the table holds); records they gained since are late, whether or not the
+        # bucket had a row then.
+        previous = state.closed_before
+        if previous is None and state.written:
+            previous = max(state.written) + timedelta(seconds=self.bucket_seconds)
+        late = 0
+        if previous is not None:
+            late = sum(
+                max(0, count - state.written.get(start, 0))
+                for start, count in counts.items()
+                if start < previous
+            )
+        changed = not (state.rows is not None and state.rows.equals(closed)) and not (
+            closed.num_rows == 0 and state.rows is None
+        )
+        new_buckets = 0
+        if changed:
+            table = tables["features"]
+            properties = {
+                "features.partition": str(partition),
+                "features.late-records": str(late),
+            }
+            if state.rows is None:
+                # Nothing of this partition in the table (checked by _load): nothing to replace.
+                table.append(closed, snapshot_properties=properties)
+            else:
+                table.overwrite(
+                    closed, overwrite_filter=partition.row_filter(), snapshot_properties=properties
+                )
+            new_buckets = len(counts.keys() - state.written.keys())
+            state.rows = closed
+            self.counters.inc("partitions_written")
+            self.counters.inc("buckets_written", new_buckets)
+        # Only now that the rows are stored: a failed write leaves the state as it was, so the
+        # retry counts the same late records once.
+        state.written = counts
         state.closed_before = cutoff
         state.open_records = closed.num_rows < features.num_rows
         state.dirty = False
@@ -673,25 +709,7 @@ class FeatureBuilder:
         if late:
             self.counters.inc("late_records", late)
             log.info("%d late records folded into the features of %s", late, partition)
-        if state.rows is not None and state.rows.equals(closed):
-            return None, late
-        if closed.num_rows == 0 and state.rows is None:
-            return None, late
-        table = tables["features"]
-        properties = {"features.partition": str(partition), "features.late-records": str(late)}
-        if state.rows is None:
-            # Nothing of this partition in the table (checked by _load): nothing to replace.
-            table.append(closed, snapshot_properties=properties)
-        else:
-            table.overwrite(
-                closed, overwrite_filter=partition.row_filter(), snapshot_properties=properties
-            )
-        new_buckets = len(counts.keys() - state.written.keys())
-        state.rows = closed
-        state.written = counts
-        self.counters.inc("partitions_written")
-        self.counters.inc("buckets_written", new_buckets)
-        return new_buckets, late
+        return (new_buckets if changed else None), late
 
     def _forget(self, now: datetime) -> None:
         """Drop what is known of hours long closed; a late touch reloads it from the table."""

@@ -343,29 +343,38 @@ def test_watermark_late_data_and_reruns(settings: Settings) -> None:
     assert status["late_records"] == 1 and status["buckets_written"] == 2
     assert status["table"] == FEATURES_TABLE and status["pending_partitions"] == []
 
+    # A record for bucket 30 s (open) arrives at 62 s; bucket 20 s is closed then, empty. A
+    # record for it at 64 s is late too, although the bucket had no row.
+    report = builder.after_commit(_commit(tables, [_log(_stamp(31))]), _at(62))
+    assert report.late_records == 0 and _by_bucket(_stored(settings)) == {0: 4, 10: 2}
+    report = builder.after_commit(_commit(tables, [_log(_stamp(22))]), _at(64))
+    assert report.late_records == 1 and _by_bucket(_stored(settings)) == {0: 4, 10: 2, 20: 1}
+    assert builder.status()["late_records"] == 2
+
     # Nothing new: no rebuild, no snapshot.
     snapshots = len(catalog.load_table(FEATURES_TABLE).snapshots())
-    assert builder.tick(_at(58)).rebuilt == []
+    assert builder.tick(_at(66)).rebuilt == []
     assert len(catalog.load_table(FEATURES_TABLE).snapshots()) == snapshots
 
     # A restarted builder re-derives the same rows and writes nothing; a late record that
     # arrives then is still seen as late against what the table holds.
     again = FeatureBuilder(open_catalog(settings, name="restarted"), settings)
-    report = again.rebuild(PARTITION, _at(60))
+    report = again.rebuild(PARTITION, _at(66))
     assert report.rebuilt == [PARTITION] and report.written == [] and report.late_records == 0
     assert len(catalog.load_table(FEATURES_TABLE).snapshots()) == snapshots
     report = again.after_commit(_commit(tables, [_log(_stamp(11))]), _at(70))
-    assert report.late_records == 1 and _by_bucket(_stored(settings)) == {0: 4, 10: 3}
+    assert report.late_records == 1
+    assert _by_bucket(_stored(settings)) == {0: 4, 10: 3, 20: 1, 30: 1}
 
     # Compaction replaces the hour's curated files with one file of the same rows: the builder
     # (which keeps the rows of the files it read) sees the same features and writes nothing.
     logs = catalog.load_table("telemetry.logs")
-    assert len(logs.inspect.files()) == 4
+    assert len(logs.inspect.files()) == 6
     logs.overwrite(logs.scan().to_arrow(), overwrite_filter=PARTITION.row_filter())
     assert len(catalog.load_table("telemetry.logs").inspect.files()) == 1
     report = again.after_commit([("telemetry.logs", "auth-service", date(2026, 3, 1), 10)], _at(75))
     assert report.rebuilt == [PARTITION] and report.written == [] and report.late_records == 0
-    assert _by_bucket(_stored(settings)) == {0: 4, 10: 3}
+    assert _by_bucket(_stored(settings)) == {0: 4, 10: 3, 20: 1, 30: 1}
 
     # The table is exactly the features of the curated rows of its closed buckets.
     expected = compute_partition(catalog, PARTITION, 10).filter(
