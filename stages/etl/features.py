@@ -550,6 +550,7 @@ class FeatureBuilder:
         self._states: dict[Partition, _State] = {}
         self._last_error: str | None = None
         self._last_write: datetime | None = None
+        self._pending: tuple[str, ...] = ()
         self._table = ensure_features_table(catalog)
 
     def closed_before(self, now: datetime) -> datetime:
@@ -581,19 +582,21 @@ class FeatureBuilder:
             return self._run(_as_datetime(now), only=partition)
 
     def status(self) -> dict[str, Any]:
-        """The table's figures for the service's JSON status and the dashboard."""
-        with self._lock:
-            pending = sorted(str(p) for p, s in self._states.items() if s.dirty or s.open_records)
-            return {
-                "table": FEATURES_TABLE,
-                "location": FEATURES_LOCATION,
-                "bucket_seconds": self.bucket_seconds,
-                "allowed_lateness_seconds": self.lateness.total_seconds(),
-                "pending_partitions": pending,
-                "last_write": self._last_write.isoformat() if self._last_write else None,
-                "last_error": self._last_error,
-                **self.counters.snapshot(),
-            }
+        """The table's figures for the service's JSON status and the dashboard.
+
+        Does not wait for a rebuild in progress (it may take seconds): the pending partitions
+        are those left by the last finished call.
+        """
+        return {
+            "table": FEATURES_TABLE,
+            "location": FEATURES_LOCATION,
+            "bucket_seconds": self.bucket_seconds,
+            "allowed_lateness_seconds": self.lateness.total_seconds(),
+            "pending_partitions": list(self._pending),
+            "last_write": self._last_write.isoformat() if self._last_write else None,
+            "last_error": self._last_error,
+            **self.counters.snapshot(),
+        }
 
     def _due(self, partition: Partition, state: _State, cutoff: datetime) -> bool:
         closed = min(max(cutoff, partition.start), partition.end)
@@ -638,6 +641,9 @@ class FeatureBuilder:
                 buckets += outcome[0]
                 self._last_write = now
         self._forget(now)
+        self._pending = tuple(
+            sorted(str(p) for p, s in self._states.items() if s.dirty or s.open_records)
+        )
         return BuildReport(rebuilt, written, buckets, late, failed)
 
     def _open(self) -> dict[str, Table]:
