@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -30,8 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
-from pyiceberg.expressions import And, BooleanExpression, EqualTo
-from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, Or
+from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
@@ -99,6 +100,7 @@ SORT_KEYS = [
     ("bucket_start", "ascending"),
 ]
 _US = 1_000_000
+_EPOCH = date(1970, 1, 1)
 
 
 def schema() -> Schema:
@@ -403,48 +405,61 @@ def _compact(table: pa.Table) -> pa.Table:
     return table
 
 
-def scan_curated(
-    tables: Mapping[str, Table],
-    partition: Partition,
-    cache: dict[str, dict[FileKey, pa.Table]] | None = None,
-) -> dict[str, pa.Table]:
-    """The feature input columns of one (service, dt, hr) of each curated table.
+def _partition_of(task: FileScanTask) -> Partition:
+    """The (service, dt, hr) of a data file, from its partition tuple (dt in days since 1970)."""
+    values = task.file.partition
+    return Partition(str(values[0]), _EPOCH + timedelta(days=int(values[1])), int(values[2]))
 
-    With ``cache`` (kind -> data file -> its rows), only files the cache does not hold are read
-    and files no longer in the table are dropped from it. Iceberg data files never change, so
-    the result is the same as a full scan, but an open hour that gains a file per commit is not
-    read again whole at every rebuild.
+
+def _any_of(partitions: Iterable[Partition]) -> BooleanExpression:
+    return functools.reduce(Or, (p.row_filter() for p in partitions))
+
+
+def scan_partitions(
+    tables: Mapping[str, Table],
+    partitions: Mapping[Partition, dict[str, dict[FileKey, pa.Table]] | None],
+) -> dict[Partition, dict[str, pa.Table]]:
+    """The feature input columns of some (service, dt, hr) partitions of each curated table.
+
+    One scan plan per table for all of them. With a cache for a partition (kind -> data file ->
+    its rows), only files the cache does not hold are read, and files no longer in the table
+    leave it. Iceberg data files never change, so the result is the same as a full scan, but an
+    open hour that gains a file per commit is not read again whole at every rebuild.
     """
-    out = {}
+    out: dict[Partition, dict[str, pa.Table]] = {p: {} for p in partitions}
     for kind in SIGNALS:
         scan = tables[kind].scan(
-            row_filter=partition.row_filter(), selected_fields=INPUT_COLUMNS[kind]
+            row_filter=_any_of(partitions), selected_fields=INPUT_COLUMNS[kind]
         )
-        if cache is None:
-            out[kind] = scan.to_arrow()
-            continue
-        known = cache.get(kind, {})
-        current: dict[FileKey, pa.Table] = {}
+        tasks: dict[Partition, list[FileScanTask]] = {p: [] for p in partitions}
         for task in scan.plan_files():
-            key = _file_key(task)
-            if key not in known:
-                known[key] = _compact(
-                    ArrowScan(
-                        scan.table_metadata,
-                        scan.io,
-                        scan.projection(),
-                        scan.row_filter,
-                        scan.case_sensitive,
-                    ).to_table([task])
-                )
-            current[key] = known[key]
-        cache[kind] = current
-        out[kind] = (
-            pa.concat_tables(current.values(), promote_options="permissive")
-            if current
-            else scan.to_arrow()
+            partition = _partition_of(task)
+            if partition in tasks:
+                tasks[partition].append(task)
+        reader = ArrowScan(
+            scan.table_metadata, scan.io, scan.projection(), scan.row_filter, scan.case_sensitive
         )
+        empty = schema_to_pyarrow(scan.projection()).empty_table()
+        for partition, cache in partitions.items():
+            if cache is None:
+                read = [reader.to_table(tasks[partition])] if tasks[partition] else []
+            else:
+                known = cache.get(kind, {})
+                current: dict[FileKey, pa.Table] = {}
+                for task in tasks[partition]:
+                    key = _file_key(task)
+                    current[key] = known[key] if key in known else _compact(reader.to_table([task]))
+                cache[kind] = current
+                read = list(current.values())
+            out[partition][kind] = (
+                pa.concat_tables(read, promote_options="permissive") if read else empty
+            )
     return out
+
+
+def scan_curated(tables: Mapping[str, Table], partition: Partition) -> dict[str, pa.Table]:
+    """The feature input columns of one (service, dt, hr) of each curated table."""
+    return scan_partitions(tables, {partition: None})[partition]
 
 
 def compute_partition(catalog: Catalog, partition: Partition, bucket_seconds: int) -> pa.Table:
@@ -501,7 +516,7 @@ class _State:
     files: dict[str, dict[FileKey, pa.Table]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass
 class BuildReport:
     """What one :meth:`FeatureBuilder.after_commit` call did."""
 
@@ -608,46 +623,28 @@ class FeatureBuilder:
 
     def _run(self, now: datetime, only: Partition | None = None) -> BuildReport:
         cutoff = self.closed_before(now)
-        rebuilt: list[Partition] = []
-        written: list[Partition] = []
-        failed: dict[Partition, str] = {}
-        buckets = late = 0
         candidates = [only] if only is not None else sorted(self._states)
-        # Loaded once per call, on the first partition due: one Glue read per table, not per
-        # partition; dropped after a failure so the next partition starts from fresh metadata.
-        opened: dict[str, Table] = {}
-        for partition in candidates:
-            state = self._states[partition]
-            if not self._due(partition, state, cutoff):
-                continue
+        due = [p for p in candidates if self._due(p, self._states[p], cutoff)]
+        report = BuildReport([], [], 0, 0, {})
+        if due:
             try:
-                if not opened:
-                    opened = self._open()
-                outcome = self._rebuild(partition, state, cutoff, opened)
-            except Exception as exc:  # any failure leaves the partition due
-                opened = {}
-                state.dirty = True
-                reason = f"{type(exc).__name__}: {exc}"
-                failed[partition] = reason
-                self._last_error = f"{partition}: {reason}"
-                self.counters.inc("rebuild_failures")
-                log.warning("features of %s not rebuilt (retried next time): %s", partition, reason)
-                continue
-            rebuilt.append(partition)
-            self.counters.inc("partitions_rebuilt")
-            late += outcome[1]
-            if outcome[0] is not None:
-                written.append(partition)
-                buckets += outcome[0]
-                self._last_write = now
+                self._rebuild(due, cutoff, now, report)
+            except Exception as exc:  # any failure leaves the partitions due
+                self._fail(due, exc, report)
         self._forget(now)
         self._pending = tuple(
             sorted(str(p) for p, s in self._states.items() if s.dirty or s.open_records)
         )
-        return BuildReport(rebuilt, written, buckets, late, failed)
+        return report
 
-    def _open(self) -> dict[str, Table]:
-        return {**open_curated(self._catalog), "features": self._catalog.load_table(FEATURES_TABLE)}
+    def _fail(self, partitions: list[Partition], exc: BaseException, report: BuildReport) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        for partition in partitions:
+            self._states[partition].dirty = True
+            report.failed[partition] = reason
+        self._last_error = f"{', '.join(map(str, partitions))}: {reason}"
+        self.counters.inc("rebuild_failures", len(partitions))
+        log.warning("features of %s not rebuilt (retried next time): %s", partitions, reason)
 
     def _load(self, features: Table, partition: Partition, state: _State) -> None:
         """What an earlier builder wrote for ``partition`` (after a restart), once."""
@@ -658,64 +655,92 @@ class FeatureBuilder:
             state.written = records_per_bucket(existing)
         state.loaded = True
 
-    def _rebuild(
-        self, partition: Partition, state: _State, cutoff: datetime, tables: dict[str, Table]
-    ) -> tuple[int | None, int]:
-        """(buckets written or None if the partition was left as it was, late records)."""
-        if not state.loaded:
-            self._load(tables["features"], partition, state)
-        features = compute_features(
-            scan_curated(tables, partition, state.files), self.bucket_seconds
-        )
-        closed = features.filter(pc.less(features.column("bucket_start"), pa.scalar(cutoff)))
-        counts = records_per_bucket(closed)
-        # Buckets already closed at the last rebuild (after a restart: those up to the newest
-        # bucket the table holds); records they gained since are late, whether or not the
-        # bucket had a row then.
+    def _late(self, state: _State, counts: dict[datetime, int]) -> int:
+        """Records gained by buckets already closed at the last rebuild (after a restart: those
+        up to the newest bucket the table holds), whether or not the bucket had a row then."""
         previous = state.closed_before
         if previous is None and state.written:
             previous = max(state.written) + timedelta(seconds=self.bucket_seconds)
-        late = 0
-        if previous is not None:
-            late = sum(
-                max(0, count - state.written.get(start, 0))
-                for start, count in counts.items()
-                if start < previous
-            )
-        changed = not (state.rows is not None and state.rows.equals(closed)) and not (
-            closed.num_rows == 0 and state.rows is None
+        if previous is None:
+            return 0
+        return sum(
+            max(0, count - state.written.get(start, 0))
+            for start, count in counts.items()
+            if start < previous
         )
-        new_buckets = 0
+
+    def _rebuild(
+        self, due: list[Partition], cutoff: datetime, now: datetime, report: BuildReport
+    ) -> None:
+        """Recompute ``due`` and write the partitions whose rows changed in one commit.
+
+        One scan plan per curated table and one features commit per call, whatever the number
+        of partitions: per-partition planning and commits were most of a rebuild's cost. State
+        and counters change only once the commit is done, so a failed call is retried whole and
+        counts nothing twice.
+        """
+        tables = {
+            **open_curated(self._catalog),
+            "features": self._catalog.load_table(FEATURES_TABLE),
+        }
+        features_table = tables["features"]
+        for partition in due:
+            if not self._states[partition].loaded:
+                self._load(features_table, partition, self._states[partition])
+        inputs = scan_partitions(tables, {p: self._states[p].files for p in due})
+        staged: list[tuple[Partition, pa.Table, dict[datetime, int], bool, int, bool]] = []
+        for partition in due:
+            state = self._states[partition]
+            features = compute_features(inputs[partition], self.bucket_seconds)
+            closed = features.filter(pc.less(features.column("bucket_start"), pa.scalar(cutoff)))
+            counts = records_per_bucket(closed)
+            unchanged = (state.rows is not None and state.rows.equals(closed)) or (
+                state.rows is None and closed.num_rows == 0
+            )
+            open_records = closed.num_rows < features.num_rows
+            staged.append(
+                (partition, closed, counts, not unchanged, self._late(state, counts), open_records)
+            )
+
+        changed = [item for item in staged if item[3]]
         if changed:
-            table = tables["features"]
+            late = sum(item[4] for item in changed)
             properties = {
-                "features.partition": str(partition),
+                "features.partitions": ",".join(str(item[0]) for item in changed),
                 "features.late-records": str(late),
             }
-            if state.rows is None:
-                # Nothing of this partition in the table (checked by _load): nothing to replace.
-                table.append(closed, snapshot_properties=properties)
-            else:
-                table.overwrite(
-                    closed, overwrite_filter=partition.row_filter(), snapshot_properties=properties
+            replaced = [item[0] for item in changed if self._states[item[0]].rows is not None]
+            with features_table.transaction() as tx:
+                if replaced:
+                    tx.delete(_any_of(replaced), snapshot_properties=properties)
+                tx.append(
+                    pa.concat_tables([item[1] for item in changed]),
+                    snapshot_properties=properties,
                 )
-            new_buckets = len(counts.keys() - state.written.keys())
-            state.rows = closed
-            self.counters.inc("partitions_written")
-            self.counters.inc("buckets_written", new_buckets)
-        # Only now that the rows are stored: a failed write leaves the state as it was, so the
-        # retry counts the same late records once.
-        state.written = counts
-        state.closed_before = cutoff
-        state.open_records = closed.num_rows < features.num_rows
-        state.dirty = False
-        if not state.open_records and cutoff >= partition.end:
-            # Every bucket closed: only late records touch it now, rarely; free the rows.
-            state.files = {}
-        if late:
-            self.counters.inc("late_records", late)
-            log.info("%d late records folded into the features of %s", late, partition)
-        return (new_buckets if changed else None), late
+
+        for partition, closed, counts, wrote, late, open_records in staged:
+            state = self._states[partition]
+            if wrote:
+                new_buckets = len(counts.keys() - state.written.keys())
+                state.rows = closed
+                report.written.append(partition)
+                report.buckets_written += new_buckets
+                self.counters.inc("partitions_written")
+                self.counters.inc("buckets_written", new_buckets)
+                self._last_write = now
+            state.written = counts
+            state.closed_before = cutoff
+            state.open_records = open_records
+            state.dirty = False
+            if not open_records and cutoff >= partition.end:
+                # Every bucket closed: only late records touch it now, rarely; free the rows.
+                state.files = {}
+            report.rebuilt.append(partition)
+            report.late_records += late
+            self.counters.inc("partitions_rebuilt")
+            if late:
+                self.counters.inc("late_records", late)
+                log.info("%d late records folded into the features of %s", late, partition)
 
     def _forget(self, now: datetime) -> None:
         """Drop what is known of hours long closed; a late touch reloads it from the table."""
