@@ -23,6 +23,7 @@ import functools
 import logging
 import threading
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -389,6 +390,9 @@ def open_curated(catalog: Catalog) -> dict[str, Table]:
 # Columns read dictionary-encoded: a few distinct values each, kept in memory by FileCache.
 _DICTIONARY_INPUTS = ("service", "metric_name", "name", "status", "level", "category")
 
+# Curated data files read at once when a rebuild needs several.
+_READERS = 8
+
 # A data file with the delete files that apply to it: what one cached read depends on.
 FileKey = tuple[str, tuple[str, ...]]
 
@@ -403,6 +407,10 @@ def _compact(table: pa.Table) -> pa.Table:
         if name in _DICTIONARY_INPUTS:
             table = table.set_column(i, name, pc.dictionary_encode(table.column(i)))
     return table
+
+
+def _read_file(reader: ArrowScan, task: FileScanTask) -> pa.Table:
+    return _compact(reader.to_table([task]))
 
 
 def _partition_of(task: FileScanTask) -> Partition:
@@ -440,15 +448,31 @@ def scan_partitions(
             scan.table_metadata, scan.io, scan.projection(), scan.row_filter, scan.case_sensitive
         )
         empty = schema_to_pyarrow(scan.projection()).empty_table()
+        # The files no cache holds, read side by side: each is a GET of its own.
+        missing = [
+            task
+            for partition, cache in partitions.items()
+            if cache is not None
+            for task in tasks[partition]
+            if _file_key(task) not in cache.get(kind, {})
+        ]
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            fresh = dict(
+                zip(
+                    map(_file_key, missing),
+                    pool.map(functools.partial(_read_file, reader), missing),
+                    strict=True,
+                )
+            )
         for partition, cache in partitions.items():
             if cache is None:
                 read = [reader.to_table(tasks[partition])] if tasks[partition] else []
             else:
                 known = cache.get(kind, {})
-                current: dict[FileKey, pa.Table] = {}
-                for task in tasks[partition]:
-                    key = _file_key(task)
-                    current[key] = known[key] if key in known else _compact(reader.to_table([task]))
+                current = {
+                    key: known[key] if key in known else fresh[key]
+                    for key in map(_file_key, tasks[partition])
+                }
                 cache[kind] = current
                 read = list(current.values())
             out[partition][kind] = (

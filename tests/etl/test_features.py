@@ -401,6 +401,8 @@ def test_a_realistic_batch_round_trips_and_a_rerun_gives_the_same_table(
     report = builder.after_commit(touched, _at(3600 + 60))
     services = {r["service"] for r in records}
     assert {p.service for p in report.written} == services and not report.failed
+    # Both partitions in one commit.
+    assert len(catalog.load_table(FEATURES_TABLE).snapshots()) == 1
     first = _stored(settings).sort_by([("service", "ascending"), ("signal", "ascending")])
     expected = compute_features(_typed(records), settings.features_bucket_seconds)
     assert first.num_rows == expected.num_rows
