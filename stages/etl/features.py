@@ -9,11 +9,14 @@ Invariants:
   order and sorts its output, so a re-run gives the same rows, whatever the file layout.
 - A bucket ``[start, start + width)`` is written once its watermark ``start + width +
   FEATURES_ALLOWED_LATENESS_SECONDS`` has passed; the partition is rebuilt whole from the curated
-  tables and replaced with one partition overwrite, which is idempotent.
-- Records that reach the curated tables after their bucket was written are *late*: they are
-  still folded into the bucket at the next rebuild (so the table stays a function of the curated
-  rows) and counted (``etl_features_late_records_total`` and :meth:`FeatureBuilder.status`).
-- A failed rebuild leaves the partition due: it is retried at the next call and counted.
+  tables and replaced (delete of the partition + append, in one commit with the other partitions
+  of the call), which is idempotent.
+- Records that reach the curated tables after their bucket was closed (at the partition's
+  previous rebuild) are *late*: they are still folded into the bucket at the next rebuild (so the
+  table stays a function of the curated rows) and counted (``etl_features_late_records_total``
+  and :meth:`FeatureBuilder.status`).
+- A failed call leaves its partitions due, with nothing counted as done: they are retried at
+  the next call, and the failure is counted.
 """
 
 from __future__ import annotations
