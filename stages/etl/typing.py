@@ -4,11 +4,19 @@ Every non-blank line ends up in exactly one output: the table of its kind, or th
 table with the reason and the raw line. Nothing is dropped: a line that cannot be typed is a
 quarantined row, and a quarantined row is counted like any other.
 
-Lines are parsed with orjson (C) and the columns are built by Arrow; the Python work per record
-is a handful of type checks, because pure-Python parsing was the ETL's bottleneck. The Ingestion
-Interface already validated every record against ``stages.common.records.Record``; this step
-re-checks what the typed columns depend on (kind, known fields, types, the timestamp, the service
-name that becomes a partition value) and does not repeat the finer rules (level names, id hex).
+Lines are parsed with orjson (C) and the columns are built by Arrow. Each kind's records take a
+fast path first: Arrow pulls every top-level field out of the parsed dicts in one conversion
+that refuses any value of the wrong type, and the checks (required fields, the timestamp's form
+and range, the service name) are whole-column Arrow operations; Python only touches each record
+to check its keys and to write its ``attributes`` back as JSON text. When the fast path refuses
+a batch it is split into blocks, each tried again on its own, and only a refused block is checked
+record by record (the careful path), so every bad line gets its own reason without slowing down
+the good ones around it. Both paths give the same rows for the records they accept.
+
+The Ingestion Interface already validated every record against ``stages.common.records.Record``;
+this step re-checks what the typed columns depend on (kind, known fields, types, the timestamp,
+the service name that becomes a partition value) and does not repeat the finer rules (level
+names, id hex).
 
 Values of ``attributes`` keep their JSON form in the ``attributes`` column (a JSON object text);
 the frequent keys are also promoted to typed columns, which are null when the attribute is absent
@@ -349,9 +357,105 @@ def _build(kind: str, columns: _Columns) -> pa.Table:
             array = _promoted(*promoted[name], attrs)
         else:
             typ = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
-            array = pa.array(columns[name], typ)
+            array = _array(columns[name], typ)
             if pa.types.is_dictionary(f.type):
                 array = array.dictionary_encode().cast(f.type)
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _array(values: list[Any], typ: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, typ)
+    except pa.ArrowInvalid:
+        if typ != pa.float64():
+            raise
+    # JSON numbers are doubles: an integer beyond 2**53 is stored as the nearest one, as every
+    # JSON reader does, where Arrow refuses to round it by itself.
+    return pa.array([float(v) if type(v) is int else v for v in values], typ)
+
+
+# Per kind, the top-level fields Arrow pulls out of the parsed records in one conversion: the
+# table's value type of each (the timestamp as its text, checked and cast afterwards).
+_FIELDS: dict[str, pa.StructType] = {
+    kind: pa.struct(
+        [
+            pa.field(
+                f.name,
+                pa.string()
+                if f.name == "timestamp"
+                else (f.type.value_type if pa.types.is_dictionary(f.type) else f.type),
+            )
+            for f in ARROW_SCHEMAS[kind]
+            if f.name in _FIELD_TYPES[kind] or f.name in ("timestamp", "kind", "service")
+        ]
+    )
+    for kind in KINDS
+}
+_NUMERIC_FIELDS: dict[str, tuple[str, ...]] = {
+    kind: tuple(name for name, types in _FIELD_TYPES[kind].items() if types is _NUM)
+    for kind in KINDS
+}
+_ATTRIBUTE_TYPES = frozenset({dict, _NONE})
+_NUMBER_TYPES = frozenset({int, float, _NONE})
+
+
+def _fast_table(kind: str, records: list[dict[str, Any]]) -> pa.Table | None:
+    """``records`` typed without a Python step per field, or None when any of them would be
+    refused or changed by the careful path (which then finds which, and why)."""
+    try:
+        fields = pa.array(records, _FIELDS[kind])
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None  # a value of the wrong type (a string in a number's field, ...)
+    columns = dict(zip(_FIELDS[kind].names, fields.flatten(), strict=True))
+    for name in (*_REQUIRED[kind], "timestamp", "service"):
+        if columns[name].null_count:
+            return None
+    for name in _NUMERIC_FIELDS[kind]:
+        # Arrow reads true as 1.0 in a double column; the careful path refuses a boolean.
+        if not set(map(type, [r.get(name) for r in records])) <= _NUMBER_TYPES:
+            return None
+    texts = columns["timestamp"]
+    # A timestamp in any other form is normalised by the careful path, one by one.
+    if not pc.all(pc.match_substring_regex(texts, _CANONICAL_ANCHORED)).as_py():
+        return None
+    try:
+        timestamps = texts.cast(pa.timestamp("us", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # matches the form but is no real moment (February 31st)
+    years = pc.year(timestamps)
+    if not pc.all(
+        pc.and_(pc.greater_equal(years, MIN_YEAR), pc.less_equal(years, MAX_YEAR))
+    ).as_py():
+        return None
+    if not pc.all(pc.match_substring_regex(columns["service"], SERVICE_PATTERN)).as_py():
+        return None
+    attributes = [r.get("attributes") for r in records]
+    present = set(map(type, attributes))
+    if not present <= _ATTRIBUTE_TYPES:
+        return None
+    if _NONE in present:
+        attributes = [a if a is not None else {} for a in attributes]
+    arrays: list[pa.Array] = []
+    promoted = {name: (key, typ) for name, key, typ in PROMOTED[kind]}
+    schema = ARROW_SCHEMAS[kind]
+    for f in schema:
+        name = f.name
+        if name == "timestamp":
+            array = timestamps
+        elif name == "dt":
+            array = timestamps.cast(pa.date32())
+        elif name == "hr":
+            array = pc.hour(timestamps).cast(pa.int32())
+        elif name == "attributes":
+            # orjson writes valid UTF-8: the bytes are the strings, without a check per value.
+            array = pa.array(list(map(orjson.dumps, attributes)), pa.binary()).view(pa.string())
+        elif name in promoted:
+            array = _promoted(*promoted[name], attributes)
+        elif pa.types.is_dictionary(f.type):
+            array = pc.dictionary_encode(columns[name])
+        else:
+            array = columns[name]
         arrays.append(array)
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -417,13 +521,35 @@ def _type_jsonl(data: bytes, source_key: str, partition: RawPartition | None) ->
         quarantine.add(index + 1, check_shape(obj) or "unreadable record", line, obj)
     tables = {}
     for kind, records in by_kind.items():
-        columns = _Columns(records)
-        bad = _bad_rows(kind, columns)
-        if bad:
-            for i, reason in sorted(bad.items()):
-                index = origin[kind][i]
-                quarantine.add(index + 1, reason, raw_lines[index], records[i])
-            # check_timestamp may have normalised some timestamps: pull the columns anew.
-            columns = _Columns([r for i, r in enumerate(records) if i not in bad])
-        tables[kind] = _build(kind, columns)
+        table, bad = _type_records(kind, records)
+        for i, reason in sorted(bad.items()):
+            index = origin[kind][i]
+            quarantine.add(index + 1, reason, raw_lines[index], records[i])
+        tables[kind] = table
     return Typed(tables=tables, quarantine=quarantine.table(), lines=lines)
+
+
+# Records typed per attempt once the fast path has refused a larger batch: small enough that a
+# bad line sends only its neighbours down the careful path, large enough that Arrow's per-call
+# costs stay small beside the work.
+FALLBACK_BLOCK = 1024
+
+
+def _type_records(kind: str, records: list[dict[str, Any]]) -> tuple[pa.Table, dict[int, str]]:
+    """The typed rows of ``records`` and the index -> reason of those that cannot be typed."""
+    table = _fast_table(kind, records) if records else None
+    if table is not None:
+        return table, {}
+    if len(records) > FALLBACK_BLOCK:
+        tables, bad = [], {}
+        for start in range(0, len(records), FALLBACK_BLOCK):
+            block_table, block_bad = _type_records(kind, records[start : start + FALLBACK_BLOCK])
+            tables.append(block_table)
+            bad |= {start + i: reason for i, reason in block_bad.items()}
+        return pa.concat_tables(tables).combine_chunks(), bad
+    columns = _Columns(records)
+    bad = _bad_rows(kind, columns)
+    if bad:
+        # check_timestamp may have normalised some timestamps: pull the columns anew.
+        columns = _Columns([r for i, r in enumerate(records) if i not in bad])
+    return _build(kind, columns), bad
