@@ -26,17 +26,20 @@ or not of the column's type (the value is still in ``attributes``).
 from __future__ import annotations
 
 import gc
-import gzip
+import itertools
+import operator
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Union
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from isal import igzip
 
 from stages.common.records import SERVICE_PATTERN, format_timestamp
 from stages.etl.tables import column_names
@@ -321,7 +324,11 @@ def _bad_rows(kind: str, columns: _Columns) -> dict[int, str]:
 
 
 def _promoted(key: str, typ: pa.DataType, attrs: list[dict[str, Any]]) -> pa.Array:
-    values = [a.get(key) for a in attrs]
+    return _promoted_values(typ, [a.get(key) for a in attrs])
+
+
+def _promoted_values(typ: pa.DataType, values: list[Any]) -> pa.Array:
+    """A promoted column: each value of the column's type, else null (it stays in attributes)."""
     kinds = set(map(type, values))
     if pa.types.is_integer(typ):
         if kinds <= {int, _NONE}:
@@ -375,8 +382,45 @@ def _array(values: list[Any], typ: pa.DataType) -> pa.Array:
     return pa.array([float(v) if type(v) is int else v for v in values], typ)
 
 
-# Per kind, the top-level fields Arrow pulls out of the parsed records in one conversion: the
-# table's value type of each (the timestamp as its text, checked and cast afterwards).
+def _line_struct(kind: str) -> type[msgspec.Struct]:
+    """The fast path's decoding target for ``kind``: a field per column of the careful path's
+    ``_FIELD_TYPES``, with the same types and the same required fields, nothing else allowed
+    (``kind`` selects the struct), and ``attributes`` kept as its JSON text."""
+    python_type = {_STR: str, _NUM: float, _BOOL: bool}
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [("timestamp", str), ("service", str)]
+    for name, types in _FIELD_TYPES[kind].items():
+        if name in _REQUIRED[kind]:
+            fields.append((name, python_type[types]))
+        else:
+            fields.append((name, python_type[types] | None, None))
+    fields.append(("attributes", msgspec.Raw, msgspec.Raw(b"{}")))
+    return msgspec.defstruct(
+        f"_{kind.capitalize()}Line",
+        fields,
+        tag_field="kind",
+        tag=kind,
+        forbid_unknown_fields=True,
+        kw_only=True,
+        gc=False,
+    )
+
+
+def _promoted_struct(kind: str) -> type[msgspec.Struct]:
+    """The promoted keys of ``kind``'s attributes, any JSON value each; other keys skipped."""
+    return msgspec.defstruct(
+        f"_{kind.capitalize()}Promoted",
+        [(column, Any, msgspec.field(name=key, default=None)) for column, key, _ in PROMOTED[kind]],
+        gc=False,
+    )
+
+
+_LINE_STRUCTS: dict[str, type[msgspec.Struct]] = {kind: _line_struct(kind) for kind in KINDS}
+_KIND_OF: dict[type, str] = {struct: kind for kind, struct in _LINE_STRUCTS.items()}
+_LINE_DECODER = msgspec.json.Decoder(Union[tuple(_LINE_STRUCTS.values())])  # noqa: UP007
+_PROMOTED_DECODERS = {kind: msgspec.json.Decoder(_promoted_struct(kind) | None) for kind in KINDS}
+# Per kind, the Arrow struct the decoded fields are converted to in one call (the timestamp as
+# its text, checked and cast afterwards; ``kind`` is the struct's tag, not a field), and the
+# getter that lists them in its order.
 _FIELDS: dict[str, pa.StructType] = {
     kind: pa.struct(
         [
@@ -387,57 +431,72 @@ _FIELDS: dict[str, pa.StructType] = {
                 else (f.type.value_type if pa.types.is_dictionary(f.type) else f.type),
             )
             for f in ARROW_SCHEMAS[kind]
-            if f.name in _FIELD_TYPES[kind] or f.name in ("timestamp", "kind", "service")
+            if f.name in _FIELD_TYPES[kind] or f.name in ("timestamp", "service")
         ]
     )
     for kind in KINDS
 }
-_NUMERIC_FIELDS: dict[str, tuple[str, ...]] = {
-    kind: tuple(name for name, types in _FIELD_TYPES[kind].items() if types is _NUM)
-    for kind in KINDS
-}
-_ATTRIBUTE_TYPES = frozenset({dict, _NONE})
-_NUMBER_TYPES = frozenset({int, float, _NONE})
+_FIELD_GETTERS = {kind: operator.attrgetter(*_FIELDS[kind].names) for kind in KINDS}
+_GET_ATTRIBUTES = operator.attrgetter("attributes")
 
 
-def _fast_table(kind: str, records: list[dict[str, Any]]) -> pa.Table | None:
-    """``records`` typed without a Python step per field, or None when any of them would be
-    refused or changed by the careful path (which then finds which, and why)."""
-    try:
-        fields = pa.array(records, _FIELDS[kind])
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None  # a value of the wrong type (a string in a number's field, ...)
-    columns = dict(zip(_FIELDS[kind].names, fields.flatten(), strict=True))
-    for name in (*_REQUIRED[kind], "timestamp", "service"):
-        if columns[name].null_count:
-            return None
-    for name in _NUMERIC_FIELDS[kind]:
-        # Arrow reads true as 1.0 in a double column; the careful path refuses a boolean.
-        if not set(map(type, [r.get(name) for r in records])) <= _NUMBER_TYPES:
-            return None
+class _FastRefused(Exception):
+    """Rows of a fast batch that the careful path must look at (positions in the batch)."""
+
+    def __init__(self, positions: list[int]) -> None:
+        super().__init__(f"{len(positions)} rows for the careful path")
+        self.positions = positions
+
+
+def _refused(ok: pa.Array) -> list[int]:
+    return pc.indices_nonzero(pc.invert(ok)).to_pylist()
+
+
+def _fast_table(kind: str, records: list[msgspec.Struct]) -> pa.Table:
+    """The typed rows of records decoded into ``_LINE_STRUCTS[kind]``; raises ``_FastRefused``
+    with the rows the careful path has to check (their types are right, their values may not
+    be: a timestamp in another form or range, a service name, the attributes' JSON type)."""
+    names = _FIELDS[kind].names
+    fields = pa.array(list(map(_FIELD_GETTERS[kind], records)), _FIELDS[kind])
+    columns = dict(zip(names, fields.flatten(), strict=True))
     texts = columns["timestamp"]
-    # A timestamp in any other form is normalised by the careful path, one by one.
-    if not pc.all(pc.match_substring_regex(texts, _CANONICAL_ANCHORED)).as_py():
-        return None
+    ok = pc.and_(
+        pc.match_substring_regex(texts, _CANONICAL_ANCHORED),
+        pc.match_substring_regex(columns["service"], SERVICE_PATTERN),
+    )
+    raws = list(map(_GET_ATTRIBUTES, records))
+    data = b"".join(raws)
+    offsets = pa.array(itertools.accumulate(map(len, raws), initial=0), pa.int64())
+    try:
+        # Raw text is JSON by syntax, but its strings are not checked as UTF-8 (the cast is).
+        attributes = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), len(raws), [None, offsets.buffers()[1], pa.py_buffer(data)]
+        ).cast(pa.large_string())
+    except pa.ArrowInvalid:
+        raise _FastRefused(list(range(len(records)))) from None
+    is_object = pc.starts_with(attributes, "{")
+    is_null = pc.equal(attributes, "null")
+    ok = pc.and_(ok, pc.or_(is_object, is_null))
+    if not pc.all(ok).as_py():
+        raise _FastRefused(_refused(ok))
     try:
         timestamps = texts.cast(pa.timestamp("us", tz="UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None  # matches the form but is no real moment (February 31st)
+        # The canonical form, but not a real moment (February 31st): find which, one by one.
+        raise _FastRefused(
+            [i for i, text in enumerate(texts.to_pylist()) if not _is_moment(text)]
+        ) from None
     years = pc.year(timestamps)
-    if not pc.all(
-        pc.and_(pc.greater_equal(years, MIN_YEAR), pc.less_equal(years, MAX_YEAR))
-    ).as_py():
-        return None
-    if not pc.all(pc.match_substring_regex(columns["service"], SERVICE_PATTERN)).as_py():
-        return None
-    attributes = [r.get("attributes") for r in records]
-    present = set(map(type, attributes))
-    if not present <= _ATTRIBUTE_TYPES:
-        return None
-    if _NONE in present:
-        attributes = [a if a is not None else {} for a in attributes]
+    ok = pc.and_(pc.greater_equal(years, MIN_YEAR), pc.less_equal(years, MAX_YEAR))
+    if not pc.all(ok).as_py():
+        raise _FastRefused(_refused(ok))
+    if pc.any(is_null).as_py():
+        attributes = pc.if_else(is_null, "{}", attributes)
+    promoted_rows = list(map(_PROMOTED_DECODERS[kind].decode, raws))
+    promoted_columns = {
+        column: (key, typ, i) for i, (column, key, typ) in enumerate(PROMOTED[kind])
+    }
     arrays: list[pa.Array] = []
-    promoted = {name: (key, typ) for name, key, typ in PROMOTED[kind]}
     schema = ARROW_SCHEMAS[kind]
     for f in schema:
         name = f.name
@@ -447,11 +506,15 @@ def _fast_table(kind: str, records: list[dict[str, Any]]) -> pa.Table | None:
             array = timestamps.cast(pa.date32())
         elif name == "hr":
             array = pc.hour(timestamps).cast(pa.int32())
+        elif name == "kind":
+            array = pc.dictionary_encode(pa.repeat(pa.scalar(kind), len(records)))
         elif name == "attributes":
-            # orjson writes valid UTF-8: the bytes are the strings, without a check per value.
-            array = pa.array(list(map(orjson.dumps, attributes)), pa.binary()).view(pa.string())
-        elif name in promoted:
-            array = _promoted(*promoted[name], attributes)
+            array = attributes.cast(pa.string())
+        elif name in promoted_columns:
+            _, typ, _ = promoted_columns[name]
+            getter = operator.attrgetter(name)
+            values = [getter(p) if p is not None else None for p in promoted_rows]
+            array = _promoted_values(typ, values)
         elif pa.types.is_dictionary(f.type):
             array = pc.dictionary_encode(columns[name])
         else:
@@ -460,9 +523,17 @@ def _fast_table(kind: str, records: list[dict[str, Any]]) -> pa.Table | None:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _is_moment(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def decompress(data: bytes) -> bytes:
     """The body of a raw object: gzip (``.jsonl.gz``) is recognised by its magic bytes."""
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    return igzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
 @contextmanager
@@ -490,18 +561,86 @@ def type_jsonl(
 
 
 def _type_jsonl(data: bytes, source_key: str, partition: RawPartition | None) -> Typed:
+    raw_lines = decompress(data).split(b"\n")
+    fast, careful = _decode(raw_lines)
     quarantine = _Quarantine(source_key, partition)
+    parts: dict[str, list[tuple[pa.Table, list[int]]]] = {kind: [] for kind in KINDS}
+    for kind, (records, origin) in fast.items():
+        while records:
+            try:
+                parts[kind].append((_fast_table(kind, records), origin))
+                break
+            except _FastRefused as refused:
+                out = set(refused.positions)
+                careful += [origin[i] for i in refused.positions]
+                records = [r for i, r in enumerate(records) if i not in out]
+                origin = [o for i, o in enumerate(origin) if i not in out]
+    lines = sum(len(origin) for kind_parts in parts.values() for _, origin in kind_parts)
+    if careful:
+        careful_tables, careful_lines = _careful(raw_lines, sorted(careful), quarantine)
+        lines += careful_lines
+        for kind, part in careful_tables.items():
+            parts[kind].append(part)
+    tables = {kind: _in_line_order(kind, kind_parts) for kind, kind_parts in parts.items()}
+    return Typed(tables=tables, quarantine=quarantine.table(), lines=lines)
+
+
+def _decode(
+    raw_lines: list[bytes],
+) -> tuple[dict[str, tuple[list[msgspec.Struct], list[int]]], list[int]]:
+    """The lines the fast path decodes, by kind with their line indices, and the indices of
+    the non-blank lines it refuses (left to the careful path, which says why)."""
+    decode = _LINE_DECODER.decode
+    lines = raw_lines[:-1] if raw_lines and not raw_lines[-1] else raw_lines
+    if b"" not in lines:
+        # The common case: one decoder call per line from C, and one kind per object.
+        try:
+            decoded = list(map(decode, lines))
+        except msgspec.MsgspecError:
+            pass
+        else:
+            types = set(map(type, decoded))
+            if len(types) == 1:
+                return {_KIND_OF[types.pop()]: (decoded, list(range(len(lines))))}, []
+    fast: dict[str, tuple[list[msgspec.Struct], list[int]]] = {kind: ([], []) for kind in KINDS}
+    by_type = {struct: fast[kind] for struct, kind in _KIND_OF.items()}
+    careful: list[int] = []
+    for index, line in enumerate(lines):
+        if not line:
+            continue
+        try:
+            record = decode(line)
+        except msgspec.MsgspecError:
+            careful.append(index)
+            continue
+        records, origin = by_type[type(record)]
+        records.append(record)
+        origin.append(index)
+    return fast, careful
+
+
+def _in_line_order(kind: str, parts: list[tuple[pa.Table, list[int]]]) -> pa.Table:
+    if not parts:
+        return ARROW_SCHEMAS[kind].empty_table()
+    if len(parts) == 1:
+        return parts[0][0]
+    table = pa.concat_tables([table for table, _ in parts]).combine_chunks()
+    origin = pa.array([i for _, part_origin in parts for i in part_origin], pa.int64())
+    return table.take(pc.sort_indices(origin))
+
+
+def _careful(
+    raw_lines: list[bytes], indices: list[int], quarantine: _Quarantine
+) -> tuple[dict[str, tuple[pa.Table, list[int]]], int]:
+    """The lines at ``indices`` typed record by record, each refused one quarantined with the
+    reason; returns the tables by kind with the line index of each row, and the lines read."""
     by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
-    # Index into ``raw_lines`` of each record, to quarantine it with its line if a column
-    # check refuses it later.
     origin: dict[str, list[int]] = {kind: [] for kind in KINDS}
     allowed_keys = _ALLOWED_KEYS
     loads = orjson.loads
-    raw_lines = decompress(data).split(b"\n")
     lines = 0
-    for index, line in enumerate(raw_lines):
-        if not line:
-            continue
+    for index in indices:
+        line = raw_lines[index]
         try:
             obj = loads(line)
         except orjson.JSONDecodeError as exc:
@@ -511,7 +650,6 @@ def _type_jsonl(data: bytes, source_key: str, partition: RawPartition | None) ->
             quarantine.add(index + 1, f"invalid JSON: {exc}", line)
             continue
         lines += 1
-        # check_shape's verdict for the common case, without a call per record.
         if type(obj) is dict:
             kind = obj.get("kind")
             if kind in allowed_keys and obj.keys() <= allowed_keys[kind]:
@@ -521,35 +659,16 @@ def _type_jsonl(data: bytes, source_key: str, partition: RawPartition | None) ->
         quarantine.add(index + 1, check_shape(obj) or "unreadable record", line, obj)
     tables = {}
     for kind, records in by_kind.items():
-        table, bad = _type_records(kind, records)
+        if not records:
+            continue
+        columns = _Columns(records)
+        bad = _bad_rows(kind, columns)
         for i, reason in sorted(bad.items()):
             index = origin[kind][i]
             quarantine.add(index + 1, reason, raw_lines[index], records[i])
-        tables[kind] = table
-    return Typed(tables=tables, quarantine=quarantine.table(), lines=lines)
-
-
-# Records typed per attempt once the fast path has refused a larger batch: small enough that a
-# bad line sends only its neighbours down the careful path, large enough that Arrow's per-call
-# costs stay small beside the work.
-FALLBACK_BLOCK = 1024
-
-
-def _type_records(kind: str, records: list[dict[str, Any]]) -> tuple[pa.Table, dict[int, str]]:
-    """The typed rows of ``records`` and the index -> reason of those that cannot be typed."""
-    table = _fast_table(kind, records) if records else None
-    if table is not None:
-        return table, {}
-    if len(records) > FALLBACK_BLOCK:
-        tables, bad = [], {}
-        for start in range(0, len(records), FALLBACK_BLOCK):
-            block_table, block_bad = _type_records(kind, records[start : start + FALLBACK_BLOCK])
-            tables.append(block_table)
-            bad |= {start + i: reason for i, reason in block_bad.items()}
-        return pa.concat_tables(tables).combine_chunks(), bad
-    columns = _Columns(records)
-    bad = _bad_rows(kind, columns)
-    if bad:
-        # check_timestamp may have normalised some timestamps: pull the columns anew.
-        columns = _Columns([r for i, r in enumerate(records) if i not in bad])
-    return _build(kind, columns), bad
+        if bad:
+            # check_timestamp may have normalised some timestamps: pull the columns anew.
+            columns = _Columns([r for i, r in enumerate(records) if i not in bad])
+        kept = [index for i, index in enumerate(origin[kind]) if i not in bad]
+        tables[kind] = (_build(kind, columns), kept)
+    return tables, lines
