@@ -405,19 +405,10 @@ def _line_struct(kind: str) -> type[msgspec.Struct]:
     )
 
 
-def _promoted_struct(kind: str) -> type[msgspec.Struct]:
-    """The promoted keys of ``kind``'s attributes, any JSON value each; other keys skipped."""
-    return msgspec.defstruct(
-        f"_{kind.capitalize()}Promoted",
-        [(column, Any, msgspec.field(name=key, default=None)) for column, key, _ in PROMOTED[kind]],
-        gc=False,
-    )
-
-
 _LINE_STRUCTS: dict[str, type[msgspec.Struct]] = {kind: _line_struct(kind) for kind in KINDS}
 _KIND_OF: dict[type, str] = {struct: kind for kind, struct in _LINE_STRUCTS.items()}
 _LINE_DECODER = msgspec.json.Decoder(Union[tuple(_LINE_STRUCTS.values())])  # noqa: UP007
-_PROMOTED_DECODERS = {kind: msgspec.json.Decoder(_promoted_struct(kind) | None) for kind in KINDS}
+_ATTRIBUTES_DECODER = msgspec.json.Decoder(dict[str, Any] | None)
 # Per kind, the Arrow struct the decoded fields are converted to in one call (the timestamp as
 # its text, checked and cast afterwards; ``kind`` is the struct's tag, not a field), and the
 # getter that lists them in its order.
@@ -464,19 +455,6 @@ def _fast_table(kind: str, records: list[msgspec.Struct]) -> pa.Table:
         pc.match_substring_regex(texts, _CANONICAL_ANCHORED),
         pc.match_substring_regex(columns["service"], SERVICE_PATTERN),
     )
-    raws = list(map(_GET_ATTRIBUTES, records))
-    data = b"".join(raws)
-    offsets = pa.array(itertools.accumulate(map(len, raws), initial=0), pa.int64())
-    try:
-        # Raw text is JSON by syntax, but its strings are not checked as UTF-8 (the cast is).
-        attributes = pa.LargeBinaryArray.from_buffers(
-            pa.large_binary(), len(raws), [None, offsets.buffers()[1], pa.py_buffer(data)]
-        ).cast(pa.large_string())
-    except pa.ArrowInvalid:
-        raise _FastRefused(list(range(len(records)))) from None
-    is_object = pc.starts_with(attributes, "{")
-    is_null = pc.equal(attributes, "null")
-    ok = pc.and_(ok, pc.or_(is_object, is_null))
     if not pc.all(ok).as_py():
         raise _FastRefused(_refused(ok))
     try:
@@ -490,12 +468,20 @@ def _fast_table(kind: str, records: list[msgspec.Struct]) -> pa.Table:
     ok = pc.and_(pc.greater_equal(years, MIN_YEAR), pc.less_equal(years, MAX_YEAR))
     if not pc.all(ok).as_py():
         raise _FastRefused(_refused(ok))
-    if pc.any(is_null).as_py():
-        attributes = pc.if_else(is_null, "{}", attributes)
-    promoted_rows = list(map(_PROMOTED_DECODERS[kind].decode, raws))
-    promoted_columns = {
-        column: (key, typ, i) for i, (column, key, typ) in enumerate(PROMOTED[kind])
-    }
+    raws = list(map(_GET_ATTRIBUTES, records))
+    # The line decoder only skipped over the attributes: decoding them checks every value as
+    # the careful path's parser does (a number out of range, a string that is not UTF-8), and
+    # gives the promoted keys.
+    objects = _attribute_objects(raws)
+    # The stored text is the line's own: no second serialisation per record.
+    offsets = pa.array(itertools.accumulate(map(len, raws), initial=0), pa.int64())
+    attributes = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(raws), [None, offsets.buffers()[1], pa.py_buffer(b"".join(raws))]
+    ).cast(pa.string())
+    if None in objects:
+        attributes = pc.if_else(pc.equal(attributes, "null"), "{}", attributes)
+        objects = [o if o is not None else {} for o in objects]
+    promoted = {name: (key, typ) for name, key, typ in PROMOTED[kind]}
     arrays: list[pa.Array] = []
     schema = ARROW_SCHEMAS[kind]
     for f in schema:
@@ -509,18 +495,30 @@ def _fast_table(kind: str, records: list[msgspec.Struct]) -> pa.Table:
         elif name == "kind":
             array = pc.dictionary_encode(pa.repeat(pa.scalar(kind), len(records)))
         elif name == "attributes":
-            array = attributes.cast(pa.string())
-        elif name in promoted_columns:
-            _, typ, _ = promoted_columns[name]
-            getter = operator.attrgetter(name)
-            values = [getter(p) if p is not None else None for p in promoted_rows]
-            array = _promoted_values(typ, values)
+            array = attributes
+        elif name in promoted:
+            array = _promoted(*promoted[name], objects)
         elif pa.types.is_dictionary(f.type):
             array = pc.dictionary_encode(columns[name])
         else:
             array = columns[name]
         arrays.append(array)
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _attribute_objects(raws: list[msgspec.Raw]) -> list[dict[str, Any] | None]:
+    decode = _ATTRIBUTES_DECODER.decode
+    try:
+        return list(map(decode, raws))
+    except (msgspec.MsgspecError, RecursionError):
+        pass
+    refused = []
+    for i, raw in enumerate(raws):
+        try:
+            decode(raw)
+        except (msgspec.MsgspecError, RecursionError):
+            refused.append(i)
+    raise _FastRefused(refused)
 
 
 def _is_moment(text: str) -> bool:
@@ -596,7 +594,7 @@ def _decode(
         # The common case: one decoder call per line from C, and one kind per object.
         try:
             decoded = list(map(decode, lines))
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):
             pass
         else:
             types = set(map(type, decoded))
@@ -610,7 +608,7 @@ def _decode(
             continue
         try:
             record = decode(line)
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):
             careful.append(index)
             continue
         records, origin = by_type[type(record)]

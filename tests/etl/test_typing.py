@@ -316,3 +316,21 @@ def test_an_integer_beyond_double_precision_is_stored_as_the_nearest_double() ->
         assert typed.tables["metric"].column("value").to_pylist() == [float(huge)]
     careful_only = type_jsonl(_jsonl([metric | {"value": huge, "timestamp": "2026-03-01T10:15Z"}]))
     assert careful_only.tables["metric"].column("value").to_pylist() == [float(huge)]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "reason"),
+    [
+        (b'{"x": 1e400}', "invalid JSON: number is infinity"),
+        (b'{"duration_ms": 1e400}', "invalid JSON: number is infinity"),
+        (b"[" * 3000 + b"]" * 3000, "invalid JSON: depth limit exceeded"),
+        (b'{"x": "\\ud800"}', "invalid JSON: no low surrogate"),
+    ],
+)
+def test_attributes_the_parser_refuses_are_quarantined(attributes: bytes, reason: str) -> None:
+    line = orjson.dumps(_log(attributes={})).replace(
+        b'"attributes":{}', b'"attributes":' + attributes
+    )
+    typed = type_jsonl(orjson.dumps(_log()) + b"\n" + line)
+    assert typed.tables["log"].num_rows == 1
+    assert [r["reason"][: len(reason)] for r in typed.quarantine.to_pylist()] == [reason]
