@@ -4,14 +4,14 @@ Every non-blank line ends up in exactly one output: the table of its kind, or th
 table with the reason and the raw line. Nothing is dropped: a line that cannot be typed is a
 quarantined row, and a quarantined row is counted like any other.
 
-Lines are parsed with orjson (C) and the columns are built by Arrow. Each kind's records take a
-fast path first: Arrow pulls every top-level field out of the parsed dicts in one conversion
-that refuses any value of the wrong type, and the checks (required fields, the timestamp's form
-and range, the service name) are whole-column Arrow operations; Python only touches each record
-to check its keys and to write its ``attributes`` back as JSON text. When the fast path refuses
-a batch it is split into blocks, each tried again on its own, and only a refused block is checked
-record by record (the careful path), so every bad line gets its own reason without slowing down
-the good ones around it. Both paths give the same rows for the records they accept.
+Two paths, which give the same rows for the lines they both accept. The fast path decodes each
+line with msgspec straight into a struct of its kind (a value of the wrong type, a missing
+required field or a field the schema does not have makes msgspec refuse the line), keeps
+``attributes`` as the line's own JSON text, and checks the values (the timestamp's form and range,
+the service name) as whole Arrow columns. Whatever it refuses, a line or a row, goes to the
+careful path: orjson parses the line and each record is checked field by field, which gives each
+bad line its own reason. Both sides are C; Python touches each record only to hand it from one
+to the other, because pure-Python work per field was the ETL's bottleneck.
 
 The Ingestion Interface already validated every record against ``stages.common.records.Record``;
 this step re-checks what the typed columns depend on (kind, known fields, types, the timestamp,
