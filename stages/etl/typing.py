@@ -25,11 +25,12 @@ or not of the column's type (the value is still in ``attributes``).
 
 from __future__ import annotations
 
+import bisect
 import gc
 import itertools
 import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -189,12 +190,21 @@ class _Quarantine:
     rows: dict[str, list[Any]] = field(
         default_factory=lambda: {name: [] for name in QUARANTINE_SCHEMA.names}
     )
+    # Several objects typed in one call: the first line number (1-based, in the joined lines)
+    # of each object, and its key; a quarantined row names its own object and line in it.
+    object_starts: list[int] = field(default_factory=list)
+    object_keys: list[str] = field(default_factory=list)
 
     def add(self, line_number: int, reason: str, line: bytes, obj: Any = None) -> None:
         record = obj if isinstance(obj, dict) else {}
         kind, service = record.get("kind"), record.get("service")
+        source_key = self.source_key
+        if self.object_starts:
+            i = bisect.bisect_right(self.object_starts, line_number) - 1
+            source_key = self.object_keys[i]
+            line_number -= self.object_starts[i] - 1
         rows = self.rows
-        rows["source_key"].append(self.source_key)
+        rows["source_key"].append(source_key)
         rows["line_number"].append(line_number)
         rows["reason"].append(reason)
         rows["raw_line"].append(line.decode("utf-8", errors="replace"))
@@ -558,10 +568,29 @@ def type_jsonl(
         return _type_jsonl(data, source_key, partition)
 
 
+def type_objects(
+    objects: Sequence[tuple[str, bytes]], *, partition: RawPartition | None = None
+) -> Typed:
+    """Type several raw objects (key, body) in one call, as one batch: the per-call costs are
+    paid once, and each quarantined row still names its own object and its line there."""
+    bodies = [decompress(data) for _, data in objects]
+    starts, keys, next_line = [], [], 1
+    for (key, _), body in zip(objects, bodies, strict=True):
+        starts.append(next_line)
+        keys.append(key)
+        next_line += body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
+    data = b"".join(body if body.endswith(b"\n") or not body else body + b"\n" for body in bodies)
+    quarantine = _Quarantine("", partition, object_starts=starts, object_keys=keys)
+    with _collector_paused():
+        return _type_lines(data.split(b"\n"), quarantine)
+
+
 def _type_jsonl(data: bytes, source_key: str, partition: RawPartition | None) -> Typed:
-    raw_lines = decompress(data).split(b"\n")
+    return _type_lines(decompress(data).split(b"\n"), _Quarantine(source_key, partition))
+
+
+def _type_lines(raw_lines: list[bytes], quarantine: _Quarantine) -> Typed:
     fast, careful = _decode(raw_lines)
-    quarantine = _Quarantine(source_key, partition)
     parts: dict[str, list[tuple[pa.Table, list[int]]]] = {kind: [] for kind in KINDS}
     for kind, (records, origin) in fast.items():
         while records:

@@ -334,3 +334,21 @@ def test_attributes_the_parser_refuses_are_quarantined(attributes: bytes, reason
     typed = type_jsonl(orjson.dumps(_log()) + b"\n" + line)
     assert typed.tables["log"].num_rows == 1
     assert [r["reason"][: len(reason)] for r in typed.quarantine.to_pylist()] == [reason]
+
+
+def test_several_objects_typed_at_once_keep_each_bad_line_s_object_and_line() -> None:
+    from stages.etl.typing import type_objects
+
+    first = _jsonl([_log(event_id="a" * 32), _log(event_id="b" * 32)])
+    second = orjson.dumps(_log(event_id="c" * 32)) + b"\n" + b"{broken" + b"\n\n"
+    third = orjson.dumps(_log(event_id="d" * 32)) + b"\n" + orjson.dumps(_log(level=3))
+    typed = type_objects(
+        [("raw/1.jsonl", first), ("raw/2.jsonl.gz", gzip.compress(second)), ("raw/3", third)]
+    )
+    assert typed.lines == 6
+    assert typed.tables["log"].column("event_id").to_pylist() == [c * 32 for c in "abcd"]
+    rows = typed.quarantine.to_pylist()
+    assert [(r["source_key"], r["line_number"], r["reason"][:12]) for r in rows] == [
+        ("raw/2.jsonl.gz", 2, "invalid JSON"),
+        ("raw/3", 2, "wrong type f"),
+    ]
