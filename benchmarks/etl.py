@@ -200,14 +200,22 @@ def main(argv: list[str] | None = None) -> None:
         help="one Iceberg commit per table for all its partitions (a run of the ETL), or one "
         "per partition",
     )
+    parser.add_argument(
+        "--arrow-threads",
+        type=int,
+        default=1,
+        help="Arrow's CPU thread pool (pyiceberg filters each partition out of an append with "
+        "it); one thread spends the least CPU per record",
+    )
     parser.add_argument("--quick", action="store_true", help="3,000 records, one repeat")
     args = parser.parse_args(argv)
     # pyiceberg says so for every dictionary column it writes; the tables hold plain strings.
     logging.getLogger("pyiceberg.io.pyarrow").setLevel(logging.ERROR)
     if args.quick:
         args.records, args.repeat = 3000, 1
-    if args.records < 1 or args.repeat < 1 or args.object_records < 1:
-        parser.error("--records, --repeat and --object-records must be positive")
+    if min(args.records, args.repeat, args.object_records, args.arrow_threads) < 1:
+        parser.error("--records, --repeat, --object-records and --arrow-threads must be positive")
+    pa.set_cpu_count(args.arrow_threads)
 
     records = one_hour(args.records)
     objects = raw_objects(records, args.object_records)
@@ -265,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(
         f"rerun: {RERUN} --records {args.records} --repeat {args.repeat} "
-        f"--object-records {args.object_records} --append-per {args.append_per}"
+        f"--object-records {args.object_records} --append-per {args.append_per} "
+        f"--arrow-threads {args.arrow_threads}"
     )
 
 

@@ -49,3 +49,4 @@ def test_the_etl_benchmark_reports_throughput_and_bytes_per_record() -> None:
         assert float(m["raw"]) > float(m["gzip"]) > 0
         assert float(m["parquet"]) > 0 and int(m["files"]) >= 1
     assert "rerun: python -m benchmarks.etl --records 3000 --repeat 1 --object-records 40" in out
+    assert "--arrow-threads 1" in out
