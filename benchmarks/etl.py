@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         "--arrow-threads",
         type=int,
         default=1,
-        help="Arrow's CPU thread pool (pyiceberg filters each partition out of an append with "
-        "it); one thread spends the least CPU per record",
+        help="threads of Arrow's CPU pool, which pyiceberg uses to filter each partition out "
+        "of an append (1 and 2 measured the same CPU per record on 2 cores)",
     )
     parser.add_argument("--quick", action="store_true", help="3,000 records, one repeat")
     args = parser.parse_args(argv)
