@@ -54,7 +54,7 @@ def test_tables_are_created_once_in_glue_with_s3_locations(settings: Settings) -
         assert [f.name for f in table.spec().fields] == ["service", "dt", "hr"], kind
         # pyiceberg's Parquet writer takes its codec, level and dictionary limit from these.
         assert table.properties["write.parquet.compression-codec"] == "zstd"
-        assert table.properties["write.parquet.compression-level"] == "3"
+        assert table.properties["write.parquet.compression-level"] == "1"
         assert table.properties["write.parquet.dict-size-bytes"] == "16384"
 
 
