@@ -4,11 +4,19 @@ Every non-blank line ends up in exactly one output: the table of its kind, or th
 table with the reason and the raw line. Nothing is dropped: a line that cannot be typed is a
 quarantined row, and a quarantined row is counted like any other.
 
-Lines are parsed with orjson (C) and the columns are built by Arrow; the Python work per record
-is a handful of type checks, because pure-Python parsing was the ETL's bottleneck. The Ingestion
-Interface already validated every record against ``stages.common.records.Record``; this step
-re-checks what the typed columns depend on (kind, known fields, types, the timestamp, the service
-name that becomes a partition value) and does not repeat the finer rules (level names, id hex).
+Two paths, which give the same rows for the lines they both accept. The fast path decodes each
+line with msgspec straight into a struct of its kind (a value of the wrong type, a missing
+required field or a field the schema does not have makes msgspec refuse the line), keeps
+``attributes`` as the line's own JSON text, and checks the values (the timestamp's form and range,
+the service name) as whole Arrow columns. Whatever it refuses, a line or a row, goes to the
+careful path: orjson parses the line and each record is checked field by field, which gives each
+bad line its own reason. Both sides are C; Python touches each record only to hand it from one
+to the other, because pure-Python work per field was the ETL's bottleneck.
+
+The Ingestion Interface already validated every record against ``stages.common.records.Record``;
+this step re-checks what the typed columns depend on (kind, known fields, types, the timestamp,
+the service name that becomes a partition value) and does not repeat the finer rules (level
+names, id hex).
 
 Values of ``attributes`` keep their JSON form in the ``attributes`` column (a JSON object text);
 the frequent keys are also promoted to typed columns, which are null when the attribute is absent
@@ -17,18 +25,22 @@ or not of the column's type (the value is still in ``attributes``).
 
 from __future__ import annotations
 
+import bisect
 import gc
-import gzip
+import itertools
+import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Union
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from isal import igzip
 
 from stages.common.records import SERVICE_PATTERN, format_timestamp
 from stages.etl.tables import column_names
@@ -178,12 +190,21 @@ class _Quarantine:
     rows: dict[str, list[Any]] = field(
         default_factory=lambda: {name: [] for name in QUARANTINE_SCHEMA.names}
     )
+    # Several objects typed in one call: the first line number (1-based, in the joined lines)
+    # of each object, and its key; a quarantined row names its own object and line in it.
+    object_starts: list[int] = field(default_factory=list)
+    object_keys: list[str] = field(default_factory=list)
 
     def add(self, line_number: int, reason: str, line: bytes, obj: Any = None) -> None:
         record = obj if isinstance(obj, dict) else {}
         kind, service = record.get("kind"), record.get("service")
+        source_key = self.source_key
+        if self.object_starts:
+            i = bisect.bisect_right(self.object_starts, line_number) - 1
+            source_key = self.object_keys[i]
+            line_number -= self.object_starts[i] - 1
         rows = self.rows
-        rows["source_key"].append(self.source_key)
+        rows["source_key"].append(source_key)
         rows["line_number"].append(line_number)
         rows["reason"].append(reason)
         rows["raw_line"].append(line.decode("utf-8", errors="replace"))
@@ -313,7 +334,11 @@ def _bad_rows(kind: str, columns: _Columns) -> dict[int, str]:
 
 
 def _promoted(key: str, typ: pa.DataType, attrs: list[dict[str, Any]]) -> pa.Array:
-    values = [a.get(key) for a in attrs]
+    return _promoted_values(typ, [a.get(key) for a in attrs])
+
+
+def _promoted_values(typ: pa.DataType, values: list[Any]) -> pa.Array:
+    """A promoted column: each value of the column's type, else null (it stays in attributes)."""
     kinds = set(map(type, values))
     if pa.types.is_integer(typ):
         if kinds <= {int, _NONE}:
@@ -349,16 +374,174 @@ def _build(kind: str, columns: _Columns) -> pa.Table:
             array = _promoted(*promoted[name], attrs)
         else:
             typ = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
-            array = pa.array(columns[name], typ)
+            array = _array(columns[name], typ)
             if pa.types.is_dictionary(f.type):
                 array = array.dictionary_encode().cast(f.type)
         arrays.append(array)
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _array(values: list[Any], typ: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, typ)
+    except pa.ArrowInvalid:
+        if typ != pa.float64():
+            raise
+    # JSON numbers are doubles: an integer beyond 2**53 is stored as the nearest one, as every
+    # JSON reader does, where Arrow refuses to round it by itself.
+    return pa.array([float(v) if type(v) is int else v for v in values], typ)
+
+
+def _line_struct(kind: str) -> type[msgspec.Struct]:
+    """The fast path's decoding target for ``kind``: a field per column of the careful path's
+    ``_FIELD_TYPES``, with the same types and the same required fields, nothing else allowed
+    (``kind`` selects the struct), and ``attributes`` kept as its JSON text."""
+    python_type = {_STR: str, _NUM: float, _BOOL: bool}
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [("timestamp", str), ("service", str)]
+    for name, types in _FIELD_TYPES[kind].items():
+        if name in _REQUIRED[kind]:
+            fields.append((name, python_type[types]))
+        else:
+            fields.append((name, python_type[types] | None, None))
+    fields.append(("attributes", msgspec.Raw, msgspec.Raw(b"{}")))
+    return msgspec.defstruct(
+        f"_{kind.capitalize()}Line",
+        fields,
+        tag_field="kind",
+        tag=kind,
+        forbid_unknown_fields=True,
+        kw_only=True,
+        gc=False,
+    )
+
+
+_LINE_STRUCTS: dict[str, type[msgspec.Struct]] = {kind: _line_struct(kind) for kind in KINDS}
+_KIND_OF: dict[type, str] = {struct: kind for kind, struct in _LINE_STRUCTS.items()}
+_LINE_DECODER = msgspec.json.Decoder(Union[tuple(_LINE_STRUCTS.values())])  # noqa: UP007
+_ATTRIBUTES_DECODER = msgspec.json.Decoder(dict[str, Any] | None)
+# Per kind, the Arrow struct the decoded fields are converted to in one call (the timestamp as
+# its text, checked and cast afterwards; ``kind`` is the struct's tag, not a field), and the
+# getter that lists them in its order.
+_FIELDS: dict[str, pa.StructType] = {
+    kind: pa.struct(
+        [
+            pa.field(
+                f.name,
+                pa.string()
+                if f.name == "timestamp"
+                else (f.type.value_type if pa.types.is_dictionary(f.type) else f.type),
+            )
+            for f in ARROW_SCHEMAS[kind]
+            if f.name in _FIELD_TYPES[kind] or f.name in ("timestamp", "service")
+        ]
+    )
+    for kind in KINDS
+}
+_FIELD_GETTERS = {kind: operator.attrgetter(*_FIELDS[kind].names) for kind in KINDS}
+_GET_ATTRIBUTES = operator.attrgetter("attributes")
+
+
+class _FastRefused(Exception):
+    """Rows of a fast batch that the careful path must look at (positions in the batch)."""
+
+    def __init__(self, positions: list[int]) -> None:
+        super().__init__(f"{len(positions)} rows for the careful path")
+        self.positions = positions
+
+
+def _refused(ok: pa.Array) -> list[int]:
+    return pc.indices_nonzero(pc.invert(ok)).to_pylist()
+
+
+def _fast_table(kind: str, records: list[msgspec.Struct]) -> pa.Table:
+    """The typed rows of records decoded into ``_LINE_STRUCTS[kind]``; raises ``_FastRefused``
+    with the rows the careful path has to check (their types are right, their values may not
+    be: a timestamp in another form or range, a service name, the attributes' JSON type)."""
+    names = _FIELDS[kind].names
+    fields = pa.array(list(map(_FIELD_GETTERS[kind], records)), _FIELDS[kind])
+    columns = dict(zip(names, fields.flatten(), strict=True))
+    texts = columns["timestamp"]
+    ok = pc.and_(
+        pc.match_substring_regex(texts, _CANONICAL_ANCHORED),
+        pc.match_substring_regex(columns["service"], SERVICE_PATTERN),
+    )
+    if not pc.all(ok).as_py():
+        raise _FastRefused(_refused(ok))
+    try:
+        timestamps = texts.cast(pa.timestamp("us", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # The canonical form, but not a real moment (February 31st): find which, one by one.
+        raise _FastRefused(
+            [i for i, text in enumerate(texts.to_pylist()) if not _is_moment(text)]
+        ) from None
+    years = pc.year(timestamps)
+    ok = pc.and_(pc.greater_equal(years, MIN_YEAR), pc.less_equal(years, MAX_YEAR))
+    if not pc.all(ok).as_py():
+        raise _FastRefused(_refused(ok))
+    raws = list(map(_GET_ATTRIBUTES, records))
+    # The line decoder only skipped over the attributes: decoding them checks every value as
+    # the careful path's parser does (a number out of range, a string that is not UTF-8), and
+    # gives the promoted keys.
+    objects = _attribute_objects(raws)
+    # The stored text is the line's own: no second serialisation per record.
+    offsets = pa.array(itertools.accumulate(map(len, raws), initial=0), pa.int64())
+    attributes = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(raws), [None, offsets.buffers()[1], pa.py_buffer(b"".join(raws))]
+    ).cast(pa.string())
+    if None in objects:
+        attributes = pc.if_else(pc.equal(attributes, "null"), "{}", attributes)
+        objects = [o if o is not None else {} for o in objects]
+    promoted = {name: (key, typ) for name, key, typ in PROMOTED[kind]}
+    arrays: list[pa.Array] = []
+    schema = ARROW_SCHEMAS[kind]
+    for f in schema:
+        name = f.name
+        if name == "timestamp":
+            array = timestamps
+        elif name == "dt":
+            array = timestamps.cast(pa.date32())
+        elif name == "hr":
+            array = pc.hour(timestamps).cast(pa.int32())
+        elif name == "kind":
+            array = pc.dictionary_encode(pa.repeat(pa.scalar(kind), len(records)))
+        elif name == "attributes":
+            array = attributes
+        elif name in promoted:
+            array = _promoted(*promoted[name], objects)
+        elif pa.types.is_dictionary(f.type):
+            array = pc.dictionary_encode(columns[name])
+        else:
+            array = columns[name]
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _attribute_objects(raws: list[msgspec.Raw]) -> list[dict[str, Any] | None]:
+    decode = _ATTRIBUTES_DECODER.decode
+    try:
+        return list(map(decode, raws))
+    except (msgspec.MsgspecError, RecursionError):
+        pass
+    refused = []
+    for i, raw in enumerate(raws):
+        try:
+            decode(raw)
+        except (msgspec.MsgspecError, RecursionError):
+            refused.append(i)
+    raise _FastRefused(refused)
+
+
+def _is_moment(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def decompress(data: bytes) -> bytes:
     """The body of a raw object: gzip (``.jsonl.gz``) is recognised by its magic bytes."""
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    return igzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
 @contextmanager
@@ -385,19 +568,106 @@ def type_jsonl(
         return _type_jsonl(data, source_key, partition)
 
 
+def type_objects(
+    objects: Sequence[tuple[str, bytes]], *, partition: RawPartition | None = None
+) -> Typed:
+    """Type several raw objects (key, body) in one call, as one batch: the per-call costs are
+    paid once, and each quarantined row still names its own object and its line there."""
+    bodies = [decompress(data) for _, data in objects]
+    starts, keys, next_line = [], [], 1
+    for (key, _), body in zip(objects, bodies, strict=True):
+        starts.append(next_line)
+        keys.append(key)
+        next_line += body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
+    data = b"".join(body if body.endswith(b"\n") or not body else body + b"\n" for body in bodies)
+    quarantine = _Quarantine("", partition, object_starts=starts, object_keys=keys)
+    with _collector_paused():
+        return _type_lines(data.split(b"\n"), quarantine)
+
+
 def _type_jsonl(data: bytes, source_key: str, partition: RawPartition | None) -> Typed:
-    quarantine = _Quarantine(source_key, partition)
+    return _type_lines(decompress(data).split(b"\n"), _Quarantine(source_key, partition))
+
+
+def _type_lines(raw_lines: list[bytes], quarantine: _Quarantine) -> Typed:
+    fast, careful = _decode(raw_lines)
+    parts: dict[str, list[tuple[pa.Table, list[int]]]] = {kind: [] for kind in KINDS}
+    for kind, (records, origin) in fast.items():
+        while records:
+            try:
+                parts[kind].append((_fast_table(kind, records), origin))
+                break
+            except _FastRefused as refused:
+                out = set(refused.positions)
+                careful += [origin[i] for i in refused.positions]
+                records = [r for i, r in enumerate(records) if i not in out]
+                origin = [o for i, o in enumerate(origin) if i not in out]
+    lines = sum(len(origin) for kind_parts in parts.values() for _, origin in kind_parts)
+    if careful:
+        careful_tables, careful_lines = _careful(raw_lines, sorted(careful), quarantine)
+        lines += careful_lines
+        for kind, part in careful_tables.items():
+            parts[kind].append(part)
+    tables = {kind: _in_line_order(kind, kind_parts) for kind, kind_parts in parts.items()}
+    return Typed(tables=tables, quarantine=quarantine.table(), lines=lines)
+
+
+def _decode(
+    raw_lines: list[bytes],
+) -> tuple[dict[str, tuple[list[msgspec.Struct], list[int]]], list[int]]:
+    """The lines the fast path decodes, by kind with their line indices, and the indices of
+    the non-blank lines it refuses (left to the careful path, which says why)."""
+    decode = _LINE_DECODER.decode
+    lines = raw_lines[:-1] if raw_lines and not raw_lines[-1] else raw_lines
+    if b"" not in lines:
+        # The common case: one decoder call per line from C, and one kind per object.
+        try:
+            decoded = list(map(decode, lines))
+        except (msgspec.MsgspecError, RecursionError):
+            pass
+        else:
+            types = set(map(type, decoded))
+            if len(types) == 1:
+                return {_KIND_OF[types.pop()]: (decoded, list(range(len(lines))))}, []
+    fast: dict[str, tuple[list[msgspec.Struct], list[int]]] = {kind: ([], []) for kind in KINDS}
+    by_type = {struct: fast[kind] for struct, kind in _KIND_OF.items()}
+    careful: list[int] = []
+    for index, line in enumerate(lines):
+        if not line:
+            continue
+        try:
+            record = decode(line)
+        except (msgspec.MsgspecError, RecursionError):
+            careful.append(index)
+            continue
+        records, origin = by_type[type(record)]
+        records.append(record)
+        origin.append(index)
+    return fast, careful
+
+
+def _in_line_order(kind: str, parts: list[tuple[pa.Table, list[int]]]) -> pa.Table:
+    if not parts:
+        return ARROW_SCHEMAS[kind].empty_table()
+    if len(parts) == 1:
+        return parts[0][0]
+    table = pa.concat_tables([table for table, _ in parts]).combine_chunks()
+    origin = pa.array([i for _, part_origin in parts for i in part_origin], pa.int64())
+    return table.take(pc.sort_indices(origin))
+
+
+def _careful(
+    raw_lines: list[bytes], indices: list[int], quarantine: _Quarantine
+) -> tuple[dict[str, tuple[pa.Table, list[int]]], int]:
+    """The lines at ``indices`` typed record by record, each refused one quarantined with the
+    reason; returns the tables by kind with the line index of each row, and the lines read."""
     by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
-    # Index into ``raw_lines`` of each record, to quarantine it with its line if a column
-    # check refuses it later.
     origin: dict[str, list[int]] = {kind: [] for kind in KINDS}
     allowed_keys = _ALLOWED_KEYS
     loads = orjson.loads
-    raw_lines = decompress(data).split(b"\n")
     lines = 0
-    for index, line in enumerate(raw_lines):
-        if not line:
-            continue
+    for index in indices:
+        line = raw_lines[index]
         try:
             obj = loads(line)
         except orjson.JSONDecodeError as exc:
@@ -407,7 +677,6 @@ def _type_jsonl(data: bytes, source_key: str, partition: RawPartition | None) ->
             quarantine.add(index + 1, f"invalid JSON: {exc}", line)
             continue
         lines += 1
-        # check_shape's verdict for the common case, without a call per record.
         if type(obj) is dict:
             kind = obj.get("kind")
             if kind in allowed_keys and obj.keys() <= allowed_keys[kind]:
@@ -417,13 +686,16 @@ def _type_jsonl(data: bytes, source_key: str, partition: RawPartition | None) ->
         quarantine.add(index + 1, check_shape(obj) or "unreadable record", line, obj)
     tables = {}
     for kind, records in by_kind.items():
+        if not records:
+            continue
         columns = _Columns(records)
         bad = _bad_rows(kind, columns)
+        for i, reason in sorted(bad.items()):
+            index = origin[kind][i]
+            quarantine.add(index + 1, reason, raw_lines[index], records[i])
         if bad:
-            for i, reason in sorted(bad.items()):
-                index = origin[kind][i]
-                quarantine.add(index + 1, reason, raw_lines[index], records[i])
             # check_timestamp may have normalised some timestamps: pull the columns anew.
             columns = _Columns([r for i, r in enumerate(records) if i not in bad])
-        tables[kind] = _build(kind, columns)
-    return Typed(tables=tables, quarantine=quarantine.table(), lines=lines)
+        kept = [index for i, index in enumerate(origin[kind]) if i not in bad]
+        tables[kind] = (_build(kind, columns), kept)
+    return tables, lines

@@ -12,7 +12,14 @@ from pyiceberg.expressions import And, EqualTo
 
 from stages.common import aws
 from stages.common.config import Settings
-from stages.etl.tables import NAMESPACE, PROCESSED_BUCKET, ensure_tables, open_catalog
+from stages.etl.tables import (
+    NAMESPACE,
+    PROCESSED_BUCKET,
+    WRITE_ORDER,
+    ensure_tables,
+    in_write_order,
+    open_catalog,
+)
 from stages.etl.typing import KINDS, type_jsonl
 from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
@@ -45,6 +52,10 @@ def test_tables_are_created_once_in_glue_with_s3_locations(settings: Settings) -
     for kind, table in first.items():
         assert table.location().startswith(f"s3://{PROCESSED_BUCKET}/{NAMESPACE}/")
         assert [f.name for f in table.spec().fields] == ["service", "dt", "hr"], kind
+        # pyiceberg's Parquet writer takes its codec, level and dictionary limit from these.
+        assert table.properties["write.parquet.compression-codec"] == "zstd"
+        assert table.properties["write.parquet.compression-level"] == "1"
+        assert table.properties["write.parquet.dict-size-bytes"] == "16384"
 
 
 def test_round_trip_and_idempotent_partition_overwrite(settings: Settings) -> None:
@@ -96,3 +107,20 @@ def test_round_trip_and_idempotent_partition_overwrite(settings: Settings) -> No
     assert back.num_rows == typed.tables["log"].num_rows
     assert _plain(back) == _plain(typed.tables["log"])
     assert isinstance(dt, date)
+
+
+def test_rows_are_put_in_write_order_without_losing_any() -> None:
+    typed = type_jsonl(b"\n".join(orjson.dumps(r) for r in _records(3000, 13)))
+    for kind in KINDS:
+        table = typed.tables[kind]
+        ordered = in_write_order(kind, table)
+        assert ordered.schema == table.schema
+        assert _plain(ordered) == _plain(table)
+        keys = [
+            tuple(row[name] for name in WRITE_ORDER[kind])
+            for row in ordered.select(list(WRITE_ORDER[kind])).to_pylist()
+        ]
+        assert keys == sorted(keys, key=lambda k: tuple((v is None, v) for v in k))
+        # Dictionary columns sort by their values: the services come in alphabetical order.
+        services = ordered.column("service").to_pylist()
+        assert services == sorted(services)

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from stages.common.records import Record
@@ -216,3 +217,138 @@ def test_the_garbage_collector_is_left_as_it_was() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def _metric(**overrides: Any) -> dict[str, Any]:
+    return {
+        "event_id": "m" * 32,
+        "timestamp": "2026-03-01T10:15:00.250Z",
+        "kind": "metric",
+        "service": "auth-service",
+        "metric_name": "bytes.total",
+        "value": 1.5,
+        "unit": "B",
+    } | overrides
+
+
+def test_the_fast_and_the_careful_path_type_records_alike() -> None:
+    from stages.etl.typing import _careful, _Quarantine
+
+    records = _synthesized(1500, seed=3)
+    body = _jsonl(records)
+    fast = type_jsonl(body)
+    lines = body.split(b"\n")
+    quarantine = _Quarantine("", None)
+    careful, count = _careful(lines, list(range(len(records))), quarantine)
+    assert count == len(records) and quarantine.table().num_rows == 0
+    for kind in KINDS:
+        table, origin = careful[kind]
+        assert origin == [i for i, r in enumerate(records) if r["kind"] == kind]
+        assert fast.tables[kind].to_pylist() == table.to_pylist()
+        assert fast.tables[kind].schema == table.schema
+
+
+def test_bad_lines_among_many_good_ones_keep_every_line_in_one_output() -> None:
+    records = _synthesized(2500, seed=5)
+    bad_lines = {
+        7: (b"{not json", "invalid JSON"),
+        400: (orjson.dumps(_metric(value=True)), "wrong type for value: bool"),
+        401: (orjson.dumps(_log(anomaly_score=True)), "wrong type for anomaly_score: bool"),
+        1200: (orjson.dumps(_log(timestamp="2026-02-31T00:00:00.000Z")), "invalid timestamp"),
+        1201: (orjson.dumps(_log(service="Bad/Name")), "invalid service: 'Bad/Name'"),
+        2000: (orjson.dumps(_log(attributes=7)), "wrong type for attributes: int"),
+        2001: (orjson.dumps(_log(timestamp="2099-12-31T23:00:00.000-02:00")), "timestamp out of"),
+    }
+    lines = [orjson.dumps(r) for r in records]
+    for position, (line, _) in sorted(bad_lines.items()):
+        lines.insert(position, line)
+    # One good record in another form: a timestamp with an offset, normalised to UTC.
+    lines.insert(1500, orjson.dumps(_log(event_id="o" * 32, timestamp="2026-03-01T23:30:00+02:00")))
+    typed = type_jsonl(b"\n".join(lines) + b"\n")
+
+    assert typed.lines == len(lines)
+    rows = typed.quarantine.to_pylist()
+    assert {r["line_number"] - 1 for r in rows} == {
+        i for i, line in enumerate(lines) for bad, _ in bad_lines.values() if line is bad
+    }
+    for row in rows:
+        line = lines[row["line_number"] - 1]
+        reason = next(reason for bad, reason in bad_lines.values() if bad is line)
+        assert row["reason"].startswith(reason), row["reason"]
+    assert typed.typed == len(records) + 1
+    # The typed rows keep the order of their lines.
+    logs = typed.tables["log"].column("event_id").to_pylist()
+    expected = [orjson.loads(line).get("event_id") for line in lines if b'"kind":"log"' in line]
+    expected = [e for e in expected if e != "e" * 32]
+    assert logs == expected
+    offset = typed.tables["log"].filter(pc.equal(typed.tables["log"]["event_id"], "o" * 32))
+    assert offset["timestamp"].to_pylist() == [datetime(2026, 3, 1, 21, 30, tzinfo=UTC)]
+
+
+def test_attributes_keep_their_json_in_any_spelling() -> None:
+    lines = [
+        b'{"kind":"log","timestamp":"2026-03-01T10:15:00.250Z","service":"auth-service",'
+        b'"level":"INFO","message":"a","attributes" : { "caf\\u00e9" : [1, {"x": null}] } }',
+        b'{"kind":"log","timestamp":"2026-03-01T10:15:00.250Z","service":"auth-service",'
+        b'"level":"INFO","message":"b","attributes":null}',
+        b'{"kind":"log","timestamp":"2026-03-01T10:15:00.250Z","service":"auth-service",'
+        b'"level":"INFO","message":"c"}',
+    ]
+    typed = type_jsonl(b"\n".join(lines))
+    attributes = [orjson.loads(a) for a in typed.tables["log"].column("attributes").to_pylist()]
+    assert attributes == [{"café": [1, {"x": None}]}, {}, {}]
+
+
+def test_invalid_utf8_in_attributes_is_quarantined() -> None:
+    line = orjson.dumps(_log(attributes={"a": "x"})).replace(b'"x"', b'"\xff"')
+    typed = type_jsonl(orjson.dumps(_log()) + b"\n" + line)
+    assert typed.tables["log"].num_rows == 1
+    assert [r["reason"][:12] for r in typed.quarantine.to_pylist()] == ["invalid JSON"]
+
+
+def test_an_integer_beyond_double_precision_is_stored_as_the_nearest_double() -> None:
+    metric = _metric()
+    huge = 2**60 + 1
+    # Alone (the fast path) and beside a record only the careful path takes.
+    for extra in ([], [_log(timestamp="2026-03-01T10:15:00+00:00")]):
+        typed = type_jsonl(_jsonl([metric | {"value": huge}, *extra]))
+        assert typed.quarantine.num_rows == 0
+        assert typed.tables["metric"].column("value").to_pylist() == [float(huge)]
+    careful_only = type_jsonl(_jsonl([metric | {"value": huge, "timestamp": "2026-03-01T10:15Z"}]))
+    assert careful_only.tables["metric"].column("value").to_pylist() == [float(huge)]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "reason"),
+    [
+        (b'{"x": 1e400}', "invalid JSON: number is infinity"),
+        (b'{"duration_ms": 1e400}', "invalid JSON: number is infinity"),
+        (b"[" * 3000 + b"]" * 3000, "invalid JSON: depth limit exceeded"),
+        (b'{"x": "\\ud800"}', "invalid JSON: no low surrogate"),
+    ],
+)
+def test_attributes_the_parser_refuses_are_quarantined(attributes: bytes, reason: str) -> None:
+    line = orjson.dumps(_log(attributes={})).replace(
+        b'"attributes":{}', b'"attributes":' + attributes
+    )
+    typed = type_jsonl(orjson.dumps(_log()) + b"\n" + line)
+    assert typed.tables["log"].num_rows == 1
+    assert [r["reason"][: len(reason)] for r in typed.quarantine.to_pylist()] == [reason]
+
+
+def test_several_objects_typed_at_once_keep_each_bad_line_s_object_and_line() -> None:
+    from stages.etl.typing import type_objects
+
+    first = _jsonl([_log(event_id="a" * 32), _log(event_id="b" * 32)])
+    second = orjson.dumps(_log(event_id="c" * 32)) + b"\n" + b"{broken" + b"\n\n"
+    third = orjson.dumps(_log(event_id="d" * 32)) + b"\n" + orjson.dumps(_log(level=3))
+    typed = type_objects(
+        [("raw/1.jsonl", first), ("raw/2.jsonl.gz", gzip.compress(second)), ("raw/3", third)]
+    )
+    assert typed.lines == 6
+    assert typed.tables["log"].column("event_id").to_pylist() == [c * 32 for c in "abcd"]
+    rows = typed.quarantine.to_pylist()
+    assert [(r["source_key"], r["line_number"], r["reason"][:12]) for r in rows] == [
+        ("raw/2.jsonl.gz", 2, "invalid JSON"),
+        ("raw/3", 2, "wrong type f"),
+    ]
