@@ -46,9 +46,9 @@ from stages.common.lake import hour_of, object_key, service_partition
 from stages.common.runtime import tune_garbage_collector
 from stages.etl.tables import ensure_tables, in_write_order, open_catalog
 from stages.etl.typing import KINDS, RawPartition, type_objects
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
 from stages.synthesis.schemas import MAX_COUNT, SynthesizeRequest
-from stages.synthesis.state import EntityPool
 from tests.support.processes import start_emulator
 
 HOUR = datetime(2026, 3, 1, 10, tzinfo=UTC)

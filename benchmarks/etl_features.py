@@ -38,9 +38,9 @@ from stages.common.runtime import tune_garbage_collector
 from stages.etl.features import FEATURES_TABLE, FeatureBuilder, compute_features
 from stages.etl.tables import ensure_tables, open_catalog
 from stages.etl.typing import KINDS, type_jsonl
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
 from stages.synthesis.schemas import MAX_COUNT, SynthesizeRequest
-from stages.synthesis.state import EntityPool
 
 HOUR = datetime(2026, 3, 1, 10, tzinfo=UTC)
 

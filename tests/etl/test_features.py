@@ -29,9 +29,9 @@ from stages.etl.features import (
 )
 from stages.etl.tables import ensure_tables, open_catalog
 from stages.etl.typing import KINDS, type_jsonl
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
 from stages.synthesis.schemas import SynthesizeRequest
-from stages.synthesis.state import EntityPool
 
 LABELS = ("is_anomaly", "scenario_id", "anomaly_type", "anomaly_score")
 HOUR = "2026-03-01T10:00:00Z"
