@@ -17,6 +17,8 @@ one item per name, keyed ``lease_key``, written only with conditional updates.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -156,6 +158,22 @@ class NamedLease:
                 raise LeaseLost(self.name) from exc
             raise
         self._valid_until = started + self.duration_ms / 1000
+
+    def keep_renewed(self, stop: threading.Event) -> threading.Thread:
+        """Renew the lease every third of its duration while it is held, until ``stop``: a
+        long piece of work under the lease does not let it expire."""
+
+        def renew_loop() -> None:
+            while not stop.wait(self.duration_ms / 3000):
+                if self.fence is None:
+                    continue
+                # Lost: the holder's own checks notice; an AWS error: the next round retries.
+                with contextlib.suppress(Exception):
+                    self.renew()
+
+        thread = threading.Thread(target=renew_loop, name=f"lease-{self.name}", daemon=True)
+        thread.start()
+        return thread
 
     def release(self) -> None:
         if self.fence is None:

@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = get_settings()
     configure_logging(settings)
+    # pyiceberg says "Loaded FileIO" at INFO on every table load, several times per fold.
+    logging.getLogger("pyiceberg.io").setLevel(logging.WARNING)
     if args.command == "backfill":
         raise SystemExit(run_backfill(settings, args.start, args.end))
     tune_process(settings.memory_reclaim_seconds)

@@ -5,7 +5,10 @@ in this process (default: the first) log ``fault injection: paused at <step>`` a
 until the process is killed. Steps:
 
 - ``before-write``: the new raw objects are read and typed, nothing is written yet;
-- ``after-data-files``: the first table's data files are in S3, its snapshot is not committed;
+- ``after-data-files``: a table's data files are in S3, its snapshot is not committed (``:n``
+  picks the n-th table commit of the process: tables are committed quarantine first, then
+  logs, metrics, apm, so ``after-data-files:2`` stops with the quarantine rows committed and the
+  logs not);
 - ``after-commit``: every table's snapshot is committed, the fold's bookkeeping (in memory,
   counters, commit callbacks) is not done.
 

@@ -113,7 +113,9 @@ class Etl:
         self.loaded_fence: int | None = None
         self.stop_event = threading.Event()
         self._last_full_listing = -float("inf")
-        self._last_maintenance = -float("inf")
+        # The first pass waits one interval: a service restarted in a loop does not rewrite
+        # the same partitions on every start.
+        self._last_maintenance = time.monotonic()
         self.last_fold_ok: float | None = None
         self.last_error: str | None = None
         self.last_commit_at: datetime | None = None
@@ -128,6 +130,7 @@ class Etl:
     # --- loop -----------------------------------------------------------------------------
     def run(self) -> None:
         interval = self.settings.etl_interval_seconds
+        self.lease.keep_renewed(self.stop_event)
         while not self.stop_event.is_set():
             started = time.monotonic()
             self.tick()
@@ -223,12 +226,9 @@ class Etl:
             return result
         typed = self._read_and_type(chosen)
         self.faults.reach("before-write")
-        first = [True]
 
         def after_files() -> None:
-            if first[0]:
-                first[0] = False
-                self.faults.reach("after-data-files")
+            self.faults.reach("after-data-files")
 
         # Phase 1: quarantine rows and rows of another kind than their object's bucket.
         quarantine = [t.quarantine for t in typed if t.quarantine.num_rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,15 +21,18 @@ from stages.etl.tables import open_catalog
 from stages.synthesis.generator import synthesize
 from stages.synthesis.schemas import SynthesizeRequest
 from stages.synthesis.state import EntityPool
-from tests.support.processes import Process, base_env, free_port, start_service
+from tests.support.processes import base_env, free_port, start_service
 
 _SEQUENCE = itertools.count(1000)
 TABLE_OF_KIND = {"log": "logs", "metric": "metrics", "apm": "apm"}
 
 
-def records(count: int, seed: int, timestamp: str) -> list[dict[str, Any]]:
-    """Realistic records of all three kinds from the synthesis generator, over two hours."""
-    body = {"count": count, "seed": seed, "spread_seconds": 7200, "timestamp": timestamp}
+def records(
+    count: int, seed: int, timestamp: str, spread_seconds: int = 1200
+) -> list[dict[str, Any]]:
+    """Realistic records of all three kinds from the synthesis generator, spread over
+    ``spread_seconds`` from ``timestamp``."""
+    body = {"count": count, "seed": seed, "spread_seconds": spread_seconds, "timestamp": timestamp}
     return synthesize(SynthesizeRequest.model_validate(body), EntityPool()).records
 
 
@@ -142,7 +146,7 @@ class EtlProcess:
         settings = {
             "ETL_PORT": str(self.port),
             "ETL_INTERVAL_SECONDS": "0.5",
-            "ETL_LEASE_SECONDS": "4",
+            "ETL_LEASE_SECONDS": "3",
             "ETL_FULL_LISTING_SECONDS": "0",
             "ETL_MAINTENANCE_INTERVAL_SECONDS": "3600",
             "ETL_WORKER_ID": name,
@@ -165,4 +169,30 @@ class EtlProcess:
         self.proc.stop()
 
 
-__all__ = ["Process"]
+def reset(settings: Settings) -> None:
+    """Empty the raw and processed buckets, drop the tables, free the lease: a fresh lake on a
+    shared emulator."""
+    s3 = aws.client("s3", settings)
+    catalog = open_catalog(settings, name="reset")
+    if ("telemetry",) in catalog.list_namespaces():
+        for identifier in catalog.list_tables("telemetry"):
+            catalog.drop_table(identifier)
+    for bucket in resources.buckets(settings):
+        keys = [o["Key"] for o in lake.list_objects(s3, bucket)]
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk]})
+    db = aws.client("dynamodb", settings)
+    for item in db.scan(TableName=settings.etl_lease_table).get("Items", []):
+        db.delete_item(TableName=settings.etl_lease_table, Key={"lease_key": item["lease_key"]})
+
+
+def wait_until(check: Any, timeout: float, what: str, interval: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not reached in {timeout}s (last: {last!r})")
