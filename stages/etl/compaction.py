@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -102,7 +103,9 @@ class Maintenance:
     def expire_snapshots(self, kind: str, now: datetime) -> int:
         table = self.committer.reload(kind)
         snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms, reverse=True)
-        horizon = (now.timestamp() - self.settings.etl_snapshot_max_age_seconds) * 1000
+        # The pass's own compactions are newer than ``now``: age counts from the present.
+        reference = max(now.timestamp(), time.time())
+        horizon = (reference - self.settings.etl_snapshot_max_age_seconds) * 1000
         current = table.current_snapshot()
         expired = [
             s.snapshot_id
