@@ -29,6 +29,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In
 from pyiceberg.table import Table
+from pyiceberg.types import StringType
 
 from stages.common.named_lease import LeaseLost, NamedLease
 from stages.etl import metrics
@@ -110,6 +111,11 @@ class Committer:
     def open(self) -> None:
         self.tables = ensure_tables(self.catalog)
         for kind, table in self.tables.items():
+            if SOURCE not in {f.name for f in table.schema().fields}:
+                # A table created before the lineage column: add it (old rows read as null).
+                with table.update_schema() as update:
+                    update.add_column(SOURCE, StringType())
+                table = self.tables[kind] = self.catalog.load_table(table.name())
             if any(table.properties.get(k) != v for k, v in NO_RETRIES.items()):
                 with table.transaction() as tx:
                     tx.set_properties(NO_RETRIES)
