@@ -1,4 +1,4 @@
-"""Create the catalogue's streams, buckets and lease table; safe to run any number of times."""
+"""Create the catalogue's streams, buckets and lease tables; safe to run any number of times."""
 
 from __future__ import annotations
 
