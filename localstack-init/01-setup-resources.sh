@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LocalStack ready hook (mounted into /etc/localstack/init/ready.d): creates the same streams,
-# buckets and lease table as the embedded emulator (stages/common/resources.py + provision.py).
+# buckets and lease tables as the embedded emulator (stages/common/resources.py + provision.py).
 # Idempotent: whatever exists is kept. tests/ops/test_localstack_init.py runs this script against
 # the embedded emulator and compares the result with the Python catalogue, so the two stay equal.
 #
@@ -11,6 +11,7 @@ LOGS_STREAM_SHARDS=${LOGS_STREAM_SHARDS:-2}
 METRICS_STREAM_SHARDS=${METRICS_STREAM_SHARDS:-1}
 APM_STREAM_SHARDS=${APM_STREAM_SHARDS:-1}
 LEASE_TABLE=${LEASE_TABLE:-stage01-consumer-leases}
+ETL_LEASE_TABLE=${ETL_LEASE_TABLE:-stage02-etl-leases}
 STREAM_PREFIX=${STREAM_PREFIX:-stage01-}
 BUCKET_PREFIX=${BUCKET_PREFIX:-md-}
 # As stages.common.aws.region: AWS_REGION wins over AWS_DEFAULT_REGION.
@@ -67,19 +68,24 @@ for bucket in "${BUCKETS[@]}"; do
     echo "created bucket $bucket"
 done
 
-# Key schema as in stages/common/resource_setup.py: one item per shard, keyed by lease_key.
-if aws_ dynamodb describe-table --table-name "$LEASE_TABLE" >/dev/null 2>&1; then
-    echo "table $LEASE_TABLE exists"
-else
-    aws_ dynamodb create-table --table-name "$LEASE_TABLE" \
-        --attribute-definitions AttributeName=lease_key,AttributeType=S \
-        --key-schema AttributeName=lease_key,KeyType=HASH \
-        --billing-mode PAY_PER_REQUEST >/dev/null
-    echo "created table $LEASE_TABLE"
-fi
+# Key schema as in stages/common/resource_setup.py: one item per lease, keyed by lease_key
+# (resources.lease_tables(): the consumer's shard leases, the ETL writer's lease).
+for table in "$LEASE_TABLE" "$ETL_LEASE_TABLE"; do
+    if aws_ dynamodb describe-table --table-name "$table" >/dev/null 2>&1; then
+        echo "table $table exists"
+    else
+        aws_ dynamodb create-table --table-name "$table" \
+            --attribute-definitions AttributeName=lease_key,AttributeType=S \
+            --key-schema AttributeName=lease_key,KeyType=HASH \
+            --billing-mode PAY_PER_REQUEST >/dev/null
+        echo "created table $table"
+    fi
+done
 
 for entry in "${STREAMS[@]}"; do
     aws_ kinesis wait stream-exists --stream-name "${entry%%:*}"
 done
-aws_ dynamodb wait table-exists --table-name "$LEASE_TABLE"
+for table in "$LEASE_TABLE" "$ETL_LEASE_TABLE"; do
+    aws_ dynamodb wait table-exists --table-name "$table"
+done
 echo "Stage 01 resources ready"

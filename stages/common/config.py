@@ -141,6 +141,69 @@ class Settings(BaseSettings):
         "('<step>[:<n>]', see stages/consumer/faults.py) until it is stopped or killed.",
     )
 
+    # --- ETL (Stage 02) ---------------------------------------------------------------------
+    etl_host: str = "127.0.0.1"
+    etl_port: int = Field(default=8020, ge=0, le=65535)
+    etl_interval_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="Seconds between two folds of the raw zone."
+    )
+    etl_lease_table: str = Field(
+        default="stage02-etl-leases",
+        description="DynamoDB table of the ETL writer's lease (one writer of the tables).",
+    )
+    etl_lease_seconds: float = Field(
+        default=30.0, ge=1, le=3600, description="How long the writer lease lasts unrenewed."
+    )
+    etl_worker_id: str | None = Field(
+        default=None, description="The ETL process's lease owner name (default: host and pid)."
+    )
+    etl_lookback_hours: int = Field(
+        default=2,
+        ge=0,
+        le=168,
+        description="Hours before the current one listed on every fold (older hours: on the "
+        "full listing).",
+    )
+    etl_full_listing_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds between two listings of the whole raw zone (late objects of old "
+        "hours); 0 = every fold.",
+    )
+    etl_max_run_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Raw bytes one fold reads at most; the rest waits for the next fold.",
+    )
+    etl_allowed_lateness_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="An hour is closed (compacted) once its end is this far in the past.",
+    )
+    etl_maintenance_interval_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds between compaction, snapshot expiry and orphan removal passes.",
+    )
+    etl_snapshots_keep: int = Field(
+        default=20, ge=1, description="Snapshots each table keeps whatever their age."
+    )
+    etl_snapshot_max_age_seconds: float = Field(
+        default=3600.0, ge=0, description="Older snapshots beyond ETL_SNAPSHOTS_KEEP are expired."
+    )
+    etl_orphan_age_seconds: float = Field(
+        default=3600.0,
+        ge=60,
+        description="Files under a table's location that no snapshot references are removed "
+        "once this old.",
+    )
+    etl_fault_pause_at: str | None = Field(
+        default=None,
+        pattern=r"^(before-write|after-data-files|after-commit)(:[1-9][0-9]*)?$",
+        description="Test-only fault injection: the ETL waits at this step of a fold "
+        "('<step>[:<n>]', see stages/etl/faults.py) until it is killed.",
+    )
+
     # --- Kinesis producer -----------------------------------------------------------------
     producer_aggregate: bool = True
     producer_linger_ms: int = Field(default=50, ge=0)

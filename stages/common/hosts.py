@@ -39,6 +39,7 @@ SERVICE_HOSTS = frozenset(
         "ingestion-interface",
         "log-synthesis",
         "scenario-orchestrator",
+        "etl",
         "dashboard",
     }
 )

@@ -1,4 +1,4 @@
-"""Create the catalogue's streams, buckets and lease table; safe to run any number of times.
+"""Create the catalogue's streams, buckets and lease tables; safe to run any number of times.
 
 Run time code: the embedded emulator provisions itself with it when it starts. The command that
 provisions an external endpoint (``python -m stages.ops.provision``, ``stages provision``) calls
@@ -26,7 +26,8 @@ def ensure_resources(settings: Settings, *, wait: bool = True) -> None:
         _ensure_stream(kinesis, spec.name, spec.shards)
     for bucket in resources.buckets(settings):
         _ensure_bucket(s3, bucket, aws.region(settings))
-    ensure_lease_table(dynamodb, settings.lease_table)
+    for table in resources.lease_tables(settings):
+        ensure_lease_table(dynamodb, table)
     if wait:
         for spec in resources.streams(settings):
             _wait_stream_active(kinesis, spec.name)
@@ -91,7 +92,8 @@ def _ensure_bucket(s3, name: str, region: str) -> None:
 
 
 def ensure_lease_table(dynamodb, name: str) -> None:
-    """The consumer's lease table: one item per shard, keyed by ``lease_key`` (stream:shard)."""
+    """A lease table: one item per lease, keyed by ``lease_key`` (the consumer's stream:shard,
+    the ETL's lease name)."""
     try:
         dynamodb.create_table(
             TableName=name,

@@ -69,6 +69,11 @@ def stream_by_name(settings: Settings, name: str) -> StreamSpec:
     raise KeyError(f"no stream named {name!r}")
 
 
+def lease_tables(settings: Settings) -> tuple[str, ...]:
+    """The consumer's shard leases, then the ETL writer's lease; same key schema."""
+    return (settings.lease_table, settings.etl_lease_table)
+
+
 def buckets(settings: Settings) -> tuple[str, ...]:
     return tuple(spec.bucket for spec in streams(settings)) + extra_buckets(settings)
 

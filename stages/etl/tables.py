@@ -155,11 +155,22 @@ def _columns(kind: str) -> tuple[tuple[str, object], ...]:
     return _COMMON_HEAD + KIND_COLUMNS[kind] + _LABELS + _ATTRIBUTES + _PARTITION
 
 
+# The raw object (key in its bucket) each row of a data table was typed from, written by the ETL
+# service: which objects a table holds moves in the same commit as their rows. The typing step
+# does not produce it (the quarantine table's own ``source_key`` does come from there).
+LINEAGE_COLUMNS: tuple[tuple[str, object], ...] = (("source_key", StringType()),)
+
+
+def table_columns(kind: str) -> tuple[tuple[str, object], ...]:
+    """Every column of ``kind``'s table: the typed ones, then (data tables) the lineage."""
+    return _columns(kind) if kind == "quarantine" else _columns(kind) + LINEAGE_COLUMNS
+
+
 def schema(kind: str) -> Schema:
     return Schema(
         *(
             NestedField(field_id=i, name=name, field_type=typ, required=False)  # type: ignore[arg-type]
-            for i, (name, typ) in enumerate(_columns(kind), start=1)
+            for i, (name, typ) in enumerate(table_columns(kind), start=1)
         )
     )
 

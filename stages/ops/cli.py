@@ -31,7 +31,7 @@ def _fleet(command: str) -> Callable[[list[str]], int]:
 def _provision(args: list[str]) -> int:
     argparse.ArgumentParser(
         prog=f"{PROG} provision",
-        description="Create the streams, buckets and lease table the settings name (idempotent).",
+        description="Create the streams, buckets and lease tables the settings name (idempotent).",
     ).parse_args(args)
     from stages.ops import provision
 

@@ -115,6 +115,15 @@ SERVICES: tuple[Service, ...] = (
         depends_on=("pattern-generator", "state-manager", "log-synthesis"),
     ),
     Service(
+        "etl",
+        "stages.etl",
+        "etl_port",
+        8020,
+        "ETL (Stage 02: raw zone -> Iceberg tables)",
+        depends_on=(EMULATOR,),
+        uses_aws=True,
+    ),
+    Service(
         "dashboard",
         "stages.dashboard",
         "dashboard_port",

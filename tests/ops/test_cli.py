@@ -95,7 +95,7 @@ def test_provision_creates_what_the_settings_name(bare_emulator: str) -> None:
     streams = aws.client("kinesis", settings).list_streams()["StreamNames"]
     assert sorted(streams) == sorted(spec.name for spec in resources.streams(settings))
     tables = aws.client("dynamodb", settings).list_tables()["TableNames"]
-    assert tables == [settings.lease_table]
+    assert sorted(tables) == sorted(resources.lease_tables(settings))
 
     again = stages("provision", env=env)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -83,7 +83,7 @@ def test_defaults_are_those_of_config() -> None:
     text = SCRIPT.read_text()
     defaults = dict(re.findall(r"^(\w+)=\$\{\1:-([^}]*)\}$", text, flags=re.MULTILINE))
     fields = Settings.model_fields
-    names = ("LEASE_TABLE", "STREAM_PREFIX", "BUCKET_PREFIX")
+    names = ("LEASE_TABLE", "ETL_LEASE_TABLE", "STREAM_PREFIX", "BUCKET_PREFIX")
     for var in ("LOGS_STREAM_SHARDS", "METRICS_STREAM_SHARDS", "APM_STREAM_SHARDS", *names):
         assert var in defaults, f"{var} is not read by the script"
         assert defaults[var] == str(fields[var.lower()].default), var
@@ -104,7 +104,7 @@ def test_script_creates_the_catalogue_and_is_idempotent(bare_endpoint: str, endp
     # `endpoint` is an emulator that provisioned itself with the Python code.
     reference = created(Settings(aws_endpoint_url=endpoint))
     assert got["tables"] == reference["tables"]
-    assert set(got["tables"]) == {settings.lease_table}
+    assert set(got["tables"]) == set(resources.lease_tables(settings))
     assert reference["streams"] == got["streams"] and reference["buckets"] == got["buckets"]
 
 
@@ -113,6 +113,7 @@ def test_script_honours_the_same_overrides_as_config(bare_endpoint: str) -> None
         "LOGS_STREAM_SHARDS": "3",
         "APM_STREAM_SHARDS": "2",
         "LEASE_TABLE": "my-leases",
+        "ETL_LEASE_TABLE": "my-etl-leases",
         "STREAM_PREFIX": "acme-",
         "BUCKET_PREFIX": "acme-lake-",
     }
@@ -122,6 +123,7 @@ def test_script_honours_the_same_overrides_as_config(bare_endpoint: str) -> None
         logs_stream_shards=3,
         apm_stream_shards=2,
         lease_table="my-leases",
+        etl_lease_table="my-etl-leases",
         stream_prefix="acme-",
         bucket_prefix="acme-lake-",
     )
@@ -131,4 +133,4 @@ def test_script_honours_the_same_overrides_as_config(bare_endpoint: str) -> None
     got = created(settings)
     assert got["streams"] == streams
     assert got["buckets"] == buckets
-    assert set(got["tables"]) == {"my-leases"}
+    assert set(got["tables"]) == {"my-leases", "my-etl-leases"}

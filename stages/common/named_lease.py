@@ -1,0 +1,196 @@
+"""One named lease in a DynamoDB table: at most one holder at a time, with a fencing token.
+
+The consumer's shard leases (``stages.consumer.leases``) for a single job instead of a shard:
+one item per name, keyed ``lease_key``, written only with conditional updates.
+
+- ``acquire`` takes the lease when nobody holds it or its holder let it expire (``expires_ms`` in
+  the past), as a compare-and-set on the ``fence`` it read; every take adds one to ``fence``, so
+  a holder's token is larger than every earlier holder's. A holder that acquires again while it
+  still holds the lease just renews it and keeps its token.
+- ``renew`` and ``release`` are guarded by ``owner = me AND fence = my token``: a holder that was
+  replaced gets ``LeaseLost`` instead of extending the new holder's lease.
+- ``held()`` is the holder's own view: the lease is treated as lost ``margin`` before it expires,
+  so work guarded by it stops before anyone else can take it over. Whatever the holder writes
+  should also carry the token (the ETL writes it into each Iceberg snapshot) so that a write made
+  after a takeover can be recognised and refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+
+class LeaseLost(Exception):
+    def __init__(self, name: str, detail: str = "held by another owner") -> None:
+        super().__init__(f"lease {name!r}: {detail}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    name: str
+    owner: str | None
+    fence: int
+    expires_ms: int
+
+    def expired(self, now_ms: int) -> bool:
+        return self.owner is None or self.expires_ms <= now_ms
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class NamedLease:
+    """The lease ``name`` in ``table`` as seen by ``owner``."""
+
+    def __init__(
+        self, dynamodb: Any, table: str, name: str, owner: str, duration_seconds: float
+    ) -> None:
+        self.db = dynamodb
+        self.table = table
+        self.name = name
+        self.owner = owner
+        self.duration_ms = int(duration_seconds * 1000)
+        self.fence: int | None = None  # the token while held
+        self._valid_until = 0.0  # monotonic; our own conservative view of the expiry
+
+    # --- reading --------------------------------------------------------------------------
+    def read(self) -> LeaseState | None:
+        item = self.db.get_item(
+            TableName=self.table, Key={"lease_key": {"S": self.name}}, ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            return None
+        return LeaseState(
+            name=self.name,
+            owner=item["lease_owner"]["S"] if "lease_owner" in item else None,
+            fence=int(item["fence"]["N"]),
+            expires_ms=int(item["expires_ms"]["N"]),
+        )
+
+    def held(self, margin_seconds: float = 0.0) -> bool:
+        return self.fence is not None and time.monotonic() + margin_seconds < self._valid_until
+
+    # --- writing --------------------------------------------------------------------------
+    def acquire(self) -> bool:
+        """Take (or renew) the lease; True when this owner holds it afterwards."""
+        if self.fence is not None:
+            try:
+                self.renew()
+                return True
+            except LeaseLost:
+                pass
+        current = self.read()
+        now = _now_ms()
+        started = time.monotonic()
+        expires = now + self.duration_ms
+        values: dict[str, Any] = {
+            ":me": {"S": self.owner},
+            ":expires": {"N": str(expires)},
+            ":now": {"N": str(now)},
+        }
+        if current is None:
+            condition = "attribute_not_exists(lease_key)"
+            fence = 1
+        else:
+            if current.owner == self.owner and not current.expired(now):
+                # Our own lease from before a restart of this owner id: take it with a new token.
+                pass
+            elif not current.expired(now):
+                return False
+            condition = (
+                "fence = :seen AND (attribute_not_exists(lease_owner) OR expires_ms <= :now)"
+            )
+            if current.owner == self.owner:
+                condition = "fence = :seen"
+            values[":seen"] = {"N": str(current.fence)}
+            fence = current.fence + 1
+        values[":fence"] = {"N": str(fence)}
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"lease_key": {"S": self.name}},
+                UpdateExpression="SET lease_owner = :me, fence = :fence, expires_ms = :expires, "
+                "taken_ms = :now",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                self.fence = None
+                return False
+            raise
+        self.fence = fence
+        self._valid_until = started + self.duration_ms / 1000
+        return True
+
+    def renew(self) -> None:
+        if self.fence is None:
+            raise LeaseLost(self.name, "not held")
+        started = time.monotonic()
+        expires = _now_ms() + self.duration_ms
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"lease_key": {"S": self.name}},
+                UpdateExpression="SET expires_ms = :expires",
+                ConditionExpression="lease_owner = :me AND fence = :fence",
+                ExpressionAttributeValues={
+                    ":me": {"S": self.owner},
+                    ":fence": {"N": str(self.fence)},
+                    ":expires": {"N": str(expires)},
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                self.fence = None
+                raise LeaseLost(self.name) from exc
+            raise
+        self._valid_until = started + self.duration_ms / 1000
+
+    def keep_renewed(self, stop: threading.Event) -> threading.Thread:
+        """Renew the lease every third of its duration while it is held, until ``stop``: a
+        long piece of work under the lease does not let it expire."""
+
+        def renew_loop() -> None:
+            while not stop.wait(self.duration_ms / 3000):
+                if self.fence is None:
+                    continue
+                # Lost: the holder's own checks notice; an AWS error: the next round retries.
+                with contextlib.suppress(Exception):
+                    self.renew()
+
+        thread = threading.Thread(target=renew_loop, name=f"lease-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
+    def release(self) -> None:
+        if self.fence is None:
+            return
+        fence, self.fence = self.fence, None
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"lease_key": {"S": self.name}},
+                UpdateExpression="REMOVE lease_owner SET expires_ms = :zero",
+                ConditionExpression="lease_owner = :me AND fence = :fence",
+                ExpressionAttributeValues={
+                    ":me": {"S": self.owner},
+                    ":fence": {"N": str(fence)},
+                    ":zero": {"N": "0"},
+                },
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise

@@ -1,0 +1,3 @@
+from stages.etl.app import main
+
+main()

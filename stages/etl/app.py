@@ -1,0 +1,168 @@
+"""The ETL service process: the fold loop in the main thread, its API in a thread.
+
+``python -m stages.etl`` (or ``python -m stages.etl serve``) runs the service on ETL_PORT (8020):
+``/health``, ``/metrics``, ``/docs`` and ``GET /api/etl/status``.
+``python -m stages.etl backfill --from 2026-12-01T00 --to 2026-12-01T06`` rebuilds the tables for
+the hours from ``--from`` up to, not including, ``--to`` from the raw zone (``backfill.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from stages.common import aws
+from stages.common.config import Settings, get_settings
+from stages.common.logging_setup import configure_logging
+from stages.common.named_lease import NamedLease
+from stages.common.runtime import tune_process
+from stages.common.service import create_service_app, serve_in_thread
+from stages.etl import backfill as backfill_module
+from stages.etl.committer import Committer
+from stages.etl.compaction import Maintenance
+from stages.etl.fold import CommitCallback, Etl
+from stages.etl.tables import open_catalog
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "etl-writer"
+
+
+class Totals(BaseModel):
+    objects_folded: int
+    records_in: int
+    quarantined: int
+    rows_logs: int
+    rows_metrics: int
+    rows_apm: int
+    rows_quarantine: int
+
+
+class EtlStatus(BaseModel):
+    worker_id: str
+    lease_held: bool
+    lease_token: int | None
+    folds: int
+    objects_listed: int
+    backlog_objects: int
+    backlog_bytes: int
+    lag_seconds: float
+    last_commit_at: str | None
+    last_error: str | None
+    totals: Totals
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None) -> Etl:
+    owner = settings.etl_worker_id or default_worker_id()
+    lease = NamedLease(
+        aws.client("dynamodb", settings),
+        settings.etl_lease_table,
+        LEASE_NAME,
+        owner,
+        settings.etl_lease_seconds,
+    )
+    # Stop committing well before the lease could be taken over.
+    committer = Committer(open_catalog(settings), lease, settings.etl_lease_seconds / 3)
+    s3 = aws.client("s3", settings)
+    return Etl(
+        settings,
+        s3=s3,
+        committer=committer,
+        lease=lease,
+        on_commit=on_commit,
+        maintenance=Maintenance(settings, committer, s3),
+    )
+
+
+def create_app(etl: Etl) -> Any:
+    router = APIRouter(prefix="/api/etl", tags=["etl"])
+
+    @router.get("/status", summary="Progress of the fold: lease, backlog, lag, totals")
+    def get_status(request: Request) -> EtlStatus:
+        return EtlStatus(**request.app.state.etl.status())
+
+    app = create_service_app(
+        "etl",
+        health=etl.health,
+        status=lambda: etl.status()["totals"],
+        routers=[router],
+        description="Stage 02: folds the raw zone into Iceberg tables in the Glue catalog.",
+    )
+    app.state.etl = etl
+    return app
+
+
+def serve(settings: Settings) -> int:
+    etl = build_etl(settings)
+    signal.signal(signal.SIGTERM, etl.request_stop)
+    signal.signal(signal.SIGINT, etl.request_stop)
+    server = serve_in_thread(create_app(etl), settings.etl_host, settings.etl_port)
+    etl.run()
+    server.should_exit = True
+    return 0
+
+
+def run_backfill(settings: Settings, start: str, end: str) -> int:
+    try:
+        first, last = backfill_module.parse_hour(start), backfill_module.parse_hour(end)
+    except ValueError as exc:
+        print(f"error: {exc} (use e.g. 2026-12-01T06)", file=sys.stderr)
+        return 2
+    if last <= first:
+        print("error: --to must be after --from", file=sys.stderr)
+        return 2
+    etl = build_etl(settings)
+    committer = etl.committer
+    if not backfill_module.wait_for_lease(committer, settings.etl_lease_seconds):
+        state = etl.lease.read()
+        holder = state.owner if state else "?"
+        print(
+            f"error: the ETL writer lease is held by {holder}; stop the ETL service first",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        committer.open()
+        reports = backfill_module.backfill(settings, etl.s3, committer, first, last)
+    finally:
+        etl.lease.release()
+    for report in reports:
+        rows = ", ".join(f"{name} {count}" for name, count in sorted(report.rows.items()))
+        print(
+            f"{report.hour.strftime('%Y-%m-%dT%H')}: {report.objects} objects; rows: "
+            f"{rows or 'none'}; outside the hour: {report.outside}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m stages.etl", description=__doc__.split("\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the ETL service (the default)")
+    fill = commands.add_parser("backfill", help="rebuild the tables for a range of hours")
+    fill.add_argument("--from", dest="start", required=True, help="first hour, e.g. 2026-12-01T00")
+    fill.add_argument("--to", dest="end", required=True, help="end hour (not included)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings)
+    # pyiceberg says "Loaded FileIO" at INFO on every table load, several times per fold.
+    logging.getLogger("pyiceberg.io").setLevel(logging.WARNING)
+    if args.command == "backfill":
+        raise SystemExit(run_backfill(settings, args.start, args.end))
+    tune_process(settings.memory_reclaim_seconds)
+    raise SystemExit(serve(settings))

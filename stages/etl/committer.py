@@ -1,0 +1,238 @@
+"""Commits to the Iceberg tables by the one writer that holds the lease, exactly once per object.
+
+Every row of a data table carries ``source_key``, the raw object it was typed from (the
+quarantine table has the same column), and a commit adds an object's rows to a table all at once
+or not at all. So "which objects does table T hold" is the set of ``source_key`` values in T, and
+it moves atomically with the rows. Before a commit the writer drops the rows of every object T
+already holds: an object folded again (after a crash between two tables' commits, or by a writer
+that took over) adds nothing twice.
+
+- The tables' own commit retries are switched off (``commit.retry.num-retries = 0``): pyiceberg
+  would otherwise re-apply an append on top of a concurrent commit without looking at what that
+  commit holds. A refused commit (``CommitFailedException``: the emulator and Glue check the
+  table's version) is retried here, from a fresh load of the table and of the ``source_key`` set
+  of the rows it is about to write, and counted.
+- Each snapshot records the writer's lease token (``etl.fence``). A writer refuses to commit on
+  top of a snapshot with a larger token: it was replaced, and its lease is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In
+from pyiceberg.table import Table
+from pyiceberg.types import StringType
+
+from stages.common.named_lease import LeaseLost, NamedLease
+from stages.etl import metrics
+from stages.etl.tables import TABLE_NAMES, ensure_tables
+
+log = logging.getLogger(__name__)
+
+FENCE_PROPERTY = "etl.fence"
+OWNER_PROPERTY = "etl.owner"
+NO_RETRIES = {"commit.retry.num-retries": "0"}
+MAX_ATTEMPTS = 5
+SOURCE = "source_key"
+PARTITION_COLUMNS = ("service", "dt", "hr")
+
+
+class Fenced(LeaseLost):
+    """The table's newest snapshot was written by a later holder of the lease."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    table: str  # the table's name (logs, metrics, apm, quarantine)
+    service: str
+    dt: Any  # datetime.date
+    hr: int
+
+
+def with_source(table: pa.Table, key: str) -> pa.Table:
+    """``table`` with a ``source_key`` column holding ``key`` on every row (dictionary-encoded)."""
+    indices = (
+        pa.array([0] * table.num_rows, pa.int32()) if table.num_rows else pa.array([], pa.int32())
+    )
+    column = pa.DictionaryArray.from_arrays(indices, pa.array([key], pa.string()))
+    return table.append_column(SOURCE, column)
+
+
+def combine(parts: Iterable[pa.Table]) -> pa.Table:
+    """One table of ``parts`` with one dictionary per column (Arrow's group-by, which the
+    partitioned write uses, cannot unify differing dictionaries of several chunks)."""
+    rows = pa.concat_tables(list(parts), promote_options="permissive")
+    return rows.unify_dictionaries().combine_chunks()
+
+
+class _DictionaryNotice(logging.Filter):
+    """pyiceberg warns on every write that a dictionary column is read back as plain strings,
+    which is what the tables' schemas say anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "does not have a dictionary type" not in record.getMessage()
+
+
+logging.getLogger("pyiceberg.io.pyarrow").addFilter(_DictionaryNotice())
+
+
+def partitions_of(name: str, rows: pa.Table) -> set[Partition]:
+    if rows.num_rows == 0:
+        return set()
+    plain = rows.select(list(PARTITION_COLUMNS)).cast(
+        pa.schema([("service", pa.string()), ("dt", pa.date32()), ("hr", pa.int32())])
+    )
+    groups = plain.group_by(list(PARTITION_COLUMNS)).aggregate([])
+    return {
+        Partition(name, s, d, h)
+        for s, d, h in zip(*(groups.column(c).to_pylist() for c in PARTITION_COLUMNS), strict=True)
+    }
+
+
+class Committer:
+    """The tables, the ``source_key`` sets they hold, and guarded commits to them."""
+
+    def __init__(self, catalog: Catalog, lease: NamedLease, lease_margin_seconds: float) -> None:
+        self.catalog = catalog
+        self.lease = lease
+        self.margin = lease_margin_seconds
+        self.tables: dict[str, Table] = {}
+        # kind -> source keys the table holds (every object with rows in it)
+        self.held: dict[str, set[str]] = {kind: set() for kind in TABLE_NAMES}
+
+    def open(self) -> None:
+        self.tables = ensure_tables(self.catalog)
+        for kind, table in self.tables.items():
+            if SOURCE not in {f.name for f in table.schema().fields}:
+                # A table created before the lineage column: add it (old rows read as null).
+                with table.update_schema() as update:
+                    update.add_column(SOURCE, StringType())
+                table = self.tables[kind] = self.catalog.load_table(table.name())
+            if any(table.properties.get(k) != v for k, v in NO_RETRIES.items()):
+                with table.transaction() as tx:
+                    tx.set_properties(NO_RETRIES)
+                self.tables[kind] = self.catalog.load_table(table.name())
+
+    def load_held(self) -> None:
+        """Every table's ``source_key`` set, read from the tables (on start and takeover)."""
+        for kind in TABLE_NAMES:
+            table = self.reload(kind)
+            self.held[kind] = self.source_keys(table)
+
+    def reload(self, kind: str) -> Table:
+        self.tables[kind] = self.catalog.load_table(self.tables[kind].name())
+        return self.tables[kind]
+
+    @staticmethod
+    def source_keys(table: Table, row_filter: BooleanExpression | None = None) -> set[str]:
+        if table.current_snapshot() is None:
+            return set()
+        keys: set[str] = set()
+        scan = table.scan(row_filter=row_filter or AlwaysTrue(), selected_fields=(SOURCE,))
+        for batch in scan.to_arrow_batch_reader():
+            column = batch.column(0)
+            if pa.types.is_dictionary(column.type):
+                column = column.dictionary_decode()
+            keys.update(k for k in pc.unique(column).to_pylist() if k is not None)
+        return keys
+
+    # --- guarded commits ------------------------------------------------------------------
+    def check_writer(self, table: Table) -> None:
+        fence = self.lease.fence
+        if fence is not None:
+            # A long fold or pass must not outlive the lease: extend it (or learn it is gone).
+            self.lease.renew()
+        if fence is None or not self.lease.held(self.margin):
+            raise LeaseLost(self.lease.name, "expired or not held; not committing")
+        snapshot = table.current_snapshot()
+        if snapshot is not None:
+            written = snapshot.summary.additional_properties.get(FENCE_PROPERTY)
+            if written is not None and int(written) > fence:
+                raise Fenced(
+                    self.lease.name,
+                    f"table {table.name()} was written by token {written} > {fence}",
+                )
+
+    def snapshot_properties(self, **extra: str) -> dict[str, str]:
+        return {FENCE_PROPERTY: str(self.lease.fence), OWNER_PROPERTY: self.lease.owner, **extra}
+
+    def append_new(
+        self,
+        kind: str,
+        parts: Iterable[pa.Table],
+        *,
+        after_files: Callable[[], None] = lambda: None,
+    ) -> pa.Table:
+        """Append the rows of ``parts`` whose object the table does not hold yet; returns what
+        was committed (no commit when nothing is new)."""
+        rows = combine(parts)
+        name = TABLE_NAMES[kind]
+        for attempt in range(MAX_ATTEMPTS):
+            table = self.tables[kind] if attempt == 0 else self.reload(kind)
+            keys = set(_plain(rows.column(SOURCE)).to_pylist())
+            if attempt > 0:
+                # Someone committed since our load: read back which of our objects it holds.
+                self.held[kind] |= self.source_keys(table, In(SOURCE, keys))
+            fresh = rows
+            already = keys & self.held[kind]
+            if already:
+                mask = pc.invert(pc.is_in(_plain(rows.column(SOURCE)), pa.array(sorted(already))))
+                fresh = rows.filter(mask)
+                metrics.ALREADY_FOLDED.labels(name).inc(rows.num_rows - fresh.num_rows)
+            if fresh.num_rows == 0:
+                return fresh
+            self.check_writer(table)
+            tx = table.transaction()
+            tx.append(fresh, snapshot_properties=self.snapshot_properties())
+            after_files()
+            try:
+                tx.commit_transaction()
+            except CommitFailedException as exc:
+                metrics.COMMIT_CONFLICTS.labels(name).inc()
+                log.warning("%s: commit refused (%s); retrying from a fresh load", name, exc)
+                continue
+            metrics.COMMITS.labels(name, "append").inc()
+            self.tables[kind] = table
+            self.held[kind] |= keys - already
+            return fresh
+        raise CommitFailedException(f"{name}: {MAX_ATTEMPTS} commits refused in a row")
+
+    def overwrite(
+        self, kind: str, rows: pa.Table, where: BooleanExpression, operation: str
+    ) -> None:
+        """Replace the rows ``where`` selects with ``rows`` in one snapshot (partition
+        overwrite); a refused commit is retried from a fresh load."""
+        name = TABLE_NAMES[kind]
+        for attempt in range(MAX_ATTEMPTS):
+            table = self.tables[kind] if attempt == 0 else self.reload(kind)
+            self.check_writer(table)
+            tx = table.transaction()
+            tx.overwrite(
+                rows,
+                overwrite_filter=where,
+                snapshot_properties=self.snapshot_properties(**{"etl.operation": operation}),
+            )
+            try:
+                tx.commit_transaction()
+            except CommitFailedException as exc:
+                metrics.COMMIT_CONFLICTS.labels(name).inc()
+                log.warning("%s: %s refused (%s); retrying", name, operation, exc)
+                continue
+            metrics.COMMITS.labels(name, operation).inc()
+            self.tables[kind] = table
+            return
+        raise CommitFailedException(f"{name}: {MAX_ATTEMPTS} commits refused in a row")
+
+
+def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(column.type):
+        return column.cast(column.type.value_type)
+    return column
