@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import uuid
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -29,7 +30,8 @@ from stages.common.service import create_service_app, serve_in_thread
 from stages.etl import backfill as backfill_module
 from stages.etl.committer import Committer
 from stages.etl.compaction import Maintenance
-from stages.etl.fold import CommitCallback, Etl
+from stages.etl.features import FeatureBuilder
+from stages.etl.fold import CommitCallback, CommitInfo, Etl
 from stages.etl.tables import open_catalog
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,30 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+class FeatureStep:
+    """The features table kept up by the lease holder: rebuilt after every commit that touched
+    a curated partition, and checked after every fold for buckets whose watermark passed.
+
+    The builder is made on first use, so a catalog that is not reachable yet when the process
+    starts is a failed fold (retried), not a process that cannot start."""
+
+    def __init__(self, catalog: Any, settings: Settings) -> None:
+        self._catalog = catalog
+        self._settings = settings
+        self.builder: FeatureBuilder | None = None
+
+    def _builder(self) -> FeatureBuilder:
+        if self.builder is None:
+            self.builder = FeatureBuilder(self._catalog, self._settings)
+        return self.builder
+
+    def after_commit(self, info: CommitInfo) -> None:
+        self._builder().after_commit(info.partitions, info.committed_at)
+
+    def tick(self, now: datetime) -> None:
+        self._builder().tick(now)
+
+
 def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None) -> Etl:
     owner = settings.etl_worker_id or default_worker_id()
     lease = NamedLease(
@@ -74,15 +100,18 @@ def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None)
         owner,
         settings.etl_lease_seconds,
     )
+    catalog = open_catalog(settings)
     # Stop committing well before the lease could be taken over.
-    committer = Committer(open_catalog(settings), lease, settings.etl_lease_seconds / 3)
+    committer = Committer(catalog, lease, settings.etl_lease_seconds / 3)
     s3 = aws.client("s3", settings)
+    features = FeatureStep(catalog, settings)
     return Etl(
         settings,
         s3=s3,
         committer=committer,
         lease=lease,
-        on_commit=on_commit,
+        on_commit=[features.after_commit, *(on_commit or [])],
+        periodic=[features.tick],
         maintenance=Maintenance(settings, committer, s3),
     )
 

@@ -33,7 +33,7 @@ from pyiceberg.types import StringType
 
 from stages.common.named_lease import LeaseLost, NamedLease
 from stages.etl import metrics
-from stages.etl.tables import TABLE_NAMES, ensure_tables
+from stages.etl.tables import TABLE_NAMES, ensure_tables, in_write_order
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,8 @@ class Committer:
                 return fresh
             self.check_writer(table)
             tx = table.transaction()
-            tx.append(fresh, snapshot_properties=self.snapshot_properties())
+            # Sorted as the table's files compress best; pyiceberg writes rows as given.
+            tx.append(in_write_order(kind, fresh), snapshot_properties=self.snapshot_properties())
             after_files()
             try:
                 tx.commit_transaction()

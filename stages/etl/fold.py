@@ -163,6 +163,7 @@ class Etl:
         committer: Committer,
         lease: NamedLease,
         on_commit: list[CommitCallback] | None = None,
+        periodic: list[Callable[[datetime], None]] | None = None,
         maintenance: Callable[[datetime], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -170,6 +171,9 @@ class Etl:
         self.committer = committer
         self.lease = lease
         self.on_commit: list[CommitCallback] = on_commit if on_commit is not None else []
+        # Steps that run after every fold made by the lease holder, commit or not (a features
+        # bucket becomes due when its watermark passes, whether or not new data came).
+        self.periodic: list[Callable[[datetime], None]] = periodic if periodic is not None else []
         self.maintenance = maintenance
         self.faults = FaultPoint(settings.etl_fault_pause_at)
         # Keys of objects folded whole by this process that their bucket's table need not hold
@@ -232,6 +236,11 @@ class Etl:
             self.loaded_fence = None
             log.exception("fold failed; retried in %ss", self.settings.etl_interval_seconds)
             return
+        for step in list(self.periodic):
+            try:
+                step(datetime.now(UTC))
+            except Exception:
+                log.exception("periodic step %r failed", step)
         now = time.monotonic()
         if (
             self.maintenance is not None
