@@ -149,7 +149,10 @@ def write_logs(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     sample = log_sample(args.sample, args.seed)
     layout = plan(sample, args.rate)
     rng = np.random.default_rng(args.seed)
-    table = ensure_tables(open_catalog(settings))["log"]
+    catalog = open_catalog(settings)
+    # A busy emulator can stall an upload part for seconds; pyarrow's default gives up after 3.
+    catalog.properties["s3.request-timeout"] = "120"
+    table = ensure_tables(catalog)["log"]
     written: Counter[tuple[str, str]] = Counter()
     for h in range(args.hours):
         hour = START + timedelta(hours=h)

@@ -79,7 +79,8 @@ class TableStats:
 
     def describe(self, name: str, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
-        table = self.catalog.load_table(f"{self.namespace}.{name}")
+        # A tuple: a name may hold a dot, which a dotted identifier would split on.
+        table = self.catalog.load_table((self.namespace, name))
         snapshot = table.current_snapshot()
         view = self._blank(name)
         view.update(

@@ -112,6 +112,13 @@ def s3_secret_sql(settings: Settings) -> str:
     return f"CREATE OR REPLACE SECRET lake_s3 ({body})"
 
 
+def named_in(sql: str, tables: list[LakeTable]) -> list[LakeTable]:
+    """The tables whose name occurs as a word in ``sql``: a query can only read a table it
+    names, and each view costs its table's metadata reads when it is created."""
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql)}
+    return [t for t in tables if t.name in words]
+
+
 def connect(
     settings: Settings, tables: list[LakeTable] | None = None, *, log_http: bool = False
 ) -> tuple[duckdb.DuckDBPyConnection, list[LakeTable]]:
@@ -122,6 +129,15 @@ def connect(
     """
     if tables is None:
         tables = iceberg_tables(settings)
+    try:
+        con = _open(settings, tables, log_http)
+    except duckdb.Error as exc:
+        # A metadata file that cannot be read, an extension that does not load: not the query.
+        raise LakeUnavailable(_message(exc)) from exc
+    return con, tables
+
+
+def _open(settings: Settings, tables: list[LakeTable], log_http: bool) -> duckdb.DuckDBPyConnection:
     con = extensions.connect()
     if log_http:
         stats.enable(con)
@@ -130,8 +146,8 @@ def connect(
     for namespace in namespaces:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {namespace}")
     for table in tables:
-        # Creating the view reads the table's metadata file (DuckDB binds a view's columns);
-        # its manifests and data files are read by the queries that name it.
+        # Creating the view reads the table's metadata file, manifest list and manifests (DuckDB
+        # binds a view's columns); data files are read by the query.
         con.execute(
             f"CREATE VIEW {table.identifier} AS "
             f"SELECT * FROM iceberg_scan({_literal(table.metadata_location)})"
@@ -139,7 +155,7 @@ def connect(
     con.execute(f"SET search_path = {_literal(','.join([*namespaces, 'main']))}")
     # Timestamps print in UTC, as the lake stores them, whatever the machine's zone.
     con.execute("SET TimeZone = 'UTC'")
-    return con, tables
+    return con
 
 
 def run(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
