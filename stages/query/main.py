@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from stages.common.config import get_settings
 from stages.query import engine, extensions, output, stats
 
-PROG = "stages query"
+PROG = "stages-query"
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
