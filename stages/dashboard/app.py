@@ -261,7 +261,11 @@ def _table_stats(request: Request) -> TableStats:
             settings = state.settings.model_copy(
                 update={"aws_default_region": aws.region(state.settings)}
             )
-            state.tables = TableStats(open_catalog(settings))
+            catalog = open_catalog(settings)
+            # The project's client (two attempts, 5 s connect timeout) instead of pyiceberg's ten
+            # retries with backoff: an unreachable catalog must fail the panel within a refresh.
+            catalog.glue = aws.client("glue", settings)
+            state.tables = TableStats(catalog)
         return state.tables
 
 

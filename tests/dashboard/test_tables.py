@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
@@ -16,6 +17,7 @@ from stages.common import aws
 from stages.common.config import Settings
 from stages.etl.tables import NAMESPACE, PROCESSED_BUCKET, ensure_tables, open_catalog
 from tests.dashboard.helpers import DashboardProcess
+from tests.support.processes import free_port
 from tests.support.tables import fill_tables, plain
 
 BAD_LINES = (b"{not json", b'{"kind": "log", "service": "api-gateway", "timestamp": "nope"}')
@@ -111,3 +113,19 @@ def test_a_broken_table_is_reported_in_its_row_and_hides_no_other(
     assert tables["broken"]["error"]
     assert tables["logs"]["error"] is None and tables["logs"]["location"]
     assert Counter(t["name"] for t in view["tables"])["broken"] == 1
+
+
+def test_an_unreachable_catalog_is_a_prompt_503(tmp_path: Path) -> None:
+    dashboard = DashboardProcess(f"http://127.0.0.1:{free_port()}", tmp_path)
+    try:
+        dashboard.wait_healthy(60)
+        began = time.monotonic()
+        answer = dashboard.get("/api/tables")
+        elapsed = time.monotonic() - began
+    finally:
+        dashboard.stop()
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"]
+    assert "Glue catalog" in answer.json()["message"]
+    # Within one page refresh, not after pyiceberg's own ten retries with backoff.
+    assert elapsed < 10
