@@ -3,6 +3,7 @@ configured streams and buckets and the real consumer."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -43,9 +44,13 @@ from stages.dashboard.schemas import (
     StreamList,
     StreamName,
     StreamView,
+    TableList,
+    TableName,
+    TableView,
     TimeSeries,
     Token,
 )
+from stages.dashboard.tables import TableStats
 from stages.dashboard.viewer import parse_line, read_first_lines
 
 PACKAGE_DIR = Path(__file__).parent
@@ -233,6 +238,70 @@ def _pipeline_router() -> APIRouter:
     return router
 
 
+@contextmanager
+def lake_errors(what: str) -> Iterator[None]:
+    """Like :func:`aws_errors`, for pyiceberg, whose file reads fail as ``OSError``."""
+    with aws_errors(what):
+        try:
+            yield
+        except OSError as exc:
+            raise Unavailable(f"{what}: {exc}", retry_after=5) from exc
+
+
+def _table_stats(request: Request) -> TableStats:
+    """The catalog is opened on first use: pyiceberg costs the dashboard memory and start-up
+    time that a lake without curated tables should not pay."""
+    state = request.app.state
+    with state.tables_lock:
+        if state.tables is None:
+            from stages.etl.tables import open_catalog
+
+            # The catalog takes the region from AWS_DEFAULT_REGION alone; give it the one every
+            # other client resolves (AWS_REGION, the profile, us-east-1).
+            settings = state.settings.model_copy(
+                update={"aws_default_region": aws.region(state.settings)}
+            )
+            catalog = open_catalog(settings)
+            # The project's client (two attempts, 5 s connect timeout) instead of pyiceberg's ten
+            # retries with backoff: an unreachable catalog must fail the panel within a refresh.
+            catalog.glue = aws.client("glue", settings)
+            state.tables = TableStats(catalog)
+        return state.tables
+
+
+def _tables_router() -> APIRouter:
+    router = APIRouter(prefix="/api/tables", tags=["tables"])
+
+    @router.get(
+        "",
+        summary="The curated lake's Iceberg tables: rows, files, freshness, last commit",
+        responses={503: {"description": "The Glue catalog or S3 did not answer."}},
+    )
+    def list_tables(request: Request) -> TableList:
+        with lake_errors("reading the Glue catalog"):
+            return TableList(**_table_stats(request).overview())
+
+    @router.get(
+        "/{name}",
+        summary="One table of the curated lake",
+        responses={404: {"description": "No such table in the namespace."}},
+    )
+    def get_table(request: Request, name: TableName) -> TableView:
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        stats = _table_stats(request)
+        try:
+            with lake_errors(f"reading table {name}"):
+                return TableView(**stats.describe(name))
+        except (NoSuchTableError, NoSuchNamespaceError):
+            raise NotFound(
+                f"no table {name!r} in {stats.namespace}",
+                detail={"tables": stats.table_names()},
+            ) from None
+
+    return router
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     page = PAGE_HTML.read_text()
@@ -255,6 +324,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             period=settings.dashboard_sample_seconds,
             capacity=settings.dashboard_history_samples,
         )
+        app.state.tables = None
+        app.state.tables_lock = threading.Lock()
         app.state.sampler.start()
         try:
             yield
@@ -271,11 +342,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         "dashboard",
         health=health,
-        routers=[_bucket_router(), _pipeline_router()],
+        routers=[_bucket_router(), _pipeline_router(), _tables_router()],
         lifespan=lifespan,
         status_page=False,
         description="Read-only views of the pipeline: streams, buckets, partitions, objects, "
-        "the consumer; live throughput and lag.",
+        "the consumer; live throughput and lag; the curated lake's Iceberg tables.",
     )
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)

@@ -171,3 +171,36 @@ class TimeSeries(BaseModel):
     records_out_per_s: list[float | None]
     objects_per_s: list[float | None]
     max_lag_ms: dict[str, list[float | None]]
+
+
+TableName = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[a-z_][a-z0-9_]*$")]
+
+
+class TableView(BaseModel):
+    """One Iceberg table, from its metadata (snapshot summary, manifests), never its data."""
+
+    name: str
+    identifier: str
+    location: str
+    format_version: int
+    partitioned_by: list[str]
+    snapshots: int
+    snapshot_id: int | None
+    operation: str | None = Field(description="What the current snapshot did (append, ...).")
+    rows: int
+    data_files: int
+    total_bytes: int
+    avg_file_bytes: int | None
+    last_commit: str | None = Field(description="The current snapshot's time, RFC 3339 UTC.")
+    last_commit_age_seconds: float | None
+    event_time_column: str | None = Field(description="The column freshness is measured on.")
+    newest: str | None = Field(description="The newest event time the manifests record.")
+    freshness_seconds: float | None = Field(description="Now minus newest.")
+    error: str | None = None
+
+
+class TableList(BaseModel):
+    namespace: str
+    checked_at: float
+    quarantined_rows: int | None = Field(description="Rows of the quarantine table; null: none.")
+    tables: list[TableView]

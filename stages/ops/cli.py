@@ -5,6 +5,7 @@
     stages status [SERVICE...]  ./start.sh status            (stages.ops.fleet status)
     stages provision            python -m stages.ops.provision
     stages check [OPTIONS]      ./test-pipeline.sh [OPTIONS] (stages.ops.pipeline_check)
+    stages query SQL            python -m stages.query SQL   (also the stages-query command)
 
 Each subcommand takes the same options and environment, and exits with the same status, as the
 script it stands for. ``./start.sh`` also creates the venv first; ``stages`` is already in one.
@@ -44,12 +45,19 @@ def _check(args: list[str]) -> int:
     return pipeline_check.main(args, prog=f"{PROG} check")
 
 
+def _query(args: list[str]) -> int:
+    from stages.query import main as query
+
+    return query.main(args, prog=f"{PROG} query")
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "start": (_fleet("start"), "start services (default: every built one) and wait until healthy"),
     "stop": (_fleet("stop"), "stop services started from this RUN_DIR (default: all)"),
     "status": (_fleet("status"), "table of services: pid, port, health (exit 3: not all up)"),
     "provision": (_provision, "create the streams, buckets and lease table (idempotent)"),
     "check": (_check, "end-to-end check of the running pipeline (./test-pipeline.sh)"),
+    "query": (_query, "DuckDB SQL over the curated lake's Iceberg tables (telemetry.logs, ...)"),
 }
 
 

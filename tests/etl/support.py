@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import orjson
 import pyarrow.compute as pc
-from stages.synthesis.state import EntityPool
 
 from stages.common import aws, lake, resources
 from stages.common.config import Settings
 from stages.etl.tables import open_catalog
+from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
 from stages.synthesis.schemas import SynthesizeRequest
 from tests.support.processes import base_env, free_port, start_service

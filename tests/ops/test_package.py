@@ -33,7 +33,6 @@ NOT_RUNTIME = {
     "playwright",
     "schemathesis",
     "py-spy",
-    "duckdb",
     "awscli",
     "awscli-local",
     "opentelemetry-sdk",

@@ -374,6 +374,61 @@
     }
   }
 
+  // --- curated tables -------------------------------------------------------------------------
+  function age(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    const s = Math.max(0, seconds);
+    if (s < 120) return Math.round(s) + " s";
+    if (s < 7200) return Math.round(s / 60) + " min";
+    if (s < 172800) return (s / 3600).toFixed(1) + " h";
+    return (s / 86400).toFixed(1) + " d";
+  }
+
+  async function refreshTables() {
+    const panel = document.getElementById("tables");
+    const body = panel.querySelector(".body");
+    try {
+      const data = await getJSON("/api/tables");
+      panelError(panel, null);
+      clear(body);
+      document.getElementById("tables-meta").textContent =
+        "Glue database " + data.namespace + " · " + data.tables.length + " table(s) · quarantined rows: " +
+        (data.quarantined_rows === null ? "– (no quarantine table)" : num(data.quarantined_rows)) +
+        " · figures from Iceberg metadata (snapshot summaries, manifests), no data scanned";
+      if (!data.tables.length) {
+        body.appendChild(el("p", { cls: "meta", text: "No curated tables yet: the ETL has not created them." }));
+        return;
+      }
+      const rows = data.tables.map((t) => {
+        const rowsCell = cell(num(t.rows), "num rows");
+        rowsCell.dataset.count = String(t.rows);
+        const newest = t.newest ? t.newest + " (" + age(t.freshness_seconds) + " ago)" : "–";
+        const commit = t.last_commit ? t.last_commit + " (" + age(t.last_commit_age_seconds) + " ago)" : "–";
+        return [
+          cell(t.identifier, "table-name"),
+          rowsCell,
+          cell(num(t.data_files), "num files"),
+          cell(bytes(t.total_bytes), "num"),
+          cell(bytes(t.avg_file_bytes), "num avg"),
+          cell(newest, "freshness"),
+          cell(commit, "commit"),
+          cell(num(t.snapshots), "num"),
+          cell(t.error || ""),
+        ];
+      });
+      const tbl = table(
+        ["Table", "Rows", "Data files", "Bytes", "Avg file", "Newest (freshness)", "Last commit", "Snapshots", "Problems"],
+        rows
+      );
+      tbl.querySelectorAll("tbody tr").forEach((tr, i) => {
+        tr.dataset.table = data.tables[i].name;
+      });
+      body.appendChild(tbl);
+    } catch (err) {
+      panelError(panel, "Curated tables unavailable: " + err.message);
+    }
+  }
+
   // --- charts -----------------------------------------------------------------------------------
   const COLOURS = ["#0b5cc2", "#d62828", "#17663a", "#8a5a00", "#6a3d9a"];
 
@@ -431,7 +486,7 @@
   }
 
   async function refreshAll() {
-    await Promise.all([refreshConsumer(), refreshStreams(), refreshBuckets(), refreshPartitions(), refreshCharts()]);
+    await Promise.all([refreshConsumer(), refreshStreams(), refreshBuckets(), refreshPartitions(), refreshTables(), refreshCharts()]);
     document.getElementById("refreshed-at").textContent = new Date().toLocaleTimeString();
   }
 

@@ -1,0 +1,5 @@
+import sys
+
+from stages.query.main import main
+
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""The dashboard's curated-tables API against real Iceberg tables in the emulator's Glue catalog.
+
+Every figure is checked against what was written (rows, partitions) or against S3 itself (the
+data files' bytes), never against another reading of the same metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+
+from stages.common import aws
+from stages.common.config import Settings
+from stages.etl.tables import NAMESPACE, PROCESSED_BUCKET, ensure_tables, open_catalog
+from tests.dashboard.helpers import DashboardProcess
+from tests.support.processes import free_port
+from tests.support.tables import fill_tables, plain
+
+BAD_LINES = (b"{not json", b'{"kind": "log", "service": "api-gateway", "timestamp": "nope"}')
+
+
+def _data_objects(s3: Any, table: str) -> list[int]:
+    prefix = f"{NAMESPACE}/{table}/data/"
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=PROCESSED_BUCKET, Prefix=prefix)
+    return [obj["Size"] for page in pages for obj in page.get("Contents", [])]
+
+
+def test_tables_from_metadata_before_and_after_commits(
+    dashboard: DashboardProcess, lake_endpoint: str, s3: Any
+) -> None:
+    empty = dashboard.json("/api/tables")
+    assert empty["namespace"] == NAMESPACE
+    assert empty["tables"] == [] and empty["quarantined_rows"] is None
+
+    settings = Settings(aws_endpoint_url=lake_endpoint)
+    before = time.time()
+    lake = fill_tables(settings, count=2500, bad_lines=BAD_LINES)
+    after = time.time()
+    typed = lake.typed
+    view = dashboard.json("/api/tables")
+    tables = {t["name"]: t for t in view["tables"]}
+    assert set(tables) == {"logs", "metrics", "apm", "quarantine"}
+    assert view["quarantined_rows"] == 2 == tables["quarantine"]["rows"]
+
+    expected_rows = {"logs": "log", "metrics": "metric", "apm": "apm"}
+    for name, kind in expected_rows.items():
+        table = tables[name]
+        data = typed.tables[kind]
+        partitions = set(
+            zip(plain(data["service"]), plain(data["dt"]), plain(data["hr"]), strict=True)
+        )
+        sizes = _data_objects(s3, name)
+        assert table["rows"] == data.num_rows, name
+        assert table["data_files"] == len(partitions) == len(sizes), name
+        assert table["total_bytes"] == sum(sizes), name
+        assert table["avg_file_bytes"] == sum(sizes) // len(sizes), name
+        assert table["snapshots"] == 1 and table["operation"] == "append", name
+        assert table["partitioned_by"] == ["service", "dt", "hr"]
+        assert table["identifier"] == f"{NAMESPACE}.{name}"
+        assert table["location"] == f"s3://{PROCESSED_BUCKET}/{NAMESPACE}/{name}"
+        assert before - 1 <= time.time() - table["last_commit_age_seconds"] <= time.time()
+        assert table["last_commit_age_seconds"] <= time.time() - before + 1
+        newest = pc.max(data["timestamp"]).as_py()
+        assert table["event_time_column"] == "timestamp"
+        assert table["newest"] == newest.isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z"
+        ), name
+        assert abs(table["freshness_seconds"] - (time.time() - newest.timestamp())) < 60
+        assert table["error"] is None
+    assert after >= before
+
+    # A second commit: the figures follow the new snapshot (and its newer event times).
+    more = fill_tables(settings, count=600, seed=99, start="2026-03-02T12:00:00Z")
+    logs = dashboard.json("/api/tables/logs")
+    assert logs["rows"] == typed.tables["log"].num_rows + more.typed.tables["log"].num_rows
+    assert logs["snapshots"] == 2
+    assert logs["newest"].startswith("2026-03-02T")
+    assert logs["data_files"] == len(_data_objects(s3, "logs"))
+
+
+def test_unknown_and_malformed_table_names(dashboard: DashboardProcess, lake_endpoint: str) -> None:
+    ensure_tables(open_catalog(Settings(aws_endpoint_url=lake_endpoint)))
+    missing = dashboard.get("/api/tables/no_such_table")
+    assert missing.status_code == 404
+    body = missing.json()
+    assert "no_such_table" in body["message"]
+    assert set(body["detail"]["tables"]) >= {"logs", "metrics", "apm", "quarantine"}
+    assert dashboard.get("/api/tables/Not-A-Name").status_code == 422
+
+
+def test_a_broken_table_is_reported_in_its_row_and_hides_no_other(
+    dashboard: DashboardProcess, lake_endpoint: str
+) -> None:
+    ensure_tables(open_catalog(Settings(aws_endpoint_url=lake_endpoint)))
+    glue = aws.client("glue", Settings(aws_endpoint_url=lake_endpoint))
+    glue.create_table(
+        DatabaseName=NAMESPACE,
+        TableInput={
+            "Name": "broken",
+            "TableType": "EXTERNAL_TABLE",
+            "Parameters": {
+                "table_type": "ICEBERG",
+                "metadata_location": f"s3://{PROCESSED_BUCKET}/nowhere/v1.metadata.json",
+            },
+        },
+    )
+    view = dashboard.json("/api/tables")
+    tables = {t["name"]: t for t in view["tables"]}
+    assert tables["broken"]["error"]
+    assert tables["logs"]["error"] is None and tables["logs"]["location"]
+    assert Counter(t["name"] for t in view["tables"])["broken"] == 1
+
+
+def test_an_unreachable_catalog_is_a_prompt_503(tmp_path: Path) -> None:
+    dashboard = DashboardProcess(f"http://127.0.0.1:{free_port()}", tmp_path)
+    try:
+        dashboard.wait_healthy(60)
+        began = time.monotonic()
+        answer = dashboard.get("/api/tables")
+        elapsed = time.monotonic() - began
+    finally:
+        dashboard.stop()
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"]
+    assert "Glue catalog" in answer.json()["message"]
+    # Within one page refresh, not after pyiceberg's own ten retries with backoff.
+    assert elapsed < 10
