@@ -5,6 +5,7 @@
     stages status [SERVICE...]  ./start.sh status            (stages.common.fleet status)
     stages provision            python -m stages.common.provision
     stages check [OPTIONS]      ./test-pipeline.sh [OPTIONS] (stages.common.pipeline_check)
+    stages history [OPTIONS]    python -m stages.orchestrator history [OPTIONS]
 
 Each subcommand takes the same options and environment, and exits with the same status, as the
 script it stands for. ``./start.sh`` also creates the venv first; ``stages`` is already in one.
@@ -44,12 +45,19 @@ def _check(args: list[str]) -> int:
     return pipeline_check.main(args, prog=f"{PROG} check")
 
 
+def _history(args: list[str]) -> int:
+    from stages.orchestrator import history_cli
+
+    return history_cli.main(args, prog=f"{PROG} history")
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "start": (_fleet("start"), "start services (default: every built one) and wait until healthy"),
     "stop": (_fleet("stop"), "stop services started from this RUN_DIR (default: all)"),
     "status": (_fleet("status"), "table of services: pid, port, health (exit 3: not all up)"),
     "provision": (_provision, "create the streams, buckets and lease table (idempotent)"),
     "check": (_check, "end-to-end check of the running pipeline (./test-pipeline.sh)"),
+    "history": (_history, "generate labelled history for a past range and wait for it"),
 }
 
 
