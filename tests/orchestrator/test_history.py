@@ -173,10 +173,13 @@ def test_a_run_sends_the_range_through_synthesis_and_records_its_windows(
             "schedule": [{"scenario_id": scenario, "start": at.isoformat(), "duration_s": 600}]
         },
     }
+    peers.delay_seconds = 0.2  # the run lasts long enough to meet a second start
     started = client.post("/api/history", json=body)
     assert started.status_code == 202, started.text
     run_id = started.json()["id"]
-    assert client.post("/api/history", json=body).status_code in (202, 409)
+    second = client.post("/api/history", json=body)
+    assert second.status_code == 409 and "already generating" in second.json()["message"]
+    peers.delay_seconds = 0.0
 
     def finished() -> Any:
         run = client.get(f"/api/history/{run_id}").json()
