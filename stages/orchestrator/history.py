@@ -202,18 +202,15 @@ def chunk_requests(
         )
     ]
     for part, window in enumerate(windows, start=1):
-        start = max(window.start, chunk.start)
-        end = min(window.last_end, chunk.end, config.end)
-        overlap = (end - start).total_seconds()
-        count = math.ceil(overlap / config.resolution_seconds) * config.logs_apm_per_step
-        if overlap <= 0 or count <= 0:
+        start, end, count = window_part(config, chunk, window.start, window.last_end)
+        if count <= 0:
             continue
         requests.append(
             SynthesisRequest(
                 count=count,
                 seed=derive_seed(config.seed, "history", chunk.index, part),
                 timestamp=start,
-                spread_seconds=overlap,
+                spread_seconds=(end - start).total_seconds(),
                 services=window.services,
                 anomaly=context_for(window),
                 anomalous_share=anomalous_share(window.intensity),
@@ -224,12 +221,27 @@ def chunk_requests(
     return requests
 
 
-def planned_records(config: HistoryConfig, windows: Sequence[PlannedWindow]) -> int:
+def window_part(
+    config: HistoryConfig, chunk: Chunk, start: datetime, end: datetime
+) -> tuple[datetime, datetime, int]:
+    """The overlap of a window [start, end) with a chunk, and the logs and spans made for it:
+    ``logs_apm_per_step`` per step of the overlap, rounded up."""
+    first = max(start, chunk.start)
+    last = min(end, chunk.end, config.end)
+    overlap = (last - first).total_seconds()
+    if overlap <= 0:
+        return first, last, 0
+    return first, last, math.ceil(overlap / config.resolution_seconds) * config.logs_apm_per_step
+
+
+def planned_records(
+    config: HistoryConfig, chunks: Sequence[Chunk], windows: Sequence[PlannedWindow]
+) -> int:
     """Every record the run asks for (the grid, the background logs and spans, the windows')."""
     total = config.steps * per_step_records(config)
-    for window in windows:
-        overlap = (window.end - window.start).total_seconds()
-        total += math.ceil(overlap / config.resolution_seconds) * config.logs_apm_per_step
+    for chunk in chunks:
+        for window in windows:
+            total += window_part(config, chunk, window.start, window.end)[2]
     return total
 
 
@@ -253,6 +265,7 @@ class HistoryRun:
     chunks_done: int = 0
     generated_until: datetime | None = None
     windows: list[Window] = field(default_factory=list)
+    recorded: dict[int, Window] = field(default_factory=dict)  # planned index -> its window
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS_KEPT))
     tally: Tally = field(default_factory=Tally)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -348,12 +361,13 @@ class HistoryRunner:
         with self._lock:
             if any(r.running for r in self._runs.values()):
                 raise HistoryAlreadyRunning()
+            chunks = plan_chunks(config)
             run = HistoryRun(
                 id=uuid.uuid4().hex,
                 config=config,
                 planned=planned,
-                chunks=plan_chunks(config),
-                records_planned=planned_records(config, planned),
+                chunks=chunks,
+                records_planned=planned_records(config, chunks, planned),
             )
             run.thread = threading.Thread(
                 target=self._loop, args=(run,), name="history", daemon=True
@@ -430,14 +444,13 @@ class HistoryRunner:
 
     def _windows_for(self, run: HistoryRun, chunk: Chunk) -> list[Window]:
         """The windows overlapping the chunk, recorded in the ground truth on first use."""
-        recorded = {w.start: w for w in run.windows}
         overlapping = []
-        for planned in run.planned:
+        for index, planned in enumerate(run.planned):
             if not (planned.start < chunk.end and chunk.start < planned.end):
                 continue
-            window = recorded.get(planned.start)
-            if window is None or window.scenario_id != planned.scenario.id:
-                window = self._record_window(planned, f"history:{run.id}")
+            window = run.recorded.get(index)
+            if window is None:
+                window = run.recorded[index] = self._record_window(planned, f"history:{run.id}")
                 with run.lock:
                     run.windows.append(window)
             overlapping.append(window)

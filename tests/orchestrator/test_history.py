@@ -93,7 +93,8 @@ def test_a_schedule_is_planned_as_given() -> None:
         at + timedelta(seconds=300),
         80.0,
     )
-    assert planned_records(config, [window]) == 720 * (config.series_count() + 10 * 2) + 30 * 2
+    chunks = plan_chunks(config)
+    assert planned_records(config, chunks, [window]) == 720 * (config.series_count() + 20) + 60
 
 
 def _now() -> datetime:
@@ -206,3 +207,43 @@ def test_a_run_sends_the_range_through_synthesis_and_records_its_windows(
     lines = (Path(settings.data_dir) / "ground_truth.jsonl").read_text().splitlines()
     events = [json.loads(line)["event"] for line in lines if window["id"] in line]
     assert events == ["opened", "closed"]
+
+
+def test_a_window_across_chunks_is_recorded_once_and_every_record_counted(
+    client: TestClient,
+) -> None:
+    end = _now()
+    start = end - timedelta(hours=8)
+    # one metric and two logs per step: 1,666 steps per call, so the first chunk ends
+    # 16,660 s in; the window starts between two milliseconds and runs across that end
+    at = start + timedelta(seconds=16_500, microseconds=500)
+    scenario = _scenario("cpu_spike", "payment-service")
+    body = {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "services": ["payment-service"],
+        "metrics": ["cpu.utilization"],
+        "seed": 3,
+        "anomalies": {
+            "schedule": [{"scenario_id": scenario, "start": at.isoformat(), "duration_s": 605}]
+        },
+    }
+    started = client.post("/api/history", json=body)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+
+    def finished() -> Any:
+        run = client.get(f"/api/history/{run_id}").json()
+        return run if run["status"] != "running" else None
+
+    run = wait_until(finished, timeout=60)
+    assert run["status"] == "completed", run
+    assert run["chunks_total"] == 2
+    assert run["windows_planned"] == len(run["windows"]) == 1
+    listed = [
+        w
+        for w in client.get("/api/ground-truth").json()["items"]
+        if w["source"] == f"history:{run_id}"
+    ]
+    assert len(listed) == 1
+    assert run["records_accepted"] == run["records_requested"] == run["records_planned"]
