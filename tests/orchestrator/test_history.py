@@ -247,3 +247,22 @@ def test_a_window_across_chunks_is_recorded_once_and_every_record_counted(
     ]
     assert len(listed) == 1
     assert run["records_accepted"] == run["records_requested"] == run["records_planned"]
+
+
+def test_a_stopped_run_says_how_far_it_got(client: TestClient, peers: Peers) -> None:
+    end = _now()
+    body = {"start": (end - timedelta(days=2)).isoformat(), "end": end.isoformat(), "seed": 9}
+    peers.delay_seconds = 0.3
+    started = client.post("/api/history", json=body)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+    wait_until(lambda: client.get(f"/api/history/{run_id}").json()["chunks_done"] >= 1, 30)
+    stopped = client.post(f"/api/history/{run_id}/stop")
+    peers.delay_seconds = 0.0
+    assert stopped.status_code == 200
+    run = stopped.json()
+    assert run["status"] == "stopped"
+    assert 1 <= run["chunks_done"] < run["chunks_total"]
+    assert run["generated_until"] < run["end"]
+    assert run["records_accepted"] == run["records_requested"] < run["records_planned"]
+    assert client.get("/api/history").json()["items"][0]["id"] == run_id
