@@ -266,3 +266,38 @@ def test_a_stopped_run_says_how_far_it_got(client: TestClient, peers: Peers) -> 
     assert run["generated_until"] < run["end"]
     assert run["records_accepted"] == run["records_requested"] < run["records_planned"]
     assert client.get("/api/history").json()["items"][0]["id"] == run_id
+
+
+def _run_to_the_end(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
+    started = client.post("/api/history", json=body)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+
+    def finished() -> Any:
+        run = client.get(f"/api/history/{run_id}").json()
+        return run if run["status"] != "running" else None
+
+    return wait_until(finished, timeout=60)
+
+
+def test_backpressure_is_retried_and_what_still_fails_is_counted(
+    client: TestClient, peers: Peers
+) -> None:
+    end = _now()
+    body = {
+        "start": (end - timedelta(hours=1)).isoformat(),
+        "end": end.isoformat(),
+        "services": ["auth-service"],
+        "seed": 2,
+    }
+    peers.fail_next = 2  # synthesis answers 503 (ingestion pushing back) twice
+    run = _run_to_the_end(client, body)
+    assert run["status"] == "completed", run
+    assert run["synthesis_retries"] == 2 and run["records_failed"] == 0
+    assert run["records_accepted"] == run["records_planned"]
+
+    peers.reject_after = 100  # ingestion refuses the rest of one call as invalid
+    run = _run_to_the_end(client, body | {"seed": 3})
+    assert run["status"] == "failed"
+    assert run["records_failed"] == run["records_planned"] - run["records_accepted"] > 0
+    assert run["errors"] and run["errors"][0].startswith("ingestion_rejected")
