@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     # --- Stage 00 services (bind address and port each; peers are reached at these) -------
     orchestrator_host: str = "127.0.0.1"
     orchestrator_port: int = Field(default=8000, ge=0, le=65535)
+    history_max_days: float = Field(
+        default=31.0, gt=0, le=366, description="Longest range one history run may cover."
+    )
+    history_calls_in_flight: int = Field(
+        default=3, ge=1, le=16, description="Synthesis calls a history run keeps going at once."
+    )
     patterns_host: str = "127.0.0.1"
     patterns_port: int = Field(default=8001, ge=0, le=65535)
     synthesis_host: str = "127.0.0.1"

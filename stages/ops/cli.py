@@ -6,6 +6,7 @@
     stages provision            python -m stages.ops.provision
     stages check [OPTIONS]      ./test-pipeline.sh [OPTIONS] (stages.ops.pipeline_check)
     stages query SQL            python -m stages.query SQL   (also the stages-query command)
+    stages history [OPTIONS]    python -m stages.orchestrator history [OPTIONS]
 
 Each subcommand takes the same options and environment, and exits with the same status, as the
 script it stands for. ``./start.sh`` also creates the venv first; ``stages`` is already in one.
@@ -51,6 +52,12 @@ def _query(args: list[str]) -> int:
     return query.main(args, prog=f"{PROG} query")
 
 
+def _history(args: list[str]) -> int:
+    from stages.orchestrator import history_cli
+
+    return history_cli.main(args, prog=f"{PROG} history")
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "start": (_fleet("start"), "start services (default: every built one) and wait until healthy"),
     "stop": (_fleet("stop"), "stop services started from this RUN_DIR (default: all)"),
@@ -58,6 +65,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "provision": (_provision, "create the streams, buckets and lease table (idempotent)"),
     "check": (_check, "end-to-end check of the running pipeline (./test-pipeline.sh)"),
     "query": (_query, "DuckDB SQL over the curated lake's Iceberg tables (telemetry.logs, ...)"),
+    "history": (_history, "generate labelled history for a past range and wait for it"),
 }
 
 

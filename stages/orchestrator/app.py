@@ -17,6 +17,7 @@ from stages.orchestrator.continuous import ContinuousConfig, GeneratorStats
 from stages.orchestrator.control import GROUND_TRUTH_FILE, Orchestrator
 from stages.orchestrator.executions import Execution
 from stages.orchestrator.ground_truth import Window
+from stages.orchestrator.history import HistoryProgress, ScheduledWindow
 from stages.orchestrator.panel import panel
 from stages.orchestrator.scenario_catalogue import Scenario
 from stages.orchestrator.schemas import (
@@ -28,6 +29,9 @@ from stages.orchestrator.schemas import (
     ExecutionOut,
     ExecutionPage,
     GroundTruthPage,
+    HistoryOut,
+    HistoryPage,
+    HistoryRequest,
     ScenarioOut,
     ScenarioPage,
     Severity,
@@ -41,8 +45,8 @@ NAME = "scenario-orchestrator"
 
 
 _ERRORS = {
-    404: "No such scenario or execution",
-    409: "A generator already runs, or too many executions run or windows are open",
+    404: "No such scenario, execution or history run",
+    409: "A generator or history run already runs, or too many executions run or windows are open",
     422: "The body or a parameter is invalid (unknown fields, out of bounds, unknown type)",
 }
 
@@ -98,10 +102,40 @@ def continuous_out(stats: GeneratorStats) -> ContinuousStats:
     )
 
 
+def history_out(run: HistoryProgress) -> HistoryOut:
+    return HistoryOut(
+        id=run.id,
+        status=run.status,  # type: ignore[arg-type]
+        start=format_timestamp(run.start),
+        end=format_timestamp(run.end),
+        resolution_seconds=run.resolution_seconds,
+        services=list(run.services),
+        seed=run.seed,
+        started_at=format_timestamp(run.started_at),
+        finished_at=format_timestamp(run.finished_at) if run.finished_at else None,
+        elapsed_seconds=run.elapsed_seconds,
+        chunks_total=run.chunks_total,
+        chunks_done=run.chunks_done,
+        generated_until=format_timestamp(run.generated_until) if run.generated_until else None,
+        records_planned=run.records_planned,
+        records_requested=run.records_requested,
+        records_accepted=run.records_accepted,
+        records_failed=run.records_failed,
+        synthesis_calls=run.synthesis_calls,
+        synthesis_retries=run.synthesis_retries,
+        records_per_second=run.records_per_second,
+        simulated_days_per_minute=run.simulated_days_per_minute,
+        windows_planned=run.windows_planned,
+        windows=[window_out(w) for w in run.windows],
+        errors=list(run.errors),
+    )
+
+
 scenarios = APIRouter(prefix="/api/scenarios", tags=["scenarios"])
 executions = APIRouter(prefix="/api/executions", tags=["executions"])
 continuous = APIRouter(prefix="/api/continuous", tags=["continuous"])
 anomalies = APIRouter(prefix="/api", tags=["anomalies"])
+history = APIRouter(prefix="/api/history", tags=["history"])
 
 
 @scenarios.get("", summary="List and filter scenarios")
@@ -240,6 +274,57 @@ def ground_truth(
     )
 
 
+@history.post(
+    "",
+    summary="Generate labelled history for a past range",
+    status_code=202,
+    responses=_responses(409, 422),
+)
+def start_history(orch: OrchestratorDep, body: HistoryRequest, _: ControlToken) -> HistoryOut:
+    anomalies_ = body.anomalies
+    schedule = None
+    if anomalies_ is not None and anomalies_.schedule is not None:
+        schedule = tuple(
+            ScheduledWindow(w.scenario_id, w.start, w.duration_s, w.intensity)
+            for w in anomalies_.schedule
+        )
+    config = orch.history_config(
+        start=body.start,
+        end=body.end,
+        days=body.days,
+        resolution_seconds=body.resolution_seconds,
+        services=tuple(s.value for s in body.services) if body.services else None,
+        metrics=tuple(m.value for m in body.metrics) if body.metrics else None,
+        seed=body.seed,
+        logs_apm_per_step=body.logs_apm_per_step,
+        rate_per_day=anomalies_.rate_per_day if anomalies_ else None,
+        schedule=schedule,
+        normal_only_ranges=tuple((r.start, r.end) for r in body.normal_only_ranges or ()),
+        trend_per_day=body.trend_per_day,
+        weekly_amplitude=body.weekly_amplitude,
+    )
+    return history_out(orch.start_history(config))
+
+
+@history.get("", summary="History runs, newest first")
+def list_histories(orch: OrchestratorDep) -> HistoryPage:
+    return HistoryPage(items=[history_out(r) for r in orch.histories()])
+
+
+@history.get("/{history_id}", summary="A history run's progress", responses=_responses(404))
+def get_history(
+    orch: OrchestratorDep, history_id: Annotated[str, Path(max_length=64)]
+) -> HistoryOut:
+    return history_out(orch.history(history_id))
+
+
+@history.post("/{history_id}/stop", summary="Stop a history run", responses=_responses(404))
+def stop_history(
+    orch: OrchestratorDep, history_id: Annotated[str, Path(max_length=64)], _: ControlToken
+) -> HistoryOut:
+    return history_out(orch.stop_history(history_id))
+
+
 def create_app(settings: Settings) -> FastAPI:
     orchestrator = Orchestrator(settings)
 
@@ -255,7 +340,7 @@ def create_app(settings: Settings) -> FastAPI:
     return create_service_app(
         NAME,
         health=orchestrator.health,
-        routers=[scenarios, executions, continuous, anomalies, panel],
+        routers=[scenarios, executions, continuous, anomalies, history, panel],
         status_page=False,
         lifespan=lifespan,
         description="Scenario catalogue, executions, continuous generation, anomaly triggers "

@@ -26,6 +26,8 @@ MAX_SYNTHESIS_COUNT = 5_000  # the synthesis API's per-call bound
 SYNTHESIS_ATTEMPTS = 4
 MAX_RETRY_DELAY_SECONDS = 2.0
 CATALOGUE_TIMEOUT_SECONDS = 2.0
+# Refused records would be refused again; a series lost in part cannot be remade in part.
+_FINAL_ERRORS = frozenset({"ingestion_rejected", "series_not_resumable"})
 
 
 def derive_seed(base: int, *parts: int | str) -> int:
@@ -88,6 +90,10 @@ class SynthesisRequest:
     anomalous_share: float | None = None
     # every other window overlapping the request's time range: synthesis labels by their scope
     windows: tuple[AnomalyContext, ...] = ()
+    kinds: tuple[str, ...] | None = None
+    # metric series on a grid (synthesis's ``series``), for history, and the records it makes
+    series: dict[str, Any] | None = None
+    grid_records: int = 0
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -108,7 +114,16 @@ class SynthesisRequest:
             body["anomalous_share"] = self.anomalous_share
         if self.windows:
             body["windows"] = [w.to_json() for w in self.windows]
+        if self.kinds:
+            body["kinds"] = list(self.kinds)
+        if self.series is not None:
+            body["series"] = self.series
         return body
+
+    @property
+    def total(self) -> int:
+        """Records synthesis makes for it: ``count`` plus the series grid's."""
+        return self.count + self.grid_records
 
 
 @dataclass
@@ -150,7 +165,7 @@ class SynthesisClient:
         answers with what the key has in ingestion so far: a 503's ``detail.forwarded`` or a
         200's ``count``. A retry therefore makes only the missing records, also when an answer
         was lost on the way back (a timeout after synthesis had forwarded the records)."""
-        outcome = SynthesisOutcome(requested=request.count)
+        outcome = SynthesisOutcome(requested=request.total)
         headers = {"Idempotency-Key": uuid.uuid4().hex}
         for attempt in range(SYNTHESIS_ATTEMPTS):
             if attempt:
@@ -160,7 +175,7 @@ class SynthesisClient:
                 outcome.error = None
                 return outcome
             outcome.error = reason
-            done = outcome.produced >= request.count
+            done = outcome.produced >= request.total
             if delay is None or done or attempt == SYNTHESIS_ATTEMPTS - 1:
                 break
             metrics.SYNTHESIS_RETRIES.labels(reason.split(":")[0]).inc()
@@ -178,12 +193,12 @@ class SynthesisClient:
         except httpx.HTTPError as exc:
             return _backoff(outcome.retries), f"unreachable: {type(exc).__name__}"
         if resp.status_code >= 500:
-            outcome.produced = max(outcome.produced, _forwarded_before_failure(resp, request.count))
+            outcome.produced = max(outcome.produced, _forwarded_before_failure(resp, request.total))
         if resp.status_code == 503:
             return _retry_after(resp), f"unavailable: {_message(resp)}"
         if resp.status_code == 409:  # an earlier attempt with the key is still running
             return _retry_after(resp), f"in_progress: {_message(resp)}"
-        if _error_code(resp) == "ingestion_rejected":  # the same records would be refused again
+        if _error_code(resp) in _FINAL_ERRORS:  # a retry would get the same answer
             return None, f"ingestion_rejected: {_message(resp)}"
         if resp.status_code >= 500:
             return _backoff(outcome.retries), f"server_error: {_message(resp)}"
@@ -193,7 +208,7 @@ class SynthesisClient:
             produced = int(resp.json()["count"])
         except (ValueError, KeyError, TypeError):
             return None, "bad_answer: synthesis answer has no integer 'count'"
-        outcome.produced = max(outcome.produced, min(produced, request.count))
+        outcome.produced = max(outcome.produced, min(produced, request.total))
         return None, None
 
 

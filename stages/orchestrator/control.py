@@ -9,7 +9,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
@@ -21,6 +21,7 @@ from stages.orchestrator.clients import StateClient, StateEffectResult, Synthesi
 from stages.orchestrator.continuous import ContinuousConfig, ContinuousGenerator, GeneratorStats
 from stages.orchestrator.effects import apply_state_effect
 from stages.orchestrator.errors import (
+    InvalidHistory,
     ScenarioNotFound,
     TooManyOpenWindows,
     UnknownAnomalyType,
@@ -28,6 +29,14 @@ from stages.orchestrator.errors import (
 )
 from stages.orchestrator.executions import Execution, ExecutionPlan, Executions
 from stages.orchestrator.ground_truth import GroundTruth, Window, WindowScope, scope_for
+from stages.orchestrator.history import (
+    HistoryConfig,
+    HistoryProgress,
+    HistoryRunner,
+    PlannedWindow,
+    ScheduledWindow,
+    plan_windows,
+)
 from stages.orchestrator.scenario_catalogue import Scenario, ScenarioCatalogue, scenario_id
 
 log = logging.getLogger(__name__)
@@ -64,6 +73,7 @@ class Orchestrator:
         self._state: StateClient | None = None
         self._synthesis: SynthesisClient | None = None
         self._emitters: dict[str, tuple[str, ...]] | None = None
+        self._history: HistoryRunner | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -76,8 +86,13 @@ class Orchestrator:
         self._continuous = ContinuousGenerator(
             synthesis, self._ground_truth, self._catalogue.all(), self._open_anomaly_window
         )
+        self._history = HistoryRunner(
+            synthesis, self._record_history_window, self.settings.history_calls_in_flight
+        )
 
     def close(self) -> None:
+        if self._history is not None:
+            self._history.stop_all()
         if self._continuous is not None:
             self._continuous.stop()
         if self._executions is not None:
@@ -286,6 +301,131 @@ class Orchestrator:
 
     def continuous_stats(self) -> GeneratorStats:
         return self._generator.stats()
+
+    # --- history ------------------------------------------------------------------------------
+    @property
+    def _history_runner(self) -> HistoryRunner:
+        assert self._history is not None, "Orchestrator.open() was not called"
+        return self._history
+
+    def history_config(
+        self,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        days: float | None,
+        resolution_seconds: float,
+        services: tuple[str, ...] | None,
+        metrics: tuple[str, ...] | None,
+        seed: int | None,
+        logs_apm_per_step: int,
+        rate_per_day: float | None,
+        schedule: tuple[ScheduledWindow, ...] | None,
+        normal_only_ranges: tuple[tuple[datetime, datetime], ...],
+        trend_per_day: float,
+        weekly_amplitude: float,
+        now: datetime | None = None,
+    ) -> HistoryConfig:
+        """A checked history request: every refusal is an ``InvalidHistory`` (422) that says
+        what to change."""
+        now = now or datetime.now(UTC)
+        if days is not None and (start is not None or end is not None):
+            raise InvalidHistory("give either days or start and end, not both")
+        if days is not None:
+            end = now
+            start = now - timedelta(days=days)
+        if start is None or end is None:
+            raise InvalidHistory("give start and end (RFC 3339 with a time zone), or days")
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
+        if end <= start:
+            raise InvalidHistory(
+                f"end ({end.isoformat()}) must be after start ({start.isoformat()})"
+            )
+        if end > now + timedelta(seconds=1):
+            raise InvalidHistory(
+                f"end ({end.isoformat()}) is in the future; history ends at the latest now"
+            )
+        if start.year < 2000:
+            raise InvalidHistory("start must be in 2000 or later")
+        limit = self.settings.history_max_days
+        if end - start > timedelta(days=limit):
+            raise InvalidHistory(
+                f"the range is {(end - start).total_seconds() / 86_400:.2f} days; at most "
+                f"{limit:g} (HISTORY_MAX_DAYS)"
+            )
+        if (end - start).total_seconds() < resolution_seconds:
+            raise InvalidHistory("the range is shorter than one resolution step")
+        if rate_per_day is not None and schedule is not None:
+            raise InvalidHistory("give anomalies.rate_per_day or anomalies.schedule, not both")
+        for r_start, r_end in normal_only_ranges:
+            if r_end <= r_start:
+                raise InvalidHistory("each normal_only_range needs end after start")
+        config = HistoryConfig(
+            start=start,
+            end=end,
+            seed=random.randrange(2**31) if seed is None else seed,
+            resolution_seconds=resolution_seconds,
+            services=services or HistoryConfig.services,
+            metrics=metrics,
+            logs_apm_per_step=logs_apm_per_step,
+            rate_per_day=rate_per_day or 0.0,
+            schedule=schedule or (),
+            normal_only_ranges=normal_only_ranges,
+            trend_per_day=trend_per_day,
+            weekly_amplitude=weekly_amplitude,
+        )
+        if config.series_count() == 0:
+            raise InvalidHistory("none of the metrics is reported by the services")
+        self._check_schedule(config)
+        return config
+
+    def _check_schedule(self, config: HistoryConfig) -> None:
+        for item in config.schedule:
+            scenario = self._catalogue.get(item.scenario_id)
+            if scenario is None:
+                raise InvalidHistory(
+                    f"unknown scenario {item.scenario_id!r}; see GET /api/scenarios",
+                    detail={"scenario_id": item.scenario_id},
+                )
+            end = item.start + timedelta(
+                seconds=item.duration_seconds or scenario.default_duration_seconds
+            )
+            if item.start < config.start or end > config.end:
+                raise InvalidHistory(
+                    f"the window of {item.scenario_id} at {item.start.isoformat()} does not fit "
+                    "in the range"
+                )
+            if scenario.target.primary_service not in config.services:
+                raise InvalidHistory(
+                    f"{item.scenario_id} targets {scenario.target.primary_service}, which is not "
+                    "among the history's services",
+                    detail={"services": list(config.services)},
+                )
+
+    def plan_history(self, config: HistoryConfig) -> list[PlannedWindow]:
+        return plan_windows(config, self.scenario, self._catalogue.all())
+
+    def start_history(self, config: HistoryConfig) -> HistoryProgress:
+        return self._history_runner.start(config, self.plan_history(config))
+
+    def history(self, history_id: str) -> HistoryProgress:
+        return self._history_runner.get(history_id)
+
+    def histories(self) -> list[HistoryProgress]:
+        return self._history_runner.list()
+
+    def stop_history(self, history_id: str) -> HistoryProgress:
+        return self._history_runner.stop(history_id)
+
+    def _record_history_window(self, planned: PlannedWindow, source: str) -> Window:
+        return self._ground_truth.record_window(
+            planned.scenario,
+            start=planned.start,
+            end=planned.end,
+            intensity=planned.intensity,
+            source=source,
+            scope=self.window_scope(planned.scenario),
+        )
 
     # --- ground truth and status --------------------------------------------------------------
     def windows(self, *, only_open: bool | None) -> list[Window]:

@@ -47,3 +47,19 @@ class UnknownTarget(Unprocessable):
             f"{anomaly_type} has no scenario targeting {target!r}",
             detail={"valid": sorted(valid)},
         )
+
+
+class HistoryNotFound(NotFound):
+    def __init__(self, history_id: str) -> None:
+        super().__init__(f"no history run with id {history_id!r}; see GET /api/history")
+
+
+class HistoryAlreadyRunning(Conflict):
+    def __init__(self) -> None:
+        super().__init__(
+            "a history run is already generating; wait for it or POST /api/history/{id}/stop"
+        )
+
+
+class InvalidHistory(Unprocessable):
+    """A history request that cannot be planned (range, schedule, services)."""

@@ -208,6 +208,47 @@ class GroundTruth:
         metrics.WINDOWS.labels("opened").inc()
         return window
 
+    def record_window(
+        self,
+        scenario: Scenario,
+        *,
+        start: datetime,
+        end: datetime,
+        intensity: float,
+        source: str,
+        scope: WindowScope,
+    ) -> Window:
+        """Record a window whose whole range is known (history): its opened and closed lines
+        are written at once. Its records are made by whoever records it, after this call, so
+        the planning horizon of live records does not apply."""
+        start, end = whole_ms(start), whole_ms(end)
+        window = Window(
+            id=uuid.uuid4().hex,
+            scenario_id=scenario.id,
+            anomaly_type=scenario.anomaly_type,
+            services=scope.services(),
+            metrics=scenario.metric_names,
+            target_entity=None
+            if scenario.target.kind in ("account", "user")
+            else scenario.target.name,
+            start=start,
+            planned_end=end,
+            end=end,
+            intensity=intensity,
+            ramp_seconds=ramp_seconds(scenario.signals[0].shape, (end - start).total_seconds()),
+            source=source,
+            scope=scope,
+            log_types=scenario.log_type_names,
+        )
+        with self._lock:
+            self._windows[window.id] = window
+            self._forget_oldest_closed()
+            self._append("opened", replace(window, end=None))
+            self._append("closed", window)
+        metrics.WINDOWS.labels("opened").inc()
+        metrics.WINDOWS.labels("closed").inc()
+        return window
+
     def close_window(self, window_id: str, at: datetime | None = None) -> Window | None:
         """Close an open window at ``at``, or at the planning horizon if later (records up to
         it may carry the window already), never later than planned; None if already closed."""

@@ -5,15 +5,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from stages.common.estate import SERVICE_NAMES
 from stages.common.records import StorableText
-from stages.common.vocabulary import ARCHETYPES, LOG_TYPES
+from stages.common.vocabulary import ARCHETYPES, LOG_TYPES, METRICS
 
 CategoryName = StrEnum("CategoryName", sorted({a.category for a in ARCHETYPES}))  # type: ignore[misc]
 ServiceName = StrEnum("ServiceName", {n.replace("-", "_"): n for n in SERVICE_NAMES})  # type: ignore[misc]
 LogTypeName = StrEnum("LogTypeName", sorted(LOG_TYPES))  # type: ignore[misc]
+MetricName = StrEnum("MetricName", {n.replace(".", "_"): n for n in sorted(METRICS)})  # type: ignore[misc]
 Severity = Literal["low", "medium", "high", "critical"]
 MAX_SEED = 2**31 - 1
 
@@ -65,6 +66,54 @@ class TriggerRequest(RequestBody):
         default=20, ge=1, le=5000, description="Records/s of the execution used when no "
         "continuous generator runs.",
     )  # fmt: skip
+
+
+class ScheduledWindowIn(RequestBody):
+    scenario_id: StorableText = Field(min_length=1, max_length=128)
+    start: AwareDatetime = Field(description="Event time the window starts (inside the range).")
+    duration_s: float | None = Field(
+        default=None, ge=1, le=86_400, description="Defaults to the scenario's duration."
+    )
+    intensity: float | None = Field(
+        default=None, ge=0, le=100, description="Defaults to the scenario's intensity."
+    )
+
+
+class HistoryAnomalies(RequestBody):
+    rate_per_day: float | None = Field(
+        default=None, ge=0, le=1000, description="Windows drawn per simulated day (seeded)."
+    )
+    schedule: list[ScheduledWindowIn] | None = Field(default=None, max_length=10_000)
+
+
+class TimeRange(RequestBody):
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class HistoryRequest(RequestBody):
+    start: AwareDatetime | None = Field(default=None, description="With end; or use days.")
+    end: AwareDatetime | None = Field(default=None, description="Not after now.")
+    days: float | None = Field(
+        default=None, gt=0, le=366, description="The range is the last this many days to now."
+    )
+    resolution_seconds: float = Field(default=10, ge=1, le=3600)
+    services: list[ServiceName] | None = Field(default=None, min_length=1, max_length=64)
+    metrics: list[MetricName] | None = Field(
+        default=None, min_length=1, max_length=64, description="Default: every metric."
+    )
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Default: drawn.")
+    logs_apm_per_step: int = Field(
+        default=2, ge=0, le=100, description="Logs and spans per service per step."
+    )
+    anomalies: HistoryAnomalies | None = None
+    normal_only_ranges: list[TimeRange] | None = Field(default=None, max_length=1000)
+    trend_per_day: float = Field(
+        default=0.01, ge=-1, le=1, description="Metric trend per day, fraction of the baseline."
+    )
+    weekly_amplitude: float = Field(
+        default=-0.1, ge=-1, le=1, description="Week-end change, fraction of the baseline."
+    )
 
 
 # --- responses ------------------------------------------------------------------------------
@@ -227,3 +276,34 @@ class TriggerOut(BaseModel):
     window: WindowOut
     state_effect: StateEffectResultOut | None
     execution: ExecutionOut | None
+
+
+class HistoryOut(BaseModel):
+    id: str
+    status: Literal["running", "completed", "failed", "stopped"]
+    start: str
+    end: str
+    resolution_seconds: float
+    services: list[str]
+    seed: int
+    started_at: str
+    finished_at: str | None
+    elapsed_seconds: float
+    chunks_total: int
+    chunks_done: int
+    generated_until: str | None = Field(description="Event time up to which every chunk is done.")
+    records_planned: int
+    records_requested: int
+    records_accepted: int = Field(description="Records ingestion accepted (synthesis's count).")
+    records_failed: int
+    synthesis_calls: int
+    synthesis_retries: int
+    records_per_second: float
+    simulated_days_per_minute: float
+    windows_planned: int
+    windows: list[WindowOut] = Field(description="Windows recorded so far.")
+    errors: list[str]
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryOut]

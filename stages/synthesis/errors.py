@@ -23,6 +23,18 @@ class NothingToGenerate(Unprocessable):
     """The filters leave no log type a requested service emits."""
 
 
+class TooManyRecords(Unprocessable):
+    """A request would make more records than one call may."""
+
+
+class SeriesNotResumable(StagesError):
+    """A retry of a series request after part of it was lost: answered like a refusal, so the
+    caller counts the missing records as failed instead of getting duplicates."""
+
+    status_code = 502
+    error = "series_not_resumable"
+
+
 class UnknownTargetEntity(Unprocessable):
     """The anomaly's target entity is not a host, database or queue of the estate."""
 

@@ -26,10 +26,17 @@ from stages.common.records import format_timestamp
 from stages.common.vocabulary import BY_TYPE, LOG_TYPES, METRICS, Archetype, MetricEffect
 from stages.synthesis import apm
 from stages.synthesis.entity_pool import EntityPool
-from stages.synthesis.errors import NothingToGenerate, UnknownTargetEntity
+from stages.synthesis.errors import NothingToGenerate, TooManyRecords, UnknownTargetEntity
 from stages.synthesis.log_types import REGISTRY, Ctx, LogType
-from stages.synthesis.metric_records import METRICS_BY_SERVICE, MetricSlot, metric_values
-from stages.synthesis.schemas import AnomalyRequest, SynthesizeRequest
+from stages.synthesis.metric_records import (
+    LIVE,
+    METRICS_BY_SERVICE,
+    MetricSlot,
+    Shape,
+    metric_values,
+    series_metrics,
+)
+from stages.synthesis.schemas import MAX_COUNT, AnomalyRequest, SynthesizeRequest, series_steps
 from stages.synthesis.scope import (
     EPOCH,
     Scope,
@@ -286,15 +293,36 @@ class RecordMaker:
         pairs = (self.anomaly.log_pairs, self.anomaly.metric_pairs) if self.anomaly else ((), ())
         self.anomalous_logs = RoundRobin(pairs[0], self.rng)
         self.anomalous_metrics = RoundRobin(pairs[1], self.rng)
+        self.shape = LIVE
+        if req.series is not None:
+            check_names("series metrics", req.series.metrics, METRICS)
+            total = req.total()
+            if total > MAX_COUNT:
+                raise TooManyRecords(
+                    f"count plus the series grid is {total} records; at most {MAX_COUNT} "
+                    "(shorten spread_seconds or ask for fewer services or metrics)",
+                    detail={"records": total, "max": MAX_COUNT},
+                )
+            origin = req.series.trend_origin or req.timestamp
+            assert origin is not None  # the schema requires a timestamp with series
+            self.shape = Shape(
+                weekly_amplitude=req.series.weekly_amplitude,
+                trend_per_day=req.series.trend_per_day,
+                trend_origin=origin.timestamp(),
+            )
 
     def make(self) -> Batch:
         count = self.req.count
-        quotas = kind_quotas(count, self.req.kinds)
+        kinds_asked = (
+            [k for k in self.req.kinds if k != "metric"] if self.req.series else self.req.kinds
+        )
+        quotas = kind_quotas(count, kinds_asked) if count else {}
         kinds = [k for k, n in quotas.items() for _ in range(n)]
         self.rng.shuffle(kinds)
         chosen = self._anomalous_positions(count)
-        records: list[dict[str, Any] | None] = [None] * count
-        metric_slots: list[MetricSlot] = []
+        grid = self._grid_slots(count)
+        records: list[dict[str, Any] | None] = [None] * (count + len(grid))
+        metric_slots: list[MetricSlot] = list(grid)
         apm_positions: list[int] = []
         for i, kind in enumerate(kinds):
             expressed = i in chosen and self.anomaly is not None and self.anomaly.covers(self.ms[i])
@@ -308,6 +336,48 @@ class RecordMaker:
         self._fill_spans(records, apm_positions, chosen)
         done = [r for r in records if r is not None]
         return Batch(done, sum(1 for r in done if r["is_anomaly"]))
+
+    def _grid_slots(self, first: int) -> list[MetricSlot]:
+        """The series grid (positions from ``first``): per step, every (service, metric) once,
+        the service's hosts in turn; each value is labelled with and shaped by the first window
+        whose scope it falls in, as every other metric record is."""
+        series = self.req.series
+        if series is None:
+            return []
+        assert self.req.timestamp is not None
+        start_us = (self.req.timestamp - EPOCH) // timedelta(microseconds=1)
+        step_us = round(series.step_seconds * 1_000_000)
+        steps = series_steps(self.req.spread_seconds, series.step_seconds)
+        slots: list[MetricSlot] = []
+        for step in range(steps):
+            us = start_us + step * step_us
+            ms = us // 1000
+            covering = self._covering(ms)
+            index = (start_us // step_us) + step  # the same host at the same instant, any call
+            for service in self.services:
+                hosts = estate.BY_NAME[service].hosts
+                host = hosts[index % len(hosts)]
+                for metric in series_metrics(service, series.metrics):
+                    window = next(
+                        (w for w in covering if w.scope.has_metric(metric, service, host)), None
+                    )
+                    effect = window.effects[metric] if window is not None else None
+                    position = first + len(slots)
+                    self.us.append(us)
+                    self.ms.append(ms)
+                    slots.append(
+                        MetricSlot(
+                            position,
+                            service,
+                            host,
+                            metric,
+                            us / 1_000_000,
+                            effect,
+                            window,
+                            self.shape,
+                        )
+                    )
+        return slots
 
     def _anomalous_positions(self, count: int) -> set[int]:
         if self.anomaly is None:

@@ -85,10 +85,41 @@ class AnomalyRequest(BaseModel):
         return self
 
 
+class SeriesRequest(BaseModel):
+    """Metric series on a grid: every metric of every requested service, one value per step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step_seconds: float = Field(ge=1, le=3600, description="Seconds between two values.")
+    metrics: list[Name] | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Only these metrics (each service keeps those it reports); default all.",
+    )
+    trend_origin: Moment | None = Field(
+        None, description="Where the linear trend is 0; default the request's timestamp."
+    )
+    trend_per_day: float = Field(
+        0.0, ge=-1, le=1, description="Linear trend per day, as a fraction of the baseline."
+    )
+    weekly_amplitude: float = Field(
+        -0.1,
+        ge=-1,
+        le=1,
+        description="Week-end change, as a fraction of the baseline (negative: quieter).",
+    )
+
+
 class SynthesizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    count: int = Field(ge=1, le=MAX_COUNT, description=f"Records to make, 1..{MAX_COUNT}.")
+    count: int = Field(
+        ge=0,
+        le=MAX_COUNT,
+        description=f"Records to make, 1..{MAX_COUNT} (0 allowed with series); with series, "
+        "the logs and spans besides the grid.",
+    )
     kinds: list[RecordKind] = Field(
         default_factory=lambda: ["log", "metric", "apm"],
         min_length=1,
@@ -125,8 +156,43 @@ class SynthesizeRequest(BaseModel):
         description="Share of records inside the anomaly window that carry it (logs and "
         "metrics one by one, APM spans a whole trace at a time); the rest are background.",
     )
+    series: SeriesRequest | None = Field(
+        None,
+        description="Metric records as a grid over [timestamp, timestamp + spread_seconds): "
+        "one per step, service and metric, hosts in turn. The other kinds make up count; "
+        f"count plus the grid is at most {MAX_COUNT}.",
+    )
     forward: bool = False
     return_records: bool = True
+
+    @model_validator(mode="after")
+    def _series_fits(self) -> SynthesizeRequest:
+        if self.series is None:
+            if self.count < 1:
+                raise ValueError("count must be at least 1 without series")
+            return self
+        if self.timestamp is None:
+            raise ValueError("series needs an explicit timestamp")
+        if self.count and not set(self.kinds) - {"metric"}:
+            raise ValueError("with series, count is made of logs and spans: add them to kinds")
+        steps = series_steps(self.spread_seconds, self.series.step_seconds)
+        if steps < 1:
+            raise ValueError("spread_seconds must hold at least one series step")
+        return self
+
+    def total(self) -> int:
+        """Every record the request makes: count plus the series grid."""
+        if self.series is None:
+            return self.count
+        from stages.synthesis.metric_records import series_grid_size
+
+        return self.count + series_grid_size(self)
+
+
+def series_steps(spread_seconds: float, step_seconds: float) -> int:
+    """Grid instants in [timestamp, timestamp + spread): a step falling on the end belongs to
+    the next request."""
+    return max(0, -int(-spread_seconds // step_seconds)) if spread_seconds > 0 else 0
 
 
 class SynthesizeResponse(BaseModel):

@@ -9,7 +9,12 @@ import httpx
 
 from stages.common.vocabulary import LOG_TYPE_CATEGORIES
 from stages.synthesis.entity_pool import StateSync
-from stages.synthesis.errors import IngestionRejected, IngestionUnavailable, UnknownNames
+from stages.synthesis.errors import (
+    IngestionRejected,
+    IngestionUnavailable,
+    SeriesNotResumable,
+    UnknownNames,
+)
 from stages.synthesis.forward import Forwarder
 from stages.synthesis.generator import ANOMALY_TYPES_BY_LOG_TYPE, Batch, synthesize
 from stages.synthesis.idempotency import KeyedRequest, RequestLedger, check_keyable
@@ -70,9 +75,19 @@ class Synthesizer:
             RESUMED.inc()
         if records:
             RESENT.inc(len(records))
-        fresh = req.count - entry.forwarded - len(records)
+        total = req.total()
+        fresh = total - entry.forwarded - len(records)
         try:
-            if fresh > 0:
+            if fresh > 0 and req.series is not None and fresh < total:
+                # A grid cannot be remade in part: which of its records got in is not kept.
+                raise SeriesNotResumable(
+                    f"{total - fresh} of the request's {total} records are in ingestion and "
+                    "the rest were not kept; the series cannot be remade in part",
+                    detail={"forwarded": entry.forwarded, "total": total},
+                )
+            if fresh > 0 and req.series is not None:
+                records += self._generate(req).records
+            elif fresh > 0:
                 records += self._generate(req.model_copy(update={"count": fresh})).records
         except Exception:
             _count_request("error")
@@ -88,7 +103,7 @@ class Synthesizer:
         self.ledger.keep_unsent(entry, [r for r in records if id(r) not in done])
         if error is not None:
             _count_request("error")
-            raise _with_key_totals(error, entry.forwarded, req.count)
+            raise _with_key_totals(error, entry.forwarded, total)
         _count_request("ok")
         entry.finished = True
         return _finished_answer(req, entry)
@@ -119,9 +134,8 @@ class Synthesizer:
 
 
 def _finished_answer(req: SynthesizeRequest, entry: KeyedRequest) -> SynthesizeResponse:
-    return SynthesizeResponse(
-        count=req.count, forwarded=req.count, anomalous=entry.anomalous, records=[]
-    )
+    total = req.total()
+    return SynthesizeResponse(count=total, forwarded=total, anomalous=entry.anomalous, records=[])
 
 
 def _count_request(outcome: str) -> None:

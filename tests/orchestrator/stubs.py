@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from stages.common import estate
 from stages.common.service import serve_in_thread
+from stages.synthesis.schemas import SynthesizeRequest
 from tests.support.processes import free_port
 
 BUSINESS_TRANSITIONS = {
@@ -72,6 +73,13 @@ class Peers:
             return sum(r["count"] for r in self.synthesize)
 
 
+def _total(body: dict[str, Any]) -> int:
+    """Records the request makes, as synthesis counts them (a series grid besides count)."""
+    if "series" not in body:
+        return body["count"]
+    return SynthesizeRequest.model_validate(body).total()
+
+
 def build_app(peers: Peers) -> FastAPI:
     app = FastAPI()
 
@@ -93,7 +101,8 @@ def build_app(peers: Peers) -> FastAPI:
                 peers.conflict_next -= 1
                 return JSONResponse({"error": "conflict"}, 409, headers={"Retry-After": "1"})
             earlier = peers.forwarded_by_key.get(key, 0) if key else 0
-            missing = body["count"] - earlier
+            total = _total(body)
+            missing = total - earlier
             if peers.reject_after is not None:
                 forwarded, peers.reject_after = min(peers.reject_after, missing), None
                 peers.synthesize.append(body | {"count": forwarded, "key": key})
@@ -116,10 +125,10 @@ def build_app(peers: Peers) -> FastAPI:
                 body | {"count": missing, "key": key, "received_at": time.monotonic()}
             )
             if key:
-                peers.forwarded_by_key[key] = body["count"]
+                peers.forwarded_by_key[key] = total
         if peers.delay_seconds:
             time.sleep(peers.delay_seconds)  # blocks the loop on purpose: a slow synthesis
-        return JSONResponse({"count": body["count"], "forwarded": body["count"]})
+        return JSONResponse({"count": total, "forwarded": total})
 
     @app.get("/api/log-types")
     def log_types() -> list[dict[str, Any]]:
