@@ -85,7 +85,8 @@ class FeatureStep:
         return self.builder
 
     def after_commit(self, info: CommitInfo) -> None:
-        self._builder().after_commit(info.partitions, info.committed_at)
+        touched = [(p.table, p.service, p.dt, p.hr) for p in info.partitions]
+        self._builder().after_commit(touched, info.committed_at)
 
     def tick(self, now: datetime) -> None:
         self._builder().tick(now)
