@@ -18,31 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from stages.common.faults import FaultPoint as SharedFaultPoint
+
 log = logging.getLogger(__name__)
 
 STEPS = ("before_upload", "between_uploads", "before_checkpoint", "replay")
 
 
-class FaultPoint:
-    """Counts the steps reached in this process and says when the configured one is due."""
-
-    def __init__(self, spec: str | None) -> None:
-        self.step: str | None = None
-        self.occurrence = 1
-        if spec:
-            step, _, nth = spec.partition(":")
-            self.step = step
-            self.occurrence = int(nth) if nth else 1
-        self._reached = 0
-        self._lock = threading.Lock()
-
-    def due(self, step: str) -> bool:
-        if step != self.step:
-            return False
-        with self._lock:
-            self._reached += 1
-            return self._reached == self.occurrence
-
+class FaultPoint(SharedFaultPoint):
     def pause(
         self, step: str, where: str, released: threading.Event, lost: threading.Event
     ) -> None:

@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -167,6 +167,10 @@ def run_backfill(settings: Settings, start: str, end: str) -> int:
     try:
         committer.open()
         reports = backfill_module.backfill(settings, etl.s3, committer, first, last)
+        # The features of the rewritten hours follow, as after a fold's commit (buckets still
+        # inside the allowed lateness are left to the service).
+        touched = set().union(*(report.touched for report in reports))
+        FeatureBuilder(committer.catalog, settings).after_commit(touched, datetime.now(UTC))
     finally:
         etl.lease.release()
     for report in reports:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -38,6 +38,8 @@ class HourReport:
     objects: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     outside: int = 0  # typed rows whose own hour is not this one (left to the regular fold)
+    # (table, service, dt, hr) partitions rewritten, for the features table to follow.
+    touched: set[tuple[str, str, date, int]] = field(default_factory=set)
 
 
 def parse_hour(text: str) -> datetime:
@@ -111,6 +113,7 @@ def backfill_hour(settings: Settings, s3: Any, committer: Committer, hour: datet
             kept = schema.empty_table()
         committer.overwrite(kind, kept, where, "backfill")
         report.rows[TABLE_NAMES[kind]] = kept.num_rows
+        report.touched |= {(TABLE_NAMES[kind], s, hour.date(), hour.hour) for s in services}
     return report
 
 

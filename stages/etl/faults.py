@@ -20,31 +20,20 @@ from __future__ import annotations
 import logging
 import threading
 
+from stages.common.faults import FaultPoint as SharedFaultPoint
+
 log = logging.getLogger(__name__)
 
 STEPS = ("before-write", "after-data-files", "after-commit")
 
 
-class FaultPoint:
+class FaultPoint(SharedFaultPoint):
     def __init__(self, spec: str | None) -> None:
-        self.step: str | None = None
-        self.occurrence = 1
-        if spec:
-            step, _, nth = spec.partition(":")
-            if step not in STEPS:
-                raise ValueError(f"unknown fault step {step!r}; known: {', '.join(STEPS)}")
-            self.step = step
-            self.occurrence = int(nth) if nth else 1
-        self._reached = 0
-        self._lock = threading.Lock()
+        super().__init__(spec, STEPS)
 
     def reach(self, step: str) -> None:
-        if step != self.step:
-            return
-        with self._lock:
-            self._reached += 1
-            due = self._reached == self.occurrence
-        if not due:
+        """Wait at ``step`` until the process is killed, if the step is due."""
+        if not self.due(step):
             return
         log.warning("fault injection: paused at %s", step)
         threading.Event().wait()

@@ -37,10 +37,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, In, Or
 from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
-from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
-from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import (
     DateType,
     DoubleType,
@@ -53,7 +51,13 @@ from pyiceberg.types import (
 
 from stages.common.config import Settings
 from stages.common.counters import OutcomeCounters
-from stages.etl.tables import FEATURES_BUCKET, NAMESPACE, PROCESSED_BUCKET, TABLE_NAMES
+from stages.etl.tables import (
+    FEATURES_BUCKET,
+    NAMESPACE,
+    PROCESSED_BUCKET,
+    TABLE_NAMES,
+    partition_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +117,6 @@ def schema() -> Schema:
         *(
             NestedField(field_id=i, name=name, field_type=typ, required=False)
             for i, (name, typ, _) in enumerate(_COLUMNS, start=1)
-        )
-    )
-
-
-def partition_spec(table_schema: Schema) -> PartitionSpec:
-    return PartitionSpec(
-        *(
-            PartitionField(
-                source_id=table_schema.find_field(name).field_id,
-                field_id=1000 + i,
-                transform=IdentityTransform(),
-                name=name,
-            )
-            for i, name in enumerate(("service", "dt", "hr"))
         )
     )
 

@@ -34,7 +34,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from stages.common.aws import _shared_session, is_local_endpoint
+from stages.common.aws import _shared_session, is_local_endpoint, region
 from stages.common.config import Settings
 
 NAMESPACE = "telemetry"
@@ -209,8 +209,8 @@ def open_catalog(settings: Settings, name: str = "glue") -> GlueCatalog:
     Files go through pyarrow's S3 filesystem; credentials come from the usual AWS chain.
     """
     properties = {
-        "glue.region": settings.aws_default_region,
-        "s3.region": settings.aws_default_region,
+        "glue.region": region(settings),
+        "s3.region": region(settings),
         "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO",
     }
     if settings.aws_endpoint_url:

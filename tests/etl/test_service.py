@@ -233,6 +233,10 @@ def test_a_backfill_over_folded_data_changes_nothing_and_rebuilds_what_is_gone(
     finally:
         etl.stop()  # SIGTERM hands the lease back
     folded = table_counts(lake_settings)
+    # The backfill rebuilds the features of the hours it rewrites, from nothing if need be.
+    from stages.etl.tables import open_catalog
+
+    open_catalog(lake_settings, name="dropper").drop_table("telemetry.features")
 
     for _ in range(2):
         done = _backfill(lake_endpoint, "--from", "2026-11-27T06", "--to", "2026-11-27T09")
@@ -242,6 +246,8 @@ def test_a_backfill_over_folded_data_changes_nothing_and_rebuilds_what_is_gone(
         assert ok, message
         assert table_counts(lake_settings) == folded
         assert quarantine_rows(lake_settings) == MIXED_BAD
+        logs_per_service = _records_per_service(lake_settings, "telemetry.logs")
+        assert _log_counts_in_features(lake_settings) == logs_per_service
 
     bad = _backfill(lake_endpoint, "--from", "2026-11-27T09", "--to", "2026-11-27T06")
     assert bad.returncode == 2 and "--to must be after --from" in bad.stderr
