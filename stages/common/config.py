@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -208,6 +208,28 @@ class Settings(BaseSettings):
         le=100_000,
         description="Most S3 calls one partition request makes to count records.",
     )
+
+    # --- ETL features (stages/etl/features.py) ---------------------------------------------
+    features_bucket_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=3600,
+        description="Width of a features bucket in seconds; must divide 3600 (buckets never "
+        "straddle an hour partition).",
+    )
+    features_allowed_lateness_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="A features bucket is written once this long has passed after its end.",
+    )
+
+    @field_validator("features_bucket_seconds")
+    @classmethod
+    def _bucket_divides_the_hour(cls, value: int) -> int:
+        if 3600 % value:
+            raise ValueError(f"must divide 3600 so buckets align with hours, not {value}")
+        return value
 
     @property
     def emulator_url(self) -> str:
