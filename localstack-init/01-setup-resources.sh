@@ -13,6 +13,7 @@ APM_STREAM_SHARDS=${APM_STREAM_SHARDS:-1}
 LEASE_TABLE=${LEASE_TABLE:-stage01-consumer-leases}
 STREAM_PREFIX=${STREAM_PREFIX:-stage01-}
 BUCKET_PREFIX=${BUCKET_PREFIX:-md-}
+ALERT_QUEUE=${ALERT_QUEUE:-stage06-alerts.fifo}
 # As stages.common.aws.region: AWS_REGION wins over AWS_DEFAULT_REGION.
 REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
 
@@ -77,6 +78,18 @@ else
         --billing-mode PAY_PER_REQUEST >/dev/null
     echo "created table $LEASE_TABLE"
 fi
+
+# The alert queue and its dead-letter queue, as provision.ensure_alert_queues makes them
+# (CreateQueue with the same attributes is idempotent).
+dead_letter_queue="${ALERT_QUEUE%.fifo}-dlq.fifo"
+dlq_url=$(aws_ sqs create-queue --queue-name "$dead_letter_queue" \
+    --attributes FifoQueue=true,ContentBasedDeduplication=false --query QueueUrl --output text)
+dlq_arn=$(aws_ sqs get-queue-attributes --queue-url "$dlq_url" --attribute-names QueueArn \
+    --query Attributes.QueueArn --output text)
+redrive=$(printf '{\\"deadLetterTargetArn\\":\\"%s\\",\\"maxReceiveCount\\":\\"5\\"}' "$dlq_arn")
+aws_ sqs create-queue --queue-name "$ALERT_QUEUE" --attributes \
+    "{\"FifoQueue\":\"true\",\"ContentBasedDeduplication\":\"false\",\"RedrivePolicy\":\"$redrive\"}" >/dev/null
+echo "alert queue $ALERT_QUEUE ready (dead letters: $dead_letter_queue)"
 
 for entry in "${STREAMS[@]}"; do
     aws_ kinesis wait stream-exists --stream-name "${entry%%:*}"

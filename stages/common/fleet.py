@@ -153,6 +153,15 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(EMULATOR, "kinesis-consumer"),
         uses_aws=True,
     ),
+    Service(
+        "detection",
+        "stages.detection",
+        "detection_port",
+        8040,
+        "Detection engine (anomaly events, alerts)",
+        depends_on=(EMULATOR,),
+        uses_aws=True,
+    ),
 )
 BY_NAME: dict[str, Service] = {svc.name: svc for svc in SERVICES}
 # Names people also use: the compose files call the emulator `localstack`.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -24,6 +25,7 @@ def ensure_resources(settings: Settings, *, wait: bool = True) -> None:
     for bucket in resources.buckets(settings):
         _ensure_bucket(s3, bucket, aws.region(settings))
     ensure_lease_table(dynamodb, settings.lease_table)
+    ensure_alert_queues(aws.client("sqs", settings), settings)
     if wait:
         for spec in resources.streams(settings):
             _wait_stream_active(kinesis, spec.name)
@@ -101,6 +103,26 @@ def ensure_lease_table(dynamodb, name: str) -> None:
         if exc.response["Error"]["Code"] != "ResourceInUseException":
             raise
     dynamodb.get_waiter("table_exists").wait(TableName=name)
+
+
+def ensure_alert_queues(sqs, settings: Settings) -> str:
+    """The alert queue and its dead-letter queue (FIFO, content-based deduplication off: every
+    message carries its own deduplication id); returns the queue's URL."""
+    names = resources.alert_queues(settings)
+    fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
+    dead_letter_url = sqs.create_queue(QueueName=names.dead_letter, Attributes=fifo)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dead_letter_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    redrive = json.dumps(
+        {"deadLetterTargetArn": arn, "maxReceiveCount": str(resources.ALERT_MAX_RECEIVES)}
+    )
+    # CreateQueue is idempotent for the same attributes, and so safe to run at every start.
+    url = sqs.create_queue(QueueName=names.queue, Attributes={**fifo, "RedrivePolicy": redrive})[
+        "QueueUrl"
+    ]
+    log.info("alert queue %s (dead letters: %s) ready", names.queue, names.dead_letter)
+    return url
 
 
 def main() -> int:
