@@ -254,6 +254,13 @@ class Settings(BaseSettings):
     )
     detection_open_after: int = Field(default=3, ge=1, le=1000)
     detection_close_after: int = Field(default=12, ge=1, le=10_000)
+    detection_checkpoint_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="A service's progress and model state are checkpointed when an event changes, "
+        "at a clean stop, and otherwise at most this often (0 = every round).",
+    )
     alert_queue: str = Field(
         default="stage06-alerts.fifo",
         pattern=r"^[a-zA-Z0-9_-]{1,75}\.fifo$",

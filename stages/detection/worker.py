@@ -106,6 +106,8 @@ class DetectionWorker:
         self.marks: dict[str, float] = {}
         self.generations: dict[str, int] = {}
         self.last_points: dict[str, dict[str, Any]] = {}
+        self.saved_at: dict[str, float] = {}  # monotonic time of the last checkpoint
+        self.dirty: set[str] = set()  # scored past their checkpoint
         self.dispatcher: Dispatcher | None = None
         self.started = False
         self.failures = 0
@@ -197,6 +199,7 @@ class DetectionWorker:
         self.ensembles.pop(service, None)
         self.marks.pop(service, None)
         self.generations.pop(service, None)
+        self.dirty.discard(service)
         self._load(service)
 
     def _score(self, service: str, points: list[Point]) -> None:
@@ -219,6 +222,30 @@ class DetectionWorker:
                 "voters": list(result.decision.voters),
                 "scores": {s: r.decision.score for s, r in result.signals.items()},
             }
+        mark = points[-1].timestamp
+        with self._lock:
+            if last is not None:
+                self.last_points[service] = last
+        self.counters.inc("points_scored", scored)
+        self.marks[service] = mark
+        if not changes and not self._checkpoint_due(service):
+            # Scored in memory only: a crash before the next checkpoint scores these buckets
+            # again from the last one (no transition happened in them, so none is lost).
+            self.dirty.add(service)
+            return
+        self._commit(service, changes)
+
+    def _checkpoint_due(self, service: str) -> bool:
+        if service not in self.generations:
+            return True
+        saved = self.saved_at.get(service)
+        every = self.settings.detection_checkpoint_seconds
+        return saved is None or time.monotonic() - saved >= every
+
+    def _commit(self, service: str, changes: list[Any]) -> None:
+        """Events and outbox entries, then the checkpoint that makes them count."""
+        ensemble = self.ensembles[service]
+        mark = self.marks[service]
         generation = self.generations.get(service, 0) + 1
         documents = []
         for change in changes:
@@ -227,18 +254,24 @@ class DetectionWorker:
             self.events.put(document)
             for target in self.dispatcher.targets if self.dispatcher else ():
                 self.outbox.put(target, service, generation, message(change.action, document))
-        mark = points[-1].timestamp
         self.checkpoints.save(service, generation, mark, ensemble.state())
         self.generations[service] = generation
-        self.marks[service] = mark
+        self.saved_at[service] = time.monotonic()
+        self.dirty.discard(service)
         self.counters.inc("checkpoints_written")
-        self.counters.inc("points_scored", scored)
         for action, _ in documents:
             name = {"open": "events_opened", "update": "events_updated", "close": "events_closed"}
             self.counters.inc(name[action])
-        with self._lock:
-            if last is not None:
-                self.last_points[service] = last
+
+    def flush(self) -> None:
+        """Checkpoint every service scored since its last checkpoint (a clean stop)."""
+        for service in sorted(self.dirty):
+            try:
+                self._commit(service, [])
+            except Exception:
+                log.exception(
+                    "%s: final checkpoint failed; a restart scores again from the last", service
+                )
 
     def deliver(self) -> dict[str, RoundResult]:
         if self.dispatcher is None:
@@ -295,6 +328,10 @@ class DetectionWorker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("the detection round did not end in %.0f s; no final checkpoint", timeout)
+                return
+        self.flush()
 
     # --- reporting ------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, dict[str, Any]]:

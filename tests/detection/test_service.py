@@ -28,6 +28,7 @@ import pytest
 from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.detection.alerts import Dispatcher, Outbox, message
+from stages.detection.checkpoint import CheckpointConflict, CheckpointStore
 from stages.detection.ensemble import ServiceEnsemble
 from stages.detection.events_table import ANOMALIES_TABLE
 from stages.detection.reader import parse_series, read_columns
@@ -43,6 +44,7 @@ WIDTH = 10
 SPIKE = range(150, 160)
 FIRST_RUN = 170
 TOTAL = 190
+AFTER = 195  # buckets scored without an event change, checkpointed at the clean stop
 
 
 def _values(i: int, service: str) -> dict[str, float]:
@@ -106,6 +108,9 @@ class Scenario:
     second_metrics: str = ""
     status: dict[str, Any] = field(default_factory=dict)
     url: str = ""
+    marks_before_stop: dict[str, Any] = field(default_factory=dict)
+    marks_after_stop: dict[str, Any] = field(default_factory=dict)
+    third_metrics: str = ""
 
 
 def _start_detection(endpoint: str, port: int, logs: Path, run: int) -> Process:
@@ -114,6 +119,8 @@ def _start_detection(endpoint: str, port: int, logs: Path, run: int) -> Process:
         DETECTION_PORT=str(port),
         DETECTION_INTERVAL_SECONDS="0.5",
         DETECTION_SERIES=SERIES,
+        # Checkpoints only at event changes and at the stop, within the test's time.
+        DETECTION_CHECKPOINT_SECONDS="3600",
         RUN_DIR=str(logs / "run"),
         DATA_DIR=str(logs / "data"),
     )
@@ -191,11 +198,39 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                     break
                 time.sleep(0.2)
             state.messages += _drain(sqs, queue_url)
+
+            # Normal buckets change no event: they are checkpointed only by the clean stop.
+            table.append(_rows(TOTAL, AFTER))
+            _wait_mark(url, second, AFTER - 1)
+            time.sleep(1.0)  # a round or two more: still no checkpoint
+            state.marks_before_stop = _checkpoint_marks(settings)
+        finally:
+            second.terminate()
+        state.marks_after_stop = _checkpoint_marks(settings)
+
+        third = _start_detection(endpoint, port, logs, 3)
+        try:
+            time.sleep(2.0)  # a few rounds, with nothing new to score
+            state.third_metrics = httpx.get(f"{url}/metrics").text
             yield state
         finally:
-            second.stop()
+            third.stop()
     finally:
         emulator.stop()
+
+
+def _checkpoint_marks(settings: Settings) -> dict[str, Any]:
+    store = CheckpointStore(aws.client("s3", settings), "md-models")
+    marks = {}
+    for service in store.services():
+        saved = store.load(service)
+        assert saved is not None
+        marks[service] = (saved.generation, saved.mark)
+    return marks
+
+
+def _start_of(bucket: int) -> float:
+    return START + bucket * WIDTH
 
 
 def _event_id() -> str:
@@ -357,3 +392,24 @@ def test_an_alert_that_cannot_be_delivered_is_kept_then_dead_lettered(scenario: 
     assert not [e for e in outbox.pending() if e.message["event"]["id"] == "x@1"]
     dead = s3.list_objects_v2(Bucket="md-models", Prefix="detection/dead-letter/sqs/")
     assert dead["KeyCount"] == 1
+
+
+def test_a_clean_stop_checkpoints_what_was_scored_since_and_a_restart_scores_nothing_again(
+    scenario: Scenario,
+) -> None:
+    # The second process checkpointed at the event's close (bucket 171), not after each round.
+    for service in (SERVICE, QUIET):
+        generation, mark = scenario.marks_before_stop[service]
+        assert mark < _start_of(AFTER - 1)
+        assert scenario.marks_after_stop[service] == (generation + 1, _start_of(AFTER - 1))
+    assert _metric(scenario.third_metrics, "detection_points_scored_total") == 0
+    assert _metric(scenario.third_metrics, "detection_alerts_sent_total") == 0
+
+
+def test_a_second_writer_of_a_generation_is_refused(scenario: Scenario) -> None:
+    store = CheckpointStore(aws.client("s3", scenario.settings), "md-models")
+    store.save("race-service", 1, 10.0, {"x": 1})
+    with pytest.raises(CheckpointConflict):
+        store.save("race-service", 1, 20.0, {"x": 2})
+    saved = store.load("race-service")
+    assert saved is not None and (saved.generation, saved.mark, saved.state) == (1, 10.0, {"x": 1})
