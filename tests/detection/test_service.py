@@ -12,12 +12,14 @@ from __future__ import annotations
 import random
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -111,11 +113,32 @@ class Scenario:
     marks_before_stop: dict[str, Any] = field(default_factory=dict)
     marks_after_stop: dict[str, Any] = field(default_factory=dict)
     third_metrics: str = ""
+    webhook: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _start_detection(endpoint: str, port: int, logs: Path, run: int) -> Process:
+class _Webhook(BaseHTTPRequestHandler):
+    """A chat tool's incoming webhook: records each JSON body it is sent."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self.received.append(
+            {"type": self.headers.get("Content-Type"), **orjson.loads(self.rfile.read(length))}
+        )
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _start_detection(endpoint: str, port: int, logs: Path, run: int, webhook: str) -> Process:
     env = base_env(
         endpoint,
+        ALERT_WEBHOOK_URL=webhook,
         DETECTION_PORT=str(port),
         DETECTION_INTERVAL_SECONDS="0.5",
         DETECTION_SERIES=SERIES,
@@ -144,6 +167,12 @@ def _wait_mark(url: str, proc: Process, bucket: int, timeout: float = 120.0) -> 
     raise AssertionError(f"mark {wanted} not reached: {status}\n{proc.log_tail()}")
 
 
+def _delivered(metrics: str) -> bool:
+    """A transition went to all three targets (SQS, the lake, the webhook), none is pending."""
+    sent = _metric(metrics, "detection_alerts_sent_total")
+    return sent >= 3 and _metric(metrics, "detection_alerts_pending") == 0
+
+
 def _drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
     received = []
     for _ in range(5):
@@ -163,6 +192,9 @@ def _drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     logs = tmp_path_factory.mktemp("detection-logs")
     emulator, endpoint = start_emulator(logs)
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    webhook = f"http://127.0.0.1:{hook.server_address[1]}/hooks/alerts"
     try:
         settings = Settings(aws_endpoint_url=endpoint)
         table = ensure_features_table(open_catalog(settings, name="writer"))
@@ -170,17 +202,17 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         sqs = aws.client("sqs", settings)
         queue_url = sqs.get_queue_url(QueueName=resources.alert_queues(settings).queue)["QueueUrl"]
         port = free_port()
-        state = Scenario(settings, endpoint, logs, port, queue_url)
+        state = Scenario(settings, endpoint, logs, port, queue_url, webhook=_Webhook.received)
         state.url = url = f"http://127.0.0.1:{port}"
 
-        first = _start_detection(endpoint, port, logs, 1)
+        first = _start_detection(endpoint, port, logs, 1, webhook)
         try:
             _wait_mark(url, first, FIRST_RUN - 1)
             # Delivery follows the checkpoint within the same round.
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 state.first_metrics = httpx.get(f"{url}/metrics").text
-                if _metric(state.first_metrics, "detection_alerts_sent_total") >= 2:
+                if _delivered(state.first_metrics):
                     break
                 time.sleep(0.2)
             state.messages += _drain(sqs, queue_url)
@@ -188,13 +220,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             first.kill()  # a crash: no shutdown code runs
 
         table.append(_rows(FIRST_RUN, TOTAL))
-        second = _start_detection(endpoint, port, logs, 2)
+        second = _start_detection(endpoint, port, logs, 2, webhook)
         try:
             state.status = _wait_mark(url, second, TOTAL - 1)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 state.second_metrics = httpx.get(f"{url}/metrics").text
-                if _metric(state.second_metrics, "detection_alerts_sent_total") >= 2:
+                if _delivered(state.second_metrics):
                     break
                 time.sleep(0.2)
             state.messages += _drain(sqs, queue_url)
@@ -208,7 +240,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             second.terminate()
         state.marks_after_stop = _checkpoint_marks(settings)
 
-        third = _start_detection(endpoint, port, logs, 3)
+        third = _start_detection(endpoint, port, logs, 3, webhook)
         try:
             time.sleep(2.0)  # a few rounds, with nothing new to score
             state.third_metrics = httpx.get(f"{url}/metrics").text
@@ -216,6 +248,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         finally:
             third.stop()
     finally:
+        hook.shutdown()
         emulator.stop()
 
 
@@ -260,6 +293,15 @@ def test_a_spike_opens_one_event_and_later_normal_buckets_resolve_it(scenario: S
         assert item["_attributes"]["MessageGroupId"] == _event_id()
         assert item["_attributes"]["MessageDeduplicationId"] == f"{_event_id()}:{item['action']}"
         assert SERVICE in item["text"]
+
+
+def test_the_webhook_gets_each_transition_as_chat_text(scenario: Scenario) -> None:
+    texts = [item["text"] for item in scenario.webhook]
+    assert [item["type"] for item in scenario.webhook] == ["application/json"] * len(texts)
+    assert set(scenario.webhook[0]) == {"type", "text"}
+    assert sum("anomaly opened on payment-service" in t for t in texts) == 1, texts
+    assert sum("anomaly resolved on payment-service" in t for t in texts) == 1, texts
+    assert all(_event_id() in t for t in texts)
 
 
 def test_the_restart_rescoring_nothing_and_resuming_the_model(scenario: Scenario) -> None:
