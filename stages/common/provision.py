@@ -110,18 +110,25 @@ def ensure_alert_queues(sqs, settings: Settings) -> str:
     message carries its own deduplication id); returns the queue's URL."""
     names = resources.alert_queues(settings)
     fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
-    dead_letter_url = sqs.create_queue(QueueName=names.dead_letter, Attributes=fifo)["QueueUrl"]
+    dead_letter_url = _ensure_queue(sqs, names.dead_letter, fifo)
     arn = sqs.get_queue_attributes(QueueUrl=dead_letter_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
     redrive = json.dumps(
         {"deadLetterTargetArn": arn, "maxReceiveCount": str(resources.ALERT_MAX_RECEIVES)}
     )
-    # CreateQueue is idempotent for the same attributes, and so safe to run at every start.
-    url = sqs.create_queue(QueueName=names.queue, Attributes={**fifo, "RedrivePolicy": redrive})[
-        "QueueUrl"
-    ]
-    log.info("alert queue %s (dead letters: %s) ready", names.queue, names.dead_letter)
+    return _ensure_queue(sqs, names.queue, {**fifo, "RedrivePolicy": redrive})
+
+
+def _ensure_queue(sqs, name: str, attributes: dict[str, str]) -> str:
+    try:
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code not in {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}:
+            raise
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    log.info("created queue %s", name)
     return url
 
 
