@@ -298,9 +298,10 @@ class DetectionWorker:
             LAG.set(lag)
 
     def lag(self) -> float | None:
-        if not self.marks:
+        marks = list(self.marks.values())
+        if not marks:
             return None
-        oldest = min(self.marks.values())
+        oldest = min(marks)
         return max(0.0, self.clock() - (oldest + self.settings.features_bucket_seconds))
 
     # --- the loop -------------------------------------------------------------------------------
@@ -341,13 +342,13 @@ class DetectionWorker:
             "lag_seconds": self.lag(),
             "last_error": self.last_error,
         }
-        if not self.started:
-            return self.failures < UNHEALTHY_AFTER_FAILURES, details
         return self.failures < UNHEALTHY_AFTER_FAILURES, details
 
     def status(self) -> dict[str, Any]:
         with self._lock:
             last = dict(self.last_points)
+        # Copies: the detection thread changes these while a request reads them.
+        marks, generations = dict(self.marks), dict(self.generations)
         return {
             "started": self.started,
             "series": [str(s) for s in self.config.series],
@@ -361,10 +362,10 @@ class DetectionWorker:
             "events": self.events.counts(),
             "services": {
                 service: {
-                    "mark": iso(self.marks.get(service)),
-                    "generation": self.generations.get(service, 0),
+                    "mark": iso(marks.get(service)),
+                    "generation": generations.get(service, 0),
                     "last_point": last.get(service),
                 }
-                for service in sorted(set(self.marks) | set(last))
+                for service in sorted(set(marks) | set(last))
             },
         }
