@@ -114,6 +114,8 @@ class Scenario:
     marks_after_stop: dict[str, Any] = field(default_factory=dict)
     third_metrics: str = ""
     webhook: list[dict[str, Any]] = field(default_factory=list)
+    third_messages: list[dict[str, Any]] = field(default_factory=list)
+    outbox_left: list[str] = field(default_factory=list)
 
 
 class _Webhook(BaseHTTPRequestHandler):
@@ -240,10 +242,25 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             second.terminate()
         state.marks_after_stop = _checkpoint_marks(settings)
 
+        # What a crash leaves in the outbox: an alert its checkpoint holds (delivered at the
+        # next start) and one of a checkpoint never written (dropped: rescoring recreates it).
+        outbox = Outbox(aws.client("s3", settings), "md-models")
+        generation = state.marks_after_stop[SERVICE][0]
+        outbox.put("sqs", SERVICE, generation, message("update", _event(f"{SERVICE}@1")))
+        outbox.put("sqs", SERVICE, generation + 1, message("open", _event(f"{SERVICE}@2")))
+
         third = _start_detection(endpoint, port, logs, 3, webhook)
         try:
-            time.sleep(2.0)  # a few rounds, with nothing new to score
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                state.third_metrics = httpx.get(f"{url}/metrics").text
+                if _metric(state.third_metrics, "detection_alerts_sent_total") >= 1:
+                    break
+                time.sleep(0.2)
+            time.sleep(1.0)  # a few rounds more, with nothing new to score
             state.third_metrics = httpx.get(f"{url}/metrics").text
+            state.third_messages = _drain(sqs, queue_url)
+            state.outbox_left = [e.message["dedup_id"] for e in outbox.pending()]
             yield state
         finally:
             third.stop()
@@ -398,12 +415,10 @@ def test_bad_series_settings_are_refused(text: str) -> None:
         parse_series(text)
 
 
-def test_an_alert_that_cannot_be_delivered_is_kept_then_dead_lettered(scenario: Scenario) -> None:
-    s3 = aws.client("s3", scenario.settings)
-    outbox = Outbox(s3, "md-models")
-    event = {
-        "id": "x@1",
-        "service": "x",
+def _event(event_id: str) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "service": event_id.split("@")[0],
         "signals": ["cpu"],
         "start": "2026-12-01T00:00:00.000Z",
         "end": None,
@@ -415,7 +430,12 @@ def test_an_alert_that_cannot_be_delivered_is_kept_then_dead_lettered(scenario: 
         "state": "open",
         "points": 3,
     }
-    outbox.put("sqs", "x", 1, message("open", event))
+
+
+def test_an_alert_that_cannot_be_delivered_is_kept_then_dead_lettered(scenario: Scenario) -> None:
+    s3 = aws.client("s3", scenario.settings)
+    outbox = Outbox(s3, "md-models")
+    outbox.put("sqs", "x", 1, message("open", _event("x@1")))
 
     def refuse(batch: list[dict[str, Any]]) -> None:
         raise ConnectionError("queue unreachable")
@@ -445,7 +465,13 @@ def test_a_clean_stop_checkpoints_what_was_scored_since_and_a_restart_scores_not
         assert mark < _start_of(AFTER - 1)
         assert scenario.marks_after_stop[service] == (generation + 1, _start_of(AFTER - 1))
     assert _metric(scenario.third_metrics, "detection_points_scored_total") == 0
-    assert _metric(scenario.third_metrics, "detection_alerts_sent_total") == 0
+
+
+def test_a_start_delivers_checkpointed_alerts_and_drops_the_others(scenario: Scenario) -> None:
+    # Only the planted alert whose checkpoint exists: nothing of the real event is sent again.
+    assert [m["dedup_id"] for m in scenario.third_messages] == [f"{SERVICE}@1:update"]
+    assert _metric(scenario.third_metrics, "detection_alerts_sent_total") == 1
+    assert scenario.outbox_left == []
 
 
 def test_a_second_writer_of_a_generation_is_refused(scenario: Scenario) -> None:
