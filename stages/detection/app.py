@@ -3,6 +3,7 @@ feedback over HTTP, and the shared /health, /metrics, /docs."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -163,4 +164,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings)
+    # pyiceberg says "Loaded FileIO" at INFO on every table load, i.e. at every round.
+    logging.getLogger("pyiceberg.io").setLevel(max(logging.WARNING, logging.root.level))
     run_service(create_app(settings), settings.detection_host, settings.detection_port)
