@@ -14,6 +14,7 @@ LEASE_TABLE=${LEASE_TABLE:-stage01-consumer-leases}
 ETL_LEASE_TABLE=${ETL_LEASE_TABLE:-stage02-etl-leases}
 STREAM_PREFIX=${STREAM_PREFIX:-stage01-}
 BUCKET_PREFIX=${BUCKET_PREFIX:-md-}
+ALERT_QUEUE=${ALERT_QUEUE:-stage06-alerts.fifo}
 # As stages.common.aws.region: AWS_REGION wins over AWS_DEFAULT_REGION.
 REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
 
@@ -81,6 +82,18 @@ for table in "$LEASE_TABLE" "$ETL_LEASE_TABLE"; do
         echo "created table $table"
     fi
 done
+
+# The alert queue and its dead-letter queue, as provision.ensure_alert_queues makes them
+# (CreateQueue with the same attributes is idempotent).
+dead_letter_queue="${ALERT_QUEUE%.fifo}-dlq.fifo"
+dlq_url=$(aws_ sqs create-queue --queue-name "$dead_letter_queue" \
+    --attributes FifoQueue=true,ContentBasedDeduplication=false --query QueueUrl --output text)
+dlq_arn=$(aws_ sqs get-queue-attributes --queue-url "$dlq_url" --attribute-names QueueArn \
+    --query Attributes.QueueArn --output text)
+redrive=$(printf '{\\"deadLetterTargetArn\\":\\"%s\\",\\"maxReceiveCount\\":\\"5\\"}' "$dlq_arn")
+aws_ sqs create-queue --queue-name "$ALERT_QUEUE" --attributes \
+    "{\"FifoQueue\":\"true\",\"ContentBasedDeduplication\":\"false\",\"RedrivePolicy\":\"$redrive\"}" >/dev/null
+echo "alert queue $ALERT_QUEUE ready (dead letters: $dead_letter_queue)"
 
 for entry in "${STREAMS[@]}"; do
     aws_ kinesis wait stream-exists --stream-name "${entry%%:*}"

@@ -293,6 +293,62 @@ class Settings(BaseSettings):
         description="A features bucket is written once this long has passed after its end.",
     )
 
+    # --- Detection (stages/detection/) ----------------------------------------------------
+    detection_host: str = "127.0.0.1"
+    detection_port: int = Field(default=8040, ge=0, le=65535)
+    detection_interval_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="How often detection reads the features buckets newer than its progress.",
+    )
+    detection_series: str = Field(
+        default=(
+            "cpu=metric:cpu.utilization:mean,latency=metric:latency.p95:mean,"
+            "errors=metric:error.rate:mean,network_latency=metric:network.latency:mean,"
+            "apm_p95=apm:*:p95,apm_errors=apm:*:error_rate,log_errors=log:*:error_rate"
+        ),
+        description="Series scored per service, comma-separated "
+        "'<series>=<signal>:<name>:<column>' of telemetry.features.",
+    )
+    detection_rules: str = Field(
+        default="",
+        description="Rules voting on the series ('<series> > <number> [for <n> points]', "
+        "separated by ';'); empty = none.",
+    )
+    detection_voting: str = Field(
+        default="",
+        description="The decision engine (weights, quorum per signal type) as JSON; empty = "
+        "the library's defaults.",
+    )
+    detection_open_after: int = Field(default=3, ge=1, le=1000)
+    detection_close_after: int = Field(default=12, ge=1, le=10_000)
+    detection_checkpoint_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="A service's progress and model state are checkpointed when an event changes, "
+        "at a clean stop, and otherwise at most this often (0 = every round).",
+    )
+    alert_queue: str = Field(
+        default="stage06-alerts.fifo",
+        pattern=r"^[a-zA-Z0-9_-]{1,75}\.fifo$",
+        description="SQS FIFO queue of alerts; its dead-letter queue is <name>-dlq.fifo.",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None, description='Also POST each alert as {"text": ...} to this URL.'
+    )
+    alert_send_attempts: int = Field(
+        default=3, ge=1, le=20, description="Tries per alert and target within one round."
+    )
+    alert_dead_letter_after: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Rounds an undeliverable alert is kept and retried before it is moved to "
+        "the dead-letter prefix of the models bucket.",
+    )
+
     @field_validator("features_bucket_seconds")
     @classmethod
     def _bucket_divides_the_hour(cls, value: int) -> int:

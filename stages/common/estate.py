@@ -7,6 +7,7 @@ everywhere. Names are lower-case and dashed: they become Hive partition values i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -70,3 +71,62 @@ BY_NAME: dict[str, ServiceSpec] = {s.name: s for s in SERVICES}
 HOSTS: tuple[str, ...] = tuple(h for s in SERVICES for h in s.hosts)
 DATABASES: tuple[str, ...] = tuple(sorted({d for s in SERVICES for d in s.databases}))
 QUEUES: tuple[str, ...] = tuple(sorted({q for s in SERVICES for q in s.queues}))
+
+# The metrics each service reports (its system metrics, its database's and queue's, and its
+# business ones): what synthesis emits for it and what a history run plans series for.
+_SYSTEM = (
+    "cpu.utilization",
+    "memory.utilization",
+    "disk.utilization",
+    "disk.io_wait",
+    "latency.p95",
+    "error.rate",
+    "request.rate",
+    "thread_pool.active",
+    "gc.pause",
+    "container.restarts",
+    "network.latency",
+    "network.packet_loss",
+    "dns.lookup",
+)
+_DB = (
+    "db.connections.active",
+    "db.query.duration",
+    "db.deadlocks",
+    "db.replica.lag",
+    "cache.hit_ratio",
+)
+_BY_SERVICE_EXTRA: dict[str, tuple[str, ...]] = {
+    "api-gateway": (
+        "tls.handshake_failures",
+        "rate_limit.rejections",
+        "lb.request_share",
+        "circuit_breaker.open",
+    ),
+    "auth-service": ("auth.failures",),
+    "payment-service": ("payment.amount", "transaction.rate", "circuit_breaker.open"),
+    "ledger-service": ("transaction.rate",),
+    "fraud-detection": ("fraud.score",),
+    "account-service": ("circuit_breaker.open",),
+}
+
+
+def metrics_for(service: str) -> tuple[str, ...]:
+    """The metrics a service reports: system ones, its database's and queue's, its business ones."""
+    spec = BY_NAME[service]
+    names = list(_SYSTEM)
+    if spec.databases:
+        names += _DB
+    if spec.queues:
+        names.append("queue.depth")
+    names += _BY_SERVICE_EXTRA.get(service, ())
+    return tuple(names)
+
+
+METRICS_BY_SERVICE: dict[str, tuple[str, ...]] = {s: metrics_for(s) for s in SERVICE_NAMES}
+
+
+def series_metrics(service: str, only: Sequence[str] | None) -> tuple[str, ...]:
+    """The metrics a series grid emits for ``service``: those it reports, within ``only``."""
+    reported = METRICS_BY_SERVICE[service]
+    return reported if only is None else tuple(m for m in reported if m in set(only))

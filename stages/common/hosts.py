@@ -40,6 +40,7 @@ SERVICE_HOSTS = frozenset(
         "log-synthesis",
         "scenario-orchestrator",
         "etl",
+        "detection",
         "dashboard",
     }
 )

@@ -7,6 +7,7 @@ the same function.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -28,6 +29,7 @@ def ensure_resources(settings: Settings, *, wait: bool = True) -> None:
         _ensure_bucket(s3, bucket, aws.region(settings))
     for table in resources.lease_tables(settings):
         ensure_lease_table(dynamodb, table)
+    ensure_alert_queues(aws.client("sqs", settings), settings)
     if wait:
         for spec in resources.streams(settings):
             _wait_stream_active(kinesis, spec.name)
@@ -106,3 +108,30 @@ def ensure_lease_table(dynamodb, name: str) -> None:
         if exc.response["Error"]["Code"] != "ResourceInUseException":
             raise
     dynamodb.get_waiter("table_exists").wait(TableName=name)
+
+
+def ensure_alert_queues(sqs, settings: Settings) -> str:
+    """The alert queue and its dead-letter queue (FIFO, content-based deduplication off: every
+    message carries its own deduplication id); returns the queue's URL."""
+    names = resources.alert_queues(settings)
+    fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
+    dead_letter_url = _ensure_queue(sqs, names.dead_letter, fifo)
+    arn = sqs.get_queue_attributes(QueueUrl=dead_letter_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    redrive = json.dumps(
+        {"deadLetterTargetArn": arn, "maxReceiveCount": str(resources.ALERT_MAX_RECEIVES)}
+    )
+    return _ensure_queue(sqs, names.queue, {**fifo, "RedrivePolicy": redrive})
+
+
+def _ensure_queue(sqs, name: str, attributes: dict[str, str]) -> str:
+    try:
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code not in {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}:
+            raise
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    log.info("created queue %s", name)
+    return url

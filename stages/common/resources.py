@@ -92,3 +92,27 @@ def consumer_streams(settings: Settings) -> tuple[StreamSpec, ...]:
             raise ValueError(f"CONSUMER_STREAMS: unknown kind {item!r} (use logs, metrics, apm)")
         wanted.append(_KIND_ALIASES[item])
     return tuple(spec for spec in streams(settings) if spec.kind in wanted)
+
+
+# Messages of the alert queue that consumers failed to process this many times move to its
+# dead-letter queue (SQS's redrive policy).
+ALERT_MAX_RECEIVES = 5
+
+
+@dataclass(frozen=True)
+class AlertQueues:
+    """The Stage 06 alert queue (FIFO: one message per event transition, ordered per event) and
+    the dead-letter queue its redrive policy moves unprocessable messages to."""
+
+    queue: str
+    dead_letter: str
+
+
+def alert_queues(settings: Settings) -> AlertQueues:
+    queue = settings.alert_queue
+    return AlertQueues(queue, queue.removesuffix(".fifo") + "-dlq.fifo")
+
+
+def models_bucket(settings: Settings) -> str:
+    """Where detection keeps its checkpoints, events, feedback and alert outbox."""
+    return settings.bucket_prefix + "models"

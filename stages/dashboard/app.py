@@ -254,7 +254,7 @@ def _table_stats(request: Request) -> TableStats:
     state = request.app.state
     with state.tables_lock:
         if state.tables is None:
-            from stages.etl.tables import open_catalog
+            from stages.common.lakehouse import open_catalog
 
             # The catalog takes the region from AWS_DEFAULT_REGION alone; give it the one every
             # other client resolves (AWS_REGION, the profile, us-east-1).

@@ -20,7 +20,7 @@ from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.table import Table
 from pyiceberg.types import TimestampType, TimestamptzType
 
-from stages.etl.tables import NAMESPACE
+from stages.common.lakehouse import NAMESPACE
 
 QUARANTINE = "quarantine"
 # The column whose newest value says how fresh a table is, in order of preference: records carry

@@ -6,4 +6,9 @@ detector behind one interface (``detectors/base.py``), ``decision.py`` the weigh
 ``events.py`` the hysteresis that turns decisions into incidents, ``ensemble.py`` the wiring of a
 series or a service, ``cli.py`` the ``score-csv`` command. Detection never sees ground-truth
 fields: its inputs are timestamps and values only.
+
+The service (port 8040) is built around the library, and all I/O lives there: ``reader.py``
+(features in), ``checkpoint.py`` (progress and model state in md-models), ``store.py`` (events,
+feedback), ``alerts.py`` (outbox, SQS, webhook), ``events_table.py`` (``telemetry.anomalies``),
+``worker.py`` (the loop), ``app.py`` (HTTP), ``metrics.py`` (Prometheus).
 """

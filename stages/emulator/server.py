@@ -30,7 +30,7 @@ from stages.emulator import moto_patches
 log = logging.getLogger(__name__)
 
 HEALTH_PATHS = ("/_localstack/health", "/health")
-EMULATED_SERVICES = ("kinesis", "s3", "dynamodb")
+EMULATED_SERVICES = ("kinesis", "s3", "dynamodb", "sqs")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

@@ -51,8 +51,8 @@ from pyiceberg.types import (
 
 from stages.common.config import Settings
 from stages.common.counters import OutcomeCounters
+from stages.common.lakehouse import FEATURES_LOCATION, FEATURES_TABLE
 from stages.etl.tables import (
-    FEATURES_BUCKET,
     NAMESPACE,
     PROCESSED_BUCKET,
     TABLE_NAMES,
@@ -61,8 +61,6 @@ from stages.etl.tables import (
 
 log = logging.getLogger(__name__)
 
-FEATURES_TABLE = f"{NAMESPACE}.features"
-FEATURES_LOCATION = f"s3://{FEATURES_BUCKET}/{NAMESPACE}/features"
 
 SIGNALS = ("metric", "apm", "log")
 # The name of a row that aggregates a whole service (APM: every operation; logs: every record).

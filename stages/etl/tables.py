@@ -34,12 +34,14 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from stages.common.aws import _shared_session, is_local_endpoint, region
-from stages.common.config import Settings
+from stages.common.lakehouse import (
+    FEATURES_BUCKET,
+    NAMESPACE,
+    PROCESSED_BUCKET,
+    open_catalog,
+)
 
-NAMESPACE = "telemetry"
-PROCESSED_BUCKET = "md-processed"
-FEATURES_BUCKET = "md-features"
+__all__ = ["FEATURES_BUCKET", "NAMESPACE", "PROCESSED_BUCKET", "open_catalog"]
 
 _COMMON_HEAD: tuple[tuple[str, object], ...] = (
     ("event_id", StringType()),
@@ -201,29 +203,6 @@ def table_specs() -> list[TableSpec]:
         TableSpec(kind, f"{NAMESPACE}.{name}", f"s3://{PROCESSED_BUCKET}/{NAMESPACE}/{name}")
         for kind, name in TABLE_NAMES.items()
     ]
-
-
-def open_catalog(settings: Settings, name: str = "glue") -> GlueCatalog:
-    """pyiceberg's Glue catalog on the project's endpoint (the emulator, or AWS when unset).
-
-    Files go through pyarrow's S3 filesystem; credentials come from the usual AWS chain.
-    """
-    properties = {
-        "glue.region": region(settings),
-        "s3.region": region(settings),
-        "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO",
-    }
-    if settings.aws_endpoint_url:
-        properties["glue.endpoint"] = settings.aws_endpoint_url
-        properties["s3.endpoint"] = settings.aws_endpoint_url
-        if (
-            is_local_endpoint(settings.aws_endpoint_url)
-            and _shared_session().get_credentials() is None
-        ):
-            # The emulator accepts any key; the same defaults as stages.common.aws.client.
-            properties["client.access-key-id"] = "test"
-            properties["client.secret-access-key"] = "test"
-    return GlueCatalog(name, **properties)
 
 
 def ensure_tables(catalog: GlueCatalog) -> dict[str, Table]:

@@ -124,6 +124,15 @@ SERVICES: tuple[Service, ...] = (
         uses_aws=True,
     ),
     Service(
+        "detection",
+        "stages.detection",
+        "detection_port",
+        8040,
+        "Detection engine (anomaly events, alerts)",
+        depends_on=(EMULATOR,),
+        uses_aws=True,
+    ),
+    Service(
         "dashboard",
         "stages.dashboard",
         "dashboard_port",

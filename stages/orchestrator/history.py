@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from stages.common import estate
+from stages.common.estate import series_metrics
 from stages.orchestrator.clients import (
     MAX_SYNTHESIS_COUNT,
     SynthesisClient,
@@ -43,7 +44,6 @@ from stages.orchestrator.errors import HistoryAlreadyRunning, HistoryNotFound
 from stages.orchestrator.ground_truth import Window
 from stages.orchestrator.scenario_catalogue import Scenario
 from stages.orchestrator.tally import Tally
-from stages.synthesis.metric_records import series_metrics
 
 MAX_ERRORS_KEPT = 20
 MAX_RUNS_KEPT = 20

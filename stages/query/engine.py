@@ -23,11 +23,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.common.lakehouse import NAMESPACE
 from stages.query import extensions, stats
 
-# The Glue database of the curated tables (stages.etl.tables.NAMESPACE, which a test holds this
-# to): importing that module would load pyiceberg, a second of start-up the command does not need.
-NAMESPACE = "telemetry"
 # Glue names are lower-case letters, digits and underscores; anything else is not made a view
 # (it would need quoting, and no table of this project is named so).
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,254}$")

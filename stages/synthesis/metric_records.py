@@ -10,69 +10,18 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol
 
 from stages.common import estate
+from stages.common.estate import METRICS_BY_SERVICE, series_metrics
 from stages.common.vocabulary import METRICS, MetricEffect
 from stages.patterns import Composition, anomaly_component, evaluate
 from stages.synthesis.schemas import series_steps
 
 if TYPE_CHECKING:
     from stages.synthesis.schemas import SynthesizeRequest
-
-_SYSTEM = (
-    "cpu.utilization",
-    "memory.utilization",
-    "disk.utilization",
-    "disk.io_wait",
-    "latency.p95",
-    "error.rate",
-    "request.rate",
-    "thread_pool.active",
-    "gc.pause",
-    "container.restarts",
-    "network.latency",
-    "network.packet_loss",
-    "dns.lookup",
-)
-_DB = (
-    "db.connections.active",
-    "db.query.duration",
-    "db.deadlocks",
-    "db.replica.lag",
-    "cache.hit_ratio",
-)
-_BY_SERVICE_EXTRA: dict[str, tuple[str, ...]] = {
-    "api-gateway": (
-        "tls.handshake_failures",
-        "rate_limit.rejections",
-        "lb.request_share",
-        "circuit_breaker.open",
-    ),
-    "auth-service": ("auth.failures",),
-    "payment-service": ("payment.amount", "transaction.rate", "circuit_breaker.open"),
-    "ledger-service": ("transaction.rate",),
-    "fraud-detection": ("fraud.score",),
-    "account-service": ("circuit_breaker.open",),
-}
-
-
-def metrics_for(service: str) -> tuple[str, ...]:
-    """The metrics a service reports: system ones, its database's and queue's, its business ones."""
-    spec = estate.BY_NAME[service]
-    names = list(_SYSTEM)
-    if spec.databases:
-        names += _DB
-    if spec.queues:
-        names.append("queue.depth")
-    names += _BY_SERVICE_EXTRA.get(service, ())
-    return tuple(names)
-
-
-METRICS_BY_SERVICE: dict[str, tuple[str, ...]] = {s: metrics_for(s) for s in estate.SERVICE_NAMES}
 
 
 class Window(Protocol):
@@ -111,12 +60,6 @@ class MetricSlot:
     effect: MetricEffect | None = None
     window: Window | None = None
     shape: Shape = LIVE
-
-
-def series_metrics(service: str, only: Sequence[str] | None) -> tuple[str, ...]:
-    """The metrics a series grid emits for ``service``: those it reports, within ``only``."""
-    reported = METRICS_BY_SERVICE[service]
-    return reported if only is None else tuple(m for m in reported if m in set(only))
 
 
 def series_grid_size(req: SynthesizeRequest) -> int:

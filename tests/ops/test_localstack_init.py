@@ -7,6 +7,7 @@ what `stages.ops.provision` creates on a second emulator.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -69,7 +70,18 @@ def created(settings: Settings) -> dict[str, Any]:
             "AttributeDefinitions": table["AttributeDefinitions"],
             "BillingMode": table.get("BillingModeSummary", {}).get("BillingMode"),
         }
-    return {"streams": streams, "buckets": buckets, "tables": tables}
+    sqs = aws.client("sqs", settings)
+    queues = {}
+    for url in sqs.list_queues().get("QueueUrls", []):
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        redrive = json.loads(attributes.get("RedrivePolicy", "{}"))
+        queues[url.rsplit("/", 1)[-1]] = {
+            "FifoQueue": attributes.get("FifoQueue"),
+            "ContentBasedDeduplication": attributes.get("ContentBasedDeduplication"),
+            "deadLetterTarget": redrive.get("deadLetterTargetArn", "").rsplit(":", 1)[-1],
+            "maxReceiveCount": str(redrive.get("maxReceiveCount", "")),
+        }
+    return {"streams": streams, "buckets": buckets, "tables": tables, "queues": queues}
 
 
 def expected(settings: Settings) -> tuple[dict[str, int], set[str]]:
@@ -106,6 +118,11 @@ def test_script_creates_the_catalogue_and_is_idempotent(bare_endpoint: str, endp
     assert got["tables"] == reference["tables"]
     assert set(got["tables"]) == set(resources.lease_tables(settings))
     assert reference["streams"] == got["streams"] and reference["buckets"] == got["buckets"]
+    # The alert queue and its dead-letter queue, as provision.py makes them.
+    queues = resources.alert_queues(settings)
+    assert set(got["queues"]) == {queues.queue, queues.dead_letter}
+    assert got["queues"] == reference["queues"]
+    assert got["queues"][queues.queue]["deadLetterTarget"] == queues.dead_letter
 
 
 def test_script_honours_the_same_overrides_as_config(bare_endpoint: str) -> None:

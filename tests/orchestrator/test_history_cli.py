@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stages.synthesis.metric_records import METRICS_BY_SERVICE
+from stages.common.estate import METRICS_BY_SERVICE
 from tests.orchestrator.processes import running
 from tests.orchestrator.stubs import Peers
 from tests.support.processes import ROOT

@@ -233,13 +233,6 @@ def test_stats_report_requests_and_bytes_read(lake) -> None:
     assert read > 0
 
 
-def test_the_namespace_is_the_etls() -> None:
-    from stages.etl import tables
-    from stages.query import engine
-
-    assert engine.NAMESPACE == tables.NAMESPACE
-
-
 def test_the_stages_query_subcommand(lake) -> None:
     done = _query(lake, "query", "SELECT count(*) AS n FROM telemetry.apm", module="stages.ops.cli")
     assert done.returncode == 0, done.stderr

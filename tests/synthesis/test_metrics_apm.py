@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from stages.common.estate import BY_NAME
+from stages.common.estate import BY_NAME, METRICS_BY_SERVICE
 from stages.common.records import Record
 from stages.common.vocabulary import BY_TYPE, METRICS
 from stages.synthesis.generator import kind_quotas
-from stages.synthesis.metric_records import METRICS_BY_SERVICE
 from tests.synthesis.helpers import WINDOW_END, WINDOW_START, anomaly, make
 
 

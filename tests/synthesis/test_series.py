@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
+from stages.common.estate import METRICS_BY_SERVICE
 from stages.common.records import Record
-from stages.synthesis.metric_records import METRICS_BY_SERVICE
 from stages.synthesis.schemas import SynthesizeRequest
 from tests.synthesis.helpers import make
 

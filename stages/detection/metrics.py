@@ -1,0 +1,43 @@
+"""Prometheus counters and gauges of the detection service (``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Gauge
+
+from stages.common.counters import OutcomeCounters
+
+COUNTER_NAMES = (
+    "buckets_read",  # (service, bucket) points read from telemetry.features
+    "points_scored",  # points fed to a service's ensemble (one per service and bucket)
+    "events_opened",
+    "events_updated",  # severity rose
+    "events_closed",
+    "alerts_sent",  # deliveries accepted by a target (sqs, lake, webhook)
+    "alerts_failed",  # delivery rounds that failed; the alert stays in the outbox
+    "alerts_dead_lettered",  # moved to detection/dead-letter/ after too many failed rounds
+    "checkpoints_written",
+    "checkpoint_conflicts",  # another process wrote the same generation first
+    "tick_failures",  # a round that failed (catalog or S3 unreachable); retried next interval
+)
+
+
+def counters() -> OutcomeCounters:
+    return OutcomeCounters("detection", COUNTER_NAMES, "Stage 04 detection outcomes")
+
+
+_gauges: dict[str, Gauge] = {}
+
+
+def gauge(name: str, help_text: str) -> Gauge:
+    # One process-wide registry: an app built twice in one process (tests) reuses the gauge.
+    if name not in _gauges:
+        _gauges[name] = Gauge(name, help_text)
+    return _gauges[name]
+
+
+LAG = gauge(
+    "detection_lag_seconds",
+    "Seconds between now and the end of the oldest service's last scored bucket",
+)
+OPEN_EVENTS = gauge("detection_open_events", "Anomaly events open now")
+OUTBOX_PENDING = gauge("detection_alerts_pending", "Alerts in the outbox waiting for delivery")

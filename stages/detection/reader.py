@@ -1,0 +1,154 @@
+"""Reading ``telemetry.features`` incrementally: the buckets of each service newer than its
+progress mark, pivoted into one point per bucket with a value per configured series.
+
+The features table only holds buckets whose watermark has passed (``stages/etl/features.py``),
+so a bucket read here is complete; a later rebuild of an older bucket (late records) is not read
+again: a bucket is scored once. Only the columns in :func:`read_columns` are read; the features
+table has no ground-truth column at all, and detection never asks for one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, In
+
+from stages.common.lakehouse import FEATURES_TABLE
+
+# Columns of telemetry.features a series may take its value from.
+VALUE_COLUMNS = ("count", "error_count", "error_rate", "mean", "min", "max", "p50", "p95", "p99")
+KEY_COLUMNS = ("service", "signal", "name", "bucket_start")
+_SERIES_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSpec:
+    """One scored series: ``series`` is the name events, rules and voting policies use."""
+
+    series: str
+    signal: str
+    name: str
+    column: str
+
+    def __str__(self) -> str:
+        return f"{self.series}={self.signal}:{self.name}:{self.column}"
+
+
+def parse_series(text: str) -> tuple[SeriesSpec, ...]:
+    """``<series>=<signal>:<name>:<column>`` entries separated by commas; ValueError naming the
+    entry when one is malformed."""
+    specs: list[SeriesSpec] = []
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        series, sep, source = entry.partition("=")
+        signal, _, rest = source.partition(":")
+        name, _, column = rest.rpartition(":")
+        series = series.strip()
+        if not sep or not _SERIES_NAME.match(series) or not name:
+            raise ValueError(
+                f"DETECTION_SERIES entry {entry!r} is not '<series>=<signal>:<name>:<column>' "
+                "(series: letters, digits, _ . -)"
+            )
+        if signal not in {"metric", "apm", "log"}:
+            raise ValueError(f"DETECTION_SERIES entry {entry!r}: signal must be metric, apm or log")
+        if column not in VALUE_COLUMNS:
+            columns = ", ".join(VALUE_COLUMNS)
+            raise ValueError(f"DETECTION_SERIES entry {entry!r}: column must be one of {columns}")
+        specs.append(SeriesSpec(series, signal, name, column))
+    if not specs:
+        raise ValueError("DETECTION_SERIES names no series")
+    if len({s.series for s in specs}) != len(specs):
+        raise ValueError("DETECTION_SERIES names a series twice")
+    return tuple(specs)
+
+
+def read_columns(specs: Iterable[SeriesSpec]) -> tuple[str, ...]:
+    """Every column detection reads: the key columns and the value columns of the series."""
+    columns = list(KEY_COLUMNS)
+    for spec in specs:
+        if spec.column not in columns:
+            columns.append(spec.column)
+    return tuple(columns)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    timestamp: float  # the bucket's start, epoch seconds
+    values: dict[str, float]  # series -> value (series without a finite value are absent)
+
+
+class FeatureReader:
+    def __init__(self, catalog: Catalog, specs: tuple[SeriesSpec, ...]) -> None:
+        self.catalog = catalog
+        self.specs = specs
+        self.columns = read_columns(specs)
+
+    def read(
+        self, marks: Mapping[str, float], since_day: datetime | None
+    ) -> dict[str, list[Point]]:
+        """Per service, the points of the buckets after its mark (all of them for a service with
+        no mark), in bucket order. ``since_day``: partitions before this day are not scanned
+        (the earliest mark's day), None scans every partition."""
+        try:
+            table = self.catalog.load_table(FEATURES_TABLE)
+        except NoSuchTableError:
+            return {}
+        row_filter: BooleanExpression = And(
+            In("signal", {s.signal for s in self.specs}),
+            In("name", {s.name for s in self.specs}),
+        )
+        if since_day is not None:
+            row_filter = And(row_filter, GreaterThanOrEqual("dt", since_day.date().isoformat()))
+        scanned = table.scan(row_filter=row_filter or AlwaysTrue(), selected_fields=self.columns)
+        return self.pivot(scanned.to_arrow(), marks)
+
+    def pivot(self, rows: pa.Table, marks: Mapping[str, float]) -> dict[str, list[Point]]:
+        if rows.num_rows == 0:
+            return {}
+        starts = pc.divide(
+            rows["bucket_start"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()), 1_000_000
+        )
+        wanted: dict[tuple[str, str], list[SeriesSpec]] = {}
+        for spec in self.specs:
+            wanted.setdefault((spec.signal, spec.name), []).append(spec)
+        values = {column: rows[column].to_pylist() for column in {s.column for s in self.specs}}
+        buckets: dict[str, dict[float, dict[str, float]]] = {}
+        for i, (service, signal, name, start) in enumerate(
+            zip(
+                rows["service"].to_pylist(),
+                rows["signal"].to_pylist(),
+                rows["name"].to_pylist(),
+                starts.to_pylist(),
+                strict=True,
+            )
+        ):
+            specs = wanted.get((signal, name))
+            if not specs or service is None or start is None:
+                continue
+            timestamp = float(start)
+            mark = marks.get(service)
+            if mark is not None and timestamp <= mark:
+                continue
+            point = buckets.setdefault(service, {}).setdefault(timestamp, {})
+            for spec in specs:
+                value = values[spec.column][i]
+                if value is not None and math.isfinite(value):
+                    point[spec.series] = float(value)
+        return {
+            service: [Point(t, v) for t, v in sorted(points.items())]
+            for service, points in sorted(buckets.items())
+        }
+
+
+def as_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)

@@ -1,0 +1,371 @@
+"""The detection loop: features in, scores, events and alerts out, exactly once per bucket.
+
+Every ``DETECTION_INTERVAL_SECONDS``, for each service with buckets newer than its mark:
+
+1. score every new bucket in bucket order with the service's ensemble (each point with only the
+   points before it) and collect the event transitions;
+2. write each changed event (``store.py``) and put each transition in the alert outbox
+   (``alerts.py``) tagged with the next checkpoint generation;
+3. checkpoint mark and model state together (``checkpoint.py``);
+4. deliver the outbox.
+
+A failure in 1-3 discards the service's in-memory ensemble; it is reloaded from its checkpoint at
+the next round, so the buckets are scored again from the same state and give the same
+transitions (same outbox keys, same event documents). A restart does the same: it resumes from
+the checkpoint, neither relearning nor re-scoring nor re-alerting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from stages.common import resources
+from stages.common.config import Settings
+from stages.detection.alerts import (
+    Dispatcher,
+    Outbox,
+    RoundResult,
+    SqsTarget,
+    WebhookTarget,
+    message,
+)
+from stages.detection.checkpoint import CheckpointConflict, CheckpointStore
+from stages.detection.decision import DecisionEngine
+from stages.detection.detectors import parse_rules
+from stages.detection.ensemble import ServiceEnsemble
+from stages.detection.events_table import ensure_anomalies_table, rows
+from stages.detection.metrics import LAG, OPEN_EVENTS, OUTBOX_PENDING, counters
+from stages.detection.reader import FeatureReader, Point, SeriesSpec, parse_series
+from stages.detection.store import EventStore, event_document, iso
+
+log = logging.getLogger(__name__)
+
+# Consecutive failed rounds after which /health says unhealthy.
+UNHEALTHY_AFTER_FAILURES = 3
+
+
+class Configuration:
+    """What the settings say, checked once at start (a bad value stops the service with the
+    setting's name in the message)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.series: tuple[SeriesSpec, ...] = parse_series(settings.detection_series)
+        try:
+            self.engine = (
+                DecisionEngine.model_validate_json(settings.detection_voting)
+                if settings.detection_voting.strip()
+                else DecisionEngine()
+            )
+        except ValueError as exc:
+            raise ValueError(f"DETECTION_VOTING is not a valid decision engine: {exc}") from exc
+        try:
+            self.rules = tuple(parse_rules(settings.detection_rules))
+        except ValueError as exc:
+            raise ValueError(f"DETECTION_RULES: {exc}") from exc
+        names = {s.series for s in self.series}
+        unknown = sorted({r.signal for r in self.rules} - names)
+        if unknown:
+            raise ValueError(
+                f"DETECTION_RULES name series not in DETECTION_SERIES: {', '.join(unknown)}"
+            )
+        self.open_after = settings.detection_open_after
+        self.close_after = settings.detection_close_after
+
+
+class DetectionWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        s3: Any,
+        sqs: Any,
+        catalog: Any,
+        webhook: WebhookTarget | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.config = Configuration(settings)
+        self.catalog = catalog
+        self.sqs = sqs
+        self.clock = clock
+        self.bucket = resources.models_bucket(settings)
+        self.checkpoints = CheckpointStore(s3, self.bucket)
+        self.events = EventStore(s3, self.bucket)
+        self.outbox = Outbox(s3, self.bucket)
+        self.reader = FeatureReader(catalog, self.config.series)
+        self.counters = counters()
+        self.webhook = webhook
+        if webhook is None and settings.alert_webhook_url:
+            self.webhook = WebhookTarget(settings.alert_webhook_url)
+        self.ensembles: dict[str, ServiceEnsemble] = {}
+        self.marks: dict[str, float] = {}
+        self.generations: dict[str, int] = {}
+        self.last_points: dict[str, dict[str, Any]] = {}
+        self.saved_at: dict[str, float] = {}  # monotonic time of the last checkpoint
+        self.dirty: set[str] = set()  # scored past their checkpoint
+        self.dispatcher: Dispatcher | None = None
+        self.started = False
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_round: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- start ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load events, checkpoints and the outbox; deliver what a previous run left pending."""
+        queue = resources.alert_queues(self.settings).queue
+        queue_url = self.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+        anomalies = ensure_anomalies_table(self.catalog, self.bucket)
+        targets: dict[str, Any] = {
+            "sqs": SqsTarget(self.sqs, queue_url),
+            "lake": lambda batch: anomalies.append(rows(batch)),
+        }
+        if self.webhook is not None:
+            targets["webhook"] = self.webhook
+        self.dispatcher = Dispatcher(
+            self.outbox,
+            targets,
+            self.settings.alert_send_attempts,
+            self.settings.alert_dead_letter_after,
+            on_result=self._count_delivery,
+        )
+        self.events.load()
+        for service in self.checkpoints.services():
+            self._load(service)
+        for entry in self.outbox.pending():
+            if entry.generation > self.generations.get(entry.service, 0):
+                # Its checkpoint was never written: rescoring recreates it.
+                self.outbox.delete(entry)
+        self.started = True
+        self.deliver()
+
+    def _load(self, service: str) -> None:
+        saved = self.checkpoints.load(service)
+        if saved is None:
+            self.ensembles.pop(service, None)
+            return
+        self.ensembles[service] = ServiceEnsemble.from_state(saved.state, self.config.engine)
+        self.generations[service] = saved.generation
+        if saved.mark is not None:
+            self.marks[service] = saved.mark
+        log.info(
+            "%s: resumed from checkpoint generation %d (mark %s, %d bytes)",
+            service,
+            saved.generation,
+            iso(saved.mark),
+            saved.size_bytes,
+        )
+
+    def _new_ensemble(self, service: str) -> ServiceEnsemble:
+        return ServiceEnsemble(
+            service,
+            [s.series for s in self.config.series],
+            engine=self.config.engine,
+            rules=self.config.rules,
+            open_after=self.config.open_after,
+            close_after=self.config.close_after,
+        )
+
+    # --- one round ------------------------------------------------------------------------------
+    def run_once(self) -> None:
+        if not self.started:
+            self.start()
+        since = min(self.marks.values()) if self.marks else None
+        since_day = datetime.fromtimestamp(since, UTC) if since is not None else None
+        new = self.reader.read(dict(self.marks), since_day)
+        for service, points in new.items():
+            self.counters.inc("buckets_read", len(points))
+            try:
+                self._score(service, points)
+            except CheckpointConflict as exc:
+                self.counters.inc("checkpoint_conflicts")
+                log.error("%s", exc)
+                self._forget(service)
+            except Exception:
+                self._forget(service)
+                raise
+        self.deliver()
+        self._update_gauges()
+
+    def _forget(self, service: str) -> None:
+        """Drop in-memory progress that no checkpoint holds; the next round reloads it."""
+        self.ensembles.pop(service, None)
+        self.marks.pop(service, None)
+        self.generations.pop(service, None)
+        self.dirty.discard(service)
+        self._load(service)
+
+    def _score(self, service: str, points: list[Point]) -> None:
+        ensemble = self.ensembles.get(service) or self._new_ensemble(service)
+        self.ensembles[service] = ensemble
+        changes = []
+        last: dict[str, Any] | None = None
+        scored = 0
+        for point in points:
+            known = {k: v for k, v in point.values.items() if k in ensemble.signals}
+            if not known:
+                continue
+            result = ensemble.update(point.timestamp, known)
+            scored += 1
+            changes.extend(result.changes)
+            last = {
+                "timestamp": iso(point.timestamp),
+                "score": result.decision.score,
+                "anomalous": result.decision.anomalous,
+                "voters": list(result.decision.voters),
+                "scores": {s: r.decision.score for s, r in result.signals.items()},
+            }
+        mark = points[-1].timestamp
+        with self._lock:
+            if last is not None:
+                self.last_points[service] = last
+        self.counters.inc("points_scored", scored)
+        self.marks[service] = mark
+        if not changes and not self._checkpoint_due(service):
+            # Scored in memory only: a crash before the next checkpoint scores these buckets
+            # again from the last one (no transition happened in them, so none is lost).
+            self.dirty.add(service)
+            return
+        self._commit(service, changes)
+
+    def _checkpoint_due(self, service: str) -> bool:
+        if service not in self.generations:
+            return True
+        saved = self.saved_at.get(service)
+        every = self.settings.detection_checkpoint_seconds
+        return saved is None or time.monotonic() - saved >= every
+
+    def _commit(self, service: str, changes: list[Any]) -> None:
+        """Events and outbox entries, then the checkpoint that makes them count."""
+        ensemble = self.ensembles[service]
+        mark = self.marks[service]
+        generation = self.generations.get(service, 0) + 1
+        documents = []
+        for change in changes:
+            document = event_document(service, change.event.to_dict())
+            documents.append((change.action, document))
+            self.events.put(document)
+            for target in self.dispatcher.targets if self.dispatcher else ():
+                self.outbox.put(target, service, generation, message(change.action, document))
+        self.checkpoints.save(service, generation, mark, ensemble.state())
+        self.generations[service] = generation
+        self.saved_at[service] = time.monotonic()
+        self.dirty.discard(service)
+        self.counters.inc("checkpoints_written")
+        for action, _ in documents:
+            name = {"open": "events_opened", "update": "events_updated", "close": "events_closed"}
+            self.counters.inc(name[action])
+
+    def flush(self) -> None:
+        """Checkpoint every service scored since its last checkpoint (a clean stop)."""
+        for service in sorted(self.dirty):
+            try:
+                self._commit(service, [])
+            except Exception:
+                log.exception(
+                    "%s: final checkpoint failed; a restart scores again from the last", service
+                )
+
+    def deliver(self) -> dict[str, RoundResult]:
+        if self.dispatcher is None:
+            return {}
+        due = [
+            e for e in self.outbox.pending() if e.generation <= self.generations.get(e.service, 0)
+        ]
+        OUTBOX_PENDING.set(len(due))
+        if not due:
+            return {}
+        results = self.dispatcher.deliver(due)
+        OUTBOX_PENDING.set(sum(r.failed - r.dead_lettered for r in results.values()))
+        return results
+
+    def _count_delivery(self, target: str, result: RoundResult) -> None:
+        self.counters.inc("alerts_sent", result.sent)
+        self.counters.inc("alerts_failed", result.failed)
+        self.counters.inc("alerts_dead_lettered", result.dead_lettered)
+
+    def _update_gauges(self) -> None:
+        OPEN_EVENTS.set(self.events.counts()["open"])
+        lag = self.lag()
+        if lag is not None:
+            LAG.set(lag)
+
+    def lag(self) -> float | None:
+        marks = list(self.marks.values())
+        if not marks:
+            return None
+        oldest = min(marks)
+        return max(0.0, self.clock() - (oldest + self.settings.features_bucket_seconds))
+
+    # --- the loop -------------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        interval = self.settings.detection_interval_seconds
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                self.run_once()
+                self.failures = 0
+                self.last_error = None
+                self.last_round = self.clock()
+            except Exception as exc:
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self.counters.inc("tick_failures")
+                log.exception("detection round failed (retried in %.1f s)", interval)
+            self._stop.wait(max(0.0, interval - (time.monotonic() - began)))
+
+    def start_thread(self) -> None:
+        self._thread = threading.Thread(target=self.run_forever, name="detection", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("the detection round did not end in %.0f s; no final checkpoint", timeout)
+                return
+        self.flush()
+
+    # --- reporting ------------------------------------------------------------------------------
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        details: dict[str, Any] = {
+            "started": self.started,
+            "services": len(self.marks),
+            "lag_seconds": self.lag(),
+            "last_error": self.last_error,
+        }
+        return self.failures < UNHEALTHY_AFTER_FAILURES, details
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            last = dict(self.last_points)
+        # Copies: the detection thread changes these while a request reads them.
+        marks, generations = dict(self.marks), dict(self.generations)
+        return {
+            "started": self.started,
+            "series": [str(s) for s in self.config.series],
+            "interval_seconds": self.settings.detection_interval_seconds,
+            "alert_queue": resources.alert_queues(self.settings).queue,
+            "models_bucket": self.bucket,
+            "lag_seconds": self.lag(),
+            "last_round": iso(self.last_round),
+            "last_error": self.last_error,
+            "counters": self.counters.snapshot(),
+            "events": self.events.counts(),
+            "services": {
+                service: {
+                    "mark": iso(marks.get(service)),
+                    "generation": generations.get(service, 0),
+                    "last_point": last.get(service),
+                }
+                for service in sorted(set(marks) | set(last))
+            },
+        }
