@@ -12,7 +12,7 @@
 # image the Dockerfile names from Debian packages (debootstrap; no image registry is reachable,
 # so nothing is ever pulled), builds the project image (pip reaches the package index through
 # `--network host`), then:
-#   1. the root stack (docker-compose.yml + ci/docker-compose.offline.yml): all nine services
+#   1. the root stack (docker-compose.yml + ci/docker-compose.offline.yml): all eleven services
 #      healthy, then the `test-pipeline` service (every accepted record in S3 exactly once);
 #   2. the Stage 00 stack (00-mock-servers/) and the Stage 01 stack (01-ingestion/, joined to
 #      Stage 00's network): every service healthy.
@@ -42,7 +42,7 @@ SUITE=bookworm
 PIPELINE_ARGS=${COMPOSE_SMOKE_PIPELINE_ARGS:-}
 WAIT_TIMEOUT=${COMPOSE_SMOKE_WAIT_TIMEOUT:-300}
 # ps output is "healthy" per service; these are the counts each stack must reach.
-ROOT_SERVICES=9
+ROOT_SERVICES=11
 STAGE00_SERVICES=7
 STAGE01_SERVICES=1
 
