@@ -117,7 +117,11 @@ def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None)
     )
 
 
-def create_app(etl: Etl) -> Any:
+def create_app(settings: Settings | None = None, *, etl: Etl | None = None) -> Any:
+    """The ETL's HTTP app; over ``etl`` when given (the process's own loop), else over an ETL
+    built from ``settings`` whose loop is not started (the fuzz tests serve it like that)."""
+    if etl is None:
+        etl = build_etl(settings or get_settings())
     router = APIRouter(prefix="/api/etl", tags=["etl"])
 
     @router.get("/status", summary="Progress of the fold: lease, backlog, lag, totals")
@@ -139,7 +143,7 @@ def serve(settings: Settings) -> int:
     etl = build_etl(settings)
     signal.signal(signal.SIGTERM, etl.request_stop)
     signal.signal(signal.SIGINT, etl.request_stop)
-    server = serve_in_thread(create_app(etl), settings.etl_host, settings.etl_port)
+    server = serve_in_thread(create_app(etl=etl), settings.etl_host, settings.etl_port)
     etl.run()
     server.should_exit = True
     return 0
