@@ -139,7 +139,7 @@ def test_provision_and_the_consumer_use_the_configured_names_and_region(
         for bucket in buckets:
             assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "eu-west-1"
         dynamodb = aws.client("dynamodb", settings)
-        assert dynamodb.list_tables()["TableNames"] == ["acme-etl-leases", "acme-leases"]
+        assert sorted(dynamodb.list_tables()["TableNames"]) == ["acme-etl-leases", "acme-leases"]
         # Nothing in the region AWS_DEFAULT_REGION (us-east-1) names: AWS_REGION won.
         elsewhere = Settings(aws_endpoint_url=endpoint, aws_region="us-east-1")
         assert aws.client("kinesis", elsewhere).list_streams()["StreamNames"] == []
