@@ -172,9 +172,10 @@ class _Budget:
             )
 
 
-# The protobuf is counted on the wire, before it is parsed: parsing five million empty records
-# alone takes ~700 MB. Each message type maps the numbers of its length-delimited fields to what
-# they hold (field numbers from opentelemetry-proto); fields not listed are skipped unread.
+# The protobuf is counted on the wire, before it is parsed: parsing millions of empty records
+# alone takes far more memory than the service has. Each message type maps the numbers of its
+# length-delimited fields to what they hold (field numbers from opentelemetry-proto); fields not
+# listed are skipped unread.
 _REQUEST = {1: "resource_logs"}
 _RESOURCE_LOGS = {1: "resource", 2: "scope_logs"}
 _RESOURCE = {1: "attribute", 3: "value"}  # attributes, entity_refs

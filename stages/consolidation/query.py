@@ -40,8 +40,8 @@ class LogEntry:
     span_id: str
     is_anomaly: bool
     # As JSON text: the index holds tens of thousands of entries and a dict of ~20 attributes
-    # costs about four times its JSON; only the answers to queries are decoded. Text, not the
-    # bytes orjson returns: those keep orjson's whole output buffer (~8 KiB) allocated.
+    # costs several times its JSON; only the answers to queries are decoded. Text, not the
+    # bytes orjson returns: those keep orjson's whole output buffer allocated.
     attributes_json: str = "{}"
 
     def to_dict(self) -> dict[str, Any]:
