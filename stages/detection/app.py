@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from stages.common import aws
 from stages.common.config import Settings, get_settings
@@ -67,6 +67,20 @@ def _epoch(moment: datetime | None) -> float | None:
     return moment.timestamp()
 
 
+def _iso8601(value: object) -> object:
+    # pydantic also reads a number, or a string of digits, as seconds since the epoch: "-28"
+    # would be a moment in 1969. The API takes ISO 8601 text only.
+    if isinstance(value, str):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError("expected an ISO 8601 date-time, e.g. 2026-12-04T10:00:00Z") from exc
+    return value
+
+
+Moment = Annotated[datetime | None, BeforeValidator(_iso8601)]
+
+
 def _router() -> APIRouter:
     router = APIRouter(prefix="/api", tags=["anomalies"])
 
@@ -76,10 +90,10 @@ def _router() -> APIRouter:
         service: Annotated[str | None, Query(max_length=200)] = None,
         state: Literal["open", "closed"] | None = None,
         from_: Annotated[
-            datetime | None,
+            Moment,
             Query(alias="from", description="events still anomalous at or after this time"),
         ] = None,
-        to: Annotated[datetime | None, Query(description="events starting at or before")] = None,
+        to: Annotated[Moment, Query(description="events starting at or before")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[AnomalyEvent]:
         worker: DetectionWorker = request.app.state.worker
