@@ -134,6 +134,39 @@ class VectorDetector(Protocol):
     def from_state(cls, state: dict[str, Any]) -> Self: ...
 
 
+class WindowDetector:
+    """A detector that scores each point against the last ``window`` points before it.
+
+    Subclasses say how far a point lies from the window (``score``); the warm-up, the learning
+    and the state (the parameters and the window, oldest first) are the same for all of them.
+    """
+
+    kind: str
+
+    def __init__(self, window: int, warmup: int, **params: float) -> None:
+        self.window = RollingWindow(window)
+        self.warmup = warmup
+        self.params: dict[str, Any] = {"window": window, "warmup": warmup, **params}
+
+    def score(self, value: float) -> float:
+        raise NotImplementedError
+
+    def update(self, timestamp: float, value: float) -> float:
+        value = check_finite(value)
+        score = self.score(value) if len(self.window) >= self.warmup else 0.0
+        self.window.push(value)
+        return score
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "params": dict(self.params), "window": self.window.values()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        detector = cls(**state["params"])
+        detector.window = RollingWindow(detector.window.size, state["window"])
+        return detector
+
+
 def check_finite(value: float) -> float:
     """Detectors learn only real numbers; a gap must be skipped by the caller, not learned."""
     value = float(value)

@@ -8,14 +8,12 @@ value) the robust sigma of ``base.robust_scale`` times 1.349 (the IQR of a norma
 
 from __future__ import annotations
 
-from typing import Any, Self
-
-from stages.detection.detectors.base import RollingWindow, check_finite, robust_scale, squash
+from stages.detection.detectors.base import WindowDetector, robust_scale, squash
 
 _NORMAL_IQR_IN_SIGMAS = 1.349
 
 
-class IQRFences:
+class IQRFences(WindowDetector):
     kind = "iqr"
 
     def __init__(
@@ -23,40 +21,16 @@ class IQRFences:
     ) -> None:
         if not 4 <= warmup <= window:
             raise ValueError("iqr needs 4 <= warmup <= window")
-        self.window = RollingWindow(window)
-        self.warmup = warmup
+        super().__init__(window, warmup, k=k, threshold=threshold)
         self.k = k
         self.threshold = threshold
 
-    def update(self, timestamp: float, value: float) -> float:
-        value = check_finite(value)
-        score = 0.0
-        if len(self.window) >= self.warmup:
-            q1 = self.window.quantile(0.25)
-            q3 = self.window.quantile(0.75)
-            iqr = q3 - q1
-            if iqr <= 0.0:
-                median = self.window.median()
-                iqr = robust_scale(self.window.array(), median) * _NORMAL_IQR_IN_SIGMAS
-            distance = max(q1 - value, value - q3) / iqr
-            score = squash(distance - self.k, self.threshold)
-        self.window.push(value)
-        return score
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "params": {
-                "window": self.window.size,
-                "warmup": self.warmup,
-                "k": self.k,
-                "threshold": self.threshold,
-            },
-            "window": self.window.values(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Self:
-        detector = cls(**state["params"])
-        detector.window = RollingWindow(detector.window.size, state["window"])
-        return detector
+    def score(self, value: float) -> float:
+        q1 = self.window.quantile(0.25)
+        q3 = self.window.quantile(0.75)
+        iqr = q3 - q1
+        if iqr <= 0.0:
+            median = self.window.median()
+            iqr = robust_scale(self.window.array(), median) * _NORMAL_IQR_IN_SIGMAS
+        distance = max(q1 - value, value - q3) / iqr
+        return squash(distance - self.k, self.threshold)

@@ -8,44 +8,19 @@ once; a level shift scores high until half the window has seen the new level.
 
 from __future__ import annotations
 
-from typing import Any, Self
-
-from stages.detection.detectors.base import RollingWindow, check_finite, robust_scale, squash
+from stages.detection.detectors.base import WindowDetector, robust_scale, squash
 
 
-class RobustZ:
+class RobustZ(WindowDetector):
     kind = "robust_z"
 
     def __init__(self, window: int = 256, warmup: int = 32, threshold: float = 3.5) -> None:
         if not 2 <= warmup <= window:
             raise ValueError("robust_z needs 2 <= warmup <= window")
-        self.window = RollingWindow(window)
-        self.warmup = warmup
+        super().__init__(window, warmup, threshold=threshold)
         self.threshold = threshold
 
-    def update(self, timestamp: float, value: float) -> float:
-        value = check_finite(value)
-        score = 0.0
-        if len(self.window) >= self.warmup:
-            median = self.window.median()
-            z = abs(value - median) / robust_scale(self.window.array(), median)
-            score = squash(z, self.threshold)
-        self.window.push(value)
-        return score
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "params": {
-                "window": self.window.size,
-                "warmup": self.warmup,
-                "threshold": self.threshold,
-            },
-            "window": self.window.values(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Self:
-        detector = cls(**state["params"])
-        detector.window = RollingWindow(detector.window.size, state["window"])
-        return detector
+    def score(self, value: float) -> float:
+        median = self.window.median()
+        z = abs(value - median) / robust_scale(self.window.array(), median)
+        return squash(z, self.threshold)
