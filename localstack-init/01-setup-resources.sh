@@ -12,6 +12,7 @@ METRICS_STREAM_SHARDS=${METRICS_STREAM_SHARDS:-1}
 APM_STREAM_SHARDS=${APM_STREAM_SHARDS:-1}
 LEASE_TABLE=${LEASE_TABLE:-stage01-consumer-leases}
 ETL_LEASE_TABLE=${ETL_LEASE_TABLE:-stage02-etl-leases}
+DETECTION_LEASE_TABLE=${DETECTION_LEASE_TABLE:-stage04-detection-leases}
 STREAM_PREFIX=${STREAM_PREFIX:-stage01-}
 BUCKET_PREFIX=${BUCKET_PREFIX:-md-}
 ALERT_QUEUE=${ALERT_QUEUE:-stage06-alerts.fifo}
@@ -70,8 +71,9 @@ for bucket in "${BUCKETS[@]}"; do
 done
 
 # Key schema as in stages/common/resource_setup.py: one item per lease, keyed by lease_key
-# (resources.lease_tables(): the consumer's shard leases, the ETL writer's lease).
-for table in "$LEASE_TABLE" "$ETL_LEASE_TABLE"; do
+# (resources.lease_tables(): the consumer's shard leases, the ETL writer's lease, detection's
+# service leases).
+for table in "$LEASE_TABLE" "$ETL_LEASE_TABLE" "$DETECTION_LEASE_TABLE"; do
     if aws_ dynamodb describe-table --table-name "$table" >/dev/null 2>&1; then
         echo "table $table exists"
     else
@@ -98,7 +100,7 @@ echo "alert queue $ALERT_QUEUE ready (dead letters: $dead_letter_queue)"
 for entry in "${STREAMS[@]}"; do
     aws_ kinesis wait stream-exists --stream-name "${entry%%:*}"
 done
-for table in "$LEASE_TABLE" "$ETL_LEASE_TABLE"; do
+for table in "$LEASE_TABLE" "$ETL_LEASE_TABLE" "$DETECTION_LEASE_TABLE"; do
     aws_ dynamodb wait table-exists --table-name "$table"
 done
 echo "Stage 01 resources ready"

@@ -330,6 +330,24 @@ class Settings(BaseSettings):
         description="A service's progress and model state are checkpointed when an event changes, "
         "at a clean stop, and otherwise at most this often (0 = every round).",
     )
+    detection_lease_table: str = Field(
+        default="stage04-detection-leases",
+        description="DynamoDB table of the detection processes' service leases (one holder of a "
+        "service at a time).",
+    )
+    detection_lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="A service lease not renewed for this long is taken over by another "
+        "detection process.",
+    )
+    detection_worker_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="This detection process's lease owner name (default: host, pid and a "
+        "random suffix).",
+    )
     alert_queue: str = Field(
         default="stage06-alerts.fifo",
         pattern=r"^[a-zA-Z0-9_-]{1,75}\.fifo$",

@@ -13,6 +13,10 @@ one item per name, keyed ``lease_key``, written only with conditional updates.
   so work guarded by it stops before anyone else can take it over. Whatever the holder writes
   should also carry the token (the ETL writes it into each Iceberg snapshot) so that a write made
   after a takeover can be recognised and refused.
+- ``request`` lets another owner ask the holder to hand a live lease over (``wanted_by``), for
+  whoever balances many leases between processes (detection's service leases): the holder
+  finishes what it was doing, then releases; the lease never changes hands behind a holder's
+  back. Taking or releasing the lease clears the request.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class LeaseState:
     owner: str | None
     fence: int
     expires_ms: int
+    wanted_by: str | None = None  # another owner asked the holder to hand the lease over
 
     def expired(self, now_ms: int) -> bool:
         return self.owner is None or self.expires_ms <= now_ms
@@ -45,6 +50,28 @@ class LeaseState:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _state(item: dict[str, Any]) -> LeaseState:
+    return LeaseState(
+        name=item["lease_key"]["S"],
+        owner=item["lease_owner"]["S"] if "lease_owner" in item else None,
+        fence=int(item["fence"]["N"]),
+        expires_ms=int(item["expires_ms"]["N"]),
+        wanted_by=item["wanted_by"]["S"] if "wanted_by" in item else None,
+    )
+
+
+def read_all(dynamodb: Any, table: str) -> list[LeaseState]:
+    """Every lease of ``table``, read consistently (a scan, page by page)."""
+    found: list[LeaseState] = []
+    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        page = dynamodb.scan(**kwargs)
+        found.extend(_state(item) for item in page.get("Items", []) if "fence" in item)
+        if "LastEvaluatedKey" not in page:
+            return found
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _conditional_failed(exc: ClientError) -> bool:
@@ -72,15 +99,14 @@ class NamedLease:
         ).get("Item")
         if item is None:
             return None
-        return LeaseState(
-            name=self.name,
-            owner=item["lease_owner"]["S"] if "lease_owner" in item else None,
-            fence=int(item["fence"]["N"]),
-            expires_ms=int(item["expires_ms"]["N"]),
-        )
+        return _state(item)
 
     def held(self, margin_seconds: float = 0.0) -> bool:
         return self.fence is not None and time.monotonic() + margin_seconds < self._valid_until
+
+    def valid_for(self) -> float:
+        """Seconds left before the lease runs out unrenewed, by the holder's own clock."""
+        return max(0.0, self._valid_until - time.monotonic()) if self.fence is not None else 0.0
 
     # --- writing --------------------------------------------------------------------------
     def acquire(self) -> bool:
@@ -122,7 +148,7 @@ class NamedLease:
                 TableName=self.table,
                 Key={"lease_key": {"S": self.name}},
                 UpdateExpression="SET lease_owner = :me, fence = :fence, expires_ms = :expires, "
-                "taken_ms = :now",
+                "taken_ms = :now REMOVE wanted_by",
                 ConditionExpression=condition,
                 ExpressionAttributeValues=values,
             )
@@ -175,6 +201,30 @@ class NamedLease:
         thread.start()
         return thread
 
+    def request(self, seen: LeaseState) -> bool:
+        """Ask the holder of ``seen`` to hand the lease over to this owner; False when the
+        lease changed hands since it was read (nothing is written then)."""
+        if seen.owner is None:
+            return False
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"lease_key": {"S": self.name}},
+                UpdateExpression="SET wanted_by = :me, wanted_ms = :now",
+                ConditionExpression="lease_owner = :holder AND fence = :fence",
+                ExpressionAttributeValues={
+                    ":me": {"S": self.owner},
+                    ":now": {"N": str(_now_ms())},
+                    ":holder": {"S": seen.owner},
+                    ":fence": {"N": str(seen.fence)},
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
     def release(self) -> None:
         if self.fence is None:
             return
@@ -183,7 +233,7 @@ class NamedLease:
             self.db.update_item(
                 TableName=self.table,
                 Key={"lease_key": {"S": self.name}},
-                UpdateExpression="REMOVE lease_owner SET expires_ms = :zero",
+                UpdateExpression="REMOVE lease_owner, wanted_by SET expires_ms = :zero",
                 ConditionExpression="lease_owner = :me AND fence = :fence",
                 ExpressionAttributeValues={
                     ":me": {"S": self.owner},

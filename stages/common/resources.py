@@ -70,8 +70,9 @@ def stream_by_name(settings: Settings, name: str) -> StreamSpec:
 
 
 def lease_tables(settings: Settings) -> tuple[str, ...]:
-    """The consumer's shard leases, then the ETL writer's lease; same key schema."""
-    return (settings.lease_table, settings.etl_lease_table)
+    """The consumer's shard leases, the ETL writer's lease, then detection's service leases;
+    same key schema."""
+    return (settings.lease_table, settings.etl_lease_table, settings.detection_lease_table)
 
 
 def buckets(settings: Settings) -> tuple[str, ...]:

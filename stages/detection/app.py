@@ -159,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             **snapshot["counters"],
             "services": len(snapshot["services"]),
+            "owned services": ", ".join(snapshot["owned_services"]) or "-",
             "open events": snapshot["events"]["open"],
             "lag seconds": snapshot["lag_seconds"],
             "last error": snapshot["last_error"],

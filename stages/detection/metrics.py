@@ -18,6 +18,11 @@ COUNTER_NAMES = (
     "checkpoints_written",
     "checkpoint_conflicts",  # another process wrote the same generation first
     "tick_failures",  # a round that failed (catalog or S3 unreachable); retried next interval
+    "leases_taken",  # service leases taken free, released or expired (a dead holder's)
+    "leases_stolen",  # service leases handed over by a live process at this one's request
+    "leases_lost",  # service leases found taken by another process or not renewable in time
+    "leases_released",  # service leases handed back: to balance, or at a clean stop
+    "points_discarded",  # points scored but not checkpointed because the lease was lost
 )
 
 
@@ -41,3 +46,6 @@ LAG = gauge(
 )
 OPEN_EVENTS = gauge("detection_open_events", "Anomaly events open now")
 OUTBOX_PENDING = gauge("detection_alerts_pending", "Alerts in the outbox waiting for delivery")
+OWNED_SERVICES = gauge(
+    "detection_owned_services", "Services whose lease this detection process holds now"
+)

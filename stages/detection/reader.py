@@ -92,13 +92,39 @@ class FeatureReader:
         self.catalog = catalog
         self.specs = specs
         self.columns = read_columns(specs)
+        self._discovered: tuple[int | None, frozenset[str]] = (None, frozenset())
+
+    def discover(self) -> frozenset[str]:
+        """Every service with a partition in the features table, from the scan plan (the
+        partition values of the data files; no data file is read), cached per snapshot."""
+        try:
+            table = self.catalog.load_table(FEATURES_TABLE)
+        except NoSuchTableError:
+            return frozenset()
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            return frozenset()
+        if self._discovered[0] == snapshot.snapshot_id:
+            return self._discovered[1]
+        position = [f.name for f in table.spec().fields].index("service")
+        names = frozenset(
+            str(task.file.partition[position])
+            for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()
+            if task.file.partition[position] is not None
+        )
+        self._discovered = (snapshot.snapshot_id, names)
+        return names
 
     def read(
-        self, marks: Mapping[str, float], since_day: datetime | None
+        self,
+        marks: Mapping[str, float],
+        since_day: datetime | None,
+        services: Iterable[str] | None = None,
     ) -> dict[str, list[Point]]:
         """Per service, the points of the buckets after its mark (all of them for a service with
         no mark), in bucket order. ``since_day``: partitions before this day are not scanned
-        (the earliest mark's day), None scans every partition."""
+        (the earliest mark's day), None scans every partition. ``services``: only these
+        (None: every service)."""
         try:
             table = self.catalog.load_table(FEATURES_TABLE)
         except NoSuchTableError:
@@ -107,6 +133,8 @@ class FeatureReader:
             In("signal", {s.signal for s in self.specs}),
             In("name", {s.name for s in self.specs}),
         )
+        if services is not None:
+            row_filter = And(row_filter, In("service", set(services)))
         if since_day is not None:
             row_filter = And(row_filter, GreaterThanOrEqual("dt", since_day.date().isoformat()))
         scanned = table.scan(row_filter=row_filter or AlwaysTrue(), selected_fields=self.columns)

@@ -6,12 +6,18 @@ transitions (open, update, close); the feedback on an event is a separate object
 overwrites a verdict a user gave meanwhile. Keys are hashes: ids contain service names, which
 come from the data. Everything is loaded into memory at start and kept there (an event is a few
 hundred bytes).
+
+Several detection processes share the store, each writing the events of the services it holds:
+:meth:`EventStore.refresh` (at every round, and before answering a request when the last one is
+older than ``max_age`` seconds) lists both prefixes and reads only the objects whose ETag
+changed, so every process answers for every service.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -69,40 +75,69 @@ class EventFilter:
 
 
 class EventStore:
-    def __init__(self, s3: Any, bucket: str) -> None:
+    def __init__(self, s3: Any, bucket: str, max_age: float | None = None) -> None:
         self.s3 = s3
         self.bucket = bucket
+        # None: the in-memory copy is only refreshed by explicit calls (one writer).
+        self.max_age = max_age
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._events: dict[str, dict[str, Any]] = {}
         self._feedback: dict[str, dict[str, Any]] = {}
+        self._etags: dict[str, str] = {}  # key -> ETag of the version held in memory
+        self._refreshed = 0.0  # monotonic
 
     def load(self) -> None:
-        events = self._read_all(EVENTS_PREFIX)
-        feedback = self._read_all(FEEDBACK_PREFIX)
         with self._lock:
-            self._events = {e["id"]: e for e in events}
-            self._feedback = {f["event_id"]: f for f in feedback}
+            self._events, self._feedback, self._etags = {}, {}, {}
+        self.refresh()
 
-    def _read_all(self, prefix: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
+    def refresh(self) -> None:
+        """Read the events and feedback written (by any process) since the last refresh."""
+        with self._refresh_lock:
+            began = time.monotonic()
+            for prefix in (EVENTS_PREFIX, FEEDBACK_PREFIX):
+                self._refresh_prefix(prefix)
+            self._refreshed = began
+
+    def _refresh_if_stale(self) -> None:
+        if self.max_age is not None and time.monotonic() - self._refreshed >= self.max_age:
+            self.refresh()
+
+    def _refresh_prefix(self, prefix: str) -> None:
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
-                found.append(orjson.loads(body))
-        return found
+                key = item["Key"]
+                with self._lock:
+                    known = self._etags.get(key)
+                if known == item["ETag"]:
+                    continue
+                answer = self.s3.get_object(Bucket=self.bucket, Key=key)
+                document = orjson.loads(answer["Body"].read())
+                with self._lock:
+                    if self._etags.get(key) != known:
+                        continue  # this process wrote it meanwhile: its copy is the newer
+                    self._etags[key] = answer["ETag"]
+                    if prefix == EVENTS_PREFIX:
+                        self._events[document["id"]] = document
+                    else:
+                        self._feedback[document["event_id"]] = document
 
     def put(self, document: dict[str, Any]) -> None:
-        self.s3.put_object(
+        key = f"{EVENTS_PREFIX}{_digest(document['id'])}.json"
+        answer = self.s3.put_object(
             Bucket=self.bucket,
-            Key=f"{EVENTS_PREFIX}{_digest(document['id'])}.json",
+            Key=key,
             Body=orjson.dumps(document),
             ContentType="application/json",
         )
         with self._lock:
             self._events[document["id"]] = document
+            self._etags[key] = answer["ETag"]
 
     def get(self, event_id: str) -> dict[str, Any]:
+        self._refresh_if_stale()
         with self._lock:
             event = self._events.get(event_id)
             if event is None:
@@ -110,6 +145,7 @@ class EventStore:
             return {**event, "feedback": self._feedback.get(event_id)}
 
     def list(self, where: EventFilter) -> list[dict[str, Any]]:
+        self._refresh_if_stale()
         with self._lock:
             events = list(self._events.values())
             feedback = dict(self._feedback)
@@ -130,6 +166,7 @@ class EventStore:
         return chosen
 
     def feedback(self, event_id: str, verdict: Verdict, note: str | None) -> dict[str, Any]:
+        self._refresh_if_stale()
         with self._lock:
             if event_id not in self._events:
                 raise EventNotFound(event_id)
@@ -139,14 +176,13 @@ class EventStore:
             "note": note,
             "at": iso(datetime.now(UTC).timestamp()),
         }
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=f"{FEEDBACK_PREFIX}{_digest(event_id)}.json",
-            Body=orjson.dumps(record),
-            ContentType="application/json",
+        key = f"{FEEDBACK_PREFIX}{_digest(event_id)}.json"
+        answer = self.s3.put_object(
+            Bucket=self.bucket, Key=key, Body=orjson.dumps(record), ContentType="application/json"
         )
         with self._lock:
             self._feedback[event_id] = record
+            self._etags[key] = answer["ETag"]
         return record
 
     def counts(self) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """The detection loop: features in, scores, events and alerts out, exactly once per bucket.
 
-Every ``DETECTION_INTERVAL_SECONDS``, for each service with buckets newer than its mark:
+Every ``DETECTION_INTERVAL_SECONDS``, for each service this process holds the lease of
+(``leases.py``: several processes split the services) with buckets newer than its mark:
 
 1. score every new bucket in bucket order with the service's ensemble (each point with only the
    points before it) and collect the event transitions;
@@ -13,18 +14,28 @@ A failure in 1-3 discards the service's in-memory ensemble; it is reloaded from 
 the next round, so the buckets are scored again from the same state and give the same
 transitions (same outbox keys, same event documents). A restart does the same: it resumes from
 the checkpoint, neither relearning nor re-scoring nor re-alerting.
+
+Ownership: a service is loaded from its checkpoint when this process takes its lease (its
+outbox entries newer than that checkpoint are dropped: the previous holder never checkpointed
+them, rescoring recreates them), and dropped from memory when the lease is lost. Every write for
+a service (events, outbox, checkpoint, delivery) is preceded by a check that the lease is still
+held with time to spare; a lease asked for by another process is handed over after a last
+checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from stages.common import resources
+from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.detection.alerts import (
     Dispatcher,
@@ -39,7 +50,8 @@ from stages.detection.decision import DecisionEngine
 from stages.detection.detectors import parse_rules
 from stages.detection.ensemble import ServiceEnsemble
 from stages.detection.events_table import ensure_anomalies_table, rows
-from stages.detection.metrics import LAG, OPEN_EVENTS, OUTBOX_PENDING, counters
+from stages.detection.leases import ServiceLeases
+from stages.detection.metrics import LAG, OPEN_EVENTS, OUTBOX_PENDING, OWNED_SERVICES, counters
 from stages.detection.reader import FeatureReader, Point, SeriesSpec, parse_series
 from stages.detection.store import EventStore, event_document, iso
 
@@ -47,6 +59,16 @@ log = logging.getLogger(__name__)
 
 # Consecutive failed rounds after which /health says unhealthy.
 UNHEALTHY_AFTER_FAILURES = 3
+# How old the in-memory copy of the shared events may be when /api/anomalies answers.
+EVENTS_MAX_AGE_SECONDS = 1.0
+
+
+class ServiceLost(Exception):
+    """The service's lease is no longer held (with time to spare): nothing more is written."""
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class Configuration:
@@ -87,6 +109,7 @@ class DetectionWorker:
         catalog: Any,
         webhook: WebhookTarget | None = None,
         clock: Callable[[], float] = time.time,
+        dynamodb: Any | None = None,
     ) -> None:
         self.settings = settings
         self.config = Configuration(settings)
@@ -95,10 +118,20 @@ class DetectionWorker:
         self.clock = clock
         self.bucket = resources.models_bucket(settings)
         self.checkpoints = CheckpointStore(s3, self.bucket)
-        self.events = EventStore(s3, self.bucket)
+        self.events = EventStore(s3, self.bucket, max_age=EVENTS_MAX_AGE_SECONDS)
         self.outbox = Outbox(s3, self.bucket)
         self.reader = FeatureReader(catalog, self.config.series)
         self.counters = counters()
+        self.worker_id = settings.detection_worker_id or default_worker_id()
+        self.leases = ServiceLeases(
+            dynamodb if dynamodb is not None else aws.client("dynamodb", settings),
+            settings.detection_lease_table,
+            self.worker_id,
+            settings.detection_lease_seconds,
+            self.counters,
+        )
+        self.adopted: dict[str, int] = {}  # service -> fence of the lease it was loaded under
+        self.uncommitted: dict[str, int] = {}  # service -> points scored since its checkpoint
         self.webhook = webhook
         if webhook is None and settings.alert_webhook_url:
             self.webhook = WebhookTarget(settings.alert_webhook_url)
@@ -116,10 +149,13 @@ class DetectionWorker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lease_stop = threading.Event()
+        self._lease_thread: threading.Thread | None = None
+        OWNED_SERVICES.set_function(lambda: len(self.adopted))
 
     # --- start ----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Load events, checkpoints and the outbox; deliver what a previous run left pending."""
+        """Load the events; the services come with their leases (``_adopt``)."""
         queue = resources.alert_queues(self.settings).queue
         queue_url = self.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
         anomalies = ensure_anomalies_table(self.catalog, self.bucket)
@@ -137,14 +173,8 @@ class DetectionWorker:
             on_result=self._count_delivery,
         )
         self.events.load()
-        for service in self.checkpoints.services():
-            self._load(service)
-        for entry in self.outbox.pending():
-            if entry.generation > self.generations.get(entry.service, 0):
-                # Its checkpoint was never written: rescoring recreates it.
-                self.outbox.delete(entry)
+        self.leases.add_services(self.checkpoints.services())
         self.started = True
-        self.deliver()
 
     def _load(self, service: str) -> None:
         saved = self.checkpoints.load(service)
@@ -173,17 +203,86 @@ class DetectionWorker:
             close_after=self.config.close_after,
         )
 
+    # --- ownership ------------------------------------------------------------------------------
+    def _sync_ownership(self) -> list[str]:
+        """Drop the services whose lease is gone, load those newly held; the services to score."""
+        owned = self.leases.owned()
+        for service, fence in list(self.adopted.items()):
+            if owned.get(service) != fence:
+                self._drop(service)
+        for service, fence in sorted(owned.items()):
+            if service not in self.adopted:
+                self._adopt(service, fence)
+        return sorted(self.adopted)
+
+    def _adopt(self, service: str, fence: int) -> None:
+        self._drop(service)
+        self._load(service)
+        for entry in self.outbox.pending():
+            if entry.service == service and entry.generation > self.generations.get(service, 0):
+                # Its checkpoint was never written: rescoring recreates it.
+                self.outbox.delete(entry)
+        self.adopted[service] = fence
+        log.info("%s: taken over (lease fence %d)", service, fence)
+
+    def _drop(self, service: str) -> None:
+        """Forget a service this process no longer holds (its next holder loads the checkpoint)."""
+        self.adopted.pop(service, None)
+        self._discard_uncommitted(service)
+        self.ensembles.pop(service, None)
+        self.marks.pop(service, None)
+        self.generations.pop(service, None)
+        self.saved_at.pop(service, None)
+        self.dirty.discard(service)
+        with self._lock:
+            self.last_points.pop(service, None)
+
+    def _discard_uncommitted(self, service: str) -> None:
+        lost = self.uncommitted.pop(service, 0)
+        if lost:
+            self.counters.inc("points_discarded", lost)
+
+    def _check_held(self, service: str) -> None:
+        fence = self.adopted.get(service)
+        if fence is None or not self.leases.ready(service, fence):
+            raise ServiceLost(f"{service}: lease no longer held; nothing written")
+
+    def _hand_over(self) -> None:
+        """Services another process asked for: a last checkpoint, then the lease goes."""
+        for service in self.leases.wanted():
+            if service in self.adopted and service in self.dirty:
+                try:
+                    self._commit(service, [])
+                except Exception as exc:
+                    log.warning("%s: checkpoint before hand-over failed: %s", service, exc)
+            self.leases.release(service)
+            self._drop(service)
+
     # --- one round ------------------------------------------------------------------------------
     def run_once(self) -> None:
         if not self.started:
             self.start()
-        since = min(self.marks.values()) if self.marks else None
-        since_day = datetime.fromtimestamp(since, UTC) if since is not None else None
-        new = self.reader.read(dict(self.marks), since_day)
+        if self._lease_thread is None:
+            self.leases.tick()
+        self.leases.add_services(self.reader.discover())
+        self._hand_over()
+        owned = self._sync_ownership()
+        new = {}
+        if owned:
+            marks = {s: self.marks[s] for s in owned if s in self.marks}
+            # A service with no mark yet needs every partition.
+            since = min(marks.values()) if len(marks) == len(owned) else None
+            since_day = datetime.fromtimestamp(since, UTC) if since is not None else None
+            new = self.reader.read(marks, since_day, services=owned)
         for service, points in new.items():
+            if service not in self.adopted:
+                continue
             self.counters.inc("buckets_read", len(points))
             try:
                 self._score(service, points)
+            except ServiceLost as exc:
+                log.warning("%s", exc)
+                self._drop(service)
             except CheckpointConflict as exc:
                 self.counters.inc("checkpoint_conflicts")
                 log.error("%s", exc)
@@ -192,10 +291,12 @@ class DetectionWorker:
                 self._forget(service)
                 raise
         self.deliver()
+        self.events.refresh()
         self._update_gauges()
 
     def _forget(self, service: str) -> None:
         """Drop in-memory progress that no checkpoint holds; the next round reloads it."""
+        self._discard_uncommitted(service)
         self.ensembles.pop(service, None)
         self.marks.pop(service, None)
         self.generations.pop(service, None)
@@ -227,6 +328,7 @@ class DetectionWorker:
             if last is not None:
                 self.last_points[service] = last
         self.counters.inc("points_scored", scored)
+        self.uncommitted[service] = self.uncommitted.get(service, 0) + scored
         self.marks[service] = mark
         if not changes and not self._checkpoint_due(service):
             # Scored in memory only: a crash before the next checkpoint scores these buckets
@@ -248,16 +350,19 @@ class DetectionWorker:
         mark = self.marks[service]
         generation = self.generations.get(service, 0) + 1
         documents = []
+        self._check_held(service)
         for change in changes:
             document = event_document(service, change.event.to_dict())
             documents.append((change.action, document))
             self.events.put(document)
             for target in self.dispatcher.targets if self.dispatcher else ():
                 self.outbox.put(target, service, generation, message(change.action, document))
+        self._check_held(service)
         self.checkpoints.save(service, generation, mark, ensemble.state())
         self.generations[service] = generation
         self.saved_at[service] = time.monotonic()
         self.dirty.discard(service)
+        self.uncommitted.pop(service, None)
         self.counters.inc("checkpoints_written")
         for action, _ in documents:
             name = {"open": "events_opened", "update": "events_updated", "close": "events_closed"}
@@ -265,7 +370,7 @@ class DetectionWorker:
 
     def flush(self) -> None:
         """Checkpoint every service scored since its last checkpoint (a clean stop)."""
-        for service in sorted(self.dirty):
+        for service in sorted(self.dirty & self.adopted.keys()):
             try:
                 self._commit(service, [])
             except Exception:
@@ -276,8 +381,12 @@ class DetectionWorker:
     def deliver(self) -> dict[str, RoundResult]:
         if self.dispatcher is None:
             return {}
+        # Only the services held now: another process delivers its own.
+        held = {s for s, fence in self.adopted.items() if self.leases.ready(s, fence)}
         due = [
-            e for e in self.outbox.pending() if e.generation <= self.generations.get(e.service, 0)
+            e
+            for e in self.outbox.pending()
+            if e.service in held and e.generation <= self.generations.get(e.service, 0)
         ]
         OUTBOX_PENDING.set(len(due))
         if not due:
@@ -322,6 +431,10 @@ class DetectionWorker:
             self._stop.wait(max(0.0, interval - (time.monotonic() - began)))
 
     def start_thread(self) -> None:
+        self._lease_thread = threading.Thread(
+            target=self.leases.run, args=(self._lease_stop,), name="detection-leases", daemon=True
+        )
+        self._lease_thread.start()
         self._thread = threading.Thread(target=self.run_forever, name="detection", daemon=True)
         self._thread.start()
 
@@ -330,19 +443,31 @@ class DetectionWorker:
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
+                # The leases expire instead: the services are taken over from their checkpoints.
                 log.error("the detection round did not end in %.0f s; no final checkpoint", timeout)
+                self._lease_stop.set()
                 return
         self.flush()
+        self._lease_stop.set()
+        if self._lease_thread is not None:
+            self._lease_thread.join(timeout)
+        # Handed back at once: the other processes take the services over without waiting.
+        self.leases.release_all()
 
     # --- reporting ------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, dict[str, Any]]:
         details: dict[str, Any] = {
             "started": self.started,
             "services": len(self.marks),
+            "worker_id": self.worker_id,
+            "owned_services": sorted(self.adopted),
             "lag_seconds": self.lag(),
             "last_error": self.last_error,
         }
-        return self.failures < UNHEALTHY_AFTER_FAILURES, details
+        leases_ok = self.leases.healthy()
+        if not leases_ok:
+            details["lease_error"] = self.leases.last_error or "lease coordination has not run yet"
+        return self.failures < UNHEALTHY_AFTER_FAILURES and leases_ok, details
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -351,6 +476,16 @@ class DetectionWorker:
         marks, generations = dict(self.marks), dict(self.generations)
         return {
             "started": self.started,
+            "worker_id": self.worker_id,
+            "owned_services": sorted(self.adopted),
+            "leases": {
+                "table": self.settings.detection_lease_table,
+                "lease_seconds": self.settings.detection_lease_seconds,
+                "live_processes": self.leases.live_processes,
+                "services_total": self.leases.services_total,
+                "handing_over": self.leases.wanted(),
+                "last_error": self.leases.last_error,
+            },
             "series": [str(s) for s in self.config.series],
             "interval_seconds": self.settings.detection_interval_seconds,
             "alert_queue": resources.alert_queues(self.settings).queue,

@@ -108,6 +108,7 @@ def test_provision_and_the_consumer_use_the_configured_names_and_region(
         "BUCKET_PREFIX": "acme-lake-",
         "LEASE_TABLE": "acme-leases",
         "ETL_LEASE_TABLE": "acme-etl-leases",
+        "DETECTION_LEASE_TABLE": "acme-detection-leases",
         "AWS_REGION": "eu-west-1",
     }
     consumer = ConsumerProcess(endpoint, proc_logs, FLUSH_MAX_AGE_SECONDS="0.5", **names)
@@ -139,7 +140,11 @@ def test_provision_and_the_consumer_use_the_configured_names_and_region(
         for bucket in buckets:
             assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "eu-west-1"
         dynamodb = aws.client("dynamodb", settings)
-        assert sorted(dynamodb.list_tables()["TableNames"]) == ["acme-etl-leases", "acme-leases"]
+        assert sorted(dynamodb.list_tables()["TableNames"]) == [
+            "acme-detection-leases",
+            "acme-etl-leases",
+            "acme-leases",
+        ]
         # Nothing in the region AWS_DEFAULT_REGION (us-east-1) names: AWS_REGION won.
         elsewhere = Settings(aws_endpoint_url=endpoint, aws_region="us-east-1")
         assert aws.client("kinesis", elsewhere).list_streams()["StreamNames"] == []

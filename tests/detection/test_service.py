@@ -146,6 +146,8 @@ def _start_detection(endpoint: str, port: int, logs: Path, run: int, webhook: st
         DETECTION_SERIES=SERIES,
         # Checkpoints only at event changes and at the stop, within the test's time.
         DETECTION_CHECKPOINT_SECONDS="3600",
+        # The restarted process has another owner id: the killed one's leases expire first.
+        DETECTION_LEASE_SECONDS="6",
         RUN_DIR=str(logs / "run"),
         DATA_DIR=str(logs / "data"),
     )

@@ -95,7 +95,13 @@ def test_defaults_are_those_of_config() -> None:
     text = SCRIPT.read_text()
     defaults = dict(re.findall(r"^(\w+)=\$\{\1:-([^}]*)\}$", text, flags=re.MULTILINE))
     fields = Settings.model_fields
-    names = ("LEASE_TABLE", "ETL_LEASE_TABLE", "STREAM_PREFIX", "BUCKET_PREFIX")
+    names = (
+        "LEASE_TABLE",
+        "ETL_LEASE_TABLE",
+        "DETECTION_LEASE_TABLE",
+        "STREAM_PREFIX",
+        "BUCKET_PREFIX",
+    )
     for var in ("LOGS_STREAM_SHARDS", "METRICS_STREAM_SHARDS", "APM_STREAM_SHARDS", *names):
         assert var in defaults, f"{var} is not read by the script"
         assert defaults[var] == str(fields[var.lower()].default), var
@@ -131,6 +137,7 @@ def test_script_honours_the_same_overrides_as_config(bare_endpoint: str) -> None
         "APM_STREAM_SHARDS": "2",
         "LEASE_TABLE": "my-leases",
         "ETL_LEASE_TABLE": "my-etl-leases",
+        "DETECTION_LEASE_TABLE": "my-detection-leases",
         "STREAM_PREFIX": "acme-",
         "BUCKET_PREFIX": "acme-lake-",
     }
@@ -141,6 +148,7 @@ def test_script_honours_the_same_overrides_as_config(bare_endpoint: str) -> None
         apm_stream_shards=2,
         lease_table="my-leases",
         etl_lease_table="my-etl-leases",
+        detection_lease_table="my-detection-leases",
         stream_prefix="acme-",
         bucket_prefix="acme-lake-",
     )
@@ -150,4 +158,4 @@ def test_script_honours_the_same_overrides_as_config(bare_endpoint: str) -> None
     got = created(settings)
     assert got["streams"] == streams
     assert got["buckets"] == buckets
-    assert set(got["tables"]) == {"my-leases", "my-etl-leases"}
+    assert set(got["tables"]) == {"my-leases", "my-etl-leases", "my-detection-leases"}
