@@ -281,7 +281,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 
         (owner,) = state.split_three[SPIKED]
         state.victim = next(d for d in everyone if d.name == owner)
-        state.victim_services = sorted(s for s, names in state.split_three.items() if owner in names)
+        state.victim_services = sorted(
+            s for s, names in state.split_three.items() if owner in names
+        )
         state.survivors = [d for d in everyone if d is not state.victim]
         state.victim.proc.kill()  # no shutdown code runs: its leases just stop being renewed
         killed = time.monotonic()
@@ -352,9 +354,7 @@ def test_a_killed_process_s_services_are_taken_over_from_their_checkpoints(
     # Its lease runs out, a survivor's lease round takes it and the next detection round loads
     # the checkpoint (a few seconds of slack for a loaded machine).
     assert scenario.takeover_seconds < LEASE_SECONDS + INTERVAL_SECONDS + 4.0
-    victim_points = scenario.points_three[
-        [*scenario.first, scenario.joined].index(scenario.victim)
-    ]
+    victim_points = scenario.points_three[[*scenario.first, scenario.joined].index(scenario.victim)]
     total = victim_points + sum(d.counter("points_scored") for d in scenario.survivors)
     assert total == len(SERVICES) * TOTAL
     assert sum(d.counter("points_discarded") for d in scenario.survivors) == 0
