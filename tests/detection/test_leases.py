@@ -345,6 +345,18 @@ def test_every_process_answers_for_every_service(scenario: Scenario) -> None:
         assert [(e["id"], e["state"]) for e in events] == [(event_id, "closed")]
         one = httpx.get(f"{detector.url}/api/anomalies/{event_id}")
         assert one.status_code == 200 and one.json()["end"] == _iso(SPIKE.stop - 1)
+    # Feedback given to one process is what the other one answers.
+    first, second = scenario.survivors
+    given = httpx.post(
+        f"{first.url}/api/anomalies/{event_id}/feedback", json={"verdict": "true_positive"}
+    )
+    assert given.status_code == 200, given.text
+    deadline = time.monotonic() + 10
+    feedback = None
+    while time.monotonic() < deadline and feedback is None:
+        feedback = httpx.get(f"{second.url}/api/anomalies/{event_id}").json()["feedback"]
+        time.sleep(0.3)
+    assert feedback is not None and feedback["verdict"] == "true_positive"
 
 
 def test_a_killed_process_s_services_are_taken_over_from_their_checkpoints(
