@@ -16,7 +16,8 @@ one item per name, keyed ``lease_key``, written only with conditional updates.
 - ``request`` lets another owner ask the holder to hand a live lease over (``wanted_by``), for
   whoever balances many leases between processes (detection's service leases): the holder
   finishes what it was doing, then releases; the lease never changes hands behind a holder's
-  back. Taking or releasing the lease clears the request.
+  back. The request outlives the release (so the asking owner can be given the first turn) and
+  is cleared by the next take.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class LeaseState:
     fence: int
     expires_ms: int
     wanted_by: str | None = None  # another owner asked the holder to hand the lease over
+    wanted_ms: int = 0  # when it asked
 
     def expired(self, now_ms: int) -> bool:
         return self.owner is None or self.expires_ms <= now_ms
@@ -59,6 +61,7 @@ def _state(item: dict[str, Any]) -> LeaseState:
         fence=int(item["fence"]["N"]),
         expires_ms=int(item["expires_ms"]["N"]),
         wanted_by=item["wanted_by"]["S"] if "wanted_by" in item else None,
+        wanted_ms=int(item["wanted_ms"]["N"]) if "wanted_ms" in item else 0,
     )
 
 
@@ -148,7 +151,7 @@ class NamedLease:
                 TableName=self.table,
                 Key={"lease_key": {"S": self.name}},
                 UpdateExpression="SET lease_owner = :me, fence = :fence, expires_ms = :expires, "
-                "taken_ms = :now REMOVE wanted_by",
+                "taken_ms = :now REMOVE wanted_by, wanted_ms",
                 ConditionExpression=condition,
                 ExpressionAttributeValues=values,
             )
@@ -233,7 +236,7 @@ class NamedLease:
             self.db.update_item(
                 TableName=self.table,
                 Key={"lease_key": {"S": self.name}},
-                UpdateExpression="REMOVE lease_owner, wanted_by SET expires_ms = :zero",
+                UpdateExpression="REMOVE lease_owner SET expires_ms = :zero",
                 ConditionExpression="lease_owner = :me AND fence = :fence",
                 ExpressionAttributeValues={
                     ":me": {"S": self.owner},

@@ -9,8 +9,10 @@ service; the consumer's pattern for shards, applied to services:
   ``ceil(services / live processes)``, a live process being one that holds an unexpired lease.
 - **Balancing.** A process holding at least two services fewer than the busiest one asks that
   one for a service (``NamedLease.request``). The holder hands it over at its next round: it
-  checkpoints what it scored, then releases the lease, which the asking process takes. A lease
-  never changes hands behind a live holder's back, so balancing rescores nothing.
+  checkpoints what it scored, then releases the lease, which the asking process takes (for one
+  lease duration, a released lease asked for is left to the process that asked; an asking
+  process counts as live, so the others' shares make room for it). A lease never changes hands
+  behind a live holder's back, so balancing rescores nothing.
 - **Fencing.** A holder writes a service's events, alerts and checkpoint only while
   :meth:`ServiceLeases.ready` says it holds the lease with ``margin`` seconds to spare (its own
   clock, renewed every third of the duration by :meth:`tick`); a takeover happens only after the
@@ -124,7 +126,13 @@ class ServiceLeases:
         with self._lock:
             services = self._known | by_name.keys()
             held = set(self._held)
-        live = {s.owner for s in states if s.owner and not s.expired(now_ms)} | {self.owner}
+        asking = {
+            s.wanted_by
+            for s in states
+            if s.wanted_by and now_ms - s.wanted_ms < self.duration * 1000
+        }
+        live = {s.owner for s in states if s.owner and not s.expired(now_ms)} | asking
+        live.add(self.owner)
         target = math.ceil(len(services) / len(live)) if services else 0
         self.live_processes, self.services_total = len(live), len(services)
         owned = len(held)
@@ -137,6 +145,7 @@ class ServiceLeases:
                 or by_name[name].expired(now_ms)
                 or by_name[name].owner == self.owner  # ours before a restart with the same id
             )
+            and not self._reserved(by_name.get(name), now_ms)
         ]
         random.shuffle(candidates)
         # The service this process asked for first, so the one handed over comes here.
@@ -168,6 +177,16 @@ class ServiceLeases:
             self._ask_for_one(states, now_ms, owned)
         self.last_tick_ok = time.monotonic()
         self.last_error = None
+
+    def _reserved(self, state: LeaseState | None, now_ms: int) -> bool:
+        """Released for another process that asked for it, within one lease duration."""
+        return (
+            state is not None
+            and state.owner is None
+            and state.wanted_by is not None
+            and state.wanted_by != self.owner
+            and now_ms - state.wanted_ms < self.duration * 1000
+        )
 
     def _renew(self, by_name: dict[str, LeaseState]) -> None:
         with self._lock:

@@ -151,3 +151,23 @@ def test_a_round_that_outlives_its_lease_writes_nothing(settings: Settings) -> N
     listed = s3.list_objects_v2(Bucket="md-models", Prefix=EVENTS_PREFIX)
     assert listed["KeyCount"] == 0
     assert s3.list_objects_v2(Bucket="md-models", Prefix=OUTBOX_PREFIX)["KeyCount"] == 0
+
+
+def test_a_lease_handed_over_waits_for_the_process_that_asked(settings: Settings) -> None:
+    services = ["x-service", "y-service", "z-service"]
+    holder = _leases(settings, "holder")
+    asker = _leases(settings, "asker")
+    bystander = _leases(settings, "bystander")
+    for leases in (holder, asker, bystander):
+        leases.add_services(services)
+    holder.tick()
+    asker.tick()  # asks the holder of all three for one
+    holder.tick()
+    (asked,) = holder.wanted()
+    holder.release(asked)
+    bystander.tick()  # one short of its share, but the free lease is the asker's
+    assert asked not in bystander.owned()
+    asker.tick()
+    assert list(asker.owned()) == [asked]
+    assert _count(asker.counters, "leases_stolen") == 1
+    assert _count(bystander.counters, "leases_taken") == 0
