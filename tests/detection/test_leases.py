@@ -235,6 +235,7 @@ class Scenario:
     points_three: list[float] = field(default_factory=list)  # per process, after phase 2
     victim_services: list[str] = field(default_factory=list)
     takeover_seconds: float = 0.0
+    balance_seconds: float = 0.0  # from the third process healthy to two services each
     open_before_kill: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
     last_point: dict[str, Any] = field(default_factory=dict)
@@ -269,7 +270,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         running.append(state.joined)
         _healthy(state.joined)
         everyone = [*state.first, state.joined]
-        _wait_split(everyone, 2)
+        state.balance_seconds = _wait_split(everyone, 2)
         state.split_three = _owners(everyone)
         table.append(_rows(TWO, THREE))
         _wait_scored(settings, everyone, THREE - 1)
@@ -303,6 +304,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         state.messages = _drain(sqs, queue_url)
         state.leases_after = read_all(
             aws.client("dynamodb", settings), settings.detection_lease_table
+        )
+        # The figures docs/ quote (shown with `pytest -s`).
+        print(
+            f"\ndetection leases: third process balanced in {state.balance_seconds:.1f} s, "
+            f"services of the killed process taken over in {state.takeover_seconds:.1f} s "
+            f"(lease {LEASE_SECONDS:g} s, interval {INTERVAL_SECONDS:g} s)"
         )
         yield state
     finally:
@@ -363,9 +370,9 @@ def test_a_killed_process_s_services_are_taken_over_from_their_checkpoints(
     scenario: Scenario,
 ) -> None:
     assert scenario.victim is not None and not scenario.victim.proc.alive()
-    # Its lease runs out, a survivor's lease round takes it and the next detection round loads
-    # the checkpoint (a few seconds of slack for a loaded machine).
-    assert scenario.takeover_seconds < LEASE_SECONDS + INTERVAL_SECONDS + 4.0
+    # Its lease runs out, a survivor's lease round (every second) takes it, and the detection
+    # round after the one running then loads the checkpoint; slack for a loaded machine.
+    assert scenario.takeover_seconds < LEASE_SECONDS + INTERVAL_SECONDS + 6.0
     victim_points = scenario.points_three[[*scenario.first, scenario.joined].index(scenario.victim)]
     total = victim_points + sum(d.counter("points_scored") for d in scenario.survivors)
     assert total == len(SERVICES) * TOTAL
