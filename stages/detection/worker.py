@@ -210,16 +210,17 @@ class DetectionWorker:
         for service, fence in list(self.adopted.items()):
             if owned.get(service) != fence:
                 self._drop(service)
-        for service, fence in sorted(owned.items()):
-            if service not in self.adopted:
-                self._adopt(service, fence)
+        new = sorted(s for s in owned if s not in self.adopted)
+        pending = self.outbox.pending() if new else []
+        for service in new:
+            self._adopt(service, owned[service], [e for e in pending if e.service == service])
         return sorted(self.adopted)
 
-    def _adopt(self, service: str, fence: int) -> None:
+    def _adopt(self, service: str, fence: int, pending: list[Any]) -> None:
         self._drop(service)
         self._load(service)
-        for entry in self.outbox.pending():
-            if entry.service == service and entry.generation > self.generations.get(service, 0):
+        for entry in pending:
+            if entry.generation > self.generations.get(service, 0):
                 # Its checkpoint was never written: rescoring recreates it.
                 self.outbox.delete(entry)
         self.adopted[service] = fence
