@@ -28,7 +28,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from stages.common.counters import OutcomeCounters
@@ -69,6 +69,7 @@ class ServiceLeases:
         self.last_error: str | None = None
         self.live_processes = 1
         self.services_total = 0
+        self.on_change: Callable[[], None] | None = None  # a lease came, went or was asked for
 
     # --- what the detection loop asks --------------------------------------------------------
     def add_services(self, names: Iterable[str]) -> None:
@@ -159,6 +160,7 @@ class ServiceLeases:
             with self._lock:
                 self._held[name] = lease
             owned += 1
+            self._changed()
             if name == self._requested:
                 self._requested = None
                 self.counters.inc("leases_stolen")
@@ -207,6 +209,7 @@ class ServiceLeases:
                     self._wanted.discard(name)
                 self.counters.inc("leases_lost")
                 log.warning("%s: lease lost to another process; the service is dropped", name)
+                self._changed()
                 continue
             except Exception as exc:
                 # Retried at the next tick; writes stop once the lease is within its margin.
@@ -216,9 +219,17 @@ class ServiceLeases:
     def _note_request(self, name: str, state: LeaseState | None) -> None:
         with self._lock:
             if state is not None and state.wanted_by and state.wanted_by != self.owner:
+                new = name not in self._wanted
                 self._wanted.add(name)
             else:
+                new = False
                 self._wanted.discard(name)
+        if new:
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _ask_for_one(self, states: list[LeaseState], now_ms: int, owned: int) -> None:
         """Balance: ask the busiest live process for one service when it holds at least two

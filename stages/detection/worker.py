@@ -148,6 +148,10 @@ class DetectionWorker:
         self.last_round: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Set by the lease thread when leases come, go or are asked for: the next round starts
+        # at once instead of after the interval, so a takeover or a hand-over does not wait.
+        self._wake = threading.Event()
+        self.leases.on_change = self._wake.set
         self._thread: threading.Thread | None = None
         self._lease_stop = threading.Event()
         self._lease_thread: threading.Thread | None = None
@@ -429,7 +433,8 @@ class DetectionWorker:
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 self.counters.inc("tick_failures")
                 log.exception("detection round failed (retried in %.1f s)", interval)
-            self._stop.wait(max(0.0, interval - (time.monotonic() - began)))
+            self._wake.wait(max(0.0, interval - (time.monotonic() - began)))
+            self._wake.clear()
 
     def start_thread(self) -> None:
         self._lease_thread = threading.Thread(
@@ -441,6 +446,7 @@ class DetectionWorker:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

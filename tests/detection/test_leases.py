@@ -7,8 +7,8 @@ pyiceberg as the ETL would:
 2. a third process joins: the services are handed over until each process holds two, then 20
    more buckets are scored; a spike on ``payment-service`` opens an event;
 3. the process holding ``payment-service`` is killed (SIGKILL) while the event is open; the two
-   others take its services over once its leases expire, and score 35 more buckets in which the
-   event closes.
+   others take its services over once its leases expire, then score 35 more buckets in which
+   the event closes.
 
 The tests check what an operator would: who owns what, the points scored over all processes
 against the number of buckets, the SQS messages of the event, the events API of every process,
@@ -37,6 +37,7 @@ from stages.common.config import Settings
 from stages.common.named_lease import read_all
 from stages.detection.checkpoint import CheckpointStore
 from stages.detection.ensemble import ServiceEnsemble
+from stages.detection.events_table import ANOMALIES_TABLE
 from stages.etl.features import ARROW_SCHEMA, ensure_features_table
 from stages.etl.tables import open_catalog
 from tests.support.processes import Process, base_env, free_port, start_emulator, wait_http_ok
@@ -288,9 +289,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         state.survivors = [d for d in everyone if d is not state.victim]
         state.victim.proc.kill()  # no shutdown code runs: its leases just stop being renewed
         killed = time.monotonic()
-        table.append(_rows(THREE, TOTAL))
         _wait_split(state.survivors, 3)
         state.takeover_seconds = time.monotonic() - killed
+        table.append(_rows(THREE, TOTAL))
         _wait_scored(settings, state.survivors, TOTAL - 1)
         time.sleep(2 * INTERVAL_SECONDS)  # the round's deliveries follow its checkpoints
         for detector in state.survivors:
@@ -370,8 +371,8 @@ def test_a_killed_process_s_services_are_taken_over_from_their_checkpoints(
     scenario: Scenario,
 ) -> None:
     assert scenario.victim is not None and not scenario.victim.proc.alive()
-    # Its lease runs out, a survivor's lease round (every second) takes it, and the detection
-    # round after the one running then loads the checkpoint; slack for a loaded machine.
+    # Its lease runs out, a survivor's lease round (every second) takes it, and the next
+    # detection round loads the checkpoint; slack for a loaded machine.
     assert scenario.takeover_seconds < LEASE_SECONDS + INTERVAL_SECONDS + 6.0
     victim_points = scenario.points_three[[*scenario.first, scenario.joined].index(scenario.victim)]
     total = victim_points + sum(d.counter("points_scored") for d in scenario.survivors)
@@ -404,6 +405,11 @@ def test_the_open_event_is_alerted_once_and_resolved_once(scenario: Scenario) ->
     assert actions.count("close") == 1, actions
     assert actions[0] == "open" and actions[-1] == "close"
     assert {m["event"]["service"] for m in scenario.messages} == {SPIKED}
+    # SQS would hide a resend within its deduplication window; the lake table would not: each
+    # transition was delivered by one process only.
+    table = open_catalog(scenario.settings, name="reader").load_table(ANOMALIES_TABLE)
+    rows = [(r["event_id"], r["action"]) for r in table.scan().to_arrow().to_pylist()]
+    assert sorted(rows) == sorted((event_id, action) for action in actions)
 
 
 def test_health_and_status_say_what_each_process_owns(scenario: Scenario) -> None:
