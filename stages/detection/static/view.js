@@ -238,6 +238,8 @@
         width: Math.max(320, container.clientWidth),
         height: CHART_HEIGHT,
         scales: { x: { time: true, range: () => state.range } },
+        // The axes in UTC, as every time the page prints.
+        tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
         legend: { show: true },
         series: [{}, { label: series.name, stroke: "#1f5fbf", width: 1.5 }],
         hooks: { drawClear: [drawBands], setCursor: [onCursor] },
