@@ -8,6 +8,7 @@ the page shows ("ground truth unavailable"), not an error: the answer says so wi
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -123,7 +124,7 @@ class SignalsOut(BaseModel):
         description="Per series, one value per timestamp (null: no value)"
     )
     buckets: int = Field(description="Buckets of the range read from telemetry.features")
-    downsampled_seconds: int | None = Field(
+    downsampled_seconds: float | None = Field(
         description="With more buckets than DETECTION_VIEW_MAX_POINTS: the width of the groups "
         "each point is the maximum of; null when every bucket is a point"
     )
@@ -131,10 +132,10 @@ class SignalsOut(BaseModel):
 
 def downsample(
     points: list[Point], names: Iterable[str], max_points: int
-) -> tuple[list[float], dict[str, list[float | None]], int | None]:
-    """Timestamps and one array per series; above ``max_points`` points, groups of
-    ``step`` seconds from the first point, each the maximum of its values, so a one-bucket spike
-    stays as high as it was."""
+) -> tuple[list[float], dict[str, list[float | None]], float | None]:
+    """Timestamps and one array per series; above ``max_points`` points, groups of ``step``
+    seconds (a whole number of buckets) from the first point, each the maximum of its values, so
+    a one-bucket spike stays as high as it was."""
     names = list(names)
     if len(points) <= max_points:
         return (
@@ -144,8 +145,9 @@ def downsample(
         )
     first = points[0].timestamp
     span = points[-1].timestamp - first
-    # span / step < max_points, so the group numbers run from 0 to max_points - 1 at most.
-    step = math.ceil((span + 1) / max_points)
+    width = min(b.timestamp - a.timestamp for a, b in itertools.pairwise(points))
+    # step > span / max_points, so the group numbers run from 0 to max_points - 1 at most.
+    step = math.ceil((span + 1) / max_points / width) * width
     groups: dict[int, dict[str, float]] = {}
     for point in points:
         group = groups.setdefault(int((point.timestamp - first) // step), {})

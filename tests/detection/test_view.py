@@ -140,13 +140,13 @@ def test_above_the_point_limit_each_point_is_the_maximum_of_its_group(lake: Lake
     )
     body = answer.json()
     assert body["buckets"] == BUCKETS
-    # ceil((3590 s + 1) / 50) = 72 s per group: 50 groups.
-    assert body["downsampled_seconds"] == 72
-    assert len(body["timestamps"]) == 50 and len(body["values"]["cpu"]) == 50
-    assert body["timestamps"][:2] == [epoch(START), epoch(START) + 72]
-    # The one-bucket spike survives: the group holding bucket 100 (1000 s in) is group 13.
+    # (3590 s + 1) / 50 = 71.8 s, rounded up to whole 10 s buckets: 80 s per group, 45 groups.
+    assert body["downsampled_seconds"] == 80
+    assert len(body["timestamps"]) == 45 and len(body["values"]["cpu"]) == 45
+    assert body["timestamps"][:2] == [epoch(START), epoch(START) + 80]
+    # The one-bucket spike survives: the group holding bucket 100 (1000 s in) is group 12.
     assert max(body["values"]["cpu"]) == 97.0
-    assert body["values"]["cpu"].index(97.0) == 1000 // 72
+    assert body["values"]["cpu"].index(97.0) == 12
 
 
 def test_downsampling_keeps_gaps_and_the_maximum_of_each_series() -> None:
@@ -161,6 +161,12 @@ def test_downsampling_keeps_gaps_and_the_maximum_of_each_series() -> None:
     same, untouched, none = view.downsample(points[:10], ["a"], 10)
     assert none is None and same == [float(t) for t in range(10)]
     assert untouched["a"] == [float(t % 7) for t in range(10)]
+
+    # Six hours of 10 s buckets into 2,000 points: groups of two whole buckets, not of 11 s.
+    six_hours = [Point(t * 10.0, {"a": float(t)}) for t in range(2160)]
+    timestamps, values, step = view.downsample(six_hours, ["a"], 2000)
+    assert step == 20 and len(timestamps) == 1080
+    assert values["a"][:3] == [1.0, 3.0, 5.0]
 
 
 def test_a_service_with_no_features_gets_empty_arrays(client: TestClient) -> None:
