@@ -90,8 +90,11 @@ def iso(moment: datetime) -> str:
 def time_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     """[start, end) in UTC (a time without an offset is UTC), checked: start before end, and at
     most MAX_RANGE apart."""
-    end = _utc(end) if end is not None else datetime.now(UTC)
-    start = _utc(start) if start is not None else end - DEFAULT_RANGE
+    try:
+        end = _utc(end) if end is not None else datetime.now(UTC)
+        start = _utc(start) if start is not None else end - DEFAULT_RANGE
+    except OverflowError:
+        raise BadRange("'from' and 'to' must be between the years 1 and 9999 in UTC") from None
     if start >= end:
         raise BadRange(f"'from' ({iso(start)}) must be before 'to' ({iso(end)})")
     if end - start > MAX_RANGE:

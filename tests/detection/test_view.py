@@ -183,6 +183,8 @@ def test_a_service_with_no_features_gets_empty_arrays(client: TestClient) -> Non
         ({"from": "2026-11-01T00:00:00Z", "to": "2026-11-09T00:00:00Z"}, "longer than 7 days"),
         ({"from": "yesterday"}, "ISO 8601"),
         ({"to": "-28"}, "ISO 8601"),
+        ({"to": "0001-01-01T00:10:00Z"}, "between the years"),
+        ({"to": "0001-01-01T00:00:00+14:00"}, "between the years"),
         ({"service": ""}, "service"),
         ({"service": "x" * 201}, "service"),
     ],
