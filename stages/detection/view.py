@@ -127,6 +127,7 @@ class SignalsOut(BaseModel):
         description="Per series, one value per timestamp (null: no value)"
     )
     buckets: int = Field(description="Buckets of the range read from telemetry.features")
+    bucket_seconds: int = Field(description="The width of a features bucket")
     downsampled_seconds: float | None = Field(
         description="With more buckets than DETECTION_VIEW_MAX_POINTS: the width of the groups "
         "each point is the maximum of; null when every bucket is a point"
@@ -384,6 +385,7 @@ def router(
             timestamps=timestamps,
             values=values,
             buckets=len(points),
+            bucket_seconds=settings.features_bucket_seconds,
             downsampled_seconds=step,
         )
 

@@ -104,6 +104,7 @@ def test_signals_are_one_array_per_series_and_the_timestamps(client: TestClient)
     }
     # Every bucket of both days' partitions, in order, and nothing of the other service.
     assert body["buckets"] == BUCKETS and body["downsampled_seconds"] is None
+    assert body["bucket_seconds"] == WIDTH
     assert body["timestamps"] == [epoch(START) + i * WIDTH for i in range(BUCKETS)]
     assert set(body["values"]) == {"cpu", "latency"}
     cpu = body["values"]["cpu"]

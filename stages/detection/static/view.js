@@ -6,8 +6,8 @@
 (() => {
   const REFRESH_MS = 30000;
   const CHART_HEIGHT = 170;
-  // A closed event's band runs to the end of its last anomalous bucket.
-  const BUCKET_SECONDS = 10;
+  // The features bucket width until /api/signals says otherwise (FEATURES_BUCKET_SECONDS).
+  const DEFAULT_BUCKET_SECONDS = 10;
   const OPEN_EVENTS_LIMIT = 200;
   const EVENT_FILL = "rgba(230, 126, 34, 0.28)";
   const EVENT_EDGE = "rgba(178, 84, 8, 0.95)";
@@ -17,7 +17,10 @@
   const NO_SCOREBOARD = "no scoreboard yet: run python -m benchmarks.detection --publish";
 
   const $ = (id) => document.getElementById(id);
-  const state = { services: new Map(), plots: [], events: [], windows: [], range: [0, 1], timer: null };
+  const state = {
+    services: new Map(), plots: [], events: [], windows: [], range: [0, 1], timer: null,
+    bucketSeconds: DEFAULT_BUCKET_SECONDS,
+  };
 
   // --- DOM helpers ------------------------------------------------------------------------
   function el(tag, props, ...children) {
@@ -125,14 +128,18 @@
   function currentRange() {
     const service = state.services.get($("service").value);
     const seconds = Number($("range").value);
-    const end = service ? epoch(service.latest) + BUCKET_SECONDS : Date.now() / 1000;
+    const end = service ? epoch(service.latest) + state.bucketSeconds : Date.now() / 1000;
     return [end - seconds, end];
   }
 
   // --- charts -----------------------------------------------------------------------------
+  // A closed event's band runs to the end of its last anomalous bucket; an open one to the end
+  // of the range.
   function eventSpan(event) {
     const start = epoch(event.start);
-    const end = event.state === "open" ? state.range[1] : epoch(event.last_anomalous) + BUCKET_SECONDS;
+    const end = event.state === "open"
+      ? state.range[1]
+      : epoch(event.last_anomalous) + state.bucketSeconds;
     return [start, Math.max(end, start)];
   }
 
@@ -308,6 +315,7 @@
       clear($("charts"));
       $("charts").append(el("p", { class: "error", text: `Signals unavailable: ${failure(signals)}` }));
     } else {
+      state.bucketSeconds = signals.body.bucket_seconds || DEFAULT_BUCKET_SECONDS;
       drawCharts(signals.body);
     }
     fillBands();
