@@ -176,6 +176,15 @@ def test_a_service_with_no_features_gets_empty_arrays(client: TestClient) -> Non
     assert body["buckets"] == 0
 
 
+def test_before_the_features_table_exists_there_is_nothing_to_show(lake: Lake) -> None:
+    # The emulator's Glue catalog is per region: in another one, telemetry.features is missing.
+    elsewhere = lake.settings.model_copy(update={"aws_region": "eu-west-3"})
+    client = client_for(elsewhere)
+    assert client.get("/api/signals/services").json() == []
+    body = client.get("/api/signals", params={"service": SERVICE}).json()
+    assert body["buckets"] == 0 and body["timestamps"] == []
+
+
 @pytest.mark.parametrize(
     ("params", "words"),
     [

@@ -285,17 +285,22 @@
   async function refreshSignals() {
     const service = $("service").value;
     if (!service) return;
-    state.range = currentRange();
+    // Only the answers to the latest request are drawn (a quick change of service or range
+    // must not be overwritten by the slower answer to the one before).
+    const request = (state.request = (state.request || 0) + 1);
+    const range = currentRange();
     const params = {
       service,
-      from: new Date(state.range[0] * 1000).toISOString(),
-      to: new Date(state.range[1] * 1000).toISOString(),
+      from: new Date(range[0] * 1000).toISOString(),
+      to: new Date(range[1] * 1000).toISOString(),
     };
     const [signals, events, truth] = await Promise.all([
       getJson(`/api/signals?${query(params)}`),
       getJson(`/api/anomalies?${query({ ...params, limit: 1000 })}`),
       getJson(`/api/ground-truth-windows?${query(params)}`),
     ]);
+    if (request !== state.request) return;
+    state.range = range;
     $("range-label").textContent =
       `${service}: ${clock(state.range[0])} – ${clock(state.range[1])} (ending at its newest bucket)`;
     state.events = events.ok ? events.body : [];
