@@ -235,6 +235,10 @@ def test_signals_events_ground_truth_and_scoreboard(browser: Browser, detection_
         linked = httpx.get(f"{url}{link.get_attribute('href')}")
         assert linked.status_code == 200 and linked.json()["state"] == "open"
 
+        # The detection loop's counters, as the generic status page showed them.
+        expect(page.locator("#loop-status")).to_contain_text("open events 1")
+        expect(page.locator('#counters tr[data-counter="points_scored"]')).to_have_count(1)
+
         # The scoreboard as tables.
         expect(page.locator("#scoreboard-overall")).to_contain_text("false_alarms_per_service_day")
         per_type = page.locator("#scoreboard-per-type tbody tr")
@@ -264,6 +268,7 @@ def test_signals_events_ground_truth_and_scoreboard(browser: Browser, detection_
             expect(box_).to_have_attribute("data-truth-bands", "0")
             expect(box_).to_have_attribute("data-event-bands", str(len(listed)))
         expect(page.locator("#bands tr.band.truth")).to_have_count(0)
+        expect(page.locator("#hover")).to_have_text("")
         save_screenshot(page, "detection-view-no-ground-truth")
         assert errors.uncaught == []
         assert all(SCOREBOARD_404.search(m) for m in errors.console), errors.console

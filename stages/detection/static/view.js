@@ -301,6 +301,7 @@
     ]);
     if (request !== state.request) return;
     state.range = range;
+    $("hover").textContent = "";
     $("range-label").textContent =
       `${service}: ${clock(state.range[0])} – ${clock(state.range[1])} (ending at its newest bucket)`;
     state.events = events.ok ? events.body : [];
@@ -352,6 +353,30 @@
         el("td", {}, el("a", { href: `/api/anomalies/${encodeURIComponent(e.id)}`, text: "JSON" })));
     });
     fillTable($("open-events"), rows, "No event is open.");
+  }
+
+  // --- the detection loop (what the generic status page showed) -----------------------------
+  async function refreshLoop() {
+    const answer = await getJson("/api/status");
+    const line = $("loop-status");
+    if (!answer.ok) {
+      line.textContent = `Status unavailable: ${failure(answer)}`;
+      fillTable($("counters"), [], "–");
+      return;
+    }
+    const status = answer.body;
+    const parts = [
+      `last round ${show(status.last_round)}`,
+      `lag ${fixed(status.lag_seconds, 1)} s`,
+      `open events ${show(status.events ? status.events.open : null)}`,
+    ];
+    if (status.last_error) parts.push(`last error: ${status.last_error}`);
+    line.textContent = parts.join(" · ");
+    line.className = status.last_error ? "hint error" : "hint";
+    const counters = status.counters && typeof status.counters === "object" ? status.counters : {};
+    fillTable($("counters"), Object.entries(counters).map(([name, value]) =>
+      el("tr", { "data-counter": name }, el("td", { text: name }),
+        el("td", { class: "num", text: show(value) }))), "No counter yet.");
   }
 
   // --- scoreboard -------------------------------------------------------------------------
@@ -417,6 +442,7 @@
       await Promise.all([
         haveServices ? refreshSignals() : Promise.resolve(),
         refreshOpenEvents(),
+        refreshLoop(),
         refreshScoreboard(),
       ]);
       document.body.dataset.refreshed = new Date().toISOString();
