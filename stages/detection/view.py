@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pyiceberg.catalog import Catalog
+from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import (
     And,
@@ -33,6 +34,7 @@ from pyiceberg.expressions import (
     LessThan,
     LessThanOrEqual,
 )
+from pyiceberg.types import TimestamptzType
 
 import stages
 from stages.common import aws, resources
@@ -197,9 +199,6 @@ class ServiceOut(BaseModel):
 def services_with_features(catalog: Catalog) -> list[ServiceOut]:
     """Every service with rows in telemetry.features and its newest bucket, from the table's
     metadata only (partition values and column bounds of its data files): no data is read."""
-    from pyiceberg.conversions import from_bytes
-    from pyiceberg.types import TimestamptzType
-
     try:
         table = catalog.load_table(FEATURES_TABLE)
     except NoSuchTableError:

@@ -239,6 +239,19 @@ def test_ground_truth_windows_of_the_service_in_the_range(client: TestClient) ->
     assert still_open["scenario_id"] == XSS  # data, passed on as it is; the page shows it as text
 
 
+def test_every_page_of_the_ground_truth_is_read(
+    lake: Lake, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(view, "GROUND_TRUTH_PAGE", 1)
+    before = lake.orchestrator.requests
+    body = client.get(
+        "/api/ground-truth-windows",
+        params={"service": SERVICE, "from": at(START), "to": at(START + timedelta(hours=1))},
+    ).json()
+    assert [w["id"] for w in body["windows"]] == ["in-range", "still-open"]
+    assert lake.orchestrator.requests - before == 4  # one window per page
+
+
 def test_ground_truth_unavailable_is_said_not_failed(lake: Lake, client: TestClient) -> None:
     params = {"service": SERVICE, "from": at(START), "to": at(START + timedelta(hours=1))}
     nobody = lake.settings.model_copy(

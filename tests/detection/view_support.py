@@ -89,6 +89,7 @@ class FakeOrchestrator:
     def __init__(self, windows: list[dict[str, Any]]) -> None:
         self.windows = windows
         self.broken: tuple[int, Any] | None = None
+        self.requests = 0
         self.port = free_port()
         app = FastAPI()
 
@@ -96,6 +97,7 @@ class FakeOrchestrator:
         def ground_truth(
             limit: int = Query(1000, ge=1, le=10_000), offset: int = Query(0, ge=0)
         ) -> JSONResponse:
+            self.requests += 1
             if self.broken is not None:
                 return JSONResponse(self.broken[1], status_code=self.broken[0])
             items = self.windows[offset : offset + limit]
