@@ -43,7 +43,13 @@ SCOREBOARD_404 = re.compile(r"Failed to load resource: .* status of 404")
 SCOREBOARD = {
     "seed": 42,
     "generated_at": "2026-12-04T10:00:00Z",
-    "days": 3,
+    "days": {
+        "learn": 2,
+        "test": 1,
+        "normal_only": 1,
+        "start": "2026-11-30T00:00:00+00:00",
+        "resolution_seconds": 10,
+    },
     "targets": {"precision": 0.9, "recall": 0.9},
     "met": True,
     "overall": {
@@ -81,6 +87,20 @@ SCOREBOARD = {
         {"detector": "ensemble", "precision": 0.94, "recall": 0.92, "f1": 0.93},
     ],
     "invisible": [{"anomaly_type": "payment_fraud", "reason": "no feature carries it"}],
+    "windows": [
+        {
+            "anomaly_type": "cpu_spike",
+            "scenario_id": "infra-cpu-spike-payment",
+            "services": ["payment-service"],
+            "start": "2026-12-02T10:00:00+00:00",
+            "end": "2026-12-02T10:05:00+00:00",
+            "intensity": 80.0,
+            "observable": True,
+            "outlying_buckets": 12,
+            "detected": True,
+            "ttd_s": 30.0,
+        }
+    ],
 }
 
 
@@ -247,6 +267,9 @@ def test_signals_events_ground_truth_and_scoreboard(browser: Browser, detection_
         expect(per_type.nth(1)).to_contain_text(XSS)
         expect(page.locator("#scoreboard-per-detector tbody tr")).to_have_count(2)
         expect(page.locator("#scoreboard-invisible")).to_contain_text("no feature carries it")
+        expect(page.locator("#scoreboard-windows tbody tr")).to_have_count(1)
+        expect(page.locator("#scoreboard-windows")).to_contain_text("infra-cpu-spike-payment")
+        expect(page.locator("#scoreboard")).to_contain_text("learn 2, test 1, normal_only 1")
 
         assert page.locator("main img, main script").count() == 0
         assert page.evaluate("typeof window.__xss") == "undefined"

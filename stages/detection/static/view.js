@@ -395,31 +395,48 @@
   function renderScoreboard(doc) {
     const box = $("scoreboard");
     clear(box);
-    const overall = doc.overall || {};
-    const targets = doc.targets || {};
+    const overall = doc.overall && typeof doc.overall === "object" ? doc.overall : {};
+    const targets = doc.targets && typeof doc.targets === "object" ? doc.targets : {};
+    // "days" is the layout of the history: {learn, test, normal_only, start, resolution_seconds}.
+    const days = doc.days && typeof doc.days === "object"
+      ? Object.entries(doc.days).map(([key, value]) => `${key} ${show(value)}`).join(", ")
+      : `${show(doc.days)} days`;
     box.append(el("p", { class: "hint", text:
-      `seed ${show(doc.seed)} · generated ${show(doc.generated_at)} · ${show(doc.days)} days · ` +
+      `seed ${show(doc.seed)} · generated ${show(doc.generated_at)} · ${days} · ` +
       `targets met: ${show(doc.met)}` }));
     box.append(el("h3", { text: "Overall" }));
     box.append(table("scoreboard-overall", ["measure", "value", "target"],
       Object.entries(overall).map(([key, value]) => [key, value, targets[key]])));
-    const perType = Array.isArray(doc.per_type) ? doc.per_type : [];
+    // The document is another program's output: rows that are not objects are skipped.
+    const rowsOf = (value) => (Array.isArray(value) ? value : [])
+      .filter((item) => item !== null && typeof item === "object");
+    const perType = rowsOf(doc.per_type);
     box.append(el("h3", { text: "Per anomaly type" }));
     box.append(table("scoreboard-per-type",
       ["anomaly type", "observable", "windows", "detected", "recall", "precision", "ttd p50 (s)"],
       perType.map((t) => [t.anomaly_type, t.observable, t.windows, t.detected, t.recall,
         t.precision, t.ttd_p50_s])));
-    const perDetector = Array.isArray(doc.per_detector) ? doc.per_detector : [];
+    const perDetector = rowsOf(doc.per_detector);
     if (perDetector.length) {
       const columns = Object.keys(perDetector[0]);
       box.append(el("h3", { text: "Per detector" }));
       box.append(table("scoreboard-per-detector", columns,
         perDetector.map((d) => columns.map((c) => d[c]))));
     }
-    const invisible = Array.isArray(doc.invisible) ? doc.invisible : [];
+    const invisible = rowsOf(doc.invisible);
     box.append(el("h3", { text: "Not observable in the features" }));
     box.append(table("scoreboard-invisible", ["anomaly type", "reason"],
       invisible.map((i) => [i.anomaly_type, i.reason])));
+    const windows = rowsOf(doc.windows);
+    if (windows.length) {
+      box.append(el("h3", { text: "Ground-truth windows of the evaluation" }));
+      box.append(table("scoreboard-windows",
+        ["anomaly type", "scenario", "services", "start", "end", "observable", "detected",
+          "time to detect (s)"],
+        windows.map((w) => [w.anomaly_type, w.scenario_id,
+          Array.isArray(w.services) ? w.services.join(", ") : w.services, w.start, w.end,
+          w.observable, w.detected, w.ttd_s])));
+    }
   }
 
   async function refreshScoreboard() {
