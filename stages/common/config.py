@@ -366,6 +366,20 @@ class Settings(BaseSettings):
         description="Rounds an undeliverable alert is kept and retried before it is moved to "
         "the dead-letter prefix of the models bucket.",
     )
+    detection_view_max_points: int = Field(
+        default=2000,
+        ge=10,
+        le=100_000,
+        description="Points per series the detection view's /api/signals returns at most; "
+        "above, each point is the maximum of a group of buckets.",
+    )
+    detection_view_ground_truth_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Timeout of the detection view's request to the orchestrator's "
+        "/api/ground-truth.",
+    )
 
     @field_validator("features_bucket_seconds")
     @classmethod

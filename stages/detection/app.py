@@ -17,6 +17,7 @@ from stages.common.config import Settings, get_settings
 from stages.common.errors import NotFound
 from stages.common.lakehouse import open_catalog
 from stages.common.service import ControlToken, configure_logging, create_service_app, run_service
+from stages.detection import view
 from stages.detection.store import EventFilter, EventNotFound
 from stages.detection.worker import DetectionWorker
 
@@ -169,7 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "detection",
         health=worker.healthy,
         status=status,
-        routers=[_router()],
+        routers=[_router(), view.router(settings)],
+        status_page=False,  # the detection view is the page at /
         lifespan=lifespan,
         description="Stage 04 detection over telemetry.features: anomaly events with feedback; "
         "Stage 06 alerts on SQS.",
