@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from stages.common import aws
 from stages.common.config import Settings, get_settings
+from stages.common.lakehouse import FEATURES_LOCATION, FEATURES_TABLE
 from stages.common.logging_setup import configure_logging
 from stages.common.named_lease import NamedLease
 from stages.common.runtime import tune_process
@@ -30,7 +31,7 @@ from stages.common.service import create_service_app, serve_in_thread
 from stages.etl import backfill as backfill_module
 from stages.etl.committer import Committer
 from stages.etl.compaction import Maintenance
-from stages.etl.features import FeatureBuilder
+from stages.etl.features import COUNTER_NAMES, FeatureBuilder
 from stages.etl.fold import CommitCallback, CommitInfo, Etl
 from stages.etl.tables import open_catalog
 
@@ -49,6 +50,25 @@ class Totals(BaseModel):
     rows_quarantine: int
 
 
+class FeaturesStatus(BaseModel):
+    """``telemetry.features`` as this process keeps it (``FeatureBuilder.status()``)."""
+
+    table: str
+    location: str
+    bucket_seconds: int
+    allowed_lateness_seconds: float
+    # False until this process first ran the features step (it runs on the lease holder only).
+    builder_started: bool
+    pending_partitions: list[str]
+    last_write: str | None
+    last_error: str | None
+    partitions_rebuilt: int
+    partitions_written: int
+    buckets_written: int
+    late_records: int
+    rebuild_failures: int
+
+
 class EtlStatus(BaseModel):
     worker_id: str
     lease_held: bool
@@ -61,6 +81,7 @@ class EtlStatus(BaseModel):
     last_commit_at: str | None
     last_error: str | None
     totals: Totals
+    features: FeaturesStatus | None
 
 
 def default_worker_id() -> str:
@@ -78,11 +99,33 @@ class FeatureStep:
         self._catalog = catalog
         self._settings = settings
         self.builder: FeatureBuilder | None = None
+        # Why the builder could not be made (it is tried again at the next fold).
+        self.start_error: str | None = None
 
     def _builder(self) -> FeatureBuilder:
         if self.builder is None:
-            self.builder = FeatureBuilder(self._catalog, self._settings)
+            try:
+                self.builder = FeatureBuilder(self._catalog, self._settings)
+            except Exception as exc:
+                self.start_error = f"{type(exc).__name__}: {exc}"
+                raise
+            self.start_error = None
         return self.builder
+
+    def status(self) -> dict[str, Any]:
+        if self.builder is not None:
+            return {**self.builder.status(), "builder_started": True}
+        return {
+            "table": FEATURES_TABLE,
+            "location": FEATURES_LOCATION,
+            "bucket_seconds": self._settings.features_bucket_seconds,
+            "allowed_lateness_seconds": self._settings.features_allowed_lateness_seconds,
+            "builder_started": False,
+            "pending_partitions": [],
+            "last_write": None,
+            "last_error": self.start_error,
+            **dict.fromkeys(COUNTER_NAMES, 0),
+        }
 
     def after_commit(self, info: CommitInfo) -> None:
         touched = [(p.table, p.service, p.dt, p.hr) for p in info.partitions]
@@ -93,6 +136,13 @@ class FeatureStep:
 
 
 def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None) -> Etl:
+    return build_service(settings, on_commit)[0]
+
+
+def build_service(
+    settings: Settings, on_commit: list[CommitCallback] | None = None
+) -> tuple[Etl, FeatureStep]:
+    """The fold loop and the features step it drives."""
     owner = settings.etl_worker_id or default_worker_id()
     lease = NamedLease(
         aws.client("dynamodb", settings),
@@ -106,7 +156,7 @@ def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None)
     committer = Committer(catalog, lease, settings.etl_lease_seconds / 3)
     s3 = aws.client("s3", settings)
     features = FeatureStep(catalog, settings)
-    return Etl(
+    etl = Etl(
         settings,
         s3=s3,
         committer=committer,
@@ -115,18 +165,31 @@ def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None)
         periodic=[features.tick],
         maintenance=Maintenance(settings, committer, s3),
     )
+    return etl, features
 
 
-def create_app(settings: Settings | None = None, *, etl: Etl | None = None) -> Any:
-    """The ETL's HTTP app; over ``etl`` when given (the process's own loop), else over an ETL
-    built from ``settings`` whose loop is not started (the fuzz tests serve it like that)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    etl: Etl | None = None,
+    features: FeatureStep | None = None,
+) -> Any:
+    """The ETL's HTTP app; over ``etl`` (and its ``features`` step) when given (the process's
+    own loop), else over an ETL built from ``settings`` whose loop is not started (the fuzz
+    tests serve it like that)."""
     if etl is None:
-        etl = build_etl(settings or get_settings())
+        etl, features = build_service(settings or get_settings())
     router = APIRouter(prefix="/api/etl", tags=["etl"])
 
-    @router.get("/status", summary="Progress of the fold: lease, backlog, lag, totals")
+    @router.get(
+        "/status", summary="Progress of the fold: lease, backlog, lag, totals, features table"
+    )
     def get_status(request: Request) -> EtlStatus:
-        return EtlStatus(**request.app.state.etl.status())
+        step: FeatureStep | None = request.app.state.features
+        return EtlStatus(
+            **request.app.state.etl.status(),
+            features=step.status() if step is not None else None,
+        )
 
     app = create_service_app(
         "etl",
@@ -136,14 +199,16 @@ def create_app(settings: Settings | None = None, *, etl: Etl | None = None) -> A
         description="Stage 02: folds the raw zone into Iceberg tables in the Glue catalog.",
     )
     app.state.etl = etl
+    app.state.features = features
     return app
 
 
 def serve(settings: Settings) -> int:
-    etl = build_etl(settings)
+    etl, features = build_service(settings)
     signal.signal(signal.SIGTERM, etl.request_stop)
     signal.signal(signal.SIGINT, etl.request_stop)
-    server = serve_in_thread(create_app(etl=etl), settings.etl_host, settings.etl_port)
+    app = create_app(etl=etl, features=features)
+    server = serve_in_thread(app, settings.etl_host, settings.etl_port)
     etl.run()
     server.should_exit = True
     return 0
