@@ -14,7 +14,9 @@ import os
 import signal
 import socket
 import sys
+import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,15 +94,31 @@ class FeatureStep:
     """The features table kept up by the lease holder: rebuilt after every commit that touched
     a curated partition, and checked after every fold for buckets whose watermark passed.
 
-    The builder is made on first use, so a catalog that is not reachable yet when the process
-    starts is a failed fold (retried), not a process that cannot start."""
+    In the service the rebuilds run on a thread of their own (:meth:`start`): the fold loop only
+    hands over the touched partitions, so a rebuild (seconds of Iceberg reads and a commit) does
+    not delay the next fold, which is what bounds how fresh the curated tables are. Partitions
+    handed over while a rebuild runs are merged into the next one; a rebuild that raises keeps
+    its partitions for the next attempt. The thread writes only while ``may_write`` says this
+    process holds the writer lease. Without :meth:`start` (tests, scripts) every call runs in
+    the caller, as the builder's own calls do.
 
-    def __init__(self, catalog: Any, settings: Settings) -> None:
+    The builder is made on first use, so a catalog that is not reachable yet when the process
+    starts is a failed step (retried), not a process that cannot start."""
+
+    def __init__(
+        self, catalog: Any, settings: Settings, may_write: Callable[[], bool] = lambda: True
+    ) -> None:
         self._catalog = catalog
         self._settings = settings
+        self._may_write = may_write
         self.builder: FeatureBuilder | None = None
-        # Why the builder could not be made (it is tried again at the next fold).
+        # Why the builder could not be made (it is tried again at the next call).
         self.start_error: str | None = None
+        self._touched: set[tuple[str, str, Any, int]] = set()
+        self._handover = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _builder(self) -> FeatureBuilder:
         if self.builder is None:
@@ -111,6 +129,49 @@ class FeatureStep:
                 raise
             self.start_error = None
         return self.builder
+
+    def after_commit(self, info: CommitInfo) -> None:
+        touched = {(p.table, p.service, p.dt, p.hr) for p in info.partitions}
+        if self._thread is None:
+            self._builder().after_commit(touched, info.committed_at)
+            return
+        with self._handover:
+            self._touched |= touched
+        self._wake.set()
+
+    def tick(self, now: datetime) -> None:
+        if self._thread is None:
+            self._builder().tick(now)
+            return
+        self._wake.set()
+
+    # --- the service's thread ---------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="etl-features", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        # Buckets close with time, not only with commits: look at least once per fold interval.
+        every = self._settings.etl_interval_seconds
+        while not self._stop.is_set():
+            self._wake.wait(every)
+            self._wake.clear()
+            if self._stop.is_set() or not self._may_write():
+                continue
+            with self._handover:
+                touched, self._touched = self._touched, set()
+            try:
+                self._builder().after_commit(touched, datetime.now(UTC))
+            except Exception:
+                with self._handover:
+                    self._touched |= touched
+                log.exception("features step failed; retried at the next commit or interval")
 
     def status(self) -> dict[str, Any]:
         if self.builder is not None:
@@ -126,13 +187,6 @@ class FeatureStep:
             "last_error": self.start_error,
             **dict.fromkeys(COUNTER_NAMES, 0),
         }
-
-    def after_commit(self, info: CommitInfo) -> None:
-        touched = [(p.table, p.service, p.dt, p.hr) for p in info.partitions]
-        self._builder().after_commit(touched, info.committed_at)
-
-    def tick(self, now: datetime) -> None:
-        self._builder().tick(now)
 
 
 def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None) -> Etl:
@@ -155,7 +209,8 @@ def build_service(
     # Stop committing well before the lease could be taken over.
     committer = Committer(catalog, lease, settings.etl_lease_seconds / 3)
     s3 = aws.client("s3", settings)
-    features = FeatureStep(catalog, settings)
+    # The features thread writes only while the fold loop could commit too.
+    features = FeatureStep(catalog, settings, lambda: lease.held(settings.etl_lease_seconds / 3))
     etl = Etl(
         settings,
         s3=s3,
@@ -209,7 +264,11 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, etl.request_stop)
     app = create_app(etl=etl, features=features)
     server = serve_in_thread(app, settings.etl_host, settings.etl_port)
-    etl.run()
+    features.start()
+    try:
+        etl.run()
+    finally:
+        features.stop()
     server.should_exit = True
     return 0
 
