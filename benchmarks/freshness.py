@@ -359,6 +359,7 @@ def run_rate(
             for kind in ("log", "metric", "apm")
         }  # fmt: skip
         pids = fleet.pids()
+        print(f"  pids: {pids}", flush=True)
         cpu_before = cpu_seconds(pids)
         load_before = os.getloadavg()
         began = time.monotonic()
