@@ -358,7 +358,7 @@ def run_rate(
                                   fleet.settings)
             for kind in ("log", "metric", "apm")
         }  # fmt: skip
-        pids = fleet.pids()
+        pids = {**fleet.pids(), "benchmark (producer, poller)": os.getpid()}
         print(f"  pids: {pids}", flush=True)
         cpu_before = cpu_seconds(pids)
         load_before = os.getloadavg()
