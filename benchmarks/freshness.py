@@ -270,8 +270,11 @@ def send(
     run: str,
     pool: list[dict[str, Any]],
     producers: dict[str, KinesisProducer],
+    acked: list[tuple[float, int]],
 ) -> tuple[int, int, float]:
-    """Records at ``rate`` for ``seconds``; returns (sent, failed puts, achieved rate)."""
+    """Records at ``rate`` for ``seconds``; returns (sent, failed puts, achieved rate).
+    ``acked`` receives (seconds from generation to Kinesis's acknowledgement, records) for
+    every put batch."""
     total = int(rate * seconds)
     per_tick = max(1, round(rate * TICK_SECONDS))
     tick_seconds = per_tick / rate
@@ -290,8 +293,13 @@ def send(
             record["event_id"] = f"{run}-{i:010d}"
             record["timestamp"] = stamp
             by_kind[record["kind"]].append(record)
+        made = now.timestamp()
         for kind, records in by_kind.items():
-            batches.append(producers[kind].submit_many(records, timeout=60))
+            batch = producers[kind].submit_many(records, timeout=60)
+            batch.add_done_callback(
+                lambda done, made=made: acked.append((time.time() - made, len(done)))
+            )
+            batches.append(batch)
             sent += len(records)
     achieved = sent / (time.monotonic() - started)
     failed = 0
@@ -363,7 +371,8 @@ def run_rate(
         cpu_before = cpu_seconds(pids)
         load_before = os.getloadavg()
         began = time.monotonic()
-        sent, failed, achieved = send(rate, seconds, run, pool, producers)
+        acked: list[tuple[float, int]] = []
+        sent, failed, achieved = send(rate, seconds, run, pool, producers, acked)
         send_wall = time.monotonic() - began
         cpu_sent = cpu_seconds(pids)
         for producer in producers.values():
@@ -392,6 +401,9 @@ def run_rate(
     known = raw_at != 0
     to_raw = (raw_at[known] - visibility.event_ms[seen][known]) / 1000
     to_table = (visibility.commit_ms[seen][known] - raw_at[known]) / 1000
+    on_kinesis = np.repeat(
+        np.array([a for a, _ in acked], np.float64), np.array([n for _, n in acked], np.int64)
+    )
     cpu_send = {k: cpu_sent[k] - cpu_before[k] for k in cpu_sent if k in cpu_before}
     cpu_all = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
     summary = stats(latency)
@@ -406,6 +418,7 @@ def run_rate(
         "missing": sent - visibility.visible,
         "duplicated": visibility.duplicates,
         "latency": summary,
+        "to_kinesis_ack": stats(on_kinesis),
         "to_raw_zone": stats(to_raw),
         "raw_zone_to_table": stats(to_table),
         "append_snapshots": rows_per_snapshot,
@@ -462,7 +475,8 @@ def print_report(results: list[dict[str, Any]], path: Path, rerun: str) -> None:
     print(f"targets: p50 <= {TARGET_P50_S:g} s, p99 <= {TARGET_P99_S:g} s, nothing missing")
     for r in results:
         print(f"\nat {r['rate']:,} records/s (achieved {r['achieved_rate']:,}/s):")
-        print(f"  generation -> raw zone (consumer): {r['to_raw_zone']}")
+        print(f"  generation -> acknowledged by Kinesis (producer): {r['to_kinesis_ack']}")
+        print(f"  generation -> raw zone (producer + consumer): {r['to_raw_zone']}")
         print(f"  raw zone -> committed (ETL):       {r['raw_zone_to_table']}")
         print(f"  append snapshots: {r['append_snapshots']}, "
               f"mean seconds between appends: {r['mean_seconds_between_appends']}")  # fmt: skip
