@@ -170,6 +170,12 @@ class Settings(BaseSettings):
         description="Hours before the current one listed on every fold (older hours: on the "
         "full listing).",
     )
+    etl_lookback_listing_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds between two listings of the lookback hours; in between, a fold "
+        "lists only the hours within 5 minutes of now; 0 = every fold.",
+    )
     etl_full_listing_seconds: float = Field(
         default=300.0,
         ge=0,

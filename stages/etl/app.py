@@ -14,7 +14,9 @@ import os
 import signal
 import socket
 import sys
+import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +25,7 @@ from pydantic import BaseModel
 
 from stages.common import aws
 from stages.common.config import Settings, get_settings
+from stages.common.lakehouse import FEATURES_LOCATION, FEATURES_TABLE
 from stages.common.logging_setup import configure_logging
 from stages.common.named_lease import NamedLease
 from stages.common.runtime import tune_process
@@ -30,7 +33,7 @@ from stages.common.service import create_service_app, serve_in_thread
 from stages.etl import backfill as backfill_module
 from stages.etl.committer import Committer
 from stages.etl.compaction import Maintenance
-from stages.etl.features import FeatureBuilder
+from stages.etl.features import COUNTER_NAMES, FeatureBuilder
 from stages.etl.fold import CommitCallback, CommitInfo, Etl
 from stages.etl.tables import open_catalog
 
@@ -49,6 +52,25 @@ class Totals(BaseModel):
     rows_quarantine: int
 
 
+class FeaturesStatus(BaseModel):
+    """``telemetry.features`` as this process keeps it (``FeatureBuilder.status()``)."""
+
+    table: str
+    location: str
+    bucket_seconds: int
+    allowed_lateness_seconds: float
+    # False until this process first ran the features step (it runs on the lease holder only).
+    builder_started: bool
+    pending_partitions: list[str]
+    last_write: str | None
+    last_error: str | None
+    partitions_rebuilt: int
+    partitions_written: int
+    buckets_written: int
+    late_records: int
+    rebuild_failures: int
+
+
 class EtlStatus(BaseModel):
     worker_id: str
     lease_held: bool
@@ -61,6 +83,7 @@ class EtlStatus(BaseModel):
     last_commit_at: str | None
     last_error: str | None
     totals: Totals
+    features: FeaturesStatus | None
 
 
 def default_worker_id() -> str:
@@ -71,28 +94,109 @@ class FeatureStep:
     """The features table kept up by the lease holder: rebuilt after every commit that touched
     a curated partition, and checked after every fold for buckets whose watermark passed.
 
-    The builder is made on first use, so a catalog that is not reachable yet when the process
-    starts is a failed fold (retried), not a process that cannot start."""
+    In the service the rebuilds run on a thread of their own (:meth:`start`): the fold loop only
+    hands over the touched partitions, so a rebuild (seconds of Iceberg reads and a commit) does
+    not delay the next fold, which is what bounds how fresh the curated tables are. Partitions
+    handed over while a rebuild runs are merged into the next one; a rebuild that raises keeps
+    its partitions for the next attempt. The thread writes only while ``may_write`` says this
+    process holds the writer lease. Without :meth:`start` (tests, scripts) every call runs in
+    the caller, as the builder's own calls do.
 
-    def __init__(self, catalog: Any, settings: Settings) -> None:
+    The builder is made on first use, so a catalog that is not reachable yet when the process
+    starts is a failed step (retried), not a process that cannot start."""
+
+    def __init__(
+        self, catalog: Any, settings: Settings, may_write: Callable[[], bool] = lambda: True
+    ) -> None:
         self._catalog = catalog
         self._settings = settings
+        self._may_write = may_write
         self.builder: FeatureBuilder | None = None
+        # Why the builder could not be made (it is tried again at the next call).
+        self.start_error: str | None = None
+        self._touched: set[tuple[str, str, Any, int]] = set()
+        self._handover = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _builder(self) -> FeatureBuilder:
         if self.builder is None:
-            self.builder = FeatureBuilder(self._catalog, self._settings)
+            try:
+                self.builder = FeatureBuilder(self._catalog, self._settings)
+            except Exception as exc:
+                self.start_error = f"{type(exc).__name__}: {exc}"
+                raise
+            self.start_error = None
         return self.builder
 
     def after_commit(self, info: CommitInfo) -> None:
-        touched = [(p.table, p.service, p.dt, p.hr) for p in info.partitions]
-        self._builder().after_commit(touched, info.committed_at)
+        touched = {(p.table, p.service, p.dt, p.hr) for p in info.partitions}
+        if self._thread is None:
+            self._builder().after_commit(touched, info.committed_at)
+            return
+        with self._handover:
+            self._touched |= touched
+        self._wake.set()
 
     def tick(self, now: datetime) -> None:
-        self._builder().tick(now)
+        if self._thread is None:
+            self._builder().tick(now)
+            return
+        self._wake.set()
+
+    # --- the service's thread ---------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="etl-features", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        # Buckets close with time, not only with commits: look at least once per fold interval.
+        every = self._settings.etl_interval_seconds
+        while not self._stop.is_set():
+            self._wake.wait(every)
+            self._wake.clear()
+            if self._stop.is_set() or not self._may_write():
+                continue
+            with self._handover:
+                touched, self._touched = self._touched, set()
+            try:
+                self._builder().after_commit(touched, datetime.now(UTC))
+            except Exception:
+                with self._handover:
+                    self._touched |= touched
+                log.exception("features step failed; retried at the next commit or interval")
+
+    def status(self) -> dict[str, Any]:
+        if self.builder is not None:
+            return {**self.builder.status(), "builder_started": True}
+        return {
+            "table": FEATURES_TABLE,
+            "location": FEATURES_LOCATION,
+            "bucket_seconds": self._settings.features_bucket_seconds,
+            "allowed_lateness_seconds": self._settings.features_allowed_lateness_seconds,
+            "builder_started": False,
+            "pending_partitions": [],
+            "last_write": None,
+            "last_error": self.start_error,
+            **dict.fromkeys(COUNTER_NAMES, 0),
+        }
 
 
 def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None) -> Etl:
+    return build_service(settings, on_commit)[0]
+
+
+def build_service(
+    settings: Settings, on_commit: list[CommitCallback] | None = None
+) -> tuple[Etl, FeatureStep]:
+    """The fold loop and the features step it drives."""
     owner = settings.etl_worker_id or default_worker_id()
     lease = NamedLease(
         aws.client("dynamodb", settings),
@@ -105,8 +209,9 @@ def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None)
     # Stop committing well before the lease could be taken over.
     committer = Committer(catalog, lease, settings.etl_lease_seconds / 3)
     s3 = aws.client("s3", settings)
-    features = FeatureStep(catalog, settings)
-    return Etl(
+    # The features thread writes only while the fold loop could commit too.
+    features = FeatureStep(catalog, settings, lambda: lease.held(settings.etl_lease_seconds / 3))
+    etl = Etl(
         settings,
         s3=s3,
         committer=committer,
@@ -115,18 +220,31 @@ def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None)
         periodic=[features.tick],
         maintenance=Maintenance(settings, committer, s3),
     )
+    return etl, features
 
 
-def create_app(settings: Settings | None = None, *, etl: Etl | None = None) -> Any:
-    """The ETL's HTTP app; over ``etl`` when given (the process's own loop), else over an ETL
-    built from ``settings`` whose loop is not started (the fuzz tests serve it like that)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    etl: Etl | None = None,
+    features: FeatureStep | None = None,
+) -> Any:
+    """The ETL's HTTP app; over ``etl`` (and its ``features`` step) when given (the process's
+    own loop), else over an ETL built from ``settings`` whose loop is not started (the fuzz
+    tests serve it like that)."""
     if etl is None:
-        etl = build_etl(settings or get_settings())
+        etl, features = build_service(settings or get_settings())
     router = APIRouter(prefix="/api/etl", tags=["etl"])
 
-    @router.get("/status", summary="Progress of the fold: lease, backlog, lag, totals")
+    @router.get(
+        "/status", summary="Progress of the fold: lease, backlog, lag, totals, features table"
+    )
     def get_status(request: Request) -> EtlStatus:
-        return EtlStatus(**request.app.state.etl.status())
+        step: FeatureStep | None = request.app.state.features
+        return EtlStatus(
+            **request.app.state.etl.status(),
+            features=step.status() if step is not None else None,
+        )
 
     app = create_service_app(
         "etl",
@@ -136,15 +254,21 @@ def create_app(settings: Settings | None = None, *, etl: Etl | None = None) -> A
         description="Stage 02: folds the raw zone into Iceberg tables in the Glue catalog.",
     )
     app.state.etl = etl
+    app.state.features = features
     return app
 
 
 def serve(settings: Settings) -> int:
-    etl = build_etl(settings)
+    etl, features = build_service(settings)
     signal.signal(signal.SIGTERM, etl.request_stop)
     signal.signal(signal.SIGINT, etl.request_stop)
-    server = serve_in_thread(create_app(etl=etl), settings.etl_host, settings.etl_port)
-    etl.run()
+    app = create_app(etl=etl, features=features)
+    server = serve_in_thread(app, settings.etl_host, settings.etl_port)
+    features.start()
+    try:
+        etl.run()
+    finally:
+        features.stop()
     server.should_exit = True
     return 0
 

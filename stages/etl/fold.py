@@ -185,6 +185,7 @@ class Etl:
         self.loaded_fence: int | None = None
         self.stop_event = threading.Event()
         self._last_full_listing = -float("inf")
+        self._last_lookback_listing = -float("inf")
         # The first pass waits one interval: a service restarted in a loop does not rewrite
         # the same partitions on every start.
         self._last_maintenance = time.monotonic()
@@ -270,6 +271,7 @@ class Etl:
             self.complete = set()
             self.waiting = {}
             self._last_full_listing = -float("inf")
+            self._last_lookback_listing = -float("inf")
             self.loaded_fence = self.lease.fence
         return True
 
@@ -279,9 +281,12 @@ class Etl:
         wall = datetime.now(UTC)
         if now - self._last_full_listing >= self.settings.etl_full_listing_seconds:
             listed = planner.list_all(self.s3, self.settings)
-            self._last_full_listing = now
-        else:
+            self._last_full_listing = self._last_lookback_listing = now
+        elif now - self._last_lookback_listing >= self.settings.etl_lookback_listing_seconds:
             listed = planner.list_recent(self.s3, self.settings, wall)
+            self._last_lookback_listing = now
+        else:
+            listed = planner.list_near(self.s3, self.settings, wall)
         self.last_listed = len(listed)
         for obj in listed:
             if not self.done(obj):

@@ -2,14 +2,18 @@
 
 The raw zone is the consumer's buckets (``stages.common.lake``): record objects under
 ``service=<svc>/year=/month=/day=/hour=/``. Keys that start with ``_`` (dead letters) are not data
-and are never listed. A fold lists the current hour and ``ETL_LOOKBACK_HOURS`` before it under
-every service; every ``ETL_FULL_LISTING_SECONDS`` it lists whole buckets, which finds objects
-that arrive late for older hours.
+and are never listed. A fold lists, under every service, the hours within ``NEAR_SECONDS`` of
+now (where live data lands); every ``ETL_LOOKBACK_LISTING_SECONDS`` also the
+``ETL_LOOKBACK_HOURS`` before the current one and the next; every ``ETL_FULL_LISTING_SECONDS``
+whole buckets, which finds objects that arrive late for older hours. Each listing is one call
+per (bucket, service, hour) prefix, made ``LIST_THREADS`` at a time: the calls are round trips,
+and a fold waits for all of them before it reads anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -17,6 +21,11 @@ from typing import Any
 from stages.common import lake, resources
 from stages.common.config import Settings
 from stages.etl.typing import RawPartition
+
+LIST_THREADS = 8
+# Objects of records generated now land in the current hour, and in the previous (next) one
+# for a while after (before) the hour turns: the consumer flushes within seconds.
+NEAR_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -63,15 +72,22 @@ def hours(start: datetime, end: datetime) -> Iterator[datetime]:
 def list_hours(s3: Any, settings: Settings, hour_list: Iterable[datetime]) -> list[RawObject]:
     """The record objects of the given UTC hours, under every service of every raw bucket."""
     chosen = list(hour_list)
-    found = []
-    for spec in resources.streams(settings):
-        for service_prefix in services(s3, spec.bucket):
-            for hour in chosen:
-                prefix = f"{service_prefix}{lake.hour_of(hour)}/"
-                for entry in lake.list_objects(s3, spec.bucket, prefix):
-                    obj = _raw_object(spec.bucket, spec.kind, entry)
-                    if obj is not None:
-                        found.append(obj)
+    specs = list(resources.streams(settings))
+    with ThreadPoolExecutor(LIST_THREADS, thread_name_prefix="etl-list") as pool:
+        prefixes = list(pool.map(lambda spec: services(s3, spec.bucket), specs))
+        jobs = [
+            (spec, f"{service_prefix}{lake.hour_of(hour)}/")
+            for spec, service_prefixes in zip(specs, prefixes, strict=True)
+            for service_prefix in service_prefixes
+            for hour in chosen
+        ]
+        listed = pool.map(lambda job: list(lake.list_objects(s3, job[0].bucket, job[1])), jobs)
+        found = []
+        for (spec, _), entries in zip(jobs, listed, strict=True):
+            for entry in entries:
+                obj = _raw_object(spec.bucket, spec.kind, entry)
+                if obj is not None:
+                    found.append(obj)
     return found
 
 
@@ -90,6 +106,13 @@ def list_recent(s3: Any, settings: Settings, now: datetime) -> list[RawObject]:
     """The current hour (and the next, for clocks a little ahead) and the lookback hours."""
     start = now - timedelta(hours=settings.etl_lookback_hours)
     return list_hours(s3, settings, hours(start, now + timedelta(hours=1)))
+
+
+def list_near(s3: Any, settings: Settings, now: datetime) -> list[RawObject]:
+    """The hours within ``NEAR_SECONDS`` of ``now``: the current one, and near the turn of an
+    hour the previous or the next."""
+    near = timedelta(seconds=NEAR_SECONDS)
+    return list_hours(s3, settings, hours(now - near, now + near))
 
 
 def take(objects: Iterable[RawObject], max_bytes: int) -> list[RawObject]:

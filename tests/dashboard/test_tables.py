@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import pyarrow.compute as pc
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.common.lakehouse import FEATURES_LOCATION, FEATURES_TABLE
+from stages.etl.features import FeatureBuilder
 from stages.etl.tables import NAMESPACE, PROCESSED_BUCKET, ensure_tables, open_catalog
 from tests.dashboard.helpers import DashboardProcess
 from tests.support.processes import free_port
@@ -129,3 +132,40 @@ def test_an_unreachable_catalog_is_a_prompt_503(tmp_path: Path) -> None:
     assert "Glue catalog" in answer.json()["message"]
     # Within one page refresh, not after pyiceberg's own ten retries with backoff.
     assert elapsed < 10
+
+
+def test_the_features_table_shows_its_newest_bucket_as_freshness(
+    dashboard: DashboardProcess, lake_endpoint: str
+) -> None:
+    settings = Settings(aws_endpoint_url=lake_endpoint)
+    lake = fill_tables(settings, count=400, seed=31, start="2026-03-03T08:00:00Z")
+    touched = set()
+    newest_record = None
+    for kind, name in (("log", "logs"), ("metric", "metrics"), ("apm", "apm")):
+        data = lake.typed.tables[kind]
+        for service, dt, hr in zip(
+            plain(data["service"]), plain(data["dt"]), plain(data["hr"]), strict=True
+        ):
+            touched.add((name, service, dt, hr))
+        latest = pc.max(data["timestamp"]).as_py()
+        newest_record = latest if newest_record is None else max(newest_record, latest)
+    # Long past their watermark: every bucket of these hours is written.
+    report = FeatureBuilder(open_catalog(settings), settings).after_commit(
+        touched, datetime.now(UTC)
+    )
+    assert report.written and not report.failed
+
+    features = dashboard.json("/api/tables/features")
+    rows = open_catalog(settings).load_table(FEATURES_TABLE).scan().to_arrow()
+    assert features["rows"] == rows.num_rows > 0
+    assert features["location"] == FEATURES_LOCATION
+    assert features["event_time_column"] == "bucket_start"
+    newest_bucket = pc.max(rows["bucket_start"]).as_py()
+    width = settings.features_bucket_seconds
+    assert newest_bucket.timestamp() == newest_record.timestamp() // width * width
+    assert features["newest"] == newest_bucket.isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+    assert abs(features["freshness_seconds"] - (time.time() - newest_bucket.timestamp())) < 60
+    listed = {t["name"]: t for t in dashboard.json("/api/tables")["tables"]}
+    assert listed["features"]["newest"] == features["newest"]

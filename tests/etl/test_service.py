@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -141,6 +142,28 @@ def test_the_service_folds_every_record_once_and_answers_its_api(
             f"features counting {logs_per_service} logs",
             1.0,
         )
+        # ... and its state is on the status page: written, nothing pending or failing.
+        features = wait_until(
+            lambda: (f := etl.status()["features"])["pending_partitions"] == [] and f,
+            30,
+            "no features partition pending",
+        )
+        services = set()
+        for table in ("logs", "metrics", "apm"):
+            services |= set(_records_per_service(lake_settings, f"telemetry.{table}"))
+        assert features["builder_started"] is True
+        assert features["table"] == "telemetry.features"
+        assert features["location"] == "s3://md-features/telemetry/features"
+        assert features["bucket_seconds"] == lake_settings.features_bucket_seconds
+        # Two hours of data for every service that has any: at least one partition each.
+        assert features["partitions_written"] >= len(services) > 0
+        assert features["buckets_written"] > 0
+        assert features["rebuild_failures"] == 0 and features["last_error"] is None
+        written_at = datetime.fromisoformat(features["last_write"])
+        assert abs((datetime.now(UTC) - written_at).total_seconds()) < FOLD_TIMEOUT * 2
+        written = float(features["partitions_written"])
+        scrape = httpx.get(f"{etl.url}/metrics", timeout=10).text
+        assert f"etl_features_partitions_written_total {written}" in scrape
 
         # A late object for hours already folded is folded like any other.
         raw.put(records(40, 77, "2026-11-27T06:40:00Z"))
@@ -201,6 +224,13 @@ def test_two_processes_at_once_write_through_one_lease(
         assert len(holders) == 1, [p.status() for p in (first, second)]
         standby = second if holders[0] is first else first
         assert standby.status()["totals"]["objects_folded"] == 0
+        # The standby keeps no features table: its section says so, with nothing counted.
+        idle = standby.status()["features"]
+        assert idle["builder_started"] is False
+        assert idle["table"] == "telemetry.features"
+        assert idle["partitions_written"] == idle["rebuild_failures"] == 0
+        assert idle["pending_partitions"] == [] and idle["last_write"] is None
+        assert holders[0].status()["features"]["builder_started"] is True
 
         holders[0].kill()
         raw.put(records(50, 55, "2026-11-27T07:10:00Z"))
