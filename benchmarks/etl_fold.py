@@ -1,0 +1,246 @@
+"""What one fold of the ETL service costs per record, from raw JSONL objects to committed Iceberg.
+
+    .venv/bin/python -m benchmarks.etl_fold [--records 100000] [--object-records 35] [--gzip]
+    .venv/bin/python -m benchmarks.etl_fold --quick
+    .venv/bin/python -m benchmarks.etl_fold --profile fold.prof   # cProfile of the fold
+
+Makes one closed hour of raw data with Stage 00's generator in-process (``benchmarks.etl``'s
+hour: 70 % logs, 20 % metrics, 10 % spans), puts it on a private emulator subprocess in the
+consumer's layout and encoding (objects of ``--object-records`` records per stream and
+(service, hour) partition, plain JSONL as the consumer writes by default, gzip with ``--gzip``),
+builds the ETL exactly as the service does (``stages.etl.app.build_etl``: lease, committer,
+features step, maintenance), takes the writer lease, and times one ``Etl.fold_once()``:
+listing, every GET, typing, the commits and the features step that runs after them.
+
+It prints the CPU of this process (``time.process_time``: every thread of it, one core's work
+whatever else the machine does) per record and in records/s per core, the emulator's CPU for the
+same fold (psutil, user + system), the wall time and objects/s, and checks that every record is
+in its table once. ``--startup`` also times how a second ETL process learns which objects the
+tables hold (``Committer.load_held``), the cost every start and lease takeover pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gzip
+import io
+import logging
+import pstats
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+from benchmarks.common import machine_info
+from benchmarks.etl import HOUR, one_hour
+from stages.common import aws, resources
+from stages.common.config import Settings
+from stages.common.lake import hour_of, object_key, service_partition
+from stages.common.runtime import tune_garbage_collector
+from stages.etl.app import build_etl
+from stages.etl.tables import TABLE_NAMES
+from tests.support.processes import start_emulator
+
+RERUN = "python -m benchmarks.etl_fold"
+
+
+def put_raw(
+    settings: Settings, records: list[dict[str, Any]], per_object: int, gzip_it: bool
+) -> int:
+    """The consumer's objects of the hour on the emulator; returns how many."""
+    lines: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+    for record in records:
+        lines[(record["kind"], record["service"])].append(orjson.dumps(record))
+    s3 = aws.client("s3", settings)
+    uploads: list[tuple[str, str, bytes]] = []
+    sequence = 0
+    for (kind, service), partition_lines in sorted(lines.items()):
+        spec = resources.stream_for_kind(settings, kind)
+        partition = service_partition(service, hour_of(HOUR))
+        for start in range(0, len(partition_lines), per_object):
+            chunk = partition_lines[start : start + per_object]
+            key = object_key(
+                partition,
+                spec.name,
+                "shardId-000000000000",
+                str(sequence),
+                str(sequence + len(chunk) - 1),
+                "gzip" if gzip_it else "none",
+            )
+            sequence += len(chunk)
+            body = b"\n".join(chunk) + b"\n"
+            uploads.append((spec.bucket, key, gzip.compress(body, 6) if gzip_it else body))
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda u: s3.put_object(Bucket=u[0], Key=u[1], Body=u[2]), uploads))
+    return len(uploads)
+
+
+def rows_per_table(settings: Settings) -> dict[str, tuple[int, int]]:
+    """(rows, distinct event ids) of every data table."""
+    from stages.etl.tables import open_catalog
+
+    catalog = open_catalog(settings, name="bench-check")
+    out = {}
+    for kind in ("log", "metric", "apm"):
+        table = catalog.load_table(f"telemetry.{TABLE_NAMES[kind]}")
+        ids = table.scan(selected_fields=("event_id",)).to_arrow().column("event_id")
+        out[kind] = (len(ids), len(set(ids.to_pylist())))
+    return out
+
+
+class _Timed:
+    """A commit callback that adds up the CPU and wall time of the callback it wraps."""
+
+    def __init__(self, callback: Any) -> None:
+        self.callback = callback
+        self.cpu = 0.0
+        self.wall = 0.0
+
+    def __call__(self, info: Any) -> None:
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            self.callback(info)
+        finally:
+            self.cpu += time.process_time() - cpu
+            self.wall += time.perf_counter() - wall
+
+
+def fold(
+    settings: Settings, emulator_pid: int, profile: str | None, startup: bool
+) -> dict[str, Any]:
+    etl = build_etl(settings)
+    # The service's only commit callback is the features step: timed on its own as well.
+    timed = [_Timed(callback) for callback in etl.on_commit]
+    etl.on_commit[:] = timed
+    assert etl.ensure_lease(), "the benchmark's ETL did not get the writer lease"
+    server = psutil.Process(emulator_pid)
+    profiler = cProfile.Profile() if profile else None
+    server_before = sum(server.cpu_times()[:2])
+    wall = time.perf_counter()
+    cpu = time.process_time()
+    if profiler:
+        profiler.enable()
+    result = etl.fold_once()
+    if profiler:
+        profiler.disable()
+    cpu = time.process_time() - cpu
+    wall = time.perf_counter() - wall
+    server_cpu = sum(server.cpu_times()[:2]) - server_before
+    out: dict[str, Any] = {
+        "objects": result.objects,
+        "rows": result.rows,
+        "cpu": cpu,
+        "wall": wall,
+        "emulator_cpu": server_cpu,
+        "features_cpu": sum(t.cpu for t in timed),
+        "features_wall": sum(t.wall for t in timed),
+    }
+    if profiler and profile:
+        profiler.dump_stats(profile)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+        out["profile"] = text.getvalue()
+    if startup:
+        other = build_etl(settings.model_copy(update={"etl_worker_id": "bench-second"}))
+        other.committer.open()
+        cpu, wall = time.process_time(), time.perf_counter()
+        other.committer.load_held()
+        out["startup_cpu"] = time.process_time() - cpu
+        out["startup_wall"] = time.perf_counter() - wall
+        out["startup_keys"] = sum(len(keys) for keys in other.committer.held.values())
+    etl.lease.release()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=RERUN, description=__doc__)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--object-records", type=int, default=35)
+    parser.add_argument("--gzip", action="store_true", help="gzip objects (.jsonl.gz)")
+    parser.add_argument("--profile", help="write a cProfile of the fold here and print its top")
+    parser.add_argument(
+        "--startup", action="store_true", help="also time a second process's Committer.load_held"
+    )
+    parser.add_argument("--quick", action="store_true", help="3,000 records")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.records = 3000
+    if min(args.records, args.object_records) < 1:
+        parser.error("--records and --object-records must be positive")
+    logging.getLogger("pyiceberg.io.pyarrow").setLevel(logging.ERROR)
+    logging.getLogger("pyiceberg.io").setLevel(logging.WARNING)
+
+    records = one_hour(args.records)
+    counts = {kind: 0 for kind in ("log", "metric", "apm")}
+    for record in records:
+        counts[record["kind"]] += 1
+    work_dir = Path(tempfile.mkdtemp(prefix="etl-fold-bench-"))
+    emulator, endpoint = start_emulator(work_dir)
+    try:
+        settings = Settings(
+            aws_endpoint_url=endpoint,
+            aws_default_region="us-east-1",
+            etl_worker_id="bench",
+            etl_full_listing_seconds=0,
+        )
+        objects = put_raw(settings, records, args.object_records, args.gzip)
+        # The collector settings every long-running process of the pipeline starts with.
+        tune_garbage_collector()
+        measured = fold(settings, emulator.pid, args.profile, args.startup)
+        landed = rows_per_table(settings)
+    finally:
+        emulator.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+    n = len(records)
+    print(f"machine: {machine_info()}")
+    print(
+        f"input: {n:,} records in one hour ({HOUR:%Y-%m-%d %H}:00 UTC), {objects:,} "
+        f"{'gzip' if args.gzip else 'plain'} objects of up to {args.object_records} records"
+    )
+    exact = all(landed[kind] == (counts[kind], counts[kind]) for kind in counts)
+    print(
+        "landed: "
+        + ", ".join(
+            f"{TABLE_NAMES[k]} {landed[k][0]:,} rows of {counts[k]:,} sent" for k in counts
+        )
+        + f"; exactly once: {'yes' if exact else 'NO'}"
+    )
+    cpu, server, wall = measured["cpu"], measured["emulator_cpu"], measured["wall"]
+    print(
+        f"fold: {measured['objects']:,} objects in one fold_once(); ETL process {cpu:.3f} s CPU = "
+        f"{n / cpu:,.0f} records/s per core ({cpu / n * 1e6:.1f} us per record)"
+    )
+    print(
+        f"features step (inside the fold): {measured['features_cpu']:.3f} s CPU, "
+        f"{measured['features_wall']:.3f} s wall"
+    )
+    print(
+        f"emulator: {server:.3f} s CPU ({server / n * 1e6:.1f} us per record); together "
+        f"{n / (cpu + server):,.0f} records/s per core"
+    )
+    print(f"wall: {wall:.3f} s = {n / wall:,.0f} records/s, {measured['objects'] / wall:,.0f} objects/s")
+    if "startup_cpu" in measured:
+        print(
+            f"startup (load_held of {measured['startup_keys']:,} source keys): "
+            f"{measured['startup_cpu']:.3f} s CPU, {measured['startup_wall']:.3f} s wall"
+        )
+    if "profile" in measured:
+        print(measured["profile"])
+    print(
+        f"rerun: {RERUN} --records {args.records} --object-records {args.object_records}"
+        + (" --gzip" if args.gzip else "")
+    )
+    if not exact:
+        raise SystemExit("not every record landed exactly once")
+
+
+if __name__ == "__main__":
+    main()
