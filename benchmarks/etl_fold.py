@@ -15,8 +15,9 @@ listing, every GET, typing, the commits and the features step that runs after th
 It prints the CPU of this process (``time.process_time``: every thread of it, one core's work
 whatever else the machine does) per record and in records/s per core, the emulator's CPU for the
 same fold (psutil, user + system), the wall time and objects/s, and checks that every record is
-in its table once. ``--startup`` also times how a second ETL process learns which objects the
-tables hold (``Committer.load_held``), the cost every start and lease takeover pays.
+in its table once. ``--startup-rows N`` then grows the tables to N rows and times how a new ETL
+process learns which objects they hold, the cost every start and lease takeover pays: scanning
+every table's ``source_key`` column, against ``Committer.load_held`` from the checkpoint.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from typing import Any
 
 import orjson
 import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from benchmarks.common import machine_info
 from benchmarks.etl import HOUR, one_hour
@@ -44,6 +47,8 @@ from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.common.lake import hour_of, object_key, service_partition
 from stages.common.runtime import tune_garbage_collector
+from stages.etl import committer as committer_module
+from stages.etl import fold as fold_module
 from stages.etl.app import build_etl
 from stages.etl.tables import TABLE_NAMES
 from tests.support.processes import start_emulator
@@ -112,13 +117,86 @@ class _Timed:
             self.wall += time.perf_counter() - wall
 
 
+class _Wrapped(_Timed):
+    """An attribute of ``owner`` replaced by a timed call of itself, until ``undo``."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        super().__init__(getattr(owner, name))
+        self.owner, self.name = owner, name
+        setattr(owner, name, self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        cpu = time.process_time()
+        try:
+            return self.callback(*args, **kwargs)
+        finally:
+            self.cpu += time.process_time() - cpu
+
+    def undo(self) -> None:
+        setattr(self.owner, self.name, self.callback)
+
+
+def _wrap(owner: Any, name: str) -> _Wrapped:
+    return _Wrapped(owner, name)
+
+
+def _timed(call: Any) -> tuple[Any, float, float]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    value = call()
+    return value, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def measure_startup(settings: Settings, etl: Any, rows: int) -> dict[str, Any]:
+    """Grow the tables to ``rows`` rows (copies of the folded rows under new source keys, one
+    commit per table per copy), checkpoint the source keys, then time what a new process does
+    to learn them: the full scan of every table's ``source_key`` column, and ``load_held``."""
+    committer = etl.committer
+    base = {kind: committer.reload(kind).scan().to_arrow() for kind in ("log", "metric", "apm")}
+    total = sum(t.num_rows for t in base.values())
+    copy = 0
+    while total < rows:
+        copy += 1
+        for kind, table in base.items():
+            keys = pc.binary_join_element_wise(
+                table.column("source_key").cast(pa.string()), f"-copy{copy}", ""
+            )
+            committer.append_new(
+                kind,
+                [table.set_column(table.schema.get_field_index("source_key"), "source_key", keys)],
+            )
+            total += table.num_rows
+    _, save_cpu, save_wall = _timed(committer.save_held)
+    fresh = build_etl(settings.model_copy(update={"etl_worker_id": "bench-second"})).committer
+    fresh.open()
+    scanned, scan_cpu, scan_wall = _timed(
+        lambda: {kind: fresh.source_keys(fresh.reload(kind)) for kind in fresh.tables}
+    )
+    _, load_cpu, load_wall = _timed(fresh.load_held)
+    assert scanned == fresh.held, "the checkpoint and the scan disagree"
+    return {
+        "rows": total,
+        "keys": sum(len(keys) for keys in fresh.held.values()),
+        "save": (save_cpu, save_wall),
+        "scan": (scan_cpu, scan_wall),
+        "load": (load_cpu, load_wall),
+    }
+
+
 def fold(
-    settings: Settings, emulator_pid: int, profile: str | None, startup: bool
+    settings: Settings, emulator_pid: int, profile: str | None, startup_rows: int
 ) -> dict[str, Any]:
     etl = build_etl(settings)
     # The service's only commit callback is the features step: timed on its own as well.
     timed = [_Timed(callback) for callback in etl.on_commit]
     etl.on_commit[:] = timed
+    # Where the fold's CPU goes: each step wrapped where it is called from.
+    steps = {
+        "listing": _wrap(etl, "list_objects"),
+        "GETs + typing": _wrap(etl, "_read_and_type"),
+        "typing": _wrap(fold_module, "type_group"),
+        "commits (files, manifests, catalog)": _wrap(etl.committer, "append_new"),
+        "Parquet files": _wrap(committer_module, "write_data_files"),
+    }
     assert etl.ensure_lease(), "the benchmark's ETL did not get the writer lease"
     server = psutil.Process(emulator_pid)
     profiler = cProfile.Profile() if profile else None
@@ -141,20 +219,18 @@ def fold(
         "emulator_cpu": server_cpu,
         "features_cpu": sum(t.cpu for t in timed),
         "features_wall": sum(t.wall for t in timed),
+        "steps": {name: step.cpu for name, step in steps.items()},
     }
+    for step in steps.values():
+        step.undo()
     if profiler and profile:
         profiler.dump_stats(profile)
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
         out["profile"] = text.getvalue()
-    if startup:
-        other = build_etl(settings.model_copy(update={"etl_worker_id": "bench-second"}))
-        other.committer.open()
-        cpu, wall = time.process_time(), time.perf_counter()
-        other.committer.load_held()
-        out["startup_cpu"] = time.process_time() - cpu
-        out["startup_wall"] = time.perf_counter() - wall
-        out["startup_keys"] = sum(len(keys) for keys in other.committer.held.values())
+    out["landed"] = rows_per_table(settings)
+    if startup_rows:
+        out["startup"] = measure_startup(settings, etl, startup_rows)
     etl.lease.release()
     return out
 
@@ -166,7 +242,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gzip", action="store_true", help="gzip objects (.jsonl.gz)")
     parser.add_argument("--profile", help="write a cProfile of the fold here and print its top")
     parser.add_argument(
-        "--startup", action="store_true", help="also time a second process's Committer.load_held"
+        "--startup-rows",
+        type=int,
+        default=0,
+        help="after the fold, grow the tables to this many rows and time how a new process "
+        "learns their source keys (full scan against load_held's checkpoint)",
     )
     parser.add_argument("--quick", action="store_true", help="3,000 records")
     args = parser.parse_args(argv)
@@ -193,8 +273,8 @@ def main(argv: list[str] | None = None) -> None:
         objects = put_raw(settings, records, args.object_records, args.gzip)
         # The collector settings every long-running process of the pipeline starts with.
         tune_garbage_collector()
-        measured = fold(settings, emulator.pid, args.profile, args.startup)
-        landed = rows_per_table(settings)
+        measured = fold(settings, emulator.pid, args.profile, args.startup_rows)
+        landed = measured["landed"]
     finally:
         emulator.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -208,9 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     exact = all(landed[kind] == (counts[kind], counts[kind]) for kind in counts)
     print(
         "landed: "
-        + ", ".join(
-            f"{TABLE_NAMES[k]} {landed[k][0]:,} rows of {counts[k]:,} sent" for k in counts
-        )
+        + ", ".join(f"{TABLE_NAMES[k]} {landed[k][0]:,} rows of {counts[k]:,} sent" for k in counts)
         + f"; exactly once: {'yes' if exact else 'NO'}"
     )
     cpu, server, wall = measured["cpu"], measured["emulator_cpu"], measured["wall"]
@@ -226,11 +304,23 @@ def main(argv: list[str] | None = None) -> None:
         f"emulator: {server:.3f} s CPU ({server / n * 1e6:.1f} us per record); together "
         f"{n / (cpu + server):,.0f} records/s per core"
     )
-    print(f"wall: {wall:.3f} s = {n / wall:,.0f} records/s, {measured['objects'] / wall:,.0f} objects/s")
-    if "startup_cpu" in measured:
+    print(
+        f"wall: {wall:.3f} s = {n / wall:,.0f} records/s, "
+        f"{measured['objects'] / wall:,.0f} objects/s"
+    )
+    print(
+        "where the ETL process's CPU went (steps overlap: Parquet files are part of the commits):"
+    )
+    for name, seconds in measured["steps"].items():
+        print(f"  {name}: {seconds:.3f} s CPU ({seconds / n * 1e6:.1f} us per record)")
+    if "startup" in measured:
+        up = measured["startup"]
         print(
-            f"startup (load_held of {measured['startup_keys']:,} source keys): "
-            f"{measured['startup_cpu']:.3f} s CPU, {measured['startup_wall']:.3f} s wall"
+            f"startup, tables of {up['rows']:,} rows holding {up['keys']:,} source keys: "
+            f"scanning every table's source_key column {up['scan'][0]:.3f} s CPU, "
+            f"{up['scan'][1]:.3f} s wall; load_held from the checkpoint {up['load'][0]:.3f} s "
+            f"CPU, {up['load'][1]:.3f} s wall (writing the checkpoint: {up['save'][0]:.3f} s "
+            f"CPU, {up['save'][1]:.3f} s wall)"
         )
     if "profile" in measured:
         print(measured["profile"])

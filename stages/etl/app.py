@@ -32,6 +32,7 @@ from stages.etl.committer import Committer
 from stages.etl.compaction import Maintenance
 from stages.etl.features import FeatureBuilder
 from stages.etl.fold import CommitCallback, CommitInfo, Etl
+from stages.etl.reads import RawReader
 from stages.etl.tables import open_catalog
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def build_etl(settings: Settings, on_commit: list[CommitCallback] | None = None)
         on_commit=[features.after_commit, *(on_commit or [])],
         periodic=[features.tick],
         maintenance=Maintenance(settings, committer, s3),
+        reader=RawReader(settings),
     )
 
 

@@ -165,9 +165,13 @@ class Etl:
         on_commit: list[CommitCallback] | None = None,
         periodic: list[Callable[[datetime], None]] | None = None,
         maintenance: Callable[[datetime], None] | None = None,
+        reader: Any = None,
     ) -> None:
         self.settings = settings
         self.s3 = s3
+        # What GETs the raw objects (``reads.RawReader`` in the service); the boto3 client if
+        # none is given.
+        self.reader = reader if reader is not None else s3
         self.committer = committer
         self.lease = lease
         self.on_commit: list[CommitCallback] = on_commit if on_commit is not None else []
@@ -188,6 +192,8 @@ class Etl:
         # The first pass waits one interval: a service restarted in a loop does not rewrite
         # the same partitions on every start.
         self._last_maintenance = time.monotonic()
+        self._last_keys_saved = -float("inf")
+        self._keys_changed = False
         self.last_fold_ok: float | None = None
         self.last_error: str | None = None
         self.last_commit_at: datetime | None = None
@@ -248,6 +254,26 @@ class Etl:
         ):
             self._last_maintenance = now
             self.maintenance(datetime.now(UTC))
+            self._keys_changed = True  # compaction wrote files no checkpoint lists
+        self.save_source_keys()
+
+    def save_source_keys(self) -> None:
+        """Checkpoint the source keys per data file every ETL_SOURCE_KEYS_CHECKPOINT_SECONDS,
+        if the tables changed. A failure costs only the next start's time: it reads the files
+        the last checkpoint does not list."""
+        now = time.monotonic()
+        if not self._keys_changed or (
+            now - self._last_keys_saved < self.settings.etl_source_keys_checkpoint_seconds
+        ):
+            return
+        try:
+            self.committer.save_held()
+        except Exception as exc:
+            metrics.SOURCE_KEY_CHECKPOINT_ERRORS.inc()
+            log.warning("source keys not checkpointed (retried after the next fold): %s", exc)
+            return
+        self._last_keys_saved = now
+        self._keys_changed = False
 
     def ensure_lease(self) -> bool:
         before = self.lease.fence
@@ -345,6 +371,7 @@ class Etl:
         for name, rows in result.rows.items():
             self.totals[f"rows_{name}"] += rows
         if result.partitions:
+            self._keys_changed = True
             self.last_commit_at = committed_at
             metrics.LAST_COMMIT.set(committed_at.timestamp())
             info = CommitInfo(
@@ -380,7 +407,7 @@ class Etl:
 
     def _read_and_type(self, chosen: list[RawObject]) -> list[_Typed]:
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="etl-read") as pool:
-            bodies = list(pool.map(lambda o: read_lines(self.s3, o), chosen))
+            bodies = list(pool.map(lambda o: read_lines(self.reader, o), chosen))
         groups: dict[tuple[str, Any], list[int]] = collections.defaultdict(list)
         for i, obj in enumerate(chosen):
             groups[(obj.bucket, obj.partition)].append(i)
