@@ -87,7 +87,10 @@ class FeatureStep:
 
     def after_commit(self, info: CommitInfo) -> None:
         touched = [(p.table, p.service, p.dt, p.hr) for p in info.partitions]
-        self._builder().after_commit(touched, info.committed_at)
+        builder = self._builder()
+        # The fold's own rows stand for the files it just wrote: not read back from S3.
+        builder.prime((kind, f.data_file.file_path, f.rows) for kind, f in info.files)
+        builder.after_commit(touched, info.committed_at)
 
     def tick(self, now: datetime) -> None:
         self._builder().tick(now)

@@ -36,7 +36,7 @@ from pyiceberg.types import StringType
 
 from stages.common.named_lease import LeaseLost, NamedLease
 from stages.etl import metrics
-from stages.etl.datafiles import write_data_files
+from stages.etl.datafiles import WrittenFile, write_data_files
 from stages.etl.tables import TABLE_NAMES, ensure_tables
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ class Committer:
         self.held: dict[str, set[str]] = {kind: set() for kind in TABLE_NAMES}
         # kind -> data file -> the source keys of its rows, where known
         self.file_keys: dict[str, dict[str, frozenset[str]]] = {k: {} for k in TABLE_NAMES}
+        # (kind, file) of every append since the last take_written()
+        self.written: list[tuple[str, WrittenFile]] = []
 
     def open(self) -> None:
         self.tables = ensure_tables(self.catalog)
@@ -194,6 +196,11 @@ class Committer:
             read = dict(zip(missing, found, strict=True))
         return {path: known[path] if path in known else read[path] for path in paths}
 
+    def take_written(self) -> list[tuple[str, WrittenFile]]:
+        """The files appended since the last call (the fold hands them to its callbacks)."""
+        written, self.written = self.written, []
+        return written
+
     def reload(self, kind: str) -> Table:
         self.tables[kind] = self.catalog.load_table(self.tables[kind].name())
         return self.tables[kind]
@@ -260,8 +267,8 @@ class Committer:
             tx = table.transaction()
             files = write_data_files(table, kind, fresh)
             with tx.update_snapshot(self.snapshot_properties()).fast_append() as append:
-                for data_file, _ in files:
-                    append.append_data_file(data_file)
+                for written in files:
+                    append.append_data_file(written.data_file)
             after_files()
             try:
                 tx.commit_transaction()
@@ -272,8 +279,9 @@ class Committer:
             metrics.COMMITS.labels(name, "append").inc()
             self.tables[kind] = table
             self.held[kind] |= keys - already
-            for data_file, file_keys in files:
-                self.file_keys[kind][data_file.file_path] = file_keys
+            for written in files:
+                self.file_keys[kind][written.data_file.file_path] = written.source_keys
+            self.written.extend((kind, written) for written in files)
             return fresh
         raise CommitFailedException(f"{name}: {MAX_ATTEMPTS} commits refused in a row")
 

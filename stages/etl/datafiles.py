@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date
 
 import pyarrow as pa
@@ -35,6 +36,19 @@ from pyiceberg.utils.properties import property_as_int
 from stages.etl.tables import in_write_order
 
 PARTITION_COLUMNS = ("service", "dt", "hr")
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """One data file written for a commit: what to commit, the distinct ``source_key`` values
+    of its rows, and the rows themselves (cast to the table's schema), which the features step
+    takes instead of reading the file back."""
+
+    data_file: DataFile
+    source_keys: frozenset[str]
+    rows: pa.Table
+
+
 SOURCE = "source_key"
 # Files written at once: each is Arrow's encoding and one PUT, both outside the GIL.
 WRITERS = 4
@@ -56,12 +70,9 @@ def partition_slices(rows: pa.Table) -> list[tuple[tuple[str, date, int], int, i
     return out
 
 
-def write_data_files(
-    table: Table, kind: str, rows: pa.Table
-) -> list[tuple[DataFile, frozenset[str]]]:
+def write_data_files(table: Table, kind: str, rows: pa.Table) -> list[WrittenFile]:
     """Write ``rows`` (typed rows of ``kind``'s table, any column order, dictionary columns
-    allowed) as one data file per partition; returns the files to commit, each with the
-    distinct ``source_key`` values of its rows."""
+    allowed) as one data file per partition; returns the files to commit."""
     metadata = table.metadata
     schema = metadata.schema()
     spec = metadata.spec()
@@ -96,7 +107,7 @@ def write_data_files(
 
     def write_one(
         item: tuple[int, tuple[tuple[str, date, int], int, int]],
-    ) -> tuple[DataFile, frozenset[str]]:
+    ) -> WrittenFile:
         index, (values, offset, length) = item
         rows = plain.slice(offset, length)
         key = PartitionKey(
@@ -122,7 +133,7 @@ def write_data_files(
             parquet_column_mapping=column_ids,
         )
         keys = frozenset(k for k in pc.unique(rows.column(SOURCE)).to_pylist() if k is not None)
-        return DataFile.from_args(
+        data_file = DataFile.from_args(
             content=DataFileContent.DATA,
             file_path=path,
             file_format=FileFormat.PARQUET,
@@ -133,7 +144,8 @@ def write_data_files(
             equality_ids=None,
             key_metadata=None,
             **statistics.to_serialized_dict(),
-        ), keys
+        )
+        return WrittenFile(data_file, keys, rows)
 
     with ThreadPoolExecutor(WRITERS, thread_name_prefix="etl-write") as pool:
         return list(pool.map(write_one, enumerate(slices)))

@@ -37,6 +37,7 @@ from stages.common.config import Settings
 from stages.common.named_lease import LeaseLost, NamedLease
 from stages.etl import metrics, planner
 from stages.etl.committer import SOURCE, Committer, Partition, partitions_of, with_source
+from stages.etl.datafiles import WrittenFile
 from stages.etl.faults import FaultPoint
 from stages.etl.planner import RawObject
 from stages.etl.tables import TABLE_NAMES
@@ -49,12 +50,14 @@ READ_THREADS = 8
 
 @dataclass(frozen=True)
 class CommitInfo:
-    """What one fold committed: the (table, service, dt, hr) partitions it touched."""
+    """What one fold committed: the (table, service, dt, hr) partitions it touched, and the
+    data files it appended with their rows, by kind (so a callback need not read them back)."""
 
     partitions: frozenset[Partition]
     committed_at: datetime
     objects: int
     rows: dict[str, int]
+    files: tuple[tuple[str, WrittenFile], ...] = ()
 
 
 CommitCallback = Callable[[CommitInfo], None]
@@ -329,6 +332,7 @@ class Etl:
             return result
         typed = self._read_and_type(chosen)
         self.faults.reach("before-write")
+        self.committer.take_written()
 
         def after_files() -> None:
             self.faults.reach("after-data-files")
@@ -375,7 +379,11 @@ class Etl:
             self.last_commit_at = committed_at
             metrics.LAST_COMMIT.set(committed_at.timestamp())
             info = CommitInfo(
-                frozenset(result.partitions), committed_at, result.objects, dict(result.rows)
+                frozenset(result.partitions),
+                committed_at,
+                result.objects,
+                dict(result.rows),
+                tuple(self.committer.take_written()),
             )
             for callback in list(self.on_commit):
                 try:

@@ -5,12 +5,18 @@ the checkpoint is stale, missing or damaged; and the data files the fold writes 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import date
+from typing import Any
 
 import prometheus_client
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.etl import features
 from stages.etl.app import build_etl
 from stages.etl.committer import Committer, checkpoint_location
 from stages.etl.tables import TABLE_NAMES, open_catalog
@@ -141,3 +147,41 @@ def test_a_fold_writes_one_file_per_partition_with_the_tables_writer_settings(
         assert column.compression == codec
         # the Iceberg field ids are in the file, as pyiceberg's own writer puts them
         assert meta.schema.to_arrow_schema().field("event_id").metadata[b"PARQUET:field_id"]
+
+
+def test_the_features_step_takes_the_folds_rows_instead_of_reading_its_files(
+    lake_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(lake_settings)
+    raw = RawLake(settings)
+    etl = build_etl(settings)
+    batch = records(150, 41, "2026-11-27T06:05:00Z", spread_seconds=3000)
+    raw.put(batch)
+    reads: list[str] = []
+    original = features._read_file
+
+    def counted(reader: Any, task: Any) -> pa.Table:
+        reads.append(task.file.file_path)
+        return original(reader, task)
+
+    monkeypatch.setattr(features, "_read_file", counted)
+    etl.tick()
+    assert etl.last_error is None
+    assert reads == []  # every curated file of the fold came from the fold itself
+
+    # What the step wrote is what a scan of the curated tables computes (the hour is long past
+    # its watermark, so every bucket is written).
+    catalog = open_catalog(settings, name="checker")
+    written = catalog.load_table(features.FEATURES_TABLE).scan().to_arrow()
+    services = {r["service"] for r in batch}
+    assert set(written.column("service").to_pylist()) == services
+    for service in services:
+        partition = features.Partition(service, date(2026, 11, 27), 6)
+        expected = features.compute_partition(catalog, partition, settings.features_bucket_seconds)
+        got = written.filter(pc.equal(written.column("service"), service))
+        got = got.select(features.ARROW_SCHEMA.names).cast(features.ARROW_SCHEMA)
+        assert got.sort_by(features.SORT_KEYS).equals(
+            expected.select(features.ARROW_SCHEMA.names)
+            .cast(features.ARROW_SCHEMA)
+            .sort_by(features.SORT_KEYS)
+        ), service
