@@ -50,8 +50,9 @@ class WrittenFile:
 
 
 SOURCE = "source_key"
-# Files written at once: each is Arrow's encoding and one PUT, both outside the GIL.
-WRITERS = 4
+# Files written at once: Arrow encodes and uploads outside the GIL. More threads cost more CPU
+# per file on 2 cores (measured: 1-2 threads 3.3 us per record, 4 threads 5.5-8).
+WRITERS = 2
 
 
 def partition_slices(rows: pa.Table) -> list[tuple[tuple[str, date, int], int, int]]:
