@@ -14,6 +14,13 @@ that took over) adds nothing twice.
   of the rows it is about to write, and counted.
 - Each snapshot records the writer's lease token (``etl.fence``). A writer refuses to commit on
   top of a snapshot with a larger token: it was replaced, and its lease is gone.
+- The ``source_key`` sets are learnt on start without scanning every table: the writer keeps the
+  source keys of each data file it appends (``file_keys``) and checkpoints them now and then
+  (``save_held``) to ``s3://<warehouse bucket>/_etl-state/source-keys/<table>.parquet``. A start
+  (``load_held``) lists the table's current data files and takes each file's keys from the
+  checkpoint, or reads them from the file when the checkpoint does not list it. A data file never
+  changes and the list of current files comes from the table, so the result is the scan's
+  whatever the checkpoint's age; a missing or damaged checkpoint means reading every file.
 """
 
 from __future__ import annotations

@@ -3,15 +3,18 @@
 A fold, while this process holds the writer lease:
 
 1. lists the raw zone (``planner``) and picks the objects no table says it holds;
-2. reads and types them (``typing.type_jsonl``), tagging every row with its ``source_key``;
+2. reads them (``reads.RawReader``: obstore) and types them (``typing.type_jsonl``), tagging
+   every row with its ``source_key``;
 3. commits, for each table, one append of all its new rows: one data file per partition per
    fold. Order matters for the restart: first the quarantine table and the rows an object holds
    of another kind than its bucket's, then each data table with its own bucket's objects. An
    object is *complete* once its own bucket's table holds it, since everything else it holds was
-   committed before; on start the service reads the ``source_key`` sets of the tables and folds
-   again every object that is not complete, and the committer adds only the rows of tables that
+   committed before; on start the service learns the ``source_key`` sets of the tables
+   (``Committer.load_held``: a checkpoint plus the files it does not list) and folds again every
+   object that is not complete, and the committer adds only the rows of tables that
    do not hold the object yet;
-4. calls every ``on_commit`` callback with the partitions it touched.
+4. calls every ``on_commit`` callback with the partitions it touched and the files it wrote
+   with their rows (the features step takes them instead of reading the files back).
 
 Maintenance (``compaction``) runs between folds on its own schedule.
 """
