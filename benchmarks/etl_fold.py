@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,32 +43,58 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from benchmarks.common import machine_info
-from benchmarks.etl import HOUR, one_hour
+from benchmarks.etl import HOUR
 from stages.common import aws, resources
 from stages.common.config import Settings
-from stages.common.lake import hour_of, object_key, service_partition
+from stages.common.lake import hour_path, object_key, service_partition
 from stages.common.runtime import tune_garbage_collector
 from stages.etl import committer as committer_module
 from stages.etl import fold as fold_module
 from stages.etl.app import build_etl
 from stages.etl.tables import TABLE_NAMES
+from stages.synthesis.entity_pool import EntityPool
+from stages.synthesis.generator import synthesize
+from stages.synthesis.schemas import MAX_COUNT, SynthesizeRequest
 from tests.support.processes import start_emulator
 
 RERUN = "python -m benchmarks.etl_fold"
+
+
+def hour_of_records(records: int, start: datetime) -> list[dict[str, Any]]:
+    """``records`` generator records over the hour from ``start``, in consecutive slices (as
+    ``benchmarks.etl.one_hour`` makes them)."""
+    pool = EntityPool()
+    requests = -(-records // MAX_COUNT)
+    slice_seconds = 3600 / requests
+    out: list[dict[str, Any]] = []
+    for seed in range(requests):
+        body = {
+            "count": min(MAX_COUNT, records - len(out)),
+            "seed": seed,
+            "timestamp": (start + timedelta(seconds=seed * slice_seconds))
+            .isoformat()
+            .replace("+00:00", "Z"),
+            "spread_seconds": slice_seconds,
+            "anomalous_share": 0.05,
+        }
+        out += synthesize(SynthesizeRequest.model_validate(body), pool).records
+    return out
 
 
 def raw_uploads(
     settings: Settings, records: list[dict[str, Any]], per_object: int, gzip_it: bool
 ) -> list[tuple[str, str, bytes]]:
     """The consumer's objects of the hour: (bucket, key, body), in key order per partition."""
-    lines: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+    lines: dict[tuple[str, str, str], list[bytes]] = defaultdict(list)
     for record in records:
-        lines[(record["kind"], record["service"])].append(orjson.dumps(record))
+        ts = record["timestamp"]
+        hour = hour_path(int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]))
+        lines[(record["kind"], record["service"], hour)].append(orjson.dumps(record))
     uploads: list[tuple[str, str, bytes]] = []
     sequence = 0
-    for (kind, service), partition_lines in sorted(lines.items()):
+    for (kind, service, hour), partition_lines in sorted(lines.items()):
         spec = resources.stream_for_kind(settings, kind)
-        partition = service_partition(service, hour_of(HOUR))
+        partition = service_partition(service, hour)
         for start in range(0, len(partition_lines), per_object):
             chunk = partition_lines[start : start + per_object]
             key = object_key(
@@ -284,6 +311,13 @@ def main(argv: list[str] | None = None) -> None:
         "first fold pays the start (features builder, first loads), the others are the "
         "steady state",
     )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="records of the hour up to now instead of a closed hour long past: the features "
+        "step keeps its partitions between folds as in live mode (with a past hour it loads "
+        "them again at every fold, as for late data)",
+    )
     parser.add_argument("--quick", action="store_true", help="3,000 records")
     args = parser.parse_args(argv)
     if args.quick:
@@ -293,7 +327,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("pyiceberg.io.pyarrow").setLevel(logging.ERROR)
     logging.getLogger("pyiceberg.io").setLevel(logging.WARNING)
 
-    records = one_hour(args.records)
+    start = HOUR
+    if args.live:
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    records = hour_of_records(args.records, start)
     counts = {kind: 0 for kind in ("log", "metric", "apm")}
     for record in records:
         counts[record["kind"]] += 1
@@ -321,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     n = len(records)
     print(f"machine: {machine_info()}")
     print(
-        f"input: {n:,} records in one hour ({HOUR:%Y-%m-%d %H}:00 UTC), {objects:,} "
+        f"input: {n:,} records in one hour (from {start:%Y-%m-%d %H:%M:%S} UTC), {objects:,} "
         f"{'gzip' if args.gzip else 'plain'} objects of up to {args.object_records} records"
     )
     exact = all(landed[kind] == (counts[kind], counts[kind]) for kind in counts)
@@ -354,7 +391,9 @@ def main(argv: list[str] | None = None) -> None:
         print(measured["profile"])
     print(
         f"rerun: {RERUN} --records {args.records} --object-records {args.object_records} "
-        f"--folds {args.folds}" + (" --gzip" if args.gzip else "")
+        f"--folds {args.folds}"
+        + (" --gzip" if args.gzip else "")
+        + (" --live" if args.live else "")
     )
     if not exact:
         raise SystemExit("not every record landed exactly once")
