@@ -209,6 +209,12 @@ class Settings(BaseSettings):
         description="Files under a table's location that no snapshot references are removed "
         "once this old.",
     )
+    etl_source_keys_checkpoint_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds between two checkpoints of the source keys of every data file, "
+        "which a starting ETL reads instead of scanning the tables; 0 = after every fold.",
+    )
     etl_fault_pause_at: str | None = Field(
         default=None,
         pattern=r"^(before-write|after-data-files|after-commit)(:[1-9][0-9]*)?$",

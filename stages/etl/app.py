@@ -35,6 +35,7 @@ from stages.etl.committer import Committer
 from stages.etl.compaction import Maintenance
 from stages.etl.features import COUNTER_NAMES, FeatureBuilder
 from stages.etl.fold import CommitCallback, CommitInfo, Etl
+from stages.etl.reads import RawReader
 from stages.etl.tables import open_catalog
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class FeatureStep:
         # Why the builder could not be made (it is tried again at the next call).
         self.start_error: str | None = None
         self._touched: set[tuple[str, str, Any, int]] = set()
+        self._written: list[tuple[str, str, Any]] = []
         self._handover = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -132,11 +134,16 @@ class FeatureStep:
 
     def after_commit(self, info: CommitInfo) -> None:
         touched = {(p.table, p.service, p.dt, p.hr) for p in info.partitions}
+        # The fold's own rows stand for the files it just wrote: not read back from S3.
+        written = [(kind, f.data_file.file_path, f.rows) for kind, f in info.files]
         if self._thread is None:
-            self._builder().after_commit(touched, info.committed_at)
+            builder = self._builder()
+            builder.prime(written)
+            builder.after_commit(touched, info.committed_at)
             return
         with self._handover:
             self._touched |= touched
+            self._written.extend(written)
         self._wake.set()
 
     def tick(self, now: datetime) -> None:
@@ -166,8 +173,13 @@ class FeatureStep:
                 continue
             with self._handover:
                 touched, self._touched = self._touched, set()
+                written, self._written = self._written, []
             try:
-                self._builder().after_commit(touched, datetime.now(UTC))
+                builder = self._builder()
+                # Primed in this thread: the builder's lock is held for a whole rebuild, which
+                # the fold loop must not wait for.
+                builder.prime(written)
+                builder.after_commit(touched, datetime.now(UTC))
             except Exception:
                 with self._handover:
                     self._touched |= touched
@@ -219,6 +231,7 @@ def build_service(
         on_commit=[features.after_commit, *(on_commit or [])],
         periodic=[features.tick],
         maintenance=Maintenance(settings, committer, s3),
+        reader=RawReader(settings),
     )
     return etl, features
 

@@ -14,17 +14,27 @@ that took over) adds nothing twice.
   of the rows it is about to write, and counted.
 - Each snapshot records the writer's lease token (``etl.fence``). A writer refuses to commit on
   top of a snapshot with a larger token: it was replaced, and its lease is gone.
+- The ``source_key`` sets are learnt on start without scanning every table: the writer keeps the
+  source keys of each data file it appends (``file_keys``) and checkpoints them now and then
+  (``save_held``) to ``s3://<warehouse bucket>/_etl-state/source-keys/<table>.parquet``. A start
+  (``load_held``) lists the table's current data files and takes each file's keys from the
+  checkpoint, or reads them from the file when the checkpoint does not list it. A data file never
+  changes and the list of current files comes from the table, so the result is the scan's
+  whatever the checkpoint's age; a missing or damaged checkpoint means reading every file.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In
@@ -33,7 +43,8 @@ from pyiceberg.types import StringType
 
 from stages.common.named_lease import LeaseLost, NamedLease
 from stages.etl import metrics
-from stages.etl.tables import TABLE_NAMES, ensure_tables, in_write_order
+from stages.etl.datafiles import WrittenFile, write_data_files
+from stages.etl.tables import TABLE_NAMES, ensure_tables
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,11 @@ FENCE_PROPERTY = "etl.fence"
 OWNER_PROPERTY = "etl.owner"
 NO_RETRIES = {"commit.retry.num-retries": "0"}
 MAX_ATTEMPTS = 5
+# Checkpoints of the source keys per data file, under the warehouse bucket; "_" keeps them out
+# of every reader's listing.
+CHECKPOINT_PREFIX = "_etl-state/source-keys"
+# Data files whose source keys are read at once when no checkpoint lists them.
+READERS = 8
 SOURCE = "source_key"
 PARTITION_COLUMNS = ("service", "dt", "hr")
 
@@ -107,6 +123,10 @@ class Committer:
         self.tables: dict[str, Table] = {}
         # kind -> source keys the table holds (every object with rows in it)
         self.held: dict[str, set[str]] = {kind: set() for kind in TABLE_NAMES}
+        # kind -> data file -> the source keys of its rows, where known
+        self.file_keys: dict[str, dict[str, frozenset[str]]] = {k: {} for k in TABLE_NAMES}
+        # (kind, file) of every append since the last take_written()
+        self.written: list[tuple[str, WrittenFile]] = []
 
     def open(self) -> None:
         self.tables = ensure_tables(self.catalog)
@@ -122,10 +142,71 @@ class Committer:
                 self.tables[kind] = self.catalog.load_table(table.name())
 
     def load_held(self) -> None:
-        """Every table's ``source_key`` set, read from the tables (on start and takeover)."""
+        """Every table's ``source_key`` set (on start and takeover): the keys of each current
+        data file from the checkpoint where it lists the file, read from the file where not."""
         for kind in TABLE_NAMES:
             table = self.reload(kind)
-            self.held[kind] = self.source_keys(table)
+            self.file_keys[kind] = self._reconcile(table, self._read_checkpoint(kind, table))
+            self.held[kind] = set().union(*self.file_keys[kind].values())
+
+    def save_held(self) -> None:
+        """Write every table's checkpoint of source keys per data file (see the module's
+        opening lines): files this process did not write (compaction, backfill) are read."""
+        for kind in TABLE_NAMES:
+            table = self.reload(kind)
+            self.file_keys[kind] = self._reconcile(table, self.file_keys[kind])
+            paths, keys = [], []
+            for path, file_keys in self.file_keys[kind].items():
+                paths.extend([path] * len(file_keys))
+                keys.extend(file_keys)
+            rows = pa.table(
+                {
+                    "file_path": pc.dictionary_encode(pa.array(paths, pa.string())),
+                    SOURCE: pa.array(keys, pa.string()),
+                }
+            )
+            with table.io.new_output(checkpoint_location(kind, table)).create(
+                overwrite=True
+            ) as stream:
+                pq.write_table(rows, stream, compression="zstd")
+            metrics.SOURCE_KEY_CHECKPOINTS.inc()
+
+    def _read_checkpoint(self, kind: str, table: Table) -> dict[str, frozenset[str]]:
+        location = checkpoint_location(kind, table)
+        try:
+            with table.io.new_input(location).open() as stream:
+                rows = pq.read_table(stream, read_dictionary=["file_path"])
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:
+            # Only a cost: every file is read instead.
+            log.warning("%s unreadable (%s); reading every data file's source keys", location, exc)
+            return {}
+        known: dict[str, set[str]] = {}
+        paths = rows.column("file_path").to_pylist()
+        for path, key in zip(paths, rows.column(SOURCE).to_pylist(), strict=True):
+            known.setdefault(path, set()).add(key)
+        return {path: frozenset(keys) for path, keys in known.items()}
+
+    def _reconcile(
+        self, table: Table, known: dict[str, frozenset[str]]
+    ) -> dict[str, frozenset[str]]:
+        """The source keys of each current data file of ``table``: from ``known`` when it lists
+        the file (a data file never changes), else read from the file."""
+        if table.current_snapshot() is None:
+            return {}
+        paths = [task.file.file_path for task in table.scan().plan_files()]
+        missing = [path for path in paths if path not in known]
+        metrics.SOURCE_KEY_FILES_READ.inc(len(missing))
+        with ThreadPoolExecutor(READERS, thread_name_prefix="etl-keys") as pool:
+            found = pool.map(lambda path: _file_source_keys(table, path), missing)
+            read = dict(zip(missing, found, strict=True))
+        return {path: known[path] if path in known else read[path] for path in paths}
+
+    def take_written(self) -> list[tuple[str, WrittenFile]]:
+        """The files appended since the last call (the fold hands them to its callbacks)."""
+        written, self.written = self.written, []
+        return written
 
     def reload(self, kind: str) -> Table:
         self.tables[kind] = self.catalog.load_table(self.tables[kind].name())
@@ -191,8 +272,10 @@ class Committer:
                 return fresh
             self.check_writer(table)
             tx = table.transaction()
-            # Sorted as the table's files compress best; pyiceberg writes rows as given.
-            tx.append(in_write_order(kind, fresh), snapshot_properties=self.snapshot_properties())
+            files = write_data_files(table, kind, fresh)
+            with tx.update_snapshot(self.snapshot_properties()).fast_append() as append:
+                for written in files:
+                    append.append_data_file(written.data_file)
             after_files()
             try:
                 tx.commit_transaction()
@@ -203,6 +286,9 @@ class Committer:
             metrics.COMMITS.labels(name, "append").inc()
             self.tables[kind] = table
             self.held[kind] |= keys - already
+            for written in files:
+                self.file_keys[kind][written.data_file.file_path] = written.source_keys
+            self.written.extend((kind, written) for written in files)
             return fresh
         raise CommitFailedException(f"{name}: {MAX_ATTEMPTS} commits refused in a row")
 
@@ -231,6 +317,29 @@ class Committer:
             self.tables[kind] = table
             return
         raise CommitFailedException(f"{name}: {MAX_ATTEMPTS} commits refused in a row")
+
+
+def checkpoint_location(kind: str, table: Table) -> str:
+    """Where the checkpoint of ``kind``'s source keys lives: beside the tables in their
+    warehouse bucket, outside every table's location (orphan removal never sees it)."""
+    bucket = urlparse(table.location()).netloc
+    return f"s3://{bucket}/{CHECKPOINT_PREFIX}/{TABLE_NAMES[kind]}.parquet"
+
+
+def _file_source_keys(table: Table, path: str) -> frozenset[str]:
+    """The distinct ``source_key`` values of one data file (none in a file from before the
+    column existed)."""
+    with table.io.new_input(path).open() as stream:
+        parquet = pq.ParquetFile(stream)
+        if SOURCE not in parquet.schema_arrow.names:
+            return frozenset()
+        column = parquet.read(columns=[SOURCE], use_threads=False).column(0)
+    keys: set[str] = set()
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary.take(pc.unique(chunk.indices.drop_null()))
+        keys.update(k for k in pc.unique(chunk).to_pylist() if k is not None)
+    return frozenset(keys)
 
 
 def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -58,6 +58,7 @@ from stages.etl.tables import (
     TABLE_NAMES,
     partition_spec,
 )
+from stages.etl.tables import schema as curated_schema
 
 log = logging.getLogger(__name__)
 
@@ -400,6 +401,13 @@ def _compact(table: pa.Table) -> pa.Table:
     return table
 
 
+def _as_read(rows: pa.Table, kind: str) -> pa.Table:
+    """``rows`` of ``kind``'s curated table as reading its file for features gives them: the
+    input columns in table order, in pyiceberg's read types."""
+    target = schema_to_pyarrow(curated_schema(kind).select(*INPUT_COLUMNS[kind]))
+    return pa.table([rows.column(f.name).cast(f.type) for f in target], schema=target)
+
+
 def _read_file(reader: ArrowScan, task: FileScanTask) -> pa.Table:
     return _compact(reader.to_table([task]))
 
@@ -613,6 +621,19 @@ class FeatureBuilder:
 
     def tick(self, now: datetime | float) -> BuildReport:
         return self.after_commit((), now)
+
+    def prime(self, files: Iterable[tuple[str, str, pa.Table]]) -> None:
+        """Take (kind, data file path, its rows) of files a commit just added as if read from
+        the table: a rebuild then reads only the files it was not given. The rows are those of
+        the file, in the table's schema; a file of one (service, dt, hr) partition."""
+        with self._lock:
+            for kind, path, rows in files:
+                if kind not in SIGNALS or rows.num_rows == 0:
+                    continue
+                first = rows.slice(0, 1).to_pylist()[0]
+                partition = Partition(first["service"], _as_date(first["dt"]), int(first["hr"]))
+                state = self._states.setdefault(partition, _State())
+                state.files.setdefault(kind, {})[(path, ())] = _compact(_as_read(rows, kind))
 
     def rebuild(self, partition: Partition, now: datetime | float) -> BuildReport:
         """Rebuild one partition now, touched or not (a backfill or a repair)."""

@@ -3,15 +3,18 @@
 A fold, while this process holds the writer lease:
 
 1. lists the raw zone (``planner``) and picks the objects no table says it holds;
-2. reads and types them (``typing.type_jsonl``), tagging every row with its ``source_key``;
+2. reads them (``reads.RawReader``: obstore) and types them (``typing.type_jsonl``), tagging
+   every row with its ``source_key``;
 3. commits, for each table, one append of all its new rows: one data file per partition per
    fold. Order matters for the restart: first the quarantine table and the rows an object holds
    of another kind than its bucket's, then each data table with its own bucket's objects. An
    object is *complete* once its own bucket's table holds it, since everything else it holds was
-   committed before; on start the service reads the ``source_key`` sets of the tables and folds
-   again every object that is not complete, and the committer adds only the rows of tables that
+   committed before; on start the service learns the ``source_key`` sets of the tables
+   (``Committer.load_held``: a checkpoint plus the files it does not list) and folds again every
+   object that is not complete, and the committer adds only the rows of tables that
    do not hold the object yet;
-4. calls every ``on_commit`` callback with the partitions it touched.
+4. calls every ``on_commit`` callback with the partitions it touched and the files it wrote
+   with their rows (the features step takes them instead of reading the files back).
 
 Maintenance (``compaction``) runs between folds on its own schedule.
 """
@@ -37,6 +40,7 @@ from stages.common.config import Settings
 from stages.common.named_lease import LeaseLost, NamedLease
 from stages.etl import metrics, planner
 from stages.etl.committer import SOURCE, Committer, Partition, partitions_of, with_source
+from stages.etl.datafiles import WrittenFile
 from stages.etl.faults import FaultPoint
 from stages.etl.planner import RawObject
 from stages.etl.tables import TABLE_NAMES
@@ -49,12 +53,14 @@ READ_THREADS = 8
 
 @dataclass(frozen=True)
 class CommitInfo:
-    """What one fold committed: the (table, service, dt, hr) partitions it touched."""
+    """What one fold committed: the (table, service, dt, hr) partitions it touched, and the
+    data files it appended with their rows, by kind (so a callback need not read them back)."""
 
     partitions: frozenset[Partition]
     committed_at: datetime
     objects: int
     rows: dict[str, int]
+    files: tuple[tuple[str, WrittenFile], ...] = ()
 
 
 CommitCallback = Callable[[CommitInfo], None]
@@ -165,9 +171,13 @@ class Etl:
         on_commit: list[CommitCallback] | None = None,
         periodic: list[Callable[[datetime], None]] | None = None,
         maintenance: Callable[[datetime], None] | None = None,
+        reader: Any = None,
     ) -> None:
         self.settings = settings
         self.s3 = s3
+        # What GETs the raw objects (``reads.RawReader`` in the service); the boto3 client if
+        # none is given.
+        self.reader = reader if reader is not None else s3
         self.committer = committer
         self.lease = lease
         self.on_commit: list[CommitCallback] = on_commit if on_commit is not None else []
@@ -189,6 +199,8 @@ class Etl:
         # The first pass waits one interval: a service restarted in a loop does not rewrite
         # the same partitions on every start.
         self._last_maintenance = time.monotonic()
+        self._last_keys_saved = -float("inf")
+        self._keys_changed = False
         self.last_fold_ok: float | None = None
         self.last_error: str | None = None
         self.last_commit_at: datetime | None = None
@@ -249,6 +261,26 @@ class Etl:
         ):
             self._last_maintenance = now
             self.maintenance(datetime.now(UTC))
+            self._keys_changed = True  # compaction wrote files no checkpoint lists
+        self.save_source_keys()
+
+    def save_source_keys(self) -> None:
+        """Checkpoint the source keys per data file every ETL_SOURCE_KEYS_CHECKPOINT_SECONDS,
+        if the tables changed. A failure costs only the next start's time: it reads the files
+        the last checkpoint does not list."""
+        now = time.monotonic()
+        if not self._keys_changed or (
+            now - self._last_keys_saved < self.settings.etl_source_keys_checkpoint_seconds
+        ):
+            return
+        try:
+            self.committer.save_held()
+        except Exception as exc:
+            metrics.SOURCE_KEY_CHECKPOINT_ERRORS.inc()
+            log.warning("source keys not checkpointed (retried after the next fold): %s", exc)
+            return
+        self._last_keys_saved = now
+        self._keys_changed = False
 
     def ensure_lease(self) -> bool:
         before = self.lease.fence
@@ -308,6 +340,7 @@ class Etl:
             return result
         typed = self._read_and_type(chosen)
         self.faults.reach("before-write")
+        self.committer.take_written()
 
         def after_files() -> None:
             self.faults.reach("after-data-files")
@@ -350,10 +383,15 @@ class Etl:
         for name, rows in result.rows.items():
             self.totals[f"rows_{name}"] += rows
         if result.partitions:
+            self._keys_changed = True
             self.last_commit_at = committed_at
             metrics.LAST_COMMIT.set(committed_at.timestamp())
             info = CommitInfo(
-                frozenset(result.partitions), committed_at, result.objects, dict(result.rows)
+                frozenset(result.partitions),
+                committed_at,
+                result.objects,
+                dict(result.rows),
+                tuple(self.committer.take_written()),
             )
             for callback in list(self.on_commit):
                 try:
@@ -385,7 +423,7 @@ class Etl:
 
     def _read_and_type(self, chosen: list[RawObject]) -> list[_Typed]:
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="etl-read") as pool:
-            bodies = list(pool.map(lambda o: read_lines(self.s3, o), chosen))
+            bodies = list(pool.map(lambda o: read_lines(self.reader, o), chosen))
         groups: dict[tuple[str, Any], list[int]] = collections.defaultdict(list)
         for i, obj in enumerate(chosen):
             groups[(obj.bucket, obj.partition)].append(i)

@@ -54,3 +54,15 @@ LAG_SECONDS = Gauge(
 )
 LAST_COMMIT = Gauge("etl_last_commit_timestamp_seconds", "Unix time of the last fold's commit")
 LEASE_HELD = Gauge("etl_lease_held", "1 while this process holds the writer lease")
+SOURCE_KEY_CHECKPOINTS = Counter(
+    "etl_source_key_checkpoints_total",
+    "Checkpoints of the tables' source keys per data file written",
+)
+SOURCE_KEY_FILES_READ = Counter(
+    "etl_source_key_files_read_total",
+    "Data files whose source keys were read because no checkpoint listed them",
+)
+SOURCE_KEY_CHECKPOINT_ERRORS = Counter(
+    "etl_source_key_checkpoint_errors_total",
+    "Checkpoints of the source keys not written (retried at the next fold)",
+)

@@ -1,0 +1,90 @@
+"""GETs of raw objects for the fold, through obstore (Rust's ``object_store``).
+
+A fold reads one object per second of every (stream, service) partition, a few dozen records
+each, so the cost of one GET decides the fold's CPU per record. Measured on the emulator
+(docs/performance.md, "One fold of the ETL service"): boto3 spends about 1.5 ms of CPU per GET
+of a 22 KB object, obstore about 0.45 ms, with the same concurrency. Only the reads go through
+obstore; listing and every other call stay on boto3.
+
+``RawReader`` has the one method of a boto3 S3 client that ``stages.common.lake.read_lines``
+uses, ``get_object(Bucket=, Key=)["Body"]`` with ``read``/``close``, so the lake's capped,
+piecewise reading (gzip bombs stop at the limit) is the same code for both clients.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import obstore
+from obstore.auth.boto3 import Boto3CredentialProvider
+from obstore.store import S3Store
+
+from stages.common.aws import _shared_session, is_local_endpoint, needs_path_style, region
+from stages.common.config import Settings
+from stages.common.lake import PIECE_BYTES
+
+
+class _Body:
+    """A streamed object body read in pieces, like botocore's ``StreamingBody``."""
+
+    def __init__(self, chunks: Iterator[Any]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += bytes(chunk)
+        if size < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+    def close(self) -> None:
+        self._buffer = b""
+
+
+class RawReader:
+    """Reads objects of the raw buckets; one obstore client per bucket, made on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stores: dict[str, S3Store] = {}
+        self._lock = threading.Lock()
+
+    def store(self, bucket: str) -> S3Store:
+        with self._lock:
+            if bucket not in self._stores:
+                self._stores[bucket] = self._open(bucket)
+            return self._stores[bucket]
+
+    def _open(self, bucket: str) -> S3Store:
+        endpoint = self.settings.aws_endpoint_url
+        options: dict[str, Any] = {"region": region(self.settings)}
+        credentials: Any = None
+        if endpoint:
+            options["endpoint"] = endpoint
+            options["virtual_hosted_style_request"] = not needs_path_style(endpoint)
+            if is_local_endpoint(endpoint) and _shared_session().get_credentials() is None:
+                # The emulator accepts any key; the same defaults as stages.common.aws.client.
+                options["access_key_id"] = "test"
+                options["secret_access_key"] = "test"
+        if "access_key_id" not in options:
+            # The usual AWS chain (environment, profile, instance role), refreshed as boto3 does.
+            credentials = Boto3CredentialProvider(_shared_session())
+        client_options = {"allow_http": bool(endpoint and endpoint.startswith("http://"))}
+        return S3Store(
+            bucket,
+            client_options=client_options,
+            credential_provider=credentials,
+            **options,
+        )
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        result = obstore.get(self.store(Bucket), Key)
+        return {"Body": _Body(iter(result.stream(min_chunk_size=PIECE_BYTES)))}
