@@ -110,8 +110,8 @@ QUARANTINE_COLUMNS: tuple[tuple[str, object], ...] = (
     *_PARTITION,
 )
 
-# pyiceberg's Parquet writer reads these table properties on every write (appends, overwrites,
-# compaction), so they are set when a table is created. Measured on the synthesis generator's
+# pyiceberg's Parquet writer reads these table properties on every write it makes (appends,
+# overwrites; compaction writes its own files, below), so they are set when a table is created. Measured on the synthesis generator's
 # records (benchmarks/etl.py, docs/performance.md): zstd level 1 made smaller files than levels 2
 # and 3 with less CPU (level 9 and above save bytes only at three times the CPU and more); a
 # dictionary page limit of 16 KiB still holds every low-cardinality column (service, host, level,
