@@ -1,6 +1,7 @@
 """Compaction's own files on a real emulator: one file per closed hour partition in the tables'
 Parquet layout (field ids, per-column encodings, write order), the same rows before and after,
-readable by pyiceberg and by DuckDB (the query command's engine), and left alone once done."""
+readable by pyiceberg and by DuckDB (the query command's engine), and left alone once done; a
+compaction whose commit is refused (the table moved) is redone without losing the new rows."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from datetime import UTC, datetime
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
+from prometheus_client import REGISTRY
 
 from stages.common.config import Settings
+from stages.etl import compaction
 from stages.etl.app import build_etl
 from stages.etl.tables import COMPACTED_PREFIX, WRITE_ORDER, open_catalog
 from stages.query import engine
-from tests.etl.support import RawLake, exactly_once, records
+from tests.etl.support import RawLake, exactly_once, partitions_files, records
 from tests.support.tables import plain
 
 
@@ -94,3 +98,51 @@ def test_compaction_writes_the_tables_parquet_layout_and_keeps_every_row(
     # Done is done: a second pass rewrites nothing.
     assert etl.maintenance.compact("log", datetime.now(UTC)) == 0
     assert logs.refresh().inspect.files().column("file_path").to_pylist() == paths
+
+
+def test_a_compaction_refused_by_a_concurrent_commit_is_redone_without_losing_its_rows(
+    lake_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = lake_settings.model_copy(
+        update={"etl_full_listing_seconds": 0, "etl_allowed_lateness_seconds": 0}
+    )
+    raw = RawLake(settings)
+    etl = build_etl(settings)
+    raw.put(records(200, 22, "2026-11-27T06:05:00Z"))
+    etl.tick()
+    assert etl.last_error is None
+
+    # While compaction writes its first file, another commit (a late object for the same hour,
+    # folded with the same lease) lands on the table: compaction's commit is refused.
+    other = build_etl(settings)
+    other.lease = etl.lease
+    other.committer.lease = etl.lease
+    written = compaction.write_data_file
+    late: list[str] = []
+
+    def write_then_commit_elsewhere(*args: object, **kwargs: object) -> object:
+        if not late:
+            late.extend(raw.put(records(60, 23, "2026-11-27T06:05:00Z")))
+            other.tick()
+            assert other.last_error is None
+        return written(*args, **kwargs)
+
+    monkeypatch.setattr(compaction, "write_data_file", write_then_commit_elsewhere)
+    conflicts = _conflicts()
+    etl.maintenance.compact("log", datetime.now(UTC))
+
+    assert late and _conflicts() == conflicts + 1
+    # Redone from a fresh load: every partition is one compaction file, the late rows included.
+    paths = partitions_files(settings, "logs")
+    assert set(paths.values()) == {1}, paths
+    ok, message = exactly_once(raw, settings)
+    assert ok, message
+
+
+def _conflicts() -> float:
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == "etl_commit_conflicts_total" and sample.labels.get("table") == "logs"
+    )
