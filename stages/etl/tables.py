@@ -111,9 +111,10 @@ QUARANTINE_COLUMNS: tuple[tuple[str, object], ...] = (
 )
 
 # pyiceberg's Parquet writer reads these table properties on every write it makes (appends,
-# overwrites; compaction writes its own files, below), so they are set when a table is created. Measured on the synthesis generator's
-# records (benchmarks/etl.py, docs/performance.md): zstd level 1 made smaller files than levels 2
-# and 3 with less CPU (level 9 and above save bytes only at three times the CPU and more); a
+# overwrites; compaction writes its own files, below), so they are set when a table is created.
+# Measured on the synthesis generator's records (benchmarks/etl.py, docs/performance.md): zstd
+# level 1 made smaller files than levels 2 and 3 with less CPU (level 9 and above save bytes only
+# at three times the CPU and more); a
 # dictionary page limit of 16 KiB still holds every low-cardinality column (service, host, level,
 # log type, metric name, the anomaly score's ~1,000 values) while the unique ids (event, trace,
 # span) stop trying a dictionary after 16 KiB instead of 2 MiB, which saves 3-7 bytes per record.
