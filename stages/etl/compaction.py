@@ -1,9 +1,11 @@
 """Maintenance of the tables, run by the lease holder between folds.
 
-- **Compaction**: a closed hour (its end plus ETL_ALLOWED_LATENESS_SECONDS in the past) whose
-  partition holds more than one data file is rewritten as one file with a partition overwrite of
-  the same rows, sorted by time. A late object for a compacted hour is folded like any other (a
-  second file), and the hour is compacted again by a later pass.
+- **Compaction**: each partition of a closed hour (its end plus ETL_ALLOWED_LATENESS_SECONDS in
+  the past) that is not one compaction file is rewritten as one file of the same rows, in the
+  table's write order and the tables' Parquet layout (``stages.etl.tables.write_data_file``:
+  per-column encodings, dictionaries and zstd levels), by a snapshot that replaces exactly the
+  files it read. A late object for a compacted hour is folded like any other (a second file),
+  and the hour is compacted again by a later pass.
 - **Snapshot expiry**: the newest ETL_SNAPSHOTS_KEEP snapshots and every snapshot younger than
   ETL_SNAPSHOT_MAX_AGE_SECONDS are kept, the others expired. What an object was folded into is
   in the rows (``source_key``), so expiry loses no bookkeeping.
@@ -24,15 +26,16 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-import pyarrow as pa
-from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import And, BooleanExpression, EqualTo
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from stages.common import lake
 from stages.common.config import Settings
 from stages.etl import metrics
-from stages.etl.committer import Committer
-from stages.etl.tables import TABLE_NAMES
+from stages.etl.committer import MAX_ATTEMPTS, Committer
+from stages.etl.tables import COMPACTED_PREFIX, TABLE_NAMES, in_write_order, write_data_file
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +49,22 @@ def hour_closed(dt: date, hr: int, now: datetime, lateness_seconds: float) -> bo
     return end + timedelta(seconds=lateness_seconds) <= now
 
 
-def files_per_partition(table: Table) -> dict[tuple[str, date, int], int]:
+def files_per_partition(table: Table) -> dict[tuple[str, date, int], list[str]]:
+    """The data files (paths) of each (service, dt, hr) partition in the current snapshot."""
     if table.current_snapshot() is None:
         return {}
     files = table.inspect.files()
-    counts: dict[tuple[str, date, int], int] = defaultdict(int)
-    for part in files.column("partition").to_pylist():
-        counts[(part["service"], part["dt"], part["hr"])] += 1
-    return counts
+    paths: dict[tuple[str, date, int], list[str]] = defaultdict(list)
+    for part, path in zip(
+        files.column("partition").to_pylist(), files.column("file_path").to_pylist(), strict=True
+    ):
+        paths[(part["service"], part["dt"], part["hr"])].append(path)
+    return paths
+
+
+def compacted(paths: list[str]) -> bool:
+    """One file, written by compaction (in the tables' Parquet layout)."""
+    return len(paths) == 1 and paths[0].rpartition("/")[2].startswith(COMPACTED_PREFIX)
 
 
 class Maintenance:
@@ -72,33 +83,81 @@ class Maintenance:
                     log.warning("%s of %s failed: %s", step.__name__, TABLE_NAMES[kind], exc)
 
     def compact(self, kind: str, now: datetime) -> int:
-        """Rewrite the closed hour partitions of more than one file as one file each: one
-        overwrite per hour, of every such service partition of that hour."""
+        """Rewrite each closed hour partition that is not one compaction file as one file: one
+        commit per hour, replacing exactly the files it read of every such service partition."""
         table = self.committer.reload(kind)
         lateness = self.settings.etl_allowed_lateness_seconds
         by_hour: dict[tuple[date, int], list[str]] = defaultdict(list)
-        for (service, dt, hr), count in sorted(files_per_partition(table).items()):
-            if count > 1 and hour_closed(dt, hr, now, lateness):
+        for (service, dt, hr), paths in sorted(files_per_partition(table).items()):
+            if not compacted(paths) and hour_closed(dt, hr, now, lateness):
                 by_hour[(dt, hr)].append(service)
         done = 0
         for (dt, hr), services in sorted(by_hour.items()):
-            where = And(
-                And(EqualTo("dt", dt.isoformat()), EqualTo("hr", hr)), In("service", services)
-            )
-            table = self.committer.reload(kind)
-            rows = sorted_rows(table.scan(row_filter=where).to_arrow())
-            self.committer.overwrite(kind, rows, where, "compaction")
-            metrics.COMPACTIONS.labels(TABLE_NAMES[kind]).inc(len(services))
-            log.info(
-                "compacted %s %s hour %02d: %d partitions, %d rows, one file each",
-                TABLE_NAMES[kind],
-                dt,
-                hr,
-                len(services),
-                rows.num_rows,
-            )
+            self.compact_hour(kind, dt, hr, services)
             done += len(services)
         return done
+
+    def compact_hour(self, kind: str, dt: date, hr: int, services: list[str]) -> None:
+        """One file per (service, ``dt``, ``hr``) partition of ``services``, written with the
+        tables' Parquet layout (``stages.etl.tables.write_data_file``), rows in the table's write
+        order; committed as one snapshot that deletes the files read and adds the new ones.
+
+        A refused commit (the table moved since it was loaded) is redone from a fresh load, so a
+        commit never replaces files other than the ones whose rows it wrote; the files of the
+        refused attempt are orphans for orphan removal.
+        """
+        name = TABLE_NAMES[kind]
+        for _ in range(MAX_ATTEMPTS):
+            table = self.committer.reload(kind)
+            replaced: list[DataFile] = []
+            written: list[DataFile] = []
+            rows = 0
+            for service in services:
+                scan = table.scan(row_filter=partition_filter(service, dt, hr))
+                tasks = list(scan.plan_files())
+                if not tasks:
+                    continue
+                data = in_write_order(kind, scan.to_arrow())
+                expected = sum(task.file.record_count for task in tasks)
+                if not any(task.delete_files for task in tasks) and data.num_rows != expected:
+                    raise RuntimeError(
+                        f"{name} {service} {dt} hour {hr}: read {data.num_rows} rows of "
+                        f"{expected}; not compacting"
+                    )
+                written.append(write_data_file(table, data, (service, dt, hr)))
+                replaced.extend(task.file for task in tasks)
+                rows += data.num_rows
+            if not replaced:
+                return
+            self.committer.check_writer(table)
+            tx = table.transaction()
+            properties = self.committer.snapshot_properties(**{"etl.operation": "compaction"})
+            with tx.update_snapshot(snapshot_properties=properties).overwrite() as rewrite:
+                for data_file in replaced:
+                    rewrite.delete_data_file(data_file)
+                for data_file in written:
+                    rewrite.append_data_file(data_file)
+            try:
+                tx.commit_transaction()
+            except CommitFailedException as exc:
+                metrics.COMMIT_CONFLICTS.labels(name).inc()
+                log.warning("%s: compaction refused (%s); redoing it from a fresh load", name, exc)
+                continue
+            metrics.COMMITS.labels(name, "compaction").inc()
+            metrics.COMPACTIONS.labels(name).inc(len(written))
+            self.committer.tables[kind] = table
+            log.info(
+                "compacted %s %s hour %02d: %d partitions, %d files into %d, %d rows",
+                name,
+                dt,
+                hr,
+                len(written),
+                len(replaced),
+                len(written),
+                rows,
+            )
+            return
+        raise CommitFailedException(f"{name}: {MAX_ATTEMPTS} compactions refused in a row")
 
     def expire_snapshots(self, kind: str, now: datetime) -> int:
         table = self.committer.reload(kind)
@@ -165,7 +224,3 @@ def _normal(path: str) -> str:
     parsed = urlparse(path)
     scheme = "s3" if parsed.scheme in {"s3", "s3a", "s3n"} else parsed.scheme
     return f"{scheme}://{parsed.netloc}{parsed.path}"
-
-
-def sorted_rows(rows: pa.Table) -> pa.Table:
-    return rows.sort_by("timestamp") if "timestamp" in rows.column_names else rows

@@ -14,13 +14,24 @@ honours Glue's ``VersionId`` like AWS, see ``stages.emulator.glue``) and AWS Glu
 from __future__ import annotations
 
 import contextlib
+import uuid
 from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyiceberg.catalog.glue import GlueCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
-from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.io.pyarrow import (
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+    schema_to_pyarrow,
+)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.partitioning import PartitionField, PartitionFieldValue, PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
@@ -99,10 +110,11 @@ QUARANTINE_COLUMNS: tuple[tuple[str, object], ...] = (
     *_PARTITION,
 )
 
-# pyiceberg's Parquet writer reads these table properties on every write (appends, overwrites,
-# compaction), so they are set when a table is created. Measured on the synthesis generator's
-# records (benchmarks/etl.py, docs/performance.md): zstd level 1 made smaller files than levels 2
-# and 3 with less CPU (level 9 and above save bytes only at three times the CPU and more); a
+# pyiceberg's Parquet writer reads these table properties on every write it makes (appends,
+# overwrites; compaction writes its own files, below), so they are set when a table is created.
+# Measured on the synthesis generator's records (benchmarks/etl.py, docs/performance.md): zstd
+# level 1 made smaller files than levels 2 and 3 with less CPU (level 9 and above save bytes only
+# at three times the CPU and more); a
 # dictionary page limit of 16 KiB still holds every low-cardinality column (service, host, level,
 # log type, metric name, the anomaly score's ~1,000 values) while the unique ids (event, trace,
 # span) stop trying a dictionary after 16 KiB instead of 2 MiB, which saves 3-7 bytes per record.
@@ -122,6 +134,88 @@ WRITE_ORDER: dict[str, tuple[str, ...]] = {
     "apm": ("service", "dt", "hr", "name", "host", "timestamp"),
     "quarantine": ("service", "dt", "hr", "source_key", "line_number"),
 }
+
+# The Parquet layout of the files the ETL writes itself (compaction of a closed hour; any other
+# writer of a data file uses ``parquet_writer_options`` / ``write_data_file`` too). pyiceberg's
+# own writer takes one codec, level and dictionary limit for all columns; these differ per
+# column. Measured on an hour at 1,000 records/s (benchmarks/etl.py --records 3600000,
+# docs/performance.md): per record, the random ids are most of the bytes and near their entropy.
+#
+# - A dictionary only where a column repeats within a file: the low-cardinality strings and
+#   numbers (the anomaly score, span durations), and ``source_key`` (a few thousand raw objects
+#   an hour, so its dictionary page must hold ~1 MiB of keys: PARQUET_DICTIONARY_PAGE_BYTES).
+#   A dictionary on the ids, ``message``, ``attributes`` or a metric's ``value`` costs bytes.
+# - DELTA_LENGTH_BYTE_ARRAY for the ids: the lengths (all the same) cost nothing and zstd sees
+#   the hex characters alone, 1.9 bytes per id less than PLAIN.
+# - DELTA_BINARY_PACKED for the timestamp, in order within each series of the sort.
+# - Floats stay PLAIN: they carry few decimals, which zstd finds; BYTE_STREAM_SPLIT cost 1-3
+#   bytes per float column.
+# - zstd level 1 for the ids (higher levels made them larger), a higher level for the rest:
+#   compaction is off the fold's path, and level 9 saves bytes on timestamps, values, messages
+#   and attributes for a few times level 1's CPU on those columns.
+PARQUET_DICTIONARY_COLUMNS = frozenset(
+    {
+        "service",
+        "kind",
+        "host",
+        "source",
+        "level",
+        "log_type",
+        "category",
+        "metric_name",
+        "unit",
+        "name",
+        "status",
+        "scenario_id",
+        "anomaly_type",
+        "anomaly_score",
+        "metric_baseline",
+        "duration_ms",
+        "self_time_ms",
+        "http_status_code",
+        "depth",
+        "dt",
+        "hr",
+        "source_key",
+    }
+)
+PARQUET_ID_COLUMNS = frozenset({"event_id", "trace_id", "span_id", "parent_span_id"})
+PARQUET_COLUMN_ENCODING: dict[str, str] = {
+    **dict.fromkeys(sorted(PARQUET_ID_COLUMNS), "DELTA_LENGTH_BYTE_ARRAY"),
+    "timestamp": "DELTA_BINARY_PACKED",
+}
+PARQUET_ID_LEVEL = 1
+PARQUET_LEVEL = 9
+PARQUET_DICTIONARY_PAGE_BYTES = 4 * 1024 * 1024
+PARQUET_DATA_PAGE_BYTES = 1024 * 1024
+# pyiceberg's default (write.parquet.row-group-limit): an hour of a service at 1,000 records/s
+# is one row group.
+PARQUET_ROW_GROUP_ROWS = 1024 * 1024
+
+
+def parquet_writer_options(columns: list[str]) -> dict[str, Any]:
+    """Keyword arguments of ``pyarrow.parquet.ParquetWriter`` for a data file of ``columns``
+    (a data table's or the quarantine table's) in the tables' Parquet layout."""
+    dictionary = [name for name in columns if name in PARQUET_DICTIONARY_COLUMNS]
+    return {
+        "compression": "zstd",
+        "compression_level": {
+            name: PARQUET_ID_LEVEL if name in PARQUET_ID_COLUMNS else PARQUET_LEVEL
+            for name in columns
+        },
+        "use_dictionary": dictionary,
+        "column_encoding": {
+            name: encoding
+            for name, encoding in PARQUET_COLUMN_ENCODING.items()
+            if name in columns and name not in dictionary
+        },
+        "dictionary_pagesize_limit": PARQUET_DICTIONARY_PAGE_BYTES,
+        "data_page_size": PARQUET_DATA_PAGE_BYTES,
+        # pyiceberg's page row limit (write.parquet.page-row-limit), as in its own files.
+        "write_batch_size": 20_000,
+        "store_decimal_as_integer": True,
+    }
+
 
 TABLE_NAMES: dict[str, str] = {
     "log": "logs",
@@ -226,3 +320,64 @@ def ensure_tables(catalog: GlueCatalog) -> dict[str, Table]:
         except TableAlreadyExistsError:
             tables[spec.kind] = catalog.load_table(spec.identifier)
     return tables
+
+
+COMPACTED_PREFIX = "compacted-"
+
+
+def write_data_file(table: Table, rows: pa.Table, partition: tuple[str, date, int]) -> DataFile:
+    """Write ``rows`` (of one (service, dt, hr) partition, in the order given) as one Parquet
+    file of ``table`` in the tables' Parquet layout, and describe it for a commit.
+
+    The file carries the Iceberg field ids in its Parquet schema (readers map columns by id) and
+    the column statistics pyiceberg would write, so the manifests can skip it by timestamp like
+    any file pyiceberg writes. Nothing is committed here: the file is an orphan until a snapshot
+    references it (orphan removal deletes it if none ever does).
+    """
+    table_schema = table.schema()
+    # Each column keeps the Arrow type it has in ``rows`` (a dictionary stays a dictionary):
+    # the file's stored Arrow schema is what a reader gets back, and a scan over this file and
+    # the fold's files can only join them when their types agree.
+    fields = []
+    for field in schema_to_pyarrow(table_schema, include_field_ids=True):
+        typ = rows.schema.field(field.name).type
+        fields.append(pa.field(field.name, typ, nullable=True, metadata=field.metadata))
+    arrow_schema = pa.schema(fields)
+    data = pa.Table.from_arrays([rows.column(f.name) for f in fields], schema=arrow_schema)
+    spec = table.spec()
+    values = dict(zip(("service", "dt", "hr"), partition, strict=True))
+    key = PartitionKey(
+        field_values=[
+            PartitionFieldValue(field, values[table_schema.find_field(field.source_id).name])
+            for field in spec.fields
+        ],
+        partition_spec=spec,
+        schema=table_schema,
+    )
+    path = table.location_provider().new_data_location(
+        f"{COMPACTED_PREFIX}{uuid.uuid4()}.parquet", key
+    )
+    output = table.io.new_output(path)
+    with output.create(overwrite=True) as stream:
+        writer = pq.ParquetWriter(
+            stream, schema=arrow_schema, **parquet_writer_options(arrow_schema.names)
+        )
+        with writer:
+            writer.write_table(data, row_group_size=PARQUET_ROW_GROUP_ROWS)
+    statistics = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=writer.writer.metadata,
+        stats_columns=compute_statistics_plan(table_schema, table.metadata.properties),
+        parquet_column_mapping=parquet_path_to_id_mapping(table_schema),
+    )
+    return DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path=path,
+        file_format=FileFormat.PARQUET,
+        partition=key.partition,
+        file_size_in_bytes=len(output),
+        sort_order_id=None,
+        spec_id=table.metadata.default_spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **statistics.to_serialized_dict(),
+    )

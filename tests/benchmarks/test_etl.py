@@ -32,13 +32,18 @@ def test_the_etl_benchmark_reports_throughput_and_bytes_per_record() -> None:
     committed = re.search(r"\(b\) inflate \+ typing \+ Iceberg append \(3 commits.*" + rate, out)
     assert typing and committed, out
     assert int(typing[1].replace(",", "")) > 0 and int(committed[1].replace(",", "")) > 0
-    # Every table's row: all 3,000 records land, raw JSONL is larger than its gzip, and the
-    # Parquet files hold every record of the hour in one file per partition.
+    compaction = re.search(
+        r"\(d\) compaction of the closed hour \((\d+) partitions rewritten\)", out
+    )
+    assert compaction, out
+    # Every table's row: all 3,000 records land, raw JSONL is larger than its gzip, and after
+    # compaction the Parquet files hold every record of the hour in one file per partition.
     rows = {
         m["table"]: m
         for m in re.finditer(
             r"^(?P<table>logs|metrics|apm)\s+(?P<records>[\d,]+)\s+(?P<raw>[\d.]+)\s+"
-            r"(?P<gzip>[\d.]+)\s+(?P<parquet>[\d.]+)\s+(?P<files>\d+)\s+(?P<kib>[\d.]+)$",
+            r"(?P<gzip>[\d.]+)\s+(?P<appended>[\d.]+)\s+(?P<parquet>[\d.]+)\s+(?P<files>\d+)\s+"
+            r"(?P<kib>[\d.]+)$",
             out,
             re.MULTILINE,
         )
@@ -47,6 +52,8 @@ def test_the_etl_benchmark_reports_throughput_and_bytes_per_record() -> None:
     assert sum(int(m["records"].replace(",", "")) for m in rows.values()) == 3000
     for m in rows.values():
         assert float(m["raw"]) > float(m["gzip"]) > 0
-        assert float(m["parquet"]) > 0 and int(m["files"]) >= 1
+        assert float(m["appended"]) > 0 and float(m["parquet"]) > 0 and int(m["files"]) >= 1
+    # (b) wrote one file per partition; compaction rewrote each as one file.
+    assert sum(int(m["files"]) for m in rows.values()) == int(compaction[1]), out
     assert "rerun: python -m benchmarks.etl --records 3000 --repeat 1 --object-records 40" in out
     assert "--arrow-threads 1" in out
