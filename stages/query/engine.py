@@ -160,6 +160,8 @@ def _open(
             f"SELECT * FROM iceberg_scan({_literal(table.metadata_location)})"
         )
     con.execute(f"SET search_path = {_literal(','.join([*namespaces, 'main']))}")
+    # Each DuckDB thread scanning remote files has one ranged GET in flight at a time.
+    con.execute(f"SET threads = {int(settings.query_threads)}")
     # Timestamps print in UTC, as the lake stores them, whatever the machine's zone.
     con.execute("SET TimeZone = 'UTC'")
     return con

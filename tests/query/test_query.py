@@ -217,6 +217,14 @@ def test_an_extension_that_does_not_load_exits_1_with_a_message(
     assert "Traceback" not in done.stderr
 
 
+def test_duckdb_runs_query_threads_threads(lake) -> None:
+    sql = "SELECT current_setting('threads') AS threads"
+    assert _json(lake, sql) == [{"threads": 8}]
+    done = _query(lake, "--format", "json", sql, QUERY_THREADS="3")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"threads": 3}]
+
+
 def test_partition_filter_prunes_data_files(lake) -> None:
     logs = lake[1].typed.tables["log"]
     partitions = Counter(
