@@ -6,11 +6,12 @@
 
 A private emulator (free port, its own data directory) gets the curated ``telemetry.logs`` table
 written directly, in the layout the ETL's compaction leaves: one Parquet file per (service, hour)
-partition, one commit per hour. Rows are typed records of Stage 00's generator: a sample is
-made and typed once (``stages.etl.typing``), and each partition draws its rows from that
-service's sample rows (so the mix of levels, log types, hosts and messages is the generator's),
-with a fresh random ``event_id`` and a timestamp spread over the hour for every row. Services get
-the share of the total rate they have in the sample.
+partition, rows in compaction's order, one commit per hour. Rows are typed records of Stage 00's
+generator: a sample is made and typed once (``stages.etl.typing``), and each partition draws its
+rows from that service's sample rows (so the mix of levels, log types, hosts and messages is the
+generator's), with a fresh random ``event_id`` and a timestamp spread over the hour for every
+row. Services get the share of the total rate they have in the sample. ``--workers`` processes
+write the hours' files; this process commits them, an hour at a time.
 
 Then ``python -m stages.query --stats "SELECT service, level, count(*) ..."`` runs ``--repeat``
 times as a user runs it: the wall time of the whole command (process start, catalog lookup,
