@@ -6,11 +6,12 @@
 
 A private emulator (free port, its own data directory) gets the curated ``telemetry.logs`` table
 written directly, in the layout the ETL's compaction leaves: one Parquet file per (service, hour)
-partition, one commit per hour. Rows are typed records of Stage 00's generator: a sample is
-made and typed once (``stages.etl.typing``), and each partition draws its rows from that
-service's sample rows (so the mix of levels, log types, hosts and messages is the generator's),
-with a fresh random ``event_id`` and a timestamp spread over the hour for every row. Services get
-the share of the total rate they have in the sample.
+partition, rows in compaction's order, one commit per hour. Rows are typed records of Stage 00's
+generator: a sample is made and typed once (``stages.etl.typing``), and each partition draws its
+rows from that service's sample rows (so the mix of levels, log types, hosts and messages is the
+generator's), with a fresh random ``event_id`` and a timestamp spread over the hour for every
+row. Services get the share of the total rate they have in the sample. ``--workers`` processes
+write the hours' files; this process commits them, an hour at a time.
 
 Then ``python -m stages.query --stats "SELECT service, level, count(*) ..."`` runs ``--repeat``
 times as a user runs it: the wall time of the whole command (process start, catalog lookup,
@@ -22,12 +23,15 @@ HTTP log. The counts it prints are checked against the rows written. The result 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -37,9 +41,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
 
 from benchmarks.common import machine_info, write_result
 from stages.common.config import Settings
+from stages.etl.compaction import sorted_rows
 from stages.etl.tables import ensure_tables, open_catalog
 from stages.etl.typing import ARROW_SCHEMAS, type_jsonl
 from stages.synthesis.entity_pool import EntityPool
@@ -66,11 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="query runs (default 3)")
     parser.add_argument("--sample", type=int, default=20_000, help="generator records sampled")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="writer processes (default: cores)"
+    )
     parser.add_argument("--quick", action="store_true", help="2 hours at 50/s, 2 query runs")
     args = parser.parse_args(argv)
     if args.quick:
         args.hours, args.rate, args.repeat, args.sample = 2, 50, 2, 2_000
-    for name in ("hours", "rate", "repeat", "sample"):
+    for name in ("hours", "rate", "repeat", "sample", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return args
@@ -141,39 +152,85 @@ def partition(
     }
     for name, column in replaced.items():
         picked = picked.set_column(picked.schema.get_field_index(name), name, column)
-    return picked.cast(ARROW_SCHEMAS["log"])
+    # In the order compaction writes a closed hour's rows, so the files are laid out as its are.
+    return sorted_rows(picked.cast(ARROW_SCHEMAS["log"]))
+
+
+@dataclass(frozen=True)
+class HourFiles:
+    hour: int
+    files: list[DataFile]
+    counts: list[tuple[str, str, int]]
+
+
+# One per writer process: the sample, the layout and the table, set by ``_start_writer``.
+_writer: dict[str, Any] = {}
+
+
+def _open_table(endpoint: str) -> Table:
+    catalog = open_catalog(Settings(aws_endpoint_url=endpoint, aws_default_region="us-east-1"))
+    # A busy emulator can stall an upload part for seconds; pyarrow's default gives up after 3.
+    catalog.properties["s3.request-timeout"] = "120"
+    return ensure_tables(catalog)["log"]
+
+
+def _start_writer(endpoint: str, sample: pa.Table, layout: Plan, seed: int) -> None:
+    _writer.update(table=_open_table(endpoint), sample=sample, layout=layout, seed=seed)
+
+
+def hour_files(h: int) -> HourFiles:
+    """Write hour ``h``'s data files, one per service, without committing them.
+
+    Each service's rows are written on their own (pyiceberg splits a table by partition with
+    one filter pass per partition), and the hour's generator is seeded by the hour, so the data
+    does not depend on which process writes it.
+    """
+    table: Table = _writer["table"]
+    layout: Plan = _writer["layout"]
+    rng = np.random.default_rng([_writer["seed"], h])
+    hour = START + timedelta(hours=h)
+    files: list[DataFile] = []
+    counts: list[tuple[str, str, int]] = []
+    for service in layout.services:
+        if not layout.per_hour[service]:
+            continue
+        rows = partition(
+            _writer["sample"], layout.rows_by_service[service], layout.per_hour[service], hour, rng
+        )
+        files += _dataframe_to_data_files(table.metadata, rows, table.io)
+        levels = pc.value_counts(pc.cast(rows["level"], pa.string()))
+        counts += [(service, v["values"], v["counts"]) for v in levels.to_pylist()]
+    return HourFiles(h, files, counts)
 
 
 def write_logs(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Write ``args.hours`` hours of logs: ``args.workers`` processes write the data files of
+    one hour each, and this process commits each hour's files, in hour order, as one append."""
     began = time.perf_counter()
     sample = log_sample(args.sample, args.seed)
     layout = plan(sample, args.rate)
-    rng = np.random.default_rng(args.seed)
-    catalog = open_catalog(settings)
-    # A busy emulator can stall an upload part for seconds; pyarrow's default gives up after 3.
-    catalog.properties["s3.request-timeout"] = "120"
-    table = ensure_tables(catalog)["log"]
+    endpoint = settings.aws_endpoint_url
+    assert endpoint is not None
+    table = _open_table(endpoint)
     written: Counter[tuple[str, str]] = Counter()
-    for h in range(args.hours):
-        hour = START + timedelta(hours=h)
-        parts = [
-            partition(sample, layout.rows_by_service[s], layout.per_hour[s], hour, rng)
-            for s in layout.services
-            if layout.per_hour[s]
-        ]
-        batch = pa.concat_tables(parts)
-        table.append(batch)
-        pairs = batch.group_by(["service", "level"]).aggregate([([], "count_all")])
-        for service, level, n in zip(
-            *(pairs[c].to_pylist() for c in ("service", "level", "count_all")), strict=True
-        ):
-            written[(service, level)] += n
-        done = h + 1
-        rows = done * args.rate * 3600
-        print(
-            f"  hour {done}/{args.hours}: {rows:,} rows, {time.perf_counter() - began:.0f} s",
-            flush=True,
-        )
+    # Spawned, not forked: this process already runs pyarrow's and pyiceberg's threads.
+    with ProcessPoolExecutor(
+        args.workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_writer,
+        initargs=(endpoint, sample, layout, args.seed),
+    ) as pool:
+        for done, hour in enumerate(pool.map(hour_files, range(args.hours)), start=1):
+            with table.transaction() as tx, tx.update_snapshot().fast_append() as append:
+                for data_file in hour.files:
+                    append.append_data_file(data_file)
+            for service, level, n in hour.counts:
+                written[(service, level)] += n
+            rows = done * args.rate * 3600
+            print(
+                f"  hour {done}/{args.hours}: {rows:,} rows, {time.perf_counter() - began:.0f} s",
+                flush=True,
+            )
     summary = table.refresh().current_snapshot().summary  # type: ignore[union-attr]
     props = summary.additional_properties if summary else {}
     return {
@@ -181,6 +238,7 @@ def write_logs(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         "data_files": int(props.get("total-data-files", 0)),
         "table_bytes": int(props.get("total-files-size", 0)),
         "services": len(layout.services),
+        "workers": args.workers,
         "write_seconds": round(time.perf_counter() - began, 1),
         "written": written,
     }

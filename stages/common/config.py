@@ -147,6 +147,15 @@ class Settings(BaseSettings):
         "('<step>[:<n>]', see stages/consumer/faults.py) until it is stopped or killed.",
     )
 
+    # --- Query command (python -m stages.query) ----------------------------------------------
+    query_threads: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="DuckDB threads of the query command: more than the cores, since a scan of "
+        "many files in S3 waits on requests more than it computes.",
+    )
+
     # --- ETL (Stage 02) ---------------------------------------------------------------------
     etl_host: str = "127.0.0.1"
     etl_port: int = Field(default=8020, ge=0, le=65535)

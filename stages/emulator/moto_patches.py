@@ -5,7 +5,8 @@ Each concern has its module, whose docstring lists what it corrects and why:
 - ``kinesis_model``: Kinesis semantics our guarantees depend on (concurrent puts, GetRecords'
   10 MiB page, SplitShard routing, retention) and records kept on disk (``kinesis_log``);
 - ``files``: the append-only unlinked files that hold Kinesis records and S3 bodies;
-- ``s3_bodies``: S3 object bodies in those files, read without a shared position;
+- ``s3_bodies``: S3 object bodies in those files, read without a shared position, and ranged
+  GETs that read only their range;
 - ``s3_keys``: S3 key metadata on disk, and listings that read only what they answer;
 - ``glue``: Glue's ``UpdateTable`` honours ``VersionId``;
 - ``moto_core``: request handling and model tracking that cost CPU and memory on every call.

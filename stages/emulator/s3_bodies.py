@@ -9,14 +9,20 @@
   key's lock, while a GET reads the same body under the lock: the two move one shared position,
   so a GET racing the PUT's own answer could get an empty body under the object's checksum, and
   the ETag could become the MD5 of nothing. Both now read the whole body without the position.
+- moto answered a ranged GET by reading the whole body and slicing the range out of it: a
+  Parquet reader asking for a footer and two column chunks of an 11 MB file made the emulator
+  read and copy 33 MB. A GET's body is now read lazily: a range reads only its bytes from the
+  file (``RangedBody``); a GET without a range still reads the whole body.
 """
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 from typing import Any
 
 from moto.s3 import models as s3_models
+from moto.s3 import responses as s3_responses
 from moto.utilities.utils import md5_hash
 
 from stages.emulator.files import AppendOnlyFile, SegmentedStore
@@ -140,10 +146,53 @@ class ObjectBody:
             return storage.read(offset, size)
         return bytes(memory)
 
+    def snapshot(self) -> RangedBody:
+        """The body as it is now, to be read in ranges later (see ``RangedBody``)."""
+        on_disk, memory = self._contents()
+        return RangedBody(on_disk, memory)
+
     def close(self) -> None:
         self._closed = True
         self._memory = bytearray()
         self._on_disk = None
+
+
+class RangedBody:
+    """A GET answer's body that reads from disk only the bytes sliced out of it.
+
+    moto's range handling takes ``len()`` of the body and one slice ``[begin:end + 1]``; a GET
+    without a usable range is answered with ``whole()``. It holds the body's file (or bytes) as
+    they were when the GET found the key, so an overwrite or delete racing the answer does not
+    change what it reads, and the file stays open until the answer is read.
+    """
+
+    __slots__ = ("_memory", "_on_disk")
+
+    def __init__(self, on_disk: tuple[AppendOnlyFile, int, int] | None, memory: bytearray) -> None:
+        self._on_disk = on_disk
+        self._memory = bytes(memory) if on_disk is None else b""
+
+    def __len__(self) -> int:
+        return self._on_disk[2] if self._on_disk is not None else len(self._memory)
+
+    def __getitem__(self, index: slice) -> bytes:
+        if not isinstance(index, slice):
+            raise TypeError("a body is read in slices")
+        start, stop, step = index.indices(len(self))
+        if step != 1:
+            raise ValueError("a body is read in contiguous slices")
+        if self._on_disk is None:
+            return self._memory[start:stop]
+        storage, offset, _ = self._on_disk
+        return storage.read(offset + start, max(0, stop - start))
+
+    def whole(self) -> bytes:
+        return self[0 : len(self)]
+
+
+# Set while moto's GetObject handler builds its answer: ``FakeKey.value`` then gives a
+# ``RangedBody`` instead of the bytes; ``_key_response`` turns one left whole into bytes.
+_answering_get = threading.local()
 
 
 def keep_object_bodies_in(store: SegmentedStore, threshold: int) -> None:
@@ -160,9 +209,11 @@ _original_value = s3_models.FakeKey.value
 _original_etag = s3_models.FakeKey.etag
 
 
-def _key_value(key: s3_models.FakeKey) -> bytes:
+def _key_value(key: s3_models.FakeKey) -> bytes | RangedBody:
     body = key._value_buffer
     if isinstance(body, ObjectBody):
+        if getattr(_answering_get, "active", False):
+            return body.snapshot()
         return body.whole()
     return _original_value.fget(key)  # type: ignore[attr-defined]
 
@@ -178,7 +229,33 @@ def _key_etag(key: s3_models.FakeKey) -> str:
     return _original_etag.fget(key)  # type: ignore[attr-defined]
 
 
+_original_get_object = s3_responses.S3Response.get_object
+_original_key_response = s3_responses.S3Response.key_response
+
+
+def _get_object(self: s3_responses.S3Response) -> Any:
+    # GetObject's handler reads ``key.value`` once, for its answer's body.
+    _answering_get.active = True
+    try:
+        return _original_get_object(self)
+    finally:
+        _answering_get.active = False
+
+
+def _key_response(
+    self: s3_responses.S3Response, request: Any, full_url: str, headers: dict[str, Any]
+) -> Any:
+    # moto slices a satisfiable range out of the body here; what is left unsliced (no range,
+    # several ranges, a range moto treats as none) is answered whole, as bytes.
+    status, response_headers, body = _original_key_response(self, request, full_url, headers)
+    if isinstance(body, RangedBody):
+        body = body.whole()
+    return status, response_headers, body
+
+
 def install(store: SegmentedStore, threshold: int) -> None:
     keep_object_bodies_in(store, threshold)
+    s3_responses.S3Response.get_object = _get_object  # type: ignore[method-assign]
+    s3_responses.S3Response.key_response = _key_response  # type: ignore[method-assign]
     s3_models.FakeKey.value = property(_key_value, _original_value.fset)  # type: ignore[method-assign]
     s3_models.FakeKey.etag = property(_key_etag)  # type: ignore[method-assign]

@@ -118,25 +118,34 @@ def named_in(sql: str, tables: list[LakeTable]) -> list[LakeTable]:
 
 
 def connect(
-    settings: Settings, tables: list[LakeTable] | None = None, *, log_http: bool = False
+    settings: Settings,
+    tables: list[LakeTable] | None = None,
+    *,
+    log_http: bool = False,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> tuple[duckdb.DuckDBPyConnection, list[LakeTable]]:
     """A DuckDB connection in which every lake table is a view named ``<namespace>.<table>``.
 
     The namespace is also on the search path, so ``logs`` means ``telemetry.logs``. With
     ``log_http``, every S3 request from here on is in DuckDB's HTTP log (``stages.query.stats``).
+    ``con`` is a connection from ``extensions.connect()`` to use (a new one by default).
     """
     if tables is None:
         tables = iceberg_tables(settings)
     try:
-        con = _open(settings, tables, log_http)
+        con = _open(settings, tables, log_http, con or extensions.connect())
     except duckdb.Error as exc:
         # A metadata file that cannot be read, an extension that does not load: not the query.
         raise LakeUnavailable(_message(exc)) from exc
     return con, tables
 
 
-def _open(settings: Settings, tables: list[LakeTable], log_http: bool) -> duckdb.DuckDBPyConnection:
-    con = extensions.connect()
+def _open(
+    settings: Settings,
+    tables: list[LakeTable],
+    log_http: bool,
+    con: duckdb.DuckDBPyConnection,
+) -> duckdb.DuckDBPyConnection:
     if log_http:
         stats.enable(con)
     con.execute(s3_secret_sql(settings))
@@ -151,6 +160,8 @@ def _open(settings: Settings, tables: list[LakeTable], log_http: bool) -> duckdb
             f"SELECT * FROM iceberg_scan({_literal(table.metadata_location)})"
         )
     con.execute(f"SET search_path = {_literal(','.join([*namespaces, 'main']))}")
+    # Each DuckDB thread scanning remote files has one ranged GET in flight at a time.
+    con.execute(f"SET threads = {int(settings.query_threads)}")
     # Timestamps print in UTC, as the lake stores them, whatever the machine's zone.
     con.execute("SET TimeZone = 'UTC'")
     return con

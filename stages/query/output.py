@@ -7,11 +7,12 @@ import datetime as dt
 import decimal
 import io
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from stages.query.engine import Result
+if TYPE_CHECKING:
+    from stages.query.engine import Result
 
 NULL = "NULL"
 # DuckDB type names whose values are right-aligned.

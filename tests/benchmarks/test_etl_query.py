@@ -34,6 +34,8 @@ def test_plan_fills_each_hour_exactly_with_the_generators_service_mix() -> None:
 def test_bad_options_are_refused() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--hours", "0"])
+    with pytest.raises(SystemExit):
+        parse_args(["--workers", "0"])
     quick = parse_args(["--quick"])
     assert (quick.hours, quick.rate, quick.repeat) == (2, 50, 2)
 

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 from pyiceberg.schema import Schema
@@ -192,6 +193,36 @@ def test_unreachable_catalog_exits_1_with_a_message(lake) -> None:
     assert done.returncode == 1
     assert "lake unavailable" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("build", "needle"),
+    [(None, "has no build for DuckDB"), (b"not an extension", "iceberg.duckdb_extension")],
+)
+def test_an_extension_that_does_not_load_exits_1_with_a_message(
+    lake, tmp_path: Path, build: bytes | None, needle: str
+) -> None:
+    """The extensions load while the catalog is read; a failure there is still the lake's."""
+    package = tmp_path / "duckdb_extension_iceberg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    if build is not None:
+        path = package / "extensions" / f"v{duckdb.__version__}" / "iceberg.duckdb_extension"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(build)
+    done = _query(lake, "SELECT count(*) FROM telemetry.logs", PYTHONPATH=str(tmp_path))
+    assert done.returncode == 1
+    assert "lake unavailable" in done.stderr
+    assert needle in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_duckdb_runs_query_threads_threads(lake) -> None:
+    sql = "SELECT current_setting('threads') AS threads"
+    assert _json(lake, sql) == [{"threads": 8}]
+    done = _query(lake, "--format", "json", sql, QUERY_THREADS="3")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"threads": 3}]
 
 
 def test_partition_filter_prunes_data_files(lake) -> None:
