@@ -41,14 +41,12 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from benchmarks.common import machine_info, write_result
 from stages.common.config import Settings
-from stages.etl.compaction import sorted_rows
-from stages.etl.tables import ensure_tables, open_catalog
+from stages.etl.tables import ensure_tables, in_write_order, open_catalog, write_data_file
 from stages.etl.typing import ARROW_SCHEMAS, type_jsonl
 from stages.synthesis.entity_pool import EntityPool
 from stages.synthesis.generator import synthesize
@@ -153,7 +151,10 @@ def partition(
     for name, column in replaced.items():
         picked = picked.set_column(picked.schema.get_field_index(name), name, column)
     # In the order compaction writes a closed hour's rows, so the files are laid out as its are.
-    return sorted_rows(picked.cast(ARROW_SCHEMAS["log"]))
+    rows = picked.cast(ARROW_SCHEMAS["log"])
+    # The raw objects are not made, so no row names one (the query does not read the column).
+    rows = rows.append_column("source_key", pa.nulls(n, pa.string()))
+    return in_write_order("log", rows)
 
 
 @dataclass(frozen=True)
@@ -181,9 +182,9 @@ def _start_writer(endpoint: str, sample: pa.Table, layout: Plan, seed: int) -> N
 def hour_files(h: int) -> HourFiles:
     """Write hour ``h``'s data files, one per service, without committing them.
 
-    Each service's rows are written on their own (pyiceberg splits a table by partition with
-    one filter pass per partition), and the hour's generator is seeded by the hour, so the data
-    does not depend on which process writes it.
+    Each service's rows are written on their own as compaction writes a closed hour (one file
+    per partition, the tables' Parquet layout), and the hour's generator is seeded by the hour,
+    so the data does not depend on which process writes it.
     """
     table: Table = _writer["table"]
     layout: Plan = _writer["layout"]
@@ -197,7 +198,7 @@ def hour_files(h: int) -> HourFiles:
         rows = partition(
             _writer["sample"], layout.rows_by_service[service], layout.per_hour[service], hour, rng
         )
-        files += _dataframe_to_data_files(table.metadata, rows, table.io)
+        files.append(write_data_file(table, rows, (service, hour.date(), hour.hour)))
         levels = pc.value_counts(pc.cast(rows["level"], pa.string()))
         counts += [(service, v["values"], v["counts"]) for v in levels.to_pylist()]
     return HourFiles(h, files, counts)
