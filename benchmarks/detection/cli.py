@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ def run(
     settings: Settings,
     cache: Path | None = None,
     progress: bool = False,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     config = Configuration(settings)
     width = float(settings.features_bucket_seconds)
@@ -52,7 +54,7 @@ def run(
     )
     made = time.perf_counter()
     points = points_of(history, config.series)
-    detection = detect(points, config, width)
+    detection = detect(points, config, width, jobs=jobs)
     detected = time.perf_counter()
     observations = observe(history.windows, points, config.series, layout.test_start.timestamp())
     board = scoreboard(history, detection, observations, datetime.now(UTC))
@@ -160,6 +162,12 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--publish", action="store_true", help=f"also write {SCOREBOARD_KEY} to S3")
     p.add_argument("--out", type=Path, help="result file (default benchmarks/results/...)")
     p.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="services scored at once, each in its own process (default: the CPU count)",
+    )
+    p.add_argument(
         "--cache", type=Path, help="keep the generated history here and reuse it (tuning)"
     )
     return p
@@ -169,7 +177,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks.de
     args = parser(prog).parse_args(argv)
     settings = get_settings()
     layout = QUICK if args.quick else Layout()
-    board = run(args.seed, layout, settings, args.cache, progress=not args.quick)
+    board = run(args.seed, layout, settings, args.cache, not args.quick, max(1, args.jobs))
     print(table(board))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -123,47 +124,73 @@ class _Tracked:
         return self.events
 
 
+def detect_service(
+    service: str, points: list[Point], config: Configuration, width: float, seed: int = 42
+) -> tuple[dict[str, list[Event]], int]:
+    """The events of one service, per detector name (``ENSEMBLE`` for the ensemble), and the
+    points scored."""
+    ensemble = ServiceEnsemble(
+        service,
+        [s.series for s in config.series],
+        engine=config.engine,
+        rules=config.rules,
+        open_after=config.open_after,
+        close_after=config.close_after,
+        seed=seed,
+    )
+    trackers: dict[str, _Tracked] = {}
+    tracked = _Tracked(service, config.open_after, config.close_after, width)
+    scored = 0
+    for point in points:
+        known = {k: v for k, v in point.values.items() if k in ensemble.signals}
+        if not known:
+            continue
+        outcome = ensemble.update(point.timestamp, known)
+        scored += 1
+        anomalous = tuple(s for s, r in outcome.signals.items() if r.decision.anomalous)
+        tracked.feed(point.timestamp, outcome.decision, anomalous)
+        alone: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        for signal, r in outcome.signals.items():
+            for detector, value in r.scores.items():
+                alone[detector].append((signal, value))
+        for detector, pairs in alone.items():
+            if detector not in trackers:
+                trackers[detector] = _Tracked(service, config.open_after, config.close_after, width)
+            voting = tuple(sorted(s for s, v in pairs if v >= 0.5))
+            best = max(v for _, v in pairs)
+            decision = Decision(bool(voting), best, 1.0 if voting else 0.0, (detector,))
+            trackers[detector].feed(point.timestamp, decision, voting)
+    events = {ENSEMBLE: tracked.finish()}
+    for detector, t in trackers.items():
+        events[detector] = t.finish()
+    return events, scored
+
+
+def _detect_one(args: tuple[str, list[Point], Configuration, float, int]) -> Any:
+    return detect_service(*args)
+
+
 def detect(
-    points: Mapping[str, list[Point]], config: Configuration, width: float, seed: int = 42
+    points: Mapping[str, list[Point]],
+    config: Configuration,
+    width: float,
+    seed: int = 42,
+    jobs: int = 1,
 ) -> Detection:
-    names = [s.series for s in config.series]
-    result = Detection(services=tuple(sorted(points)))
-    for service in sorted(points):
-        ensemble = ServiceEnsemble(
-            service,
-            names,
-            engine=config.engine,
-            rules=config.rules,
-            open_after=config.open_after,
-            close_after=config.close_after,
-            seed=seed,
-        )
-        trackers: dict[str, _Tracked] = {}
-        tracked = _Tracked(service, config.open_after, config.close_after, width)
-        for point in points[service]:
-            known = {k: v for k, v in point.values.items() if k in ensemble.signals}
-            if not known:
-                continue
-            outcome = ensemble.update(point.timestamp, known)
-            result.points += 1
-            anomalous = tuple(s for s, r in outcome.signals.items() if r.decision.anomalous)
-            tracked.feed(point.timestamp, outcome.decision, anomalous)
-            alone: dict[str, list[tuple[str, float]]] = defaultdict(list)
-            for signal, r in outcome.signals.items():
-                for detector, value in r.scores.items():
-                    alone[detector].append((signal, value))
-            for detector, scored in alone.items():
-                if detector not in trackers:
-                    trackers[detector] = _Tracked(
-                        service, config.open_after, config.close_after, width
-                    )
-                best = max(v for _, v in scored)
-                voting = tuple(sorted(s for s, v in scored if v >= 0.5))
-                decision = Decision(bool(voting), best, 1.0 if voting else 0.0, (detector,))
-                trackers[detector].feed(point.timestamp, decision, voting)
-        result.events[ENSEMBLE].extend(tracked.finish())
-        for detector, t in trackers.items():
-            result.events[detector].extend(t.finish())
+    """Every service, ``jobs`` at a time in worker processes (each service's ensemble is
+    independent of the others, so the result does not depend on ``jobs``)."""
+    services = sorted(points)
+    work = [(service, points[service], config, width, seed) for service in services]
+    if jobs > 1 and len(services) > 1:
+        with ProcessPoolExecutor(min(jobs, len(services))) as pool:
+            outcomes = list(pool.map(_detect_one, work))
+    else:
+        outcomes = [_detect_one(item) for item in work]
+    result = Detection(services=tuple(services))
+    for events, scored in outcomes:
+        result.points += scored
+        for detector, found in events.items():
+            result.events[detector].extend(found)
     return result
 
 
@@ -240,6 +267,7 @@ def observe(
             continue
         start, end = window.start.timestamp(), window.last_end.timestamp()
         outlying: dict[str, int] = {}
+        valued: set[str] = set()
         for series, services in read.items():
             for service in services:
                 if service not in by_time:
@@ -250,6 +278,8 @@ def observe(
                 count = 0
                 for point in pts[lo:hi]:
                     value = point.values.get(series)
+                    if value is not None:
+                        valued.add(series)
                     hour = int(point.timestamp % 86_400 // HOUR)
                     # Learning shorter than a day (--quick): the whole learning range.
                     bounds = ranges.get((service, series, hour)) or ranges.get(
@@ -263,6 +293,14 @@ def observe(
                     outlying[f"{service}/{series}"] = count
         if max(outlying.values(), default=0) >= MIN_OUTLYING_BUCKETS:
             out[window.id] = Observation(True, "", outlying)
+        elif not valued:
+            names = ", ".join(f"{s} on {', '.join(v)}" for s, v in sorted(read.items()))
+            out[window.id] = Observation(
+                False,
+                f"the series its scope names ({names}) have no value in its window: its "
+                "services do not report those metrics",
+                outlying,
+            )
         else:
             names = ", ".join(f"{s} on {', '.join(v)}" for s, v in sorted(read.items()))
             out[window.id] = Observation(

@@ -305,8 +305,10 @@ class Settings(BaseSettings):
     detection_series: str = Field(
         default=(
             "cpu=metric:cpu.utilization:mean,latency=metric:latency.p95:mean,"
-            "errors=metric:error.rate:mean,network_latency=metric:network.latency:mean,"
-            "apm_p95=apm:*:p95,apm_errors=apm:*:error_rate,log_errors=log:*:error_rate"
+            "errors=metric:error.rate:mean,requests=metric:request.rate:mean,"
+            "memory=metric:memory.utilization:mean,"
+            "db_query=metric:db.query.duration:mean,transactions=metric:transaction.rate:mean,"
+            "fraud=metric:fraud.score:mean,queue=metric:queue.depth:mean"
         ),
         description="Series scored per service, comma-separated "
         "'<series>=<signal>:<name>:<column>' of telemetry.features.",
