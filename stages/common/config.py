@@ -323,7 +323,7 @@ class Settings(BaseSettings):
         description="The decision engine (weights, quorum per signal type) as JSON; empty = "
         "the library's defaults.",
     )
-    detection_open_after: int = Field(default=3, ge=1, le=1000)
+    detection_open_after: int = Field(default=2, ge=1, le=1000)
     detection_close_after: int = Field(default=12, ge=1, le=10_000)
     detection_checkpoint_seconds: float = Field(
         default=60.0,
