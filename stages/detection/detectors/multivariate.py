@@ -11,7 +11,8 @@ squared distance D² = zᵀ C⁻¹ z is chi-square with d degrees of freedom for
 score is ``squash(D, T)`` with T = sqrt(chi2 quantile(``p``, d)) (Wilson-Hilferty), so a point
 at the 99.9th percentile of normal data scores 0.5. It sees what no univariate detector sees:
 signals that are each within their range but no longer move together (latency up while
-throughput is flat).
+throughput is flat). The fit (center, scales, correlation) is refreshed every ``refit_every``
+vectors and kept in the state, so a restart scores as an uninterrupted run would.
 """
 
 from __future__ import annotations
