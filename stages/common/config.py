@@ -326,8 +326,10 @@ class Settings(BaseSettings):
     detection_series: str = Field(
         default=(
             "cpu=metric:cpu.utilization:mean,latency=metric:latency.p95:mean,"
-            "errors=metric:error.rate:mean,network_latency=metric:network.latency:mean,"
-            "apm_p95=apm:*:p95,apm_errors=apm:*:error_rate,log_errors=log:*:error_rate"
+            "errors=metric:error.rate:mean,requests=metric:request.rate:mean,"
+            "memory=metric:memory.utilization:mean,"
+            "db_query=metric:db.query.duration:mean,transactions=metric:transaction.rate:mean,"
+            "fraud=metric:fraud.score:mean,queue=metric:queue.depth:mean"
         ),
         description="Series scored per service, comma-separated "
         "'<series>=<signal>:<name>:<column>' of telemetry.features.",
@@ -342,7 +344,7 @@ class Settings(BaseSettings):
         description="The decision engine (weights, quorum per signal type) as JSON; empty = "
         "the library's defaults.",
     )
-    detection_open_after: int = Field(default=3, ge=1, le=1000)
+    detection_open_after: int = Field(default=2, ge=1, le=1000)
     detection_close_after: int = Field(default=12, ge=1, le=10_000)
     detection_checkpoint_seconds: float = Field(
         default=60.0,

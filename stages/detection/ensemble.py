@@ -95,7 +95,7 @@ class SeriesEnsemble:
         engine: DecisionEngine | None = None,
         rules: Iterable[Rule] = (),
         seed: int = 42,
-        open_after: int = 3,
+        open_after: int = 2,
         close_after: int = 12,
     ) -> None:
         self.series = series
@@ -163,7 +163,7 @@ class ServiceEnsemble:
         engine: DecisionEngine | None = None,
         rules: Iterable[Rule] = (),
         seed: int = 42,
-        open_after: int = 3,
+        open_after: int = 2,
         close_after: int = 12,
     ) -> None:
         if not signals or len(set(signals)) != len(signals):

@@ -79,7 +79,7 @@ class EventChange:
 @dataclass(slots=True)
 class EventTracker:
     series: str
-    open_after: int = 3
+    open_after: int = 2
     close_after: int = 12
     current: AnomalyEvent | None = None
     normal_run: int = 0

@@ -1,0 +1,1 @@
+"""The detection scoreboard (``python -m benchmarks.detection``): see ``cli.py``."""

@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.detection.cli import main
+
+sys.exit(main())
