@@ -7,7 +7,8 @@ columns), cast once, cut into contiguous slices, and the slices are written side
 writes and uploads without the GIL). The files are what pyiceberg writes: the table's own
 Parquet writer properties (``_get_parquet_writer_kwargs`` over the table's properties, which
 ``tables.WRITE_PROPERTIES`` sets), the Iceberg field ids, plain string columns, and pyiceberg's
-column statistics; the caller commits them with a fast append (``Committer.append_new``).
+column statistics (``tables.write_data_file`` writes each, as it writes compaction's); the caller
+commits them with a fast append (``Committer.append_new``).
 """
 
 from __future__ import annotations
@@ -19,21 +20,12 @@ from datetime import date
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from pyiceberg.io.pyarrow import (
-    _get_parquet_writer_kwargs,
-    compute_statistics_plan,
-    data_file_statistics_from_parquet_metadata,
-    parquet_path_to_id_mapping,
-    schema_to_pyarrow,
-)
-from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+from pyiceberg.io.pyarrow import _get_parquet_writer_kwargs, schema_to_pyarrow
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties
-from pyiceberg.table.locations import load_location_provider
 from pyiceberg.utils.properties import property_as_int
 
-from stages.etl.tables import in_write_order
+from stages.etl.tables import in_write_order, write_data_file
 
 PARTITION_COLUMNS = ("service", "dt", "hr")
 
@@ -92,18 +84,16 @@ def write_data_files(table: Table, kind: str, rows: pa.Table) -> list[WrittenFil
     if len(slices) != len({part for part, _, _ in slices}):
         raise ValueError("rows are not sorted by their partition columns")
     properties = metadata.properties
-    writer_kwargs = _get_parquet_writer_kwargs(properties)
     row_group_size = property_as_int(
         properties,
         TableProperties.PARQUET_ROW_GROUP_LIMIT,
         TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT,
     )
-    stats_plan = compute_statistics_plan(schema, properties)
-    column_ids = parquet_path_to_id_mapping(schema)
-    locations = load_location_provider(metadata.location, properties)
-    fields = list(spec.fields)
-    if tuple(schema.find_field(f.source_id).name for f in fields) != PARTITION_COLUMNS:
+    fields = [schema.find_field(f.source_id).name for f in spec.fields]
+    if tuple(fields) != PARTITION_COLUMNS:
         raise ValueError(f"{table.name()}: partition spec is not {PARTITION_COLUMNS}")
+    # The table's own writer properties, as pyiceberg's append would use them.
+    writer_options = {"store_decimal_as_integer": True, **_get_parquet_writer_kwargs(properties)}
     write_id = uuid.uuid4()
 
     def write_one(
@@ -111,41 +101,15 @@ def write_data_files(table: Table, kind: str, rows: pa.Table) -> list[WrittenFil
     ) -> WrittenFile:
         index, (values, offset, length) = item
         rows = plain.slice(offset, length)
-        key = PartitionKey(
-            field_values=[
-                PartitionFieldValue(field, value)
-                for field, value in zip(fields, values, strict=True)
-            ],
-            partition_spec=spec,
-            schema=schema,
-        )
-        path = locations.new_data_location(f"00000-{index}-{write_id}.parquet", key)
-        output = table.io.new_output(path)
-        with output.create(overwrite=True) as stream:
-            writer = pq.ParquetWriter(
-                stream, schema=target, store_decimal_as_integer=True, **writer_kwargs
-            )
-            writer.write_table(rows, row_group_size=row_group_size)
-            writer.close()
-            size = stream.tell()
-        statistics = data_file_statistics_from_parquet_metadata(
-            parquet_metadata=writer.writer.metadata,
-            stats_columns=stats_plan,
-            parquet_column_mapping=column_ids,
+        data_file = write_data_file(
+            table,
+            rows,
+            values,
+            name=f"00000-{index}-{write_id}.parquet",
+            writer_options=writer_options,
+            row_group_size=row_group_size,
         )
         keys = frozenset(k for k in pc.unique(rows.column(SOURCE)).to_pylist() if k is not None)
-        data_file = DataFile.from_args(
-            content=DataFileContent.DATA,
-            file_path=path,
-            file_format=FileFormat.PARQUET,
-            partition=key.partition,
-            file_size_in_bytes=size,
-            sort_order_id=None,
-            spec_id=metadata.default_spec_id,
-            equality_ids=None,
-            key_metadata=None,
-            **statistics.to_serialized_dict(),
-        )
         return WrittenFile(data_file, keys, rows)
 
     with ThreadPoolExecutor(WRITERS, thread_name_prefix="etl-write") as pool:

@@ -325,7 +325,15 @@ def ensure_tables(catalog: GlueCatalog) -> dict[str, Table]:
 COMPACTED_PREFIX = "compacted-"
 
 
-def write_data_file(table: Table, rows: pa.Table, partition: tuple[str, date, int]) -> DataFile:
+def write_data_file(
+    table: Table,
+    rows: pa.Table,
+    partition: tuple[str, date, int],
+    *,
+    name: str | None = None,
+    writer_options: dict[str, Any] | None = None,
+    row_group_size: int = PARQUET_ROW_GROUP_ROWS,
+) -> DataFile:
     """Write ``rows`` (of one (service, dt, hr) partition, in the order given) as one Parquet
     file of ``table`` in the tables' Parquet layout, and describe it for a commit.
 
@@ -333,6 +341,9 @@ def write_data_file(table: Table, rows: pa.Table, partition: tuple[str, date, in
     the column statistics pyiceberg would write, so the manifests can skip it by timestamp like
     any file pyiceberg writes. Nothing is committed here: the file is an orphan until a snapshot
     references it (orphan removal deletes it if none ever does).
+
+    Compaction writes with the defaults (compaction's layout, a ``compacted-`` name); the fold
+    passes the table's own writer properties and its file name (``datafiles.py``).
     """
     table_schema = table.schema()
     # Each column keeps the Arrow type it has in ``rows`` (a dictionary stays a dictionary):
@@ -355,15 +366,18 @@ def write_data_file(table: Table, rows: pa.Table, partition: tuple[str, date, in
         schema=table_schema,
     )
     path = table.location_provider().new_data_location(
-        f"{COMPACTED_PREFIX}{uuid.uuid4()}.parquet", key
+        name or f"{COMPACTED_PREFIX}{uuid.uuid4()}.parquet", key
+    )
+    options = (
+        parquet_writer_options(arrow_schema.names) if writer_options is None else writer_options
     )
     output = table.io.new_output(path)
     with output.create(overwrite=True) as stream:
-        writer = pq.ParquetWriter(
-            stream, schema=arrow_schema, **parquet_writer_options(arrow_schema.names)
-        )
+        writer = pq.ParquetWriter(stream, schema=arrow_schema, **options)
         with writer:
-            writer.write_table(data, row_group_size=PARQUET_ROW_GROUP_ROWS)
+            writer.write_table(data, row_group_size=row_group_size)
+        # The stream's position is the file's size; asking S3 for it would cost a request.
+        size = stream.tell()
     statistics = data_file_statistics_from_parquet_metadata(
         parquet_metadata=writer.writer.metadata,
         stats_columns=compute_statistics_plan(table_schema, table.metadata.properties),
@@ -374,7 +388,7 @@ def write_data_file(table: Table, rows: pa.Table, partition: tuple[str, date, in
         file_path=path,
         file_format=FileFormat.PARQUET,
         partition=key.partition,
-        file_size_in_bytes=len(output),
+        file_size_in_bytes=size,
         sort_order_id=None,
         spec_id=table.metadata.default_spec_id,
         equality_ids=None,
