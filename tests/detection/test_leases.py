@@ -18,17 +18,15 @@ and the last score against an uninterrupted run of the library.
 from __future__ import annotations
 
 import random
-import re
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pyarrow as pa
 import pytest
 
@@ -38,8 +36,9 @@ from stages.common.named_lease import read_all
 from stages.detection.checkpoint import CheckpointStore
 from stages.detection.ensemble import ServiceEnsemble
 from stages.detection.events_table import ANOMALIES_TABLE
-from stages.etl.features import ARROW_SCHEMA, ensure_features_table
+from stages.etl.features import ensure_features_table
 from stages.etl.tables import open_catalog
+from tests.detection.support import drain_alerts, metric_rows, prometheus_value
 from tests.support.processes import Process, base_env, free_port, start_emulator, wait_http_ok
 
 SPIKED = "payment-service"
@@ -72,47 +71,21 @@ def _values(i: int, service: str) -> dict[str, float]:
 
 
 def _rows(first: int, last: int) -> pa.Table:
-    columns: dict[str, list[Any]] = {f.name: [] for f in ARROW_SCHEMA}
+    points = []
     for service in SERVICES:
         for i in range(first, last):
             start = datetime.fromtimestamp(START + i * WIDTH, UTC)
             values = _values(i, service)
-            for name, value in (
-                ("cpu.utilization", values["cpu"]),
-                ("latency.p95", values["latency"]),
-            ):
-                row = {
-                    "service": service,
-                    "signal": "metric",
-                    "name": name,
-                    "bucket_start": start,
-                    "bucket_seconds": WIDTH,
-                    "count": 3,
-                    "error_count": None,
-                    "error_rate": None,
-                    "mean": value,
-                    "min": value,
-                    "max": value,
-                    "p50": value,
-                    "p95": value,
-                    "p99": value,
-                    "dt": date(start.year, start.month, start.day),
-                    "hr": start.hour,
-                }
-                for key, item in row.items():
-                    columns[key].append(item)
-    return pa.table(columns, schema=ARROW_SCHEMA)
+            points += [
+                (service, "cpu.utilization", start, values["cpu"]),
+                (service, "latency.p95", start, values["latency"]),
+            ]
+    return metric_rows(points, WIDTH)
 
 
 def _iso(bucket: int) -> str:
     moment = datetime.fromtimestamp(START + bucket * WIDTH, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, flags=re.M)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
 
 
 @dataclass
@@ -130,7 +103,7 @@ class Detector:
         return self.metrics
 
     def counter(self, name: str) -> float:
-        return _metric(self.metrics, f"detection_{name}_total")
+        return prometheus_value(self.metrics, f"detection_{name}_total")
 
 
 def _spawn(endpoint: str, logs: Path, name: str) -> Detector:
@@ -213,16 +186,6 @@ def _wait_scored(
     raise AssertionError(f"bucket {bucket} not checkpointed: {marks}\n{_logs(detectors)}")
 
 
-def _drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    received = []
-    for _ in range(4):
-        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for item in answer.get("Messages", []):
-            received.append(orjson.loads(item["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=item["ReceiptHandle"])
-    return received
-
-
 @dataclass
 class Scenario:
     settings: Settings
@@ -302,7 +265,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         state.health = {
             d.name: httpx.get(f"{d.url}/health", timeout=10).json() for d in state.survivors
         }
-        state.messages = _drain(sqs, queue_url)
+        state.messages = drain_alerts(sqs, queue_url)
         state.leases_after = read_all(
             aws.client("dynamodb", settings), settings.detection_lease_table
         )
@@ -380,7 +343,7 @@ def test_a_killed_process_s_services_are_taken_over_from_their_checkpoints(
     assert sum(d.counter("points_discarded") for d in scenario.survivors) == 0
     assert sum(d.counter("checkpoint_conflicts") for d in scenario.survivors) == 0
     for detector in scenario.survivors:
-        assert _metric(detector.metrics, "detection_owned_services") == 3
+        assert prometheus_value(detector.metrics, "detection_owned_services") == 3
     # The killed process's two services, each taken over from an expired lease.
     taken_after = sum(d.counter("leases_taken") for d in scenario.survivors)
     assert taken_after >= len(scenario.victim_services)

@@ -10,13 +10,12 @@ an uninterrupted run of the library, the lake table, the filters and the feedbac
 from __future__ import annotations
 
 import random
-import re
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +35,7 @@ from stages.detection.events_table import ANOMALIES_TABLE
 from stages.detection.reader import parse_series, read_columns
 from stages.etl.features import ARROW_SCHEMA, ensure_features_table
 from stages.etl.tables import open_catalog
+from tests.detection.support import drain_alerts, metric_rows, prometheus_value
 from tests.support.processes import Process, base_env, free_port, start_emulator, wait_http_ok
 
 SERVICE = "payment-service"
@@ -59,43 +59,18 @@ def _values(i: int, service: str) -> dict[str, float]:
 
 
 def _rows(first: int, last: int) -> pa.Table:
-    columns: dict[str, list[Any]] = {f.name: [] for f in ARROW_SCHEMA}
+    points = []
     for service in (SERVICE, QUIET):
         for i in range(first, last):
             start = datetime.fromtimestamp(START + i * WIDTH, UTC)
             values = _values(i, service)
-            for name, value in (
-                ("cpu.utilization", values["cpu"]),
-                ("latency.p95", values["latency"]),
-                ("memory.utilization", 99.0),  # not a configured series: never read
-            ):
-                row = {
-                    "service": service,
-                    "signal": "metric",
-                    "name": name,
-                    "bucket_start": start,
-                    "bucket_seconds": WIDTH,
-                    "count": 3,
-                    "error_count": None,
-                    "error_rate": None,
-                    "mean": value,
-                    "min": value,
-                    "max": value,
-                    "p50": value,
-                    "p95": value,
-                    "p99": value,
-                    "dt": date(start.year, start.month, start.day),
-                    "hr": start.hour,
-                }
-                for key, item in row.items():
-                    columns[key].append(item)
-    return pa.table(columns, schema=ARROW_SCHEMA)
-
-
-def _metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, flags=re.M)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
+            points += [
+                (service, "cpu.utilization", start, values["cpu"]),
+                (service, "latency.p95", start, values["latency"]),
+                # not a configured series: never read
+                (service, "memory.utilization", start, 99.0),
+            ]
+    return metric_rows(points, WIDTH)
 
 
 @dataclass
@@ -173,23 +148,8 @@ def _wait_mark(url: str, proc: Process, bucket: int, timeout: float = 120.0) -> 
 
 def _delivered(metrics: str) -> bool:
     """A transition went to all three targets (SQS, the lake, the webhook), none is pending."""
-    sent = _metric(metrics, "detection_alerts_sent_total")
-    return sent >= 3 and _metric(metrics, "detection_alerts_pending") == 0
-
-
-def _drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    received = []
-    for _ in range(5):
-        answer = sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=1,
-            AttributeNames=["MessageGroupId", "MessageDeduplicationId"],
-        )
-        for item in answer.get("Messages", []):
-            received.append({**orjson.loads(item["Body"]), "_attributes": item["Attributes"]})
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=item["ReceiptHandle"])
-    return received
+    sent = prometheus_value(metrics, "detection_alerts_sent_total")
+    return sent >= 3 and prometheus_value(metrics, "detection_alerts_pending") == 0
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +179,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 if _delivered(state.first_metrics):
                     break
                 time.sleep(0.2)
-            state.messages += _drain(sqs, queue_url)
+            state.messages += drain_alerts(sqs, queue_url)
         finally:
             first.kill()  # a crash: no shutdown code runs
 
@@ -233,7 +193,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 if _delivered(state.second_metrics):
                     break
                 time.sleep(0.2)
-            state.messages += _drain(sqs, queue_url)
+            state.messages += drain_alerts(sqs, queue_url)
 
             # Normal buckets change no event: they are checkpointed only by the clean stop.
             table.append(_rows(TOTAL, AFTER))
@@ -256,12 +216,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 state.third_metrics = httpx.get(f"{url}/metrics").text
-                if _metric(state.third_metrics, "detection_alerts_sent_total") >= 1:
+                if prometheus_value(state.third_metrics, "detection_alerts_sent_total") >= 1:
                     break
                 time.sleep(0.2)
             time.sleep(1.0)  # a few rounds more, with nothing new to score
             state.third_metrics = httpx.get(f"{url}/metrics").text
-            state.third_messages = _drain(sqs, queue_url)
+            state.third_messages = drain_alerts(sqs, queue_url)
             state.outbox_left = [e.message["dedup_id"] for e in outbox.pending()]
             yield state
         finally:
@@ -325,14 +285,16 @@ def test_the_webhook_gets_each_transition_as_chat_text(scenario: Scenario) -> No
 
 def test_the_restart_rescoring_nothing_and_resuming_the_model(scenario: Scenario) -> None:
     # The first process scored 170 buckets of each service; the restarted one only the 20 new.
-    assert _metric(scenario.first_metrics, "detection_points_scored_total") == 2 * FIRST_RUN
-    assert _metric(scenario.second_metrics, "detection_points_scored_total") == 2 * (
+    assert (
+        prometheus_value(scenario.first_metrics, "detection_points_scored_total") == 2 * FIRST_RUN
+    )
+    assert prometheus_value(scenario.second_metrics, "detection_points_scored_total") == 2 * (
         TOTAL - FIRST_RUN
     )
-    assert _metric(scenario.first_metrics, "detection_events_opened_total") == 1
-    assert _metric(scenario.second_metrics, "detection_events_opened_total") == 0
-    assert _metric(scenario.second_metrics, "detection_events_closed_total") == 1
-    assert _metric(scenario.second_metrics, "detection_alerts_failed_total") == 0
+    assert prometheus_value(scenario.first_metrics, "detection_events_opened_total") == 1
+    assert prometheus_value(scenario.second_metrics, "detection_events_opened_total") == 0
+    assert prometheus_value(scenario.second_metrics, "detection_events_closed_total") == 1
+    assert prometheus_value(scenario.second_metrics, "detection_alerts_failed_total") == 0
 
     # An uninterrupted run of the library over the same 190 buckets scores the last one the
     # same, to the last bit: the model resumed from the checkpoint instead of relearning.
@@ -468,13 +430,13 @@ def test_a_clean_stop_checkpoints_what_was_scored_since_and_a_restart_scores_not
         generation, mark = scenario.marks_before_stop[service]
         assert mark < _start_of(AFTER - 1)
         assert scenario.marks_after_stop[service] == (generation + 1, _start_of(AFTER - 1))
-    assert _metric(scenario.third_metrics, "detection_points_scored_total") == 0
+    assert prometheus_value(scenario.third_metrics, "detection_points_scored_total") == 0
 
 
 def test_a_start_delivers_checkpointed_alerts_and_drops_the_others(scenario: Scenario) -> None:
     # Only the planted alert whose checkpoint exists: nothing of the real event is sent again.
     assert [m["dedup_id"] for m in scenario.third_messages] == [f"{SERVICE}@1:update"]
-    assert _metric(scenario.third_metrics, "detection_alerts_sent_total") == 1
+    assert prometheus_value(scenario.third_metrics, "detection_alerts_sent_total") == 1
     assert scenario.outbox_left == []
 
 

@@ -4,7 +4,7 @@ orchestrator's shape, and a stand-in orchestrator serving them over real HTTP.""
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -12,7 +12,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 
 from stages.common.service import serve_in_thread
-from stages.etl.features import ARROW_SCHEMA
+from tests.detection.support import metric_rows
 from tests.support.processes import free_port, wait_http_ok
 
 WIDTH = 10
@@ -23,38 +23,18 @@ def feature_rows(
 ) -> pa.Table:
     """Features rows of cpu.utilization and latency.p95 per service and 10 s bucket, plus a
     metric no series reads."""
-    columns: dict[str, list[Any]] = {f.name: [] for f in ARROW_SCHEMA}
+    points = []
     for service in services:
         for i in range(buckets):
             moment = start + timedelta(seconds=i * WIDTH)
             rng = random.Random(f"{service}-{i}")
             cpu = 97.0 if i == spike and service == services[0] else 40.0 + rng.gauss(0, 2.0)
-            for name, value in (
-                ("cpu.utilization", cpu),
-                ("latency.p95", 120.0 + rng.gauss(0, 6.0)),
-                ("memory.utilization", 99.0),
-            ):
-                row = {
-                    "service": service,
-                    "signal": "metric",
-                    "name": name,
-                    "bucket_start": moment,
-                    "bucket_seconds": WIDTH,
-                    "count": 3,
-                    "error_count": None,
-                    "error_rate": None,
-                    "mean": value,
-                    "min": value - 1,
-                    "max": value + 1,
-                    "p50": value,
-                    "p95": value,
-                    "p99": value,
-                    "dt": date(moment.year, moment.month, moment.day),
-                    "hr": moment.hour,
-                }
-                for key, item in row.items():
-                    columns[key].append(item)
-    return pa.table(columns, schema=ARROW_SCHEMA)
+            points += [
+                (service, "cpu.utilization", moment, cpu),
+                (service, "latency.p95", moment, 120.0 + rng.gauss(0, 6.0)),
+                (service, "memory.utilization", moment, 99.0),
+            ]
+    return metric_rows(points, WIDTH, spread=1.0)
 
 
 def window(
