@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 
 import orjson
 import pytest
@@ -25,6 +24,7 @@ from stages.detection.reader import Point
 from stages.etl.features import ensure_features_table
 from stages.etl.tables import open_catalog
 from tests.detection.view_support import WIDTH, FakeOrchestrator, feature_rows, window
+from tests.support.pages import PageAssets
 from tests.support.processes import free_port, start_emulator
 
 SERVICE = "payment-service"
@@ -300,32 +300,12 @@ def test_the_scoreboard_is_the_published_document(lake: Lake, client: TestClient
         s3.delete_object(Bucket="md-models", Key=view.SCOREBOARD_KEY)
 
 
-class _Assets(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.scripts: list[str | None] = []
-        self.stylesheets: list[str] = []
-        self.ids: set[str] = set()
-        self.inline_styles = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attr = dict(attrs)
-        if attr.get("id"):
-            self.ids.add(str(attr["id"]))
-        if "style" in attr or tag == "style":
-            self.inline_styles += 1
-        if tag == "script":
-            self.scripts.append(attr.get("src"))
-        elif tag == "link" and attr.get("rel") == "stylesheet":
-            self.stylesheets.append(str(attr["href"]))
-
-
 def test_the_page_loads_only_its_own_files_under_a_strict_csp(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
-    parsed = _Assets()
+    parsed = PageAssets()
     parsed.feed(page.text)
     assert parsed.scripts and None not in parsed.scripts
     assert parsed.inline_styles == 0

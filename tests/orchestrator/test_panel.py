@@ -7,7 +7,6 @@ import itertools
 import re
 import time
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -19,32 +18,22 @@ from stages.orchestrator.panel import STATIC_DIR
 from stages.orchestrator.rate_history import RateHistory
 from tests.orchestrator.helpers import wait_until
 from tests.orchestrator.stubs import Peers
+from tests.support.pages import PageAssets
 
 
-class PageParser(HTMLParser):
+class PageParser(PageAssets):
     """Collects what the page loads and what it offers."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.ids: set[str] = set()
-        self.scripts: list[str | None] = []
-        self.stylesheets: list[str] = []
         self.anomaly_buttons: list[str] = []
         self.trigger_options: list[str] = []
-        self.inline_styles = 0
         self._in_select: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
         attr = dict(attrs)
-        if attr.get("id"):
-            self.ids.add(str(attr["id"]))
-        if "style" in attr or tag == "style":
-            self.inline_styles += 1
-        if tag == "script":
-            self.scripts.append(attr.get("src"))
-        elif tag == "link" and attr.get("rel") == "stylesheet":
-            self.stylesheets.append(str(attr["href"]))
-        elif tag == "button" and attr.get("data-anomaly"):
+        if tag == "button" and attr.get("data-anomaly"):
             self.anomaly_buttons.append(str(attr["data-anomaly"]))
         elif tag == "select":
             self._in_select = attr.get("id")
