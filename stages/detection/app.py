@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stages.common import aws
 from stages.common.config import Settings, get_settings
@@ -18,6 +18,7 @@ from stages.common.errors import NotFound
 from stages.common.lakehouse import open_catalog
 from stages.common.service import ControlToken, configure_logging, create_service_app, run_service
 from stages.detection import view
+from stages.detection.params import Moment
 from stages.detection.store import EventFilter, EventNotFound
 from stages.detection.worker import DetectionWorker
 
@@ -66,20 +67,6 @@ def _epoch(moment: datetime | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def _iso8601(value: object) -> object:
-    # pydantic also reads a number, or a string of digits, as seconds since the epoch: "-28"
-    # would be a moment in 1969. The API takes ISO 8601 text only.
-    if isinstance(value, str):
-        try:
-            datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError("expected an ISO 8601 date-time, e.g. 2026-12-04T10:00:00Z") from exc
-    return value
-
-
-Moment = Annotated[datetime | None, BeforeValidator(_iso8601)]
 
 
 def _router() -> APIRouter:

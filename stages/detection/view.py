@@ -22,7 +22,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pyiceberg.catalog import Catalog
 from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import NoSuchTableError
@@ -42,6 +42,7 @@ from stages.common.config import Settings
 from stages.common.errors import NotFound, Unavailable, Unprocessable
 from stages.common.lakehouse import FEATURES_TABLE, open_catalog
 from stages.common.service import html_page
+from stages.detection.params import Moment
 from stages.detection.reader import FeatureReader, Point, SeriesSpec, parse_series
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -68,18 +69,6 @@ class ScoreboardNotPublished(NotFound):
     error = "scoreboard_not_found"
 
 
-def _iso8601(value: object) -> object:
-    # pydantic also reads a number, or a string of digits, as seconds since the epoch; the view
-    # takes ISO 8601 text only, as /api/anomalies does.
-    if isinstance(value, str):
-        try:
-            datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError("expected an ISO 8601 date-time, e.g. 2026-12-04T10:00:00Z") from exc
-    return value
-
-
-Moment = Annotated[datetime | None, BeforeValidator(_iso8601)]
 ServiceName = Annotated[str, Query(min_length=1, max_length=200, description="A service name")]
 From = Annotated[Moment, Query(alias="from", description="ISO 8601; default: one hour before `to`")]
 To = Annotated[Moment, Query(alias="to", description="ISO 8601, exclusive; default: now")]
