@@ -4,6 +4,7 @@ the checkpoint is stale, missing or damaged; and the data files the fold writes 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import date
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from stages.common import aws
 from stages.common.config import Settings
 from stages.etl import features
-from stages.etl.app import build_etl
+from stages.etl.app import build_etl, build_service
 from stages.etl.committer import Committer, checkpoint_location
 from stages.etl.tables import TABLE_NAMES, open_catalog
 from tests.etl.support import RawLake, exactly_once, records
@@ -185,3 +186,40 @@ def test_the_features_step_takes_the_folds_rows_instead_of_reading_its_files(
             .cast(features.ARROW_SCHEMA)
             .sort_by(features.SORT_KEYS)
         ), service
+
+
+def test_the_features_thread_takes_the_folds_rows_too(
+    lake_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the service runs it: the rebuilds on the features thread, the fold handing over.
+    settings = _settings(lake_settings)
+    raw = RawLake(settings)
+    etl, step = build_service(settings)
+    batch = records(150, 43, "2026-11-27T06:05:00Z", spread_seconds=3000)
+    raw.put(batch)
+    reads: list[str] = []
+    original = features._read_file
+
+    def counted(reader: Any, task: Any) -> pa.Table:
+        reads.append(task.file.file_path)
+        return original(reader, task)
+
+    monkeypatch.setattr(features, "_read_file", counted)
+    step.start()
+    try:
+        etl.tick()
+        assert etl.last_error is None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = step.status()
+            if status["last_write"] is not None and not status["pending_partitions"]:
+                break
+            time.sleep(0.2)
+    finally:
+        step.stop()
+    assert step.status()["last_error"] is None
+    written = open_catalog(settings, name="checker").load_table(features.FEATURES_TABLE)
+    assert set(written.scan().to_arrow().column("service").to_pylist()) == {
+        r["service"] for r in batch
+    }
+    assert reads == []  # primed on the thread with the fold's rows, not read back
