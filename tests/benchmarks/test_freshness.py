@@ -88,8 +88,11 @@ def test_a_quick_run_sees_every_record_in_the_tables() -> None:
     assert rate["latency"]["p50_s"] == p50
     # Each part of the path is shorter than the whole; Kinesis acknowledges before the
     # consumer can have read a record.
-    assert 0 < rate["to_kinesis_ack"]["p50_s"] <= rate["to_raw_zone"]["p50_s"] < p50
-    assert 0 < rate["raw_zone_to_table"]["p50_s"] < p50
+    assert 0 < rate["to_kinesis_ack"]["p50_s"] <= rate["to_raw_zone"]["p50_s"] + 1.0
+    assert rate["to_raw_zone"]["p50_s"] < p50
+    # The raw object's LastModified has whole seconds, so the ETL's share can read up to 1 s
+    # long and the consumer's up to 1 s short.
+    assert 0 < rate["raw_zone_to_table"]["p50_s"] < p50 + 1.0
     assert set(rate["append_snapshots"]) == {"logs", "metrics", "apm"}
     assert {"emulator", "consumer", "etl"} <= set(rate["cpu_percent_while_sending"])
     assert rate["processes_alive_at_end"] == {"etl": True, "consumer": True}
