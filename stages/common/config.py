@@ -321,7 +321,7 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         le=3600,
-        description="How often detection reads the features buckets newer than its progress.",
+        description="How often detection reads the features buckets added since its last read.",
     )
     detection_series: str = Field(
         default=(
@@ -352,6 +352,14 @@ class Settings(BaseSettings):
         le=86_400,
         description="A service's progress and model state are checkpointed when an event changes, "
         "at a clean stop, and otherwise at most this often (0 = every round).",
+    )
+    detection_replay_max_buckets: int = Field(
+        default=25_920,
+        ge=1,
+        le=1_000_000,
+        description="Buckets arriving behind the newest one scored (history, a backfill, a late "
+        "hour) rebuild a service's models from its buckets in time order; the replay covers at "
+        "most this many buckets up to the newest one (older ones are counted, not learned).",
     )
     detection_lease_table: str = Field(
         default="stage04-detection-leases",

@@ -50,6 +50,11 @@ class AnomalyEvent(BaseModel):
     severity: str
     state: str
     points: int
+    history: bool = Field(
+        default=False,
+        description="found when older buckets arrived after newer ones and the models were "
+        "rebuilt from them in time order; never alerted",
+    )
     feedback: FeedbackRecord | None = None
 
 

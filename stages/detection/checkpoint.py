@@ -1,7 +1,9 @@
 """Progress and model state of one service, checkpointed together in the models bucket.
 
 A checkpoint is one gzipped JSON object: the service, the progress mark (the start of the last
-bucket scored, epoch seconds), the generation and the ensemble's whole state. Each save writes a
+bucket scored, epoch seconds), the rest of the progress (``progress.py``: the features table's
+sequence number read up to, the buckets read, the buckets waiting for a replay), the generation
+and the ensemble's whole state. Each save writes a
 new key ``detection/checkpoints/<service>/<generation>.json.gz`` with ``If-None-Match: *``, so
 two writers of the same generation cannot both win: the second gets :class:`CheckpointConflict`
 and must not deliver what it scored. Loading takes the highest generation; the two newest are
@@ -38,6 +40,7 @@ class Checkpoint:
     mark: float | None  # start of the last bucket scored (epoch seconds)
     state: dict[str, Any]  # ServiceEnsemble.state()
     size_bytes: int = 0  # gzipped
+    progress: dict[str, Any] | None = None  # Progress.to_dict(); None in an older checkpoint
 
 
 def _service_prefix(service: str) -> str:
@@ -82,15 +85,25 @@ class CheckpointStore:
         if saved.get("format") != FORMAT_VERSION or saved.get("service") != service:
             key = _key(service, generation)
             raise ValueError(f"checkpoint {key} is not one this release reads")
-        return Checkpoint(service, generation, saved["mark"], saved["state"], len(body))
+        return Checkpoint(
+            service, generation, saved["mark"], saved["state"], len(body), saved.get("progress")
+        )
 
-    def save(self, service: str, generation: int, mark: float | None, state: dict[str, Any]) -> int:
+    def save(
+        self,
+        service: str,
+        generation: int,
+        mark: float | None,
+        state: dict[str, Any],
+        progress: dict[str, Any] | None = None,
+    ) -> int:
         """Write ``generation`` (the previous one + 1); returns its gzipped size in bytes."""
         document = {
             "format": FORMAT_VERSION,
             "service": service,
             "generation": generation,
             "mark": mark,
+            "progress": progress,
             "state": state,
         }
         # Level 1: the random cut forest's JSON shrinks almost as well as at 6, in a third of

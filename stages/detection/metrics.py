@@ -8,7 +8,7 @@ from stages.common.counters import OutcomeCounters
 
 COUNTER_NAMES = (
     "buckets_read",  # (service, bucket) points read from telemetry.features
-    "points_scored",  # points fed to a service's ensemble (one per service and bucket)
+    "points_scored",  # (service, bucket) points learned: scored live or in a replay, once each
     "events_opened",
     "events_updated",  # severity rose
     "events_closed",
@@ -23,6 +23,9 @@ COUNTER_NAMES = (
     "leases_lost",  # service leases found taken by another process or not renewable in time
     "leases_released",  # service leases handed back: to balance, or at a clean stop
     "points_discarded",  # points scored but not checkpointed because the lease was lost
+    "replays",  # models rebuilt because buckets arrived behind the newest one scored
+    "points_replayed",  # points fed to the rebuilt models (the replays' cost)
+    "history_skipped",  # buckets behind the newest one, older than the replay window: not learned
 )
 
 

@@ -1,10 +1,12 @@
-"""Reading ``telemetry.features`` incrementally: the buckets of each service newer than its
-progress mark, pivoted into one point per bucket with a value per configured series.
+"""Reading ``telemetry.features`` incrementally: per service, the data files added to the table
+since the last read (by their Iceberg sequence number), pivoted into one point per bucket with a
+value per configured series.
 
 The features table only holds buckets whose watermark has passed (``stages/etl/features.py``),
-so a bucket read here is complete; a later rebuild of an older bucket (late records) is not read
-again: a bucket is scored once. Only the columns in :func:`read_columns` are read; the features
-table has no ground-truth column at all, and detection never asks for one.
+so a bucket read here is complete. Which of the buckets read are new to a service, and what to
+do with those older than its newest one, is the worker's business (``progress.py``). Only the
+columns in :func:`read_columns` are read; the features table has no ground-truth column at all,
+and detection never asks for one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, In
+from pyiceberg.expressions import (
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThanOrEqual,
+    In,
+    LessThanOrEqual,
+)
+from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.manifest import DataFile, ManifestContent
+from pyiceberg.table import FileScanTask, Table
 
 from stages.common.lakehouse import FEATURES_TABLE
 
@@ -87,6 +99,16 @@ class Point:
     values: dict[str, float]  # series -> value (series without a finite value are absent)
 
 
+@dataclass(frozen=True, slots=True)
+class Increment:
+    """What one :meth:`FeatureReader.read` found."""
+
+    snapshot_id: int | None  # the snapshot read (None: the table is empty or missing)
+    sequence: int | None  # its sequence number: every data file at or below it has been read
+    points: dict[str, list[Point]]  # per service, the buckets of the files read, in order
+    files: int = 0  # data files read
+
+
 class FeatureReader:
     def __init__(self, catalog: Catalog, specs: tuple[SeriesSpec, ...]) -> None:
         self.catalog = catalog
@@ -115,30 +137,86 @@ class FeatureReader:
         self._discovered = (snapshot.snapshot_id, names)
         return names
 
-    def read(
-        self,
-        marks: Mapping[str, float],
-        since_day: datetime | None,
-        services: Iterable[str] | None = None,
-    ) -> dict[str, list[Point]]:
-        """Per service, the points of the buckets after its mark (all of them for a service with
-        no mark), in bucket order. ``since_day``: partitions before this day are not scanned
-        (the earliest mark's day), None scans every partition. ``services``: only these
-        (None: every service)."""
+    def read(self, since: Mapping[str, int | None]) -> Increment:
+        """The buckets of the data files added for each service of ``since`` after the sequence
+        number it maps to (None: every data file of the service), at the current snapshot.
+
+        Only the manifests added after the lowest of those numbers are opened: a manifest holds
+        no file newer than itself. A file can bring buckets already read (an hour rewritten by
+        the ETL); the caller sorts them out."""
         try:
             table = self.catalog.load_table(FEATURES_TABLE)
         except NoSuchTableError:
-            return {}
-        row_filter: BooleanExpression = And(
+            return Increment(None, None, {})
+        snapshot = table.current_snapshot()
+        if snapshot is None or not since:
+            return Increment(None, None, {})
+        if table.metadata.format_version < 2:
+            # No sequence numbers in a v1 table: every round reads every file.
+            since = dict.fromkeys(since)
+        floor = min(-1 if done is None else done for done in since.values())
+        position = [f.name for f in table.spec().fields].index("service")
+        files: list[DataFile] = []
+        deletes = False
+        for manifest in snapshot.manifests(table.io):
+            if manifest.content == ManifestContent.DELETES:
+                deletes = True
+                continue
+            if manifest.sequence_number is not None and manifest.sequence_number <= floor:
+                continue
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                service = entry.data_file.partition[position]
+                if service not in since:
+                    continue
+                done = since[service]
+                if done is None or (entry.sequence_number or 0) > done:
+                    files.append(entry.data_file)
+        rows = self._read_files(table, snapshot.snapshot_id, files, deletes)
+        return Increment(
+            snapshot.snapshot_id, snapshot.sequence_number, self.pivot(rows, {}), len(files)
+        )
+
+    def _row_filter(self) -> BooleanExpression:
+        return And(
             In("signal", {s.signal for s in self.specs}),
             In("name", {s.name for s in self.specs}),
         )
-        if services is not None:
-            row_filter = And(row_filter, In("service", set(services)))
-        if since_day is not None:
-            row_filter = And(row_filter, GreaterThanOrEqual("dt", since_day.date().isoformat()))
-        scanned = table.scan(row_filter=row_filter or AlwaysTrue(), selected_fields=self.columns)
-        return self.pivot(scanned.to_arrow(), marks)
+
+    def _read_files(
+        self, table: Table, snapshot_id: int, files: list[DataFile], deletes: bool
+    ) -> pa.Table:
+        scan = table.scan(
+            snapshot_id=snapshot_id, row_filter=self._row_filter(), selected_fields=self.columns
+        )
+        if deletes:
+            # Another engine wrote delete files (pyiceberg never does): the scan plan pairs
+            # each data file with those that apply to it.
+            paths = {f.file_path for f in files}
+            tasks = [t for t in scan.plan_files() if t.file.file_path in paths]
+        else:
+            tasks = [FileScanTask(f) for f in files]
+        reader = ArrowScan(
+            scan.table_metadata, scan.io, scan.projection(), scan.row_filter, scan.case_sensitive
+        )
+        return reader.to_table(tasks)
+
+    def read_range(self, snapshot_id: int, service: str, first: float, last: float) -> list[Point]:
+        """The service's buckets starting in [first, last] at ``snapshot_id``, in order."""
+        table = self.catalog.load_table(FEATURES_TABLE)
+        start, end = as_datetime(first), as_datetime(last)
+        row_filter = And(
+            self._row_filter(),
+            EqualTo("service", service),
+            # dt prunes partitions; bucket_start the rows.
+            GreaterThanOrEqual("dt", start.date().isoformat()),
+            LessThanOrEqual("dt", end.date().isoformat()),
+            GreaterThanOrEqual("bucket_start", start.isoformat()),
+            LessThanOrEqual("bucket_start", end.isoformat()),
+        )
+        scan = table.scan(
+            snapshot_id=snapshot_id, row_filter=row_filter, selected_fields=self.columns
+        )
+        return self.pivot(scan.to_arrow(), {}).get(service, [])
 
     def pivot(self, rows: pa.Table, marks: Mapping[str, float]) -> dict[str, list[Point]]:
         if rows.num_rows == 0:

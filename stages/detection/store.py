@@ -46,8 +46,9 @@ def iso(epoch: float | None) -> str | None:
     )
 
 
-def event_document(service: str, event: dict[str, Any]) -> dict[str, Any]:
-    """The public shape of an event (``AnomalyEvent.to_dict()`` plus the service)."""
+def event_document(service: str, event: dict[str, Any], *, history: bool = False) -> dict[str, Any]:
+    """The public shape of an event (``AnomalyEvent.to_dict()`` plus the service). ``history``:
+    found by a replay of buckets that arrived behind the live ones, never alerted."""
     closed = event["state"] == "closed"
     return {
         "id": event["id"],
@@ -62,6 +63,7 @@ def event_document(service: str, event: dict[str, Any]) -> dict[str, Any]:
         "severity": event["severity"],
         "state": event["state"],
         "points": int(event["points"]),
+        "history": history,
         "start_epoch": float(event["start"]),
     }
 

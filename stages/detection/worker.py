@@ -1,13 +1,21 @@
 """The detection loop: features in, scores, events and alerts out, exactly once per bucket.
 
 Every ``DETECTION_INTERVAL_SECONDS``, for each service this process holds the lease of
-(``leases.py``: several processes split the services) with buckets newer than its mark:
+(``leases.py``: several processes split the services), with the buckets of the data files added
+to the features table since its last read that it has not read before (``progress.py``):
 
-1. score every new bucket in bucket order with the service's ensemble (each point with only the
-   points before it) and collect the event transitions;
+1. score every new bucket after its mark in bucket order with the service's ensemble (each point
+   with only the points before it) and collect the event transitions;
+   buckets before the mark (history generated on demand, a backfill, a late hour: the ETL writes
+   older hours after newer ones) wait for a round that brings no more of them, then the
+   service's models are rebuilt by a replay: a fresh ensemble fed the service's buckets of the
+   last ``DETECTION_REPLAY_MAX_BUCKETS`` up to the mark, in time order, takes the place of the
+   detectors; the event tracker stays the live one, so an open event goes on, and the replay
+   alerts nothing (the events it closes wholly inside the new history are recorded, marked
+   ``history``);
 2. write each changed event (``store.py``) and put each transition in the alert outbox
    (``alerts.py``) tagged with the next checkpoint generation;
-3. checkpoint mark and model state together (``checkpoint.py``);
+3. checkpoint progress and model state together (``checkpoint.py``);
 4. deliver the outbox.
 
 A failure in 1-3 discards the service's in-memory ensemble; it is reloaded from its checkpoint at
@@ -32,7 +40,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from stages.common import aws, resources
@@ -52,8 +59,9 @@ from stages.detection.ensemble import ServiceEnsemble
 from stages.detection.events_table import ensure_anomalies_table, rows
 from stages.detection.leases import ServiceLeases
 from stages.detection.metrics import LAG, OPEN_EVENTS, OUTBOX_PENDING, OWNED_SERVICES, counters
+from stages.detection.progress import Coverage, Progress
 from stages.detection.reader import FeatureReader, Point, SeriesSpec, parse_series
-from stages.detection.store import EventStore, event_document, iso
+from stages.detection.store import EventNotFound, EventStore, event_document, iso
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,9 @@ log = logging.getLogger(__name__)
 UNHEALTHY_AFTER_FAILURES = 3
 # How old the in-memory copy of the shared events may be when /api/anomalies answers.
 EVENTS_MAX_AGE_SECONDS = 1.0
+# A replay waits for a round that brings no more history (the ETL folds a backfill over several
+# commits, and each replay costs the whole window), but not longer than this.
+REPLAY_WAIT_SECONDS = 300.0
 
 
 class ServiceLost(Exception):
@@ -137,6 +148,8 @@ class DetectionWorker:
             self.webhook = WebhookTarget(settings.alert_webhook_url)
         self.ensembles: dict[str, ServiceEnsemble] = {}
         self.marks: dict[str, float] = {}
+        self.progress: dict[str, Progress] = {}
+        self.pending_since: dict[str, float] = {}  # monotonic time history began to wait
         self.generations: dict[str, int] = {}
         self.last_points: dict[str, dict[str, Any]] = {}
         self.saved_at: dict[str, float] = {}  # monotonic time of the last checkpoint
@@ -189,6 +202,10 @@ class DetectionWorker:
         self.generations[service] = saved.generation
         if saved.mark is not None:
             self.marks[service] = saved.mark
+        width = self.settings.features_bucket_seconds
+        self.progress[service] = progress = Progress.restore(saved.mark, saved.progress, width)
+        if progress.pending:
+            self.pending_since[service] = time.monotonic()
         log.info(
             "%s: resumed from checkpoint generation %d (mark %s, %d bytes)",
             service,
@@ -236,6 +253,8 @@ class DetectionWorker:
         self._discard_uncommitted(service)
         self.ensembles.pop(service, None)
         self.marks.pop(service, None)
+        self.progress.pop(service, None)
+        self.pending_since.pop(service, None)
         self.generations.pop(service, None)
         self.saved_at.pop(service, None)
         self.dirty.discard(service)
@@ -272,19 +291,17 @@ class DetectionWorker:
         self.leases.add_services(self.reader.discover())
         self._hand_over()
         owned = self._sync_ownership()
-        new = {}
+        increment = None
         if owned:
-            marks = {s: self.marks[s] for s in owned if s in self.marks}
-            # A service with no mark yet needs every partition.
-            since = min(marks.values()) if len(marks) == len(owned) else None
-            since_day = datetime.fromtimestamp(since, UTC) if since is not None else None
-            new = self.reader.read(marks, since_day, services=owned)
-        for service, points in new.items():
-            if service not in self.adopted:
+            since = {s: self.progress[s].sequence if s in self.progress else None for s in owned}
+            increment = self.reader.read(since)
+        for service in owned:
+            if increment is None or increment.snapshot_id is None or service not in self.adopted:
                 continue
+            points = increment.points.get(service, [])
             self.counters.inc("buckets_read", len(points))
             try:
-                self._score(service, points)
+                self._score(service, points, increment.snapshot_id, increment.sequence)
             except ServiceLost as exc:
                 log.warning("%s", exc)
                 self._drop(service)
@@ -304,17 +321,42 @@ class DetectionWorker:
         self._discard_uncommitted(service)
         self.ensembles.pop(service, None)
         self.marks.pop(service, None)
+        self.progress.pop(service, None)
+        self.pending_since.pop(service, None)
         self.generations.pop(service, None)
         self.dirty.discard(service)
         self._load(service)
 
-    def _score(self, service: str, points: list[Point]) -> None:
+    def _score(
+        self, service: str, points: list[Point], snapshot_id: int, sequence: int | None
+    ) -> None:
+        progress = self.progress.setdefault(service, Progress())
+        width = self.settings.features_bucket_seconds
+        mark = self.marks.get(service)
+        fresh = [p for p in points if p.timestamp not in progress.seen]
+        behind = [p for p in fresh if mark is not None and p.timestamp < mark]
+        live = [p for p in fresh if mark is None or p.timestamp > mark]
+        progress.sequence = sequence
+        for point in behind:
+            progress.seen.add(point.timestamp, point.timestamp + width)
+            progress.pending.add(point.timestamp, point.timestamp + width)
+        history: list[dict[str, Any]] = []
+        if behind:
+            self.pending_since.setdefault(service, time.monotonic())
+            self.dirty.add(service)  # what waits for the replay is in the next checkpoint
+        waited = time.monotonic() - self.pending_since.get(service, time.monotonic())
+        replayed = bool(progress.pending) and (not behind or waited >= REPLAY_WAIT_SECONDS)
+        if replayed:
+            history = self._replay(service, progress, snapshot_id)
+        if not live and not replayed:
+            return
         ensemble = self.ensembles.get(service) or self._new_ensemble(service)
         self.ensembles[service] = ensemble
         changes = []
         last: dict[str, Any] | None = None
         scored = 0
-        for point in points:
+        for point in live:
+            progress.seen.add(point.timestamp, point.timestamp + width)
             known = {k: v for k, v in point.values.items() if k in ensemble.signals}
             if not known:
                 continue
@@ -328,19 +370,90 @@ class DetectionWorker:
                 "voters": list(result.decision.voters),
                 "scores": {s: r.decision.score for s, r in result.signals.items()},
             }
-        mark = points[-1].timestamp
         with self._lock:
             if last is not None:
                 self.last_points[service] = last
         self.counters.inc("points_scored", scored)
         self.uncommitted[service] = self.uncommitted.get(service, 0) + scored
-        self.marks[service] = mark
-        if not changes and not self._checkpoint_due(service):
+        if live:
+            self.marks[service] = live[-1].timestamp
+        if not changes and not replayed and not self._checkpoint_due(service):
             # Scored in memory only: a crash before the next checkpoint scores these buckets
             # again from the last one (no transition happened in them, so none is lost).
             self.dirty.add(service)
             return
-        self._commit(service, changes)
+        # A replay is checkpointed at once: it is the costliest work to do again.
+        self._commit(service, changes, history)
+
+    def _replay(self, service: str, progress: Progress, snapshot_id: int) -> list[dict[str, Any]]:
+        """Rebuild the service's detectors from its buckets up to the mark, in time order, so
+        that the history waiting in ``progress.pending`` is learned as if it had come first.
+
+        The event tracker stays the live one (an open event goes on and is not alerted again).
+        Returns the documents of the events the replay closed whose buckets are all new history:
+        recorded, never alerted."""
+        width = self.settings.features_bucket_seconds
+        mark = self.marks[service]
+        window = self.settings.detection_replay_max_buckets
+        began = time.monotonic()
+        points = self.reader.read_range(snapshot_id, service, mark - (window - 1) * width, mark)
+        current = self.ensembles.get(service) or self._new_ensemble(service)
+        rebuilt = ServiceEnsemble(
+            service,
+            current.signals,
+            current.signal_types,
+            engine=self.config.engine,
+            rules=self.config.rules,
+            open_after=current.tracker.open_after,
+            close_after=current.tracker.close_after,
+        )
+        closed = []
+        fed = 0
+        for point in points:
+            known = {k: v for k, v in point.values.items() if k in rebuilt.signals}
+            if not known:
+                continue
+            result = rebuilt.update(point.timestamp, known)
+            fed += 1
+            closed += [c.event for c in result.changes if c.action == "close"]
+        learned = sum(1 for p in points if p.timestamp in progress.pending)
+        skipped = max(0, progress.pending.buckets(width) - learned)
+        history = []
+        for event in closed:
+            span = [p.timestamp for p in points if event.start <= p.timestamp <= event.end]
+            if all(t in progress.pending for t in span) and not self._known_event(event.event_id):
+                history.append(event_document(service, event.to_dict(), history=True))
+        rebuilt.tracker = current.tracker
+        self.ensembles[service] = rebuilt
+        for point in points:
+            progress.seen.add(point.timestamp, point.timestamp + width)
+        progress.pending = Coverage()
+        self.pending_since.pop(service, None)
+        self.counters.inc("replays")
+        self.counters.inc("points_replayed", fed)
+        self.counters.inc("points_scored", learned)
+        self.counters.inc("history_skipped", skipped)
+        self.uncommitted[service] = self.uncommitted.get(service, 0) + learned
+        elapsed = time.monotonic() - began
+        log.info(
+            "%s: replayed %d buckets up to %s in %.1f s (%d new, %d older than the window "
+            "not learned, %d history events)",
+            service,
+            fed,
+            iso(mark),
+            elapsed,
+            learned,
+            skipped,
+            len(history),
+        )
+        return history
+
+    def _known_event(self, event_id: str) -> bool:
+        try:
+            self.events.get(event_id)
+        except EventNotFound:
+            return False
+        return True
 
     def _checkpoint_due(self, service: str) -> bool:
         if service not in self.generations:
@@ -349,13 +462,20 @@ class DetectionWorker:
         every = self.settings.detection_checkpoint_seconds
         return saved is None or time.monotonic() - saved >= every
 
-    def _commit(self, service: str, changes: list[Any]) -> None:
-        """Events and outbox entries, then the checkpoint that makes them count."""
-        ensemble = self.ensembles[service]
-        mark = self.marks[service]
+    def _commit(
+        self, service: str, changes: list[Any], history: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Events and outbox entries, then the checkpoint that makes them count. ``history``:
+        events found by a replay, recorded without an alert."""
+        ensemble = self.ensembles.get(service) or self._new_ensemble(service)
+        self.ensembles[service] = ensemble
+        mark = self.marks.get(service)
+        progress = self.progress.setdefault(service, Progress())
         generation = self.generations.get(service, 0) + 1
         documents = []
         self._check_held(service)
+        for document in history or ():
+            self.events.put(document)
         for change in changes:
             document = event_document(service, change.event.to_dict())
             documents.append((change.action, document))
@@ -363,7 +483,7 @@ class DetectionWorker:
             for target in self.dispatcher.targets if self.dispatcher else ():
                 self.outbox.put(target, service, generation, message(change.action, document))
         self._check_held(service)
-        self.checkpoints.save(service, generation, mark, ensemble.state())
+        self.checkpoints.save(service, generation, mark, ensemble.state(), progress.to_dict())
         self.generations[service] = generation
         self.saved_at[service] = time.monotonic()
         self.dirty.discard(service)
@@ -481,6 +601,8 @@ class DetectionWorker:
             last = dict(self.last_points)
         # Copies: the detection thread changes these while a request reads them.
         marks, generations = dict(self.marks), dict(self.generations)
+        width = self.settings.features_bucket_seconds
+        waiting = {s: p.pending.buckets(width) for s, p in list(self.progress.items())}
         return {
             "started": self.started,
             "worker_id": self.worker_id,
@@ -506,6 +628,7 @@ class DetectionWorker:
                 service: {
                     "mark": iso(marks.get(service)),
                     "generation": generations.get(service, 0),
+                    "history_waiting": waiting.get(service, 0),
                     "last_point": last.get(service),
                 }
                 for service in sorted(set(marks) | set(last))
