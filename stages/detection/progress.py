@@ -27,49 +27,54 @@ from typing import Any
 
 
 class Coverage:
-    """A set of time instants stored as sorted, disjoint, non-adjacent ranges ``[start, end)``."""
+    """A set of time instants stored as sorted, disjoint, non-adjacent ranges ``[start, end)``.
+
+    Live buckets come in order and extend the last range; each gap in the data is one range
+    more."""
 
     def __init__(self, ranges: Iterable[Iterable[float]] = ()) -> None:
-        self._ranges: list[tuple[float, float]] = []
+        self._starts: list[float] = []
+        self._ends: list[float] = []
         for start, end in ranges:
             self.add(float(start), float(end))
 
     def add(self, start: float, end: float) -> None:
         if end <= start:
             return
-        ranges = self._ranges
-        # The first range that ends at or after ``start`` (it touches or follows the new one).
-        i = bisect.bisect_left([r[1] for r in ranges], start)
-        j = i
-        while j < len(ranges) and ranges[j][0] <= end:
-            start = min(start, ranges[j][0])
-            end = max(end, ranges[j][1])
-            j += 1
-        ranges[i:j] = [(start, end)]
+        starts, ends = self._starts, self._ends
+        if not ends or start > ends[-1]:  # the common case: after everything
+            starts.append(start)
+            ends.append(end)
+            return
+        # The ranges from the first that ends at or after ``start`` to the last that begins at
+        # or before ``end`` touch the new one: they merge into it.
+        i = bisect.bisect_left(ends, start)
+        j = bisect.bisect_right(starts, end)
+        if i < j:
+            start = min(start, starts[i])
+            end = max(end, ends[j - 1])
+        starts[i:j] = [start]
+        ends[i:j] = [end]
 
     def __contains__(self, instant: float) -> bool:
-        i = bisect.bisect_right([r[0] for r in self._ranges], instant) - 1
-        return i >= 0 and instant < self._ranges[i][1]
+        i = bisect.bisect_right(self._starts, instant) - 1
+        return i >= 0 and instant < self._ends[i]
 
     def __bool__(self) -> bool:
-        return bool(self._ranges)
+        return bool(self._starts)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Coverage) and self._ranges == other._ranges
+        return isinstance(other, Coverage) and self.to_list() == other.to_list()
 
     def __repr__(self) -> str:
-        return f"Coverage({self._ranges!r})"
-
-    @property
-    def first(self) -> float | None:
-        return self._ranges[0][0] if self._ranges else None
+        return f"Coverage({self.to_list()!r})"
 
     def buckets(self, width: float) -> int:
         """How many buckets of ``width`` seconds the ranges hold (ranges are whole buckets)."""
-        return sum(round((end - start) / width) for start, end in self._ranges)
+        return sum(round((e - s) / width) for s, e in zip(self._starts, self._ends, strict=True))
 
     def to_list(self) -> list[list[float]]:
-        return [[start, end] for start, end in self._ranges]
+        return [[s, e] for s, e in zip(self._starts, self._ends, strict=True)]
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pyarrow as pa
 from pyiceberg.expressions import EqualTo
@@ -21,6 +22,7 @@ from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.detection.checkpoint import CheckpointStore
 from stages.detection.ensemble import ServiceEnsemble
+from stages.detection.progress import Coverage, Progress
 from stages.detection.store import EventFilter
 from stages.detection.worker import DetectionWorker
 from stages.etl.features import ensure_features_table
@@ -222,3 +224,30 @@ def test_history_older_than_the_window_is_counted_and_waits_across_a_restart(
     assert _count(second, "history_skipped") == 90  # 0..89: counted, not learned
     # The window is replayed from a fresh model.
     assert _models(second.ensembles[SERVICE]) == _models(_library(150, first=90))
+
+
+def test_coverage_holds_exactly_the_buckets_added() -> None:
+    """Against a plain set of bucket numbers, on random adds (overlapping, adjacent, apart)."""
+    for trial in range(200):
+        rng = random.Random(trial)
+        coverage, truth = Coverage(), set()
+        for _ in range(rng.randint(0, 60)):
+            first, count = rng.randint(0, 40), rng.randint(1, 4)
+            coverage.add(first * 10.0, (first + count) * 10.0)
+            truth.update(range(first, first + count))
+        assert {b for b in range(-2, 50) if b * 10.0 in coverage} == truth
+        assert coverage.buckets(10) == len(truth)
+        ranges = coverage.to_list()
+        assert all(a[1] < b[0] for a, b in pairwise(ranges)), ranges
+        assert Coverage(ranges) == coverage
+
+
+def test_a_checkpoint_without_progress_has_read_every_bucket_up_to_its_mark() -> None:
+    progress = Progress.restore(1000.0, None, 10)
+    assert 1000.0 in progress.seen and 0.0 in progress.seen and 1010.0 not in progress.seen
+    assert progress.sequence is None and not progress.pending
+    assert Progress.restore(None, None, 10).seen == Coverage()
+    saved = Progress(7, Coverage([(0.0, 20.0)]), Coverage([(0.0, 10.0)])).to_dict()
+    assert Progress.restore(10.0, saved, 10) == Progress(
+        7, Coverage([(0.0, 20.0)]), Coverage([(0.0, 10.0)])
+    )
