@@ -109,11 +109,14 @@ def main() -> None:
             settings = Settings(aws_endpoint_url=f"http://127.0.0.1:{run.emulator_port}")
             saved = CheckpointStore(aws.client("s3", settings), "md-models").load(SERVICE)
             progress = Progress.restore(saved.mark, saved.progress, WIDTH) if saved else Progress()
-            first = math.ceil(start.timestamp() / WIDTH) * WIDTH
-            slots = range(int(first), int(end.timestamp()), WIDTH)
+            # The history has one value per series every WIDTH seconds from its start.
+            steps = round((end - start).total_seconds() / WIDTH)
+            slots = {
+                math.floor((start.timestamp() + k * WIDTH) / WIDTH) * WIDTH for k in range(steps)
+            }
             read = sum(1 for t in slots if t in progress.seen and t not in progress.pending)
             print(
-                f"history: {len(slots)} bucket starts in its range, {read} of them read and "
+                f"history: {len(slots)} buckets, {read} of them read and "
                 f"learned by {SERVICE} (checkpoint generation "
                 f"{saved.generation if saved else None}); counters since it was asked (every "
                 f"service, live buckets included): points_scored "

@@ -106,7 +106,6 @@ class Increment:
     snapshot_id: int | None  # the snapshot read (None: the table is empty or missing)
     sequence: int | None  # its sequence number: every data file at or below it has been read
     points: dict[str, list[Point]]  # per service, the buckets of the files read, in order
-    files: int = 0  # data files read
 
 
 class FeatureReader:
@@ -171,10 +170,10 @@ class FeatureReader:
                 done = since[service]
                 if done is None or (entry.sequence_number or 0) > done:
                     files.append(entry.data_file)
+        if not files:
+            return Increment(snapshot.snapshot_id, snapshot.sequence_number, {})
         rows = self._read_files(table, snapshot.snapshot_id, files, deletes)
-        return Increment(
-            snapshot.snapshot_id, snapshot.sequence_number, self.pivot(rows, {}), len(files)
-        )
+        return Increment(snapshot.snapshot_id, snapshot.sequence_number, self.pivot(rows, {}))
 
     def _row_filter(self) -> BooleanExpression:
         return And(
