@@ -25,7 +25,9 @@ COUNTER_NAMES = (
     "points_discarded",  # points scored but not checkpointed because the lease was lost
     "replays",  # models rebuilt because buckets arrived behind the newest one scored
     "points_replayed",  # points fed to the rebuilt models (the replays' cost)
-    "history_skipped",  # buckets behind the newest one, older than the replay window: not learned
+    # buckets behind the newest one not learned: older than the replay window, or a few late
+    # ones just behind it (worker.LATE_MAX_BUCKETS) that are not worth a replay
+    "history_skipped",
 )
 
 

@@ -69,6 +69,11 @@ class Coverage:
     def __repr__(self) -> str:
         return f"Coverage({self.to_list()!r})"
 
+    def first(self) -> float | None:
+        """The earliest instant held, or None when empty."""
+        starts = self._starts
+        return starts[0] if starts else None
+
     def buckets(self, width: float) -> int:
         """How many buckets of ``width`` seconds the ranges hold (ranges are whole buckets)."""
         # Not strict: /api/status asks from another thread while ``add`` may be between its

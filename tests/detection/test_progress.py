@@ -226,6 +226,80 @@ def test_history_older_than_the_window_is_counted_and_waits_across_a_restart(
     assert _models(second.ensembles[SERVICE]) == _models(_library(150, first=90))
 
 
+def _library_of(buckets: list[int]) -> ServiceEnsemble:
+    """An uninterrupted run of the library over the given buckets, in time order."""
+    ensemble = ServiceEnsemble(SERVICE, ["cpu", "latency"])
+    for i in sorted(buckets):
+        ensemble.update(START + i * WIDTH, _values(i))
+    return ensemble
+
+
+def test_a_few_late_buckets_behind_the_mark_are_skipped_without_a_replay(
+    settings: Settings,
+) -> None:
+    """Buckets in which the service had no rows, written late (a late record fills them):
+    marked read and counted as skipped, the models as they were, no replay of the window."""
+    table = _table(settings)
+    table.append(pa.concat_tables([_rows(0, 30), _rows(35, 60)]))  # no rows in 30..34
+    worker = _worker(settings, "one")
+    _run(worker)
+    assert _count(worker, "points_scored") == 55
+    live = [*range(0, 30), *range(35, 60)]
+    before = _models(worker.ensembles[SERVICE])
+    assert before == _models(_library_of(live))
+
+    table.append(_rows(30, 35))  # the gap, filled late
+    _run(worker)
+    assert _count(worker, "replays") == 0
+    assert _count(worker, "history_skipped") == 5
+    assert worker.status()["services"][SERVICE]["history_waiting"] == 0
+    assert _count(worker, "points_scored") == 55
+    assert _models(worker.ensembles[SERVICE]) == before
+
+    # Later rounds neither replay nor read the late buckets again: new live buckets, then the
+    # ETL's rewrite of the partition with every bucket and one more.
+    table.append(_rows(60, 70))
+    _run(worker)
+    with table.transaction() as tx:
+        tx.delete(EqualTo("service", SERVICE))
+        tx.append(_rows(0, 71))
+    _run(worker)
+    assert _count(worker, "replays") == 0 and _count(worker, "points_replayed") == 0
+    assert _count(worker, "history_skipped") == 5
+    assert _count(worker, "points_scored") == 66  # 55 + 60..70: each bucket once
+    live += range(60, 71)
+    assert _models(worker.ensembles[SERVICE]) == _models(_library_of(live))
+
+    worker.flush()
+    saved = CheckpointStore(aws.client("s3", settings), "md-models").load(SERVICE)
+    assert saved is not None and saved.progress is not None
+    assert saved.progress["seen"] == [[START, START + 71 * WIDTH]]
+    assert saved.progress["pending"] == []
+
+
+def test_more_late_buckets_or_older_ones_are_still_replayed(settings: Settings) -> None:
+    """31 buckets just behind the mark, or 10 older than an hour behind it, are history: they
+    wait for a replay and are learned in time order."""
+    table = _table(settings)
+    table.append(pa.concat_tables([_rows(400, 420), _rows(451, 470)]))  # no rows in 420..450
+    worker = _worker(settings, "one")
+    _run(worker)
+    table.append(_rows(0, 10))  # old: 460 buckets behind the mark
+    _run(worker)
+    assert worker.status()["services"][SERVICE]["history_waiting"] == 10
+    _run(worker)
+    assert _count(worker, "replays") == 1
+    table.append(_rows(420, 451))  # 31 buckets, just behind the mark
+    _run(worker)
+    assert worker.status()["services"][SERVICE]["history_waiting"] == 31
+    _run(worker)
+    assert _count(worker, "replays") == 2
+    assert _count(worker, "history_skipped") == 0
+    assert _count(worker, "points_scored") == 80  # 39 live + 10 + 31, each once
+    everything = [*range(0, 10), *range(400, 470)]
+    assert _models(worker.ensembles[SERVICE]) == _models(_library_of(everything))
+
+
 def test_coverage_holds_exactly_the_buckets_added() -> None:
     """Against a plain set of bucket numbers, on random adds (overlapping, adjacent, apart)."""
     for trial in range(200):
