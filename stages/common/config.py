@@ -358,7 +358,8 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000,
         description="Buckets arriving behind the newest one scored (history, a backfill, a late "
-        "hour) rebuild a service's models from its buckets in time order; the replay covers at "
+        "hour; not a few late buckets just behind it) rebuild a service's models from its "
+        "buckets in time order; the replay covers at "
         "most this many buckets up to the newest one (older ones are counted, not learned).",
     )
     detection_lease_table: str = Field(
