@@ -17,7 +17,7 @@
   of a GetRecords answer (megabytes of base64); orjson encodes them. The JSON value is the
   same; non-ASCII text is sent as UTF-8 rather than ``\\u`` escapes, and anything orjson does
   not encode exactly like ``json`` (other types, integers beyond 64 bits) still goes through
-  ``json.dumps``.
+  ``json.dumps``. Blobs in them (GetRecords' record data) are base64-encoded with pybase64.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from moto import backends as moto_backends
 from moto.core import common_models
 from moto.core import responses as moto_responses
 from moto.core.responses import BaseResponse
-from moto.core.serialize import BaseJSONSerializer
+from moto.core.serialize import BaseJSONSerializer, ResponseSerializer
 from moto.utilities.aws_headers import gen_amzn_requestid_long
+
+from stages.common import base64_codec
 
 _original_enrich = BaseResponse._enrich_response
 
@@ -125,6 +127,12 @@ def _serialize_body(self: BaseJSONSerializer, body: Mapping[str, Any]) -> str:
     return _original_serialize_body(self, body)
 
 
+def _base64(self: ResponseSerializer, value: str | bytes) -> str:
+    if isinstance(value, str):
+        value = value.encode(self.DEFAULT_ENCODING)
+    return base64_codec.encode(value).decode("ascii")
+
+
 def install() -> None:
     common_models.BaseModel.__new__ = staticmethod(_new_untracked)  # type: ignore[method-assign]
     BaseResponse._enrich_response = staticmethod(_enrich_response)  # type: ignore[method-assign]
@@ -132,3 +140,4 @@ def install() -> None:
     moto_responses.method_names_from_class = _method_names_from_class  # type: ignore[assignment]
     BaseResponse._get_param = _get_param  # type: ignore[method-assign]
     BaseJSONSerializer._serialize_body = _serialize_body  # type: ignore[method-assign]
+    ResponseSerializer._base64 = _base64  # type: ignore[method-assign]
