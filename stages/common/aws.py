@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 import boto3
 from botocore.config import Config
 
+from stages.common import base64_codec
 from stages.common.config import Settings
 
 # botocore retries a little for the control plane; the data path (producer, consumer) passes
@@ -68,8 +69,10 @@ _session_lock = threading.Lock()
 def _shared_session() -> boto3.session.Session:
     """One session per process: its clients share loaded service models, which a session per
     client would each load again. Sessions are not thread-safe, so clients are created under a
-    lock."""
-    return boto3.session.Session()
+    lock. Blob fields (Kinesis record data) are decoded with pybase64 (base64_codec)."""
+    session = boto3.session.Session()
+    base64_codec.decode_response_blobs(session._session)
+    return session
 
 
 def region(settings: Settings) -> str:

@@ -13,7 +13,7 @@ encoding of :func:`encode_aggregated` without a function call per record.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import aws_kinesis_agg
 
@@ -73,9 +73,10 @@ def encode_aggregated(partition_keys: list[str], records: list[tuple[int, bytes]
     return seal(b"".join(parts))
 
 
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    """One record as the producer put it: a plain Kinesis record, or one of a KPL aggregate."""
+class UserRecord(NamedTuple):
+    """One record as the producer put it: a plain Kinesis record, or one of a KPL aggregate.
+
+    A named tuple: a consumer builds one per record, and a tuple is built in C."""
 
     data: bytes
     partition_key: str

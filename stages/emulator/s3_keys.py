@@ -222,6 +222,10 @@ class KeyDatabase:
 
     def contains(self, bucket: int, name: str) -> bool:
         with self._lock:
+            # Every cached key has its row (written before it is cached, dropped with it), and
+            # a GET asks this first about the keys just written or read.
+            if (bucket, name) in self._cache:
+                return True
             row = self._db.execute(
                 "SELECT 1 FROM keys WHERE bucket = ? AND name = ?", (bucket, name)
             ).fetchone()

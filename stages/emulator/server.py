@@ -124,6 +124,11 @@ def emulator_host_policy(
 SERVER_THREADS = 32
 # Seconds an idle kept-alive connection stays open; botocore reuses pooled ones sooner.
 KEEP_ALIVE_SECONDS = 60
+# Connections kept alive at once. cheroot's default, 10, answers "Connection: close" as soon as
+# ten are open: with the producer, the consumer's shards, the ETL's readers and the dashboard
+# connected, most calls then paid for a new TCP connection on both sides. Idle ones still close
+# after KEEP_ALIVE_SECONDS; the bound stays well under the process' file descriptor limit.
+KEEP_ALIVE_CONNECTIONS = 256
 
 
 def backend_app_without_debug(service: Any) -> Any:
@@ -167,6 +172,7 @@ def serve(
         request_queue_size=1024,
         server_name="moto",
     )
+    server.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
     server.prepare()
     bound_port = server.bind_addr[1]
     log.info("emulator listening on http://%s:%s", host or "0.0.0.0", bound_port)

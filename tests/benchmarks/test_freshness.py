@@ -9,9 +9,11 @@ import subprocess
 import sys
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pytest
 
+from benchmarks import freshness
 from benchmarks.freshness import TARGET_P50_S, TARGET_P99_S, Visibility, parse_args, stats
 from tests.ops.support import clean_env
 from tests.support.processes import ROOT
@@ -97,3 +99,13 @@ def test_a_quick_run_sees_every_record_in_the_tables() -> None:
     assert {"emulator", "consumer", "etl"} <= set(rate["cpu_percent_while_sending"])
     assert rate["processes_alive_at_end"] == {"etl": True, "consumer": True}
     assert "rerun: .venv/bin/python -m benchmarks.freshness --quick" in out
+
+
+def test_an_encoded_template_gives_the_producers_own_bytes() -> None:
+    record = {"event_id": "x", "kind": "log", "service": "api-gateway", "timestamp": "t",
+              "message": "caf\u00e9 \"quoted\"", "attributes": {"n": 1}}  # fmt: skip
+    kind, service, head, middle, tail = freshness.encode_template(record)
+    made = head + b"run-0000000007" + middle + b"2026-12-04T22:00:00.123Z" + tail
+    expected = {**record, "event_id": "run-0000000007", "timestamp": "2026-12-04T22:00:00.123Z"}
+    assert (kind, service) == ("log", "api-gateway")
+    assert made == orjson.dumps(expected)
