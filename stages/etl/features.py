@@ -576,6 +576,18 @@ def _without_buckets(features: pa.Table, starts: set[int]) -> pa.Table:
     return features.filter(keep)
 
 
+def _of_partition(features: pa.Table, partition: Partition) -> pa.Table:
+    """The rows of one (service, dt, hr) of ``features`` (sorted as it is)."""
+    mask = pc.and_(
+        pc.and_(
+            pc.equal(features.column("service"), partition.service),
+            pc.equal(features.column("dt"), pa.scalar(partition.dt, pa.date32())),
+        ),
+        pc.equal(features.column("hr"), partition.hr),
+    )
+    return features.filter(mask)
+
+
 def _nbytes(rows: dict[str, list[pa.Table]] | None) -> int:
     return sum(t.nbytes for tables in (rows or {}).values() for t in tables)
 
@@ -620,6 +632,23 @@ class _State:
     # Rows of the files the fold committed since the last call, by kind and data file.
     fresh: dict[str, dict[FileKey, pa.Table]] = field(default_factory=dict)
     touched: datetime | None = None
+    # Bytes of closed_rows (kept up to date instead of summed over its tables at every call).
+    closed_bytes: int = 0
+
+
+@dataclass
+class _Prepared:
+    """A synced partition's rows to compute in this call, and what to do with the result."""
+
+    partition: Partition
+    state: _State
+    inputs: dict[str, pa.Table | None]
+    open_rows: dict[str, list[pa.Table]]
+    closed_rows: dict[str, list[pa.Table]] | None
+    late_starts: set[int]
+    previous: datetime
+    after: int
+    added: int  # bytes the call adds to the kept rows
 
 
 @dataclass
@@ -638,6 +667,7 @@ class _Staged:
     open_rows: dict[str, list[pa.Table]]
     closed_rows: dict[str, list[pa.Table]] | None
     resynced: bool
+    closed_bytes: int = 0
 
 
 @dataclass
@@ -817,18 +847,20 @@ class FeatureBuilder:
         candidates = [only] if only is not None else sorted(self._states)
         resync = [p for p in candidates if self._states[p].resync or not self._states[p].synced]
         staged: list[_Staged] = []
+        prepared: list[_Prepared] = []
         for partition in candidates:
             state = self._states[partition]
             if partition in resync:
                 continue
-            item = self._advance(partition, state, cutoff)
+            item = self._prepare(partition, state, cutoff)
             if item is None:
                 continue
             if isinstance(item, _State):  # a late record for rows no longer kept
                 state.resync = True
                 resync.append(partition)
                 continue
-            staged.append(item)
+            prepared.append(item)
+        staged.extend(self._finish(prepared))
         batch = sorted(resync)[:_RESYNC_BATCH]
         if batch:
             staged.extend(self._resync(batch, cutoff))
@@ -838,16 +870,18 @@ class FeatureBuilder:
         self._last_cutoff = cutoff
         self._keep_within_memory()
 
-    def _advance(self, partition: Partition, state: _State, cutoff: datetime) -> Any:
-        """The buckets of a synced partition that closed, and those late rows changed, computed
-        from the rows in memory; None when nothing is due, the state itself when a late record
-        needs rows that were dropped."""
+    def _prepare(self, partition: Partition, state: _State, cutoff: datetime) -> Any:
+        """The rows of the buckets of a synced partition that closed, and of those late rows
+        changed, from the rows in memory; None when nothing is due, the state itself when a late
+        record needs rows that were dropped."""
         width = self.bucket_seconds * _US
         previous = state.closed_before or partition.start
         before = _micros(previous)
         after = max(_micros(min(max(cutoff, partition.start), partition.end)), before)
         fresh = {kind: list(files.values()) for kind, files in state.fresh.items()}
-        if not any(fresh.values()) and (after <= before or not any(state.open_rows.values())):
+        unmerged = after >= _micros(partition.end) and len(state.data_files) > 1
+        idle = after <= before or not any(state.open_rows.values())
+        if not any(fresh.values()) and not unmerged and idle:
             return None
         open_rows: dict[str, list[pa.Table]] = {}
         cut: dict[str, tuple[pa.Table, pa.Table]] = {}
@@ -878,7 +912,29 @@ class FeatureBuilder:
             inputs[kind] = _concat(parts)
         if state.closed_rows is None:
             closed_rows = None  # dropped: the rows of written buckets are no longer complete
-        features = compute_features(inputs, self.bucket_seconds)
+        added = sum(t.nbytes for kind, parts in cut.items() for t in parts if t.num_rows)
+        return _Prepared(
+            partition, state, inputs, open_rows, closed_rows, late_starts, previous, after, added
+        )
+
+    def _finish(self, prepared: list[_Prepared]) -> list[_Staged]:
+        """The features of every prepared partition, computed in one call (its fixed cost is
+        most of the work for the few rows of one fold's partition)."""
+        if not prepared:
+            return []
+        combined = compute_features(
+            {
+                kind: _concat([t for p in prepared if (t := p.inputs.get(kind)) is not None])
+                for kind in SIGNALS
+            },
+            self.bucket_seconds,
+        )
+        return [self._finish_one(p, _of_partition(combined, p.partition)) for p in prepared]
+
+    def _finish_one(self, prepared: _Prepared, features: pa.Table) -> _Staged:
+        partition, state = prepared.partition, prepared.state
+        open_rows, closed_rows = prepared.open_rows, prepared.closed_rows
+        late_starts, previous, after = prepared.late_starts, prepared.previous, prepared.after
         counts = records_per_bucket(features)
         late = sum(
             max(0, count - state.written.get(start, 0))
@@ -917,6 +973,7 @@ class FeatureBuilder:
             open_rows,
             closed_rows,
             resynced=False,
+            closed_bytes=state.closed_bytes + prepared.added if closed_rows is not None else 0,
         )
 
     def _resync(self, due: list[Partition], cutoff: datetime) -> list[_Staged]:
@@ -971,6 +1028,7 @@ class FeatureBuilder:
                     open_rows,
                     closed_rows,
                     resynced=True,
+                    closed_bytes=_nbytes(closed_rows),
                 )
             )
         return staged
@@ -1019,6 +1077,7 @@ class FeatureBuilder:
         state.closed_before = item.closed_before
         state.open_rows = item.open_rows
         state.closed_rows = item.closed_rows
+        state.closed_bytes = item.closed_bytes
         state.fresh = {}
         state.synced, state.resync = True, False
         state.touched = now
@@ -1106,7 +1165,7 @@ class FeatureBuilder:
     def _keep_within_memory(self) -> None:
         """Drop the kept rows of written buckets, least recently touched partition first, while
         they take more than FEATURES_MEMORY_BYTES."""
-        kept = {p: _nbytes(s.closed_rows) for p, s in self._states.items()}
+        kept = {p: s.closed_bytes for p, s in self._states.items()}
         total = sum(kept.values())
         if total <= self._memory:
             return
@@ -1116,6 +1175,7 @@ class FeatureBuilder:
                 break
             if kept[partition]:
                 self._states[partition].closed_rows = None
+                self._states[partition].closed_bytes = 0
                 total -= kept[partition]
 
 
