@@ -176,9 +176,11 @@ class FeatureStep:
         # Buckets close with time, not only with commits: look at least once per fold interval.
         every = self._settings.etl_interval_seconds
         while not self._stop.is_set():
-            self._wake.wait(every)
+            woken = self._wake.wait(every)
             self._wake.clear()
-            if self._stop.is_set():
+            if self._stop.is_set() or (not woken and self.builder is None):
+                # The builder is made at the end of a fold, never in the middle of one (its
+                # start would read back from the curated tables what the fold hands over).
                 continue
             if not self._may_write():
                 # Another process may write the tables until this one holds the lease again:
