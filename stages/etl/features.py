@@ -8,15 +8,26 @@ Invariants:
   columns in :data:`INPUT_COLUMNS` (no ground-truth label, no ``anomaly_score``), sums in a fixed
   order and sorts its output, so a re-run gives the same rows, whatever the file layout.
 - A bucket ``[start, start + width)`` is written once its watermark ``start + width +
-  FEATURES_ALLOWED_LATENESS_SECONDS`` has passed; the partition is rebuilt whole from the curated
-  tables and replaced (delete of the partition + append, in one commit with the other partitions
-  of the call), which is idempotent.
-- Records that reach the curated tables after their bucket was closed (at the partition's
-  previous rebuild) are *late*: they are still folded into the bucket at the next rebuild (so the
-  table stays a function of the curated rows) and counted (``etl_features_late_records_total``
-  and :meth:`FeatureBuilder.status`).
-- A failed call leaves its partitions due, with nothing counted as done: they are retried at
-  the next call, and the failure is counted.
+  FEATURES_ALLOWED_LATENESS_SECONDS`` has passed. The builder computes it from the curated rows
+  it holds in memory: the rows of the data files each fold committed, handed over by the fold
+  (:meth:`FeatureBuilder.prime`), never read back. A call appends the buckets that closed since
+  the last one (one fast append for every partition of the call); a partition whose hour is
+  closed is then merged into one file.
+- Records that reach the curated tables after their bucket was written are *late*: their
+  buckets are computed again from the rows kept for them plus the late rows, and the
+  partition's files are replaced by one file of its rows (one overwrite snapshot that deletes
+  exactly those files), so the table stays a function of the curated rows. They are counted
+  (``etl_features_late_records_total`` and :meth:`FeatureBuilder.status`).
+- A partition whose every curated row the builder has not seen (a start, a commit it was not
+  handed the rows of, a late record once the kept rows were dropped to stay within
+  FEATURES_MEMORY_BYTES) is rebuilt from the curated tables and replaced whole, as a backfill
+  does. Every features commit records up to when the curated commits are reflected
+  (``features.curated-through``) and which buckets were still open (``features.closed-before``):
+  a starting builder rebuilds exactly the partitions those marks say may be missing (every
+  partition when they are absent), so a crash between a curated commit and the features commit
+  is caught up, and no bucket is written twice.
+- A failed call counts nothing as done and makes the builder start over from what the tables
+  hold (a refused commit means another writer moved the table); the failure is counted.
 """
 
 from __future__ import annotations
