@@ -612,9 +612,9 @@ CURATED_THROUGH = "features.curated-through"
 # after the commit, the thread picks it up within a fold interval): older curated commits are
 # taken as already handed over.
 _HANDOVER_MARGIN = timedelta(minutes=2)
-# Partitions rebuilt from the curated tables in one call at most (a first start over a lake with
-# no features writes the table in steps instead of holding every input row at once).
-_RESYNC_BATCH = 64
+# Partitions rebuilt from the curated tables per commit (a first start over a lake with no
+# features writes the table in steps instead of holding every input row at once).
+_RESYNC_BATCH = 16
 
 
 @dataclass
@@ -872,14 +872,18 @@ class FeatureBuilder:
                 continue
             prepared.append(item)
         staged.extend(self._finish(prepared))
-        batch = sorted(resync)[:_RESYNC_BATCH]
-        if batch:
-            staged.extend(self._resync(batch, cutoff))
-        self._commit(staged, now, cutoff, complete=len(batch) == len(resync))
-        for item in staged:
-            self._apply(item, now, report)
+        # Rebuilds in batches, a commit each: a start over many hours never holds them all.
+        resync.sort()
+        batches = [resync[i : i + _RESYNC_BATCH] for i in range(0, len(resync), _RESYNC_BATCH)]
+        for index, batch in enumerate(batches or [[]]):
+            if batch:
+                staged.extend(self._resync(batch, cutoff))
+            self._commit(staged, now, cutoff, complete=index >= len(batches) - 1)
+            for item in staged:
+                self._apply(item, now, report)
+            staged = []
+            self._keep_within_memory()
         self._last_cutoff = cutoff
-        self._keep_within_memory()
 
     def _prepare(self, partition: Partition, state: _State, cutoff: datetime) -> Any:
         """The rows of the buckets of a synced partition that closed, and of those late rows
