@@ -1,6 +1,7 @@
 """What computing ``telemetry.features`` costs, and what a feature row weighs.
 
-    .venv/bin/python -m benchmarks.etl_features [--records 360000] [--repeat 3] [--no-emulator]
+    .venv/bin/python -m benchmarks.etl_features [--records 360000] [--repeat 3] [--folds 360]
+        [--no-emulator]
 
 Makes one hour of records with Stage 00's generator in-process (``--records`` spread evenly over
 the hour: 360,000 is 100 records/s; logs, metrics and APM spans of every service, 5 % anomalous),
@@ -11,9 +12,12 @@ types them as the ETL does, and reports:
   rebuild computes;
 - rows and bytes per feature row: Parquet zstd-3 in one file per (service, dt, hr) partition;
 - unless ``--no-emulator``: on a private emulator (a free port), the curated tables are filled
-  with the hour and a ``FeatureBuilder`` writes every partition; it prints the wall time of one
-  partition's rebuild (Iceberg scan + computation + partition overwrite) and the bytes per row
-  of the data files the features table really holds.
+  with the hour and a ``FeatureBuilder`` that starts then rebuilds every partition from them (the
+  wall and CPU time per partition of a start), with the rows it keeps in memory and the bytes per
+  row of the data files the features table really holds; then (``--folds``, 0 to skip) the hour
+  is handed to a new builder in folds in time order, as the ETL's fold hands over its rows in
+  live mode, and the CPU of the features step per record is printed, with the table checked
+  against ``compute_features`` of the hour.
 """
 
 from __future__ import annotations
