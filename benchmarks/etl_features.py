@@ -1,6 +1,7 @@
 """What computing ``telemetry.features`` costs, and what a feature row weighs.
 
-    .venv/bin/python -m benchmarks.etl_features [--records 360000] [--repeat 3] [--no-emulator]
+    .venv/bin/python -m benchmarks.etl_features [--records 360000] [--repeat 3] [--folds 360]
+        [--no-emulator]
 
 Makes one hour of records with Stage 00's generator in-process (``--records`` spread evenly over
 the hour: 360,000 is 100 records/s; logs, metrics and APM spans of every service, 5 % anomalous),
@@ -11,9 +12,12 @@ types them as the ETL does, and reports:
   rebuild computes;
 - rows and bytes per feature row: Parquet zstd-3 in one file per (service, dt, hr) partition;
 - unless ``--no-emulator``: on a private emulator (a free port), the curated tables are filled
-  with the hour and a ``FeatureBuilder`` writes every partition; it prints the wall time of one
-  partition's rebuild (Iceberg scan + computation + partition overwrite) and the bytes per row
-  of the data files the features table really holds.
+  with the hour and a ``FeatureBuilder`` that starts then rebuilds every partition from them (the
+  wall and CPU time per partition of a start), with the rows it keeps in memory and the bytes per
+  row of the data files the features table really holds; then (``--folds``, 0 to skip) the hour
+  is handed to a new builder in folds in time order, as the ETL's fold hands over its rows in
+  live mode, and the CPU of the features step per record is printed, with the table checked
+  against ``compute_features`` of the hour.
 """
 
 from __future__ import annotations
@@ -35,7 +39,13 @@ import pyarrow.parquet as pq
 from benchmarks.common import machine_info
 from stages.common.config import Settings
 from stages.common.runtime import tune_garbage_collector
-from stages.etl.features import FEATURES_TABLE, FeatureBuilder, compute_features
+from stages.etl.features import (
+    ARROW_SCHEMA,
+    FEATURES_TABLE,
+    SORT_KEYS,
+    FeatureBuilder,
+    compute_features,
+)
 from stages.etl.tables import ensure_tables, open_catalog
 from stages.etl.typing import KINDS, type_jsonl
 from stages.synthesis.entity_pool import EntityPool
@@ -101,11 +111,21 @@ def _timed(builder: FeatureBuilder, touched: list[Any], now: datetime) -> tuple[
     return time.perf_counter() - started, time.process_time() - cpu_started, report
 
 
+def _kept(builder: FeatureBuilder) -> tuple[int, int]:
+    """Bytes and rows of the curated input rows the builder keeps in memory."""
+    tables = [
+        t
+        for state in builder._states.values()
+        for rows in (state.closed_rows or {}, state.open_rows)
+        for parts in rows.values()
+        for t in parts
+    ]
+    return sum(t.nbytes for t in tables), sum(t.num_rows for t in tables)
+
+
 def on_emulator(typed: dict[str, pa.Table], services: list[str], commits: int) -> None:
-    """The hour goes into the curated tables as ``commits`` appends (a file per partition each).
-    The first rebuild of every partition, in the hour's last slice, reads all but the last
-    append; the last append then costs each partition one new file per table, because the files
-    read before are kept while the hour has open buckets (as in live mode)."""
+    """The hour goes into the curated tables as ``commits`` appends; a builder that starts then
+    rebuilds every partition from them (what a start costs)."""
     from tests.support.processes import start_emulator
 
     with tempfile.TemporaryDirectory() as logs:
@@ -115,46 +135,23 @@ def on_emulator(typed: dict[str, pa.Table], services: list[str], commits: int) -
             catalog = open_catalog(settings)
             tables = ensure_tables(catalog)
             step = timedelta(hours=1) / commits
-            for i in range(commits - 1):
+            for i in range(commits):
                 for kind in KINDS:
                     tables[kind].append(_slice(typed[kind], HOUR + i * step, HOUR + (i + 1) * step))
             builder = FeatureBuilder(catalog, settings)
             touched = [("logs", s, HOUR.date(), HOUR.hour) for s in services]
-            now = HOUR + (commits - 1) * step + timedelta(seconds=40)
-            # One partition first, so that connection set-up is not in the figures.
-            builder.after_commit(touched[:1], now)
-            wall, cpu, report = _timed(builder, touched[1:], now)
+            now = HOUR + timedelta(hours=1, seconds=40)
+            wall, cpu, report = _timed(builder, touched, now)
             n = len(report.rebuilt)
             print(
-                f"emulator, first rebuild of a (service, hour) ({commits - 1} files per curated "
-                f"table; Iceberg scan + compute + write): {wall / n:.3f} s wall, "
-                f"{cpu / n:.3f} s CPU in the builder's process (mean of {n})"
+                f"emulator, a start: every (service, hour) rebuilt from the curated tables "
+                f"({commits} files per curated table; Iceberg scan + compute + one commit): "
+                f"{wall / n:.3f} s wall, {cpu / n:.3f} s CPU per partition (mean of {n})"
             )
-            kept = sum(
-                t.nbytes
-                for state in builder._states.values()
-                for files in state.files.values()
-                for t in files.values()
-            )
-            records = sum(
-                t.num_rows
-                for state in builder._states.values()
-                for files in state.files.values()
-                for t in files.values()
-            )
+            kept, records = _kept(builder)
             print(
-                f"rows kept for the open hour: {kept:,} bytes for {records:,} curated records = "
-                f"{kept / records:.1f} bytes per record"
-            )
-            for kind in KINDS:
-                tables[kind].append(
-                    _slice(typed[kind], HOUR + (commits - 1) * step, HOUR + timedelta(hours=1))
-                )
-            wall, cpu, report = _timed(builder, touched, now + step)
-            n = len(report.rebuilt)
-            print(
-                f"emulator, rebuild after one more commit (1 new file per curated table, "
-                f"partition overwrite): {wall / n:.3f} s wall, {cpu / n:.3f} s CPU (mean of {n})"
+                f"curated rows kept in memory for late records: {kept:,} bytes for {records:,} "
+                f"records = {kept / records:.1f} bytes per record"
             )
             files = catalog.load_table(FEATURES_TABLE).inspect.files()
             rows = sum(files["record_count"].to_pylist())
@@ -167,6 +164,89 @@ def on_emulator(typed: dict[str, pa.Table], services: list[str], commits: int) -
             emulator.stop()
 
 
+def live_folds(typed: dict[str, pa.Table], folds: int, bucket_seconds: int) -> None:
+    """The hour handed to a builder in ``folds`` folds in time order, as the ETL's fold hands
+    over each commit's rows in live mode (each fold at its slice's end): CPU of the features
+    step (prime + the call: closing buckets computed from the rows in memory, one fast append
+    per fold) per record, and the table checked against ``compute_features`` of the hour."""
+    from tests.support.processes import start_emulator
+
+    with tempfile.TemporaryDirectory() as logs:
+        emulator, endpoint = start_emulator(Path(logs))
+        try:
+            settings = Settings(
+                aws_endpoint_url=endpoint,
+                aws_default_region="us-east-1",
+                features_bucket_seconds=bucket_seconds,
+            )
+            catalog = open_catalog(settings)
+            ensure_tables(catalog)
+            builder = FeatureBuilder(catalog, settings)
+            # Started before the hour's data: its first call finds the curated tables empty, so
+            # every partition is new (nothing to rebuild from them).
+            builder.tick(HOUR)
+            step = timedelta(hours=1) / folds
+            cpu = wall = 0.0
+            records = 0
+            for i in range(folds):
+                first, last = HOUR + i * step, HOUR + (i + 1) * step
+                files = []
+                for kind in KINDS:
+                    rows = _slice(typed[kind], first, last)
+                    service = pc.cast(rows["service"], pa.string())
+                    for name in pc.unique(service).to_pylist():
+                        part = rows.filter(pc.equal(service, name))
+                        files.append((kind, f"s3://bench/{kind}/{name}/{i}.parquet", part))
+                        records += part.num_rows
+                touched = [
+                    (kind, t["service"][0].as_py(), HOUR.date(), HOUR.hour) for kind, _, t in files
+                ]
+                started, cpu_started = time.perf_counter(), time.process_time()
+                builder.prime(files)
+                report = builder.after_commit(touched, last)
+                cpu += time.process_time() - cpu_started
+                wall += time.perf_counter() - started
+                assert not report.failed, report.failed
+            # The last buckets close once their watermark passes.
+            started, cpu_started = time.perf_counter(), time.process_time()
+            builder.tick(
+                HOUR
+                + timedelta(
+                    hours=1, seconds=settings.features_allowed_lateness_seconds + bucket_seconds
+                )
+            )
+            cpu += time.process_time() - cpu_started
+            wall += time.perf_counter() - started
+            table = catalog.load_table(FEATURES_TABLE)
+            stored = table.scan().to_arrow().select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+            expected = compute_features(typed, bucket_seconds)
+            same = stored.sort_by(SORT_KEYS).equals(expected)
+            print(
+                f"live folds: {records:,} records in {folds} folds of {step.total_seconds():g} s "
+                f"(time order, each at its slice's end); features step {cpu:.3f} s CPU = "
+                f"{cpu / records * 1e6:.2f} us per record ({folds / cpu:,.1f} folds/s per core), "
+                f"{wall:.1f} s wall; {len(table.snapshots())} commits, "
+                f"{len(table.inspect.files())} data files at the end; table = compute_features "
+                f"of the hour: {'yes' if same else 'NO'}"
+            )
+            if not same:
+                got = {
+                    (r["service"], r["signal"], r["name"], r["bucket_start"]): r
+                    for r in stored.to_pylist()
+                }
+                want = {
+                    (r["service"], r["signal"], r["name"], r["bucket_start"]): r
+                    for r in expected.to_pylist()
+                }
+                print("missing", len(want.keys() - got.keys()), list(want.keys() - got.keys())[:3])
+                print("extra", len(got.keys() - want.keys()), list(got.keys() - want.keys())[:3])
+                diff = [k for k in want.keys() & got.keys() if want[k] != got[k]]
+                print("differ", len(diff), [(want[k], got[k]) for k in diff[:2]])
+                raise SystemExit("the incremental table differs from compute_features")
+        finally:
+            emulator.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.etl_features", description=__doc__)
     parser.add_argument("--records", type=int, default=360_000)
@@ -174,6 +254,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bucket-seconds", type=int, default=10)
     parser.add_argument("--no-emulator", action="store_true")
     parser.add_argument("--commits", type=int, default=12, help="appends the hour is split in")
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=360,
+        help="folds the hour is handed to the builder in, in time order (live mode); 0: skip",
+    )
     args = parser.parse_args(argv)
     # pyiceberg warns once per append that Arrow dictionaries are read back as strings.
     logging.getLogger("pyiceberg").setLevel(logging.ERROR)
@@ -216,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not args.no_emulator:
         on_emulator(typed, services, args.commits)
+        if args.folds:
+            live_folds(typed, args.folds, args.bucket_seconds)
 
 
 if __name__ == "__main__":

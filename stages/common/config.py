@@ -313,6 +313,13 @@ class Settings(BaseSettings):
         le=3600,
         description="A features bucket is written once this long has passed after its end.",
     )
+    features_memory_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="Curated rows of written features buckets the ETL keeps in memory, so a "
+        "late record is folded in without reading its partition back; beyond this, the least "
+        "recently touched partitions' rows are dropped.",
+    )
 
     # --- Detection (stages/detection/) ----------------------------------------------------
     detection_host: str = "127.0.0.1"

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from stages.common import aws
 from stages.common.config import Settings, get_settings
+from stages.common.counters import OutcomeCounters
 from stages.common.lakehouse import FEATURES_LOCATION, FEATURES_TABLE
 from stages.common.logging_setup import configure_logging
 from stages.common.named_lease import NamedLease
@@ -113,6 +114,8 @@ class FeatureStep:
         self._settings = settings
         self._may_write = may_write
         self.builder: FeatureBuilder | None = None
+        # Made once: a builder made again (a new lease tenure) keeps counting from here.
+        self._counters: OutcomeCounters | None = None
         # Why the builder could not be made (it is tried again at the next call).
         self.start_error: str | None = None
         self._touched: set[tuple[str, str, Any, int]] = set()
@@ -123,9 +126,15 @@ class FeatureStep:
         self._thread: threading.Thread | None = None
 
     def _builder(self) -> FeatureBuilder:
+        if self._counters is None:
+            self._counters = OutcomeCounters(
+                "etl_features", COUNTER_NAMES, "telemetry.features outcomes"
+            )
         if self.builder is None:
             try:
-                self.builder = FeatureBuilder(self._catalog, self._settings)
+                self.builder = FeatureBuilder(
+                    self._catalog, self._settings, counters=self._counters
+                )
             except Exception as exc:
                 self.start_error = f"{type(exc).__name__}: {exc}"
                 raise
@@ -167,9 +176,18 @@ class FeatureStep:
         # Buckets close with time, not only with commits: look at least once per fold interval.
         every = self._settings.etl_interval_seconds
         while not self._stop.is_set():
-            self._wake.wait(every)
+            woken = self._wake.wait(every)
             self._wake.clear()
-            if self._stop.is_set() or not self._may_write():
+            if self._stop.is_set() or (not woken and self.builder is None):
+                # The builder is made at the end of a fold, never in the middle of one (its
+                # start would read back from the curated tables what the fold hands over).
+                continue
+            if not self._may_write():
+                # Another process may write the tables until this one holds the lease again:
+                # the next tenure's builder starts from what the tables hold.
+                with self._handover:
+                    self._touched, self._written = set(), []
+                self.builder = None
                 continue
             with self._handover:
                 touched, self._touched = self._touched, set()
@@ -197,7 +215,7 @@ class FeatureStep:
             "pending_partitions": [],
             "last_write": None,
             "last_error": self.start_error,
-            **dict.fromkeys(COUNTER_NAMES, 0),
+            **(self._counters.snapshot() if self._counters else dict.fromkeys(COUNTER_NAMES, 0)),
         }
 
 

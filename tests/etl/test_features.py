@@ -435,3 +435,202 @@ def test_a_failed_rebuild_is_counted_and_retried(settings: Settings) -> None:
     assert report.written == [PARTITION] and not report.failed
     assert _by_bucket(_stored(settings)) == {0: 1}
     assert builder.status()["pending_partitions"] == []
+
+
+# --- the incremental path: closed buckets from the rows handed over -------------------------
+
+
+def _commit_and_prime(
+    tables: dict[str, Any], builder: FeatureBuilder | None, records: list[dict[str, Any]]
+) -> list[Any]:
+    """Append ``records`` (one service) to the curated tables and hand ``builder`` the rows of
+    each data file added, as the ETL's fold does; the touched partitions."""
+    typed = _typed(records)
+    files = []
+    for kind in KINDS:
+        rows = typed[kind]
+        if not rows.num_rows:
+            continue
+        table = tables[kind]
+        before = set()
+        if table.current_snapshot() is not None:
+            before = set(table.inspect.files().column("file_path").to_pylist())
+        table.append(rows)
+        (path,) = set(table.inspect.files().column("file_path").to_pylist()) - before
+        files.append((kind, path, rows))
+    if builder is not None:
+        builder.prime(files)
+    return sorted(
+        (tables[kind].name()[-1], service, dt, hr)
+        for kind, _, rows in files
+        for service, dt, hr in set(
+            zip(*(rows.column(c).to_pylist() for c in ("service", "dt", "hr")), strict=True)
+        )
+    )
+
+
+def _exact(settings: Settings, catalog: Any, partition: Partition, closed_before: datetime) -> None:
+    """The stored features of ``partition`` are exactly those of the curated rows of its closed
+    buckets, with no (series, bucket) twice."""
+    stored = _stored(settings)
+    stored = stored.filter(
+        pa.compute.and_(
+            pa.compute.equal(stored.column("service"), partition.service),
+            pa.compute.equal(stored.column("hr"), partition.hr),
+        )
+    )
+    expected = compute_partition(catalog, partition, 10)
+    expected = expected.filter(
+        pa.compute.less(pa.compute.field("bucket_start"), pa.scalar(closed_before))
+    )
+    got = stored.select(expected.column_names).cast(expected.schema).sort_by(SORT_KEYS)
+    assert got.num_rows == len(_rows(got))  # no (series, bucket) written twice
+    assert got.equals(expected.sort_by(SORT_KEYS))
+
+
+def test_closed_buckets_are_appended_from_the_rows_handed_over(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(
+        update={"features_bucket_seconds": 10, "features_allowed_lateness_seconds": 30}
+    )
+    catalog = open_catalog(settings)
+    tables = ensure_tables(catalog)
+    from stages.etl import features as module
+
+    scans: list[int] = []
+    original = module.scan_partitions
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        scans.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "scan_partitions", counted)
+    builder = FeatureBuilder(catalog, settings)
+    # The first call finds the partition in the curated tables (committed before the builder
+    # started): it is rebuilt from them once.
+    touched = _commit_and_prime(tables, builder, [_log(_stamp(s)) for s in (1, 2, 12)])
+    builder.after_commit(touched, _at(39))
+    assert len(scans) == 1 and _stored(settings).num_rows == 0
+
+    # From now on every fold's rows come from the fold: nothing is read back.
+    random.seed(7)
+    values = [round(random.uniform(0, 100), 3) for _ in range(40)]
+    folds = [
+        ([_log(_stamp(15), "ERROR"), _metric(_stamp(16), values[0])], 40),  # bucket 0 closes
+        ([_metric(_stamp(21 + i / 10), v) for i, v in enumerate(values[1:20])], 45),
+        ([_log(_stamp(25), "WARN", category="database")], 51),  # bucket 10 closes
+        ([_metric(_stamp(33), v) for v in values[20:]] + [_log(_stamp(4), "FATAL")], 62),
+        ([], 75),  # a tick: buckets 20 and 30 close
+    ]
+    snapshots = []
+    for records, at in folds:
+        touched = _commit_and_prime(tables, builder, records) if records else []
+        report = builder.after_commit(touched, _at(at))
+        assert not report.failed, report.failed
+        snapshots.append(len(catalog.load_table(FEATURES_TABLE).snapshots()))
+    assert len(scans) == 1
+    # One commit per call that closed a bucket (fold 2 closed none).
+    assert snapshots == [1, 1, 2, 3, 4]
+    # The FATAL record at 62 s was for bucket 0, written at 40 s: late, and folded in.
+    assert builder.status()["late_records"] == 1
+    assert _by_bucket(_stored(settings)) == {0: 3, 10: 2, 20: 1}
+    _exact(settings, catalog, PARTITION, builder.closed_before(_at(75)))
+    # A closed bucket is never written again unless it changes: the table holds every
+    # (series, bucket) once, and the pending partition is gone once every bucket closed.
+    assert builder.status()["pending_partitions"] == []
+
+
+def test_after_n_incremental_folds_the_table_is_the_features_of_the_curated_tables(
+    lake_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real fold (its features step in the caller), hour long past: every fold after the
+    first adds rows to buckets already written (late, folded in from the rows kept)."""
+    from stages.etl import features as module
+    from stages.etl.app import build_etl
+    from tests.etl.support import RawLake, records
+
+    settings = lake_settings.model_copy(update={"etl_full_listing_seconds": 0})
+    raw = RawLake(settings)
+    etl = build_etl(settings)
+    scans: list[int] = []
+    original = module.scan_partitions
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        scans.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "scan_partitions", counted)
+    counts = []
+    for seed in (51, 52, 53, 54):
+        raw.put(records(300, seed, "2026-11-27T06:00:00Z", spread_seconds=3000))
+        etl.tick()
+        assert etl.last_error is None
+        catalog = open_catalog(settings, name=f"checker-{seed}")
+        counts.append(sum(module.records_per_bucket(_stored(settings)).values()))
+    # Rebuilt from the curated tables at the first fold only (the builder's start).
+    assert len(scans) == 1
+    builder = etl.on_commit[0].__self__.builder  # the FeatureStep's builder
+    assert builder.status()["late_records"] == counts[-1] - counts[0] > 0
+    assert builder.status()["rebuild_failures"] == 0
+    stored = _stored(settings)
+    services = sorted(set(stored.column("service").to_pylist()))
+    assert len(services) > 3
+    for service in services:
+        _exact(
+            settings,
+            catalog,
+            Partition(service, date(2026, 11, 27), 6),
+            datetime(2100, 1, 1, tzinfo=UTC),
+        )
+    # One commit per fold, and each closed hour partition is one file.
+    table = catalog.load_table(FEATURES_TABLE)
+    assert len(table.snapshots()) == 4
+    partitions = table.inspect.files().column("partition").to_pylist()
+    assert len(partitions) == len(services)
+
+
+def test_a_restart_catches_up_what_the_last_process_committed_but_did_not_write(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after a SIGKILL between the curated commit and the features commit: the rows are in
+    the curated tables, the builder that was handed them is gone."""
+    from stages.etl import features as module
+
+    # One partition rebuilt per commit: the catch-up below takes two.
+    monkeypatch.setattr(module, "_RESYNC_BATCH", 1)
+    settings = settings.model_copy(
+        update={"features_bucket_seconds": 10, "features_allowed_lateness_seconds": 30}
+    )
+    catalog = open_catalog(settings)
+    tables = ensure_tables(catalog)
+    first = FeatureBuilder(catalog, settings)
+    first.after_commit(
+        _commit_and_prime(tables, first, [_log(_stamp(s)) for s in (1, 11)]), _at(45)
+    )
+    assert _by_bucket(_stored(settings)) == {0: 1}  # bucket 10 still open (and in memory only)
+    # Committed, never handed to a builder: an open bucket of this hour and a closed hour long
+    # past (which no later commit touches).
+    _commit_and_prime(tables, None, [_log(_stamp(15)), _log(_stamp(23))])
+    old = Partition("auth-service", date(2026, 3, 1), 8)
+    _commit_and_prime(tables, None, [_log("2026-03-01T08:30:00.000Z", "ERROR")])
+
+    second = FeatureBuilder(open_catalog(settings, name="restarted"), settings)
+    snapshots = len(catalog.load_table(FEATURES_TABLE).snapshots())
+    report = second.tick(_at(70))
+    assert not report.failed and set(report.rebuilt) == {PARTITION, old}
+    assert len(catalog.load_table(FEATURES_TABLE).snapshots()) == snapshots + 2
+    stored = _stored(settings)
+    assert _by_bucket(stored.filter(pa.compute.equal(stored.column("hr"), 10))) == {
+        0: 1,
+        10: 2,
+        20: 1,
+    }
+    _exact(settings, catalog, PARTITION, _at(40))
+    _exact(settings, catalog, old, datetime(2100, 1, 1, tzinfo=UTC))
+    # No bucket written twice, and a second start has nothing to catch up.
+    snapshots = len(catalog.load_table(FEATURES_TABLE).snapshots())
+    third = FeatureBuilder(open_catalog(settings, name="again"), settings)
+    report = third.tick(_at(71))
+    assert report.written == [] and not report.failed
+    assert len(catalog.load_table(FEATURES_TABLE).snapshots()) == snapshots
