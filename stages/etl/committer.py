@@ -116,8 +116,18 @@ def partitions_of(name: str, rows: pa.Table) -> set[Partition]:
 class Committer:
     """The tables, the ``source_key`` sets they hold, and guarded commits to them."""
 
-    def __init__(self, catalog: Catalog, lease: NamedLease, lease_margin_seconds: float) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        lease: NamedLease,
+        lease_margin_seconds: float,
+        *,
+        store: Any = None,
+    ) -> None:
         self.catalog = catalog
+        # What uploads the data files (``reads.RawReader.put``: obstore), else the table's
+        # FileIO.
+        self.put = store.put if store is not None else None
         self.lease = lease
         self.margin = lease_margin_seconds
         self.tables: dict[str, Table] = {}
@@ -272,7 +282,7 @@ class Committer:
                 return fresh
             self.check_writer(table)
             tx = table.transaction()
-            files = write_data_files(table, kind, fresh)
+            files = write_data_files(table, kind, fresh, put=self.put)
             with tx.update_snapshot(self.snapshot_properties()).fast_append() as append:
                 for written in files:
                     append.append_data_file(written.data_file)

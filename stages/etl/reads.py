@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlparse
 
 import obstore
 from obstore.auth.boto3 import Boto3CredentialProvider
@@ -84,6 +85,15 @@ class RawReader:
             credential_provider=credentials,
             **options,
         )
+
+    def put(self, url: str, data: Any) -> None:
+        """Upload ``data`` (bytes or a buffer) to ``s3://bucket/key`` in one request."""
+        parsed = urlparse(url)
+        if parsed.scheme not in ("s3", "s3a") or not parsed.netloc:
+            raise ValueError(f"not an s3:// location: {url}")
+        # obstore takes a 1-D buffer of unsigned bytes; an Arrow buffer exports signed ones.
+        body = memoryview(data).cast("B")
+        obstore.put(self.store(parsed.netloc), parsed.path.lstrip("/"), body, use_multipart=False)
 
     def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
         result = obstore.get(self.store(Bucket), Key)
