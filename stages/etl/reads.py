@@ -24,7 +24,8 @@ from obstore.store import S3Store
 
 from stages.common.aws import _shared_session, is_local_endpoint, needs_path_style, region
 from stages.common.config import Settings
-from stages.common.lake import PIECE_BYTES
+from stages.common.errors import Unprocessable
+from stages.common.lake import DEFAULT_MAX_INFLATED, PIECE_BYTES
 
 
 class _Body:
@@ -94,6 +95,18 @@ class RawReader:
         # obstore takes a 1-D buffer of unsigned bytes; an Arrow buffer exports signed ones.
         body = memoryview(data).cast("B")
         obstore.put(self.store(parsed.netloc), parsed.path.lstrip("/"), body, use_multipart=False)
+
+    def read_plain(self, bucket: str, key: str, *, max_bytes: int = DEFAULT_MAX_INFLATED) -> bytes:
+        """A plain (not gzip) object's body in one GET, refused above ``max_bytes`` as
+        ``lake.read_lines`` refuses it."""
+        result = obstore.get(self.store(bucket), key)
+        size = int(result.meta["size"])
+        if size > max_bytes:
+            raise Unprocessable(
+                f"object {key!r} holds more than {max_bytes} bytes of lines, "
+                "more than this reader may read"
+            )
+        return bytes(result.bytes())
 
     def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
         result = obstore.get(self.store(Bucket), Key)
