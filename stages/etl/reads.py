@@ -58,6 +58,10 @@ class RawReader:
         self.settings = settings
         self._stores: dict[str, S3Store] = {}
         self._lock = threading.Lock()
+        # Whether the emulator's default keys are used, decided on the first store: with no
+        # credentials found, boto3 walks its whole chain (the instance metadata service too) on
+        # every ask, which would cost each bucket's first GET or PUT a second round of it.
+        self._default_keys: bool | None = None
 
     def store(self, bucket: str) -> S3Store:
         with self._lock:
@@ -72,7 +76,11 @@ class RawReader:
         if endpoint:
             options["endpoint"] = endpoint
             options["virtual_hosted_style_request"] = not needs_path_style(endpoint)
-            if is_local_endpoint(endpoint) and _shared_session().get_credentials() is None:
+            if self._default_keys is None:
+                self._default_keys = (
+                    is_local_endpoint(endpoint) and _shared_session().get_credentials() is None
+                )
+            if self._default_keys:
                 # The emulator accepts any key; the same defaults as stages.common.aws.client.
                 options["access_key_id"] = "test"
                 options["secret_access_key"] = "test"
