@@ -23,6 +23,7 @@ every table's ``source_key`` column, against ``Committer.load_held`` from the ch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gzip
 import io
@@ -41,12 +42,14 @@ import orjson
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.exceptions import NoSuchTableError
 
 from benchmarks.common import machine_info
 from benchmarks.etl import HOUR
 from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.common.lake import hour_path, object_key, service_partition
+from stages.common.lakehouse import FEATURES_TABLE
 from stages.common.runtime import tune_garbage_collector
 from stages.etl import committer as committer_module
 from stages.etl import fold as fold_module
@@ -238,6 +241,7 @@ def fold(
     folds = []
     for batch in batches:
         put(settings, batch)
+        steps_before = {name: step.cpu for name, step in steps.items()}
         features_before = sum(t.cpu for t in timed)
         server_before = sum(server.cpu_times()[:2])
         wall = time.perf_counter()
@@ -255,6 +259,7 @@ def fold(
                 "wall": time.perf_counter() - wall,
                 "emulator_cpu": sum(server.cpu_times()[:2]) - server_before,
                 "features_cpu": sum(t.cpu for t in timed) - features_before,
+                "steps": {name: step.cpu - steps_before[name] for name, step in steps.items()},
             }
         )
     out: dict[str, Any] = {
@@ -275,6 +280,24 @@ def fold(
     return out
 
 
+def refold(settings: Settings, emulator_pid: int, repeats: int) -> list[dict[str, Any]]:
+    """Fold the same raw objects again ``repeats`` times, each time into fresh tables (the
+    curated and features tables dropped from the catalog) by a new ETL built as the service
+    builds it: the spread of these folds, and their best, say what a fold costs on a machine
+    whose load changes from second to second."""
+    from stages.etl.tables import open_catalog
+
+    catalog = open_catalog(settings, name="bench-refold")
+    out = []
+    for _ in range(repeats):
+        for identifier in [f"telemetry.{name}" for name in TABLE_NAMES.values()] + [FEATURES_TABLE]:
+            with contextlib.suppress(NoSuchTableError):
+                catalog.drop_table(identifier)
+        measured = fold(settings, [[]], emulator_pid, None, 0)
+        out.append(measured["folds"][0] | {"landed": measured["landed"]})
+    return out
+
+
 def _report(label: str, folds: list[dict[str, Any]]) -> None:
     n = sum(f["records"] for f in folds)
     objects = sum(f["objects"] for f in folds)
@@ -287,6 +310,17 @@ def _report(label: str, folds: list[dict[str, Any]]) -> None:
         f"({server / n * 1e6:.1f} us per record), together {n / (cpu + server):,.0f} records/s "
         f"per core; wall {wall:.3f} s = {n / wall:,.0f} records/s, {objects / wall:,.0f} "
         f"objects/s"
+    )
+    # The fold itself (listing, GETs, typing, data files, commits): what the ETL process spends
+    # on a record before the features step, which runs after the commits.
+    fold_cpu = cpu - features
+    print(
+        f"  without the features step: {fold_cpu:.3f} s CPU = {n / fold_cpu:,.0f} records/s per "
+        f"core ({fold_cpu / n * 1e6:.1f} us per record); steps (us per record): "
+        + ", ".join(
+            f"{name} {sum(f['steps'][name] for f in folds) / n * 1e6:.1f}"
+            for name in folds[0]["steps"]
+        )
     )
 
 
@@ -317,6 +351,13 @@ def main(argv: list[str] | None = None) -> None:
         help="records of the hour up to now instead of a closed hour long past: the features "
         "step keeps its partitions between folds as in live mode (with a past hour it loads "
         "them again at every fold, as for late data)",
+    )
+    parser.add_argument(
+        "--refolds",
+        type=int,
+        default=0,
+        help="afterwards, fold the same objects again this many times into fresh tables, each "
+        "by a new ETL, and report the best and the spread (CPU under a changing load)",
     )
     parser.add_argument("--quick", action="store_true", help="3,000 records")
     args = parser.parse_args(argv)
@@ -351,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
         tune_garbage_collector()
         measured = fold(settings, batches, emulator.pid, args.profile, args.startup_rows)
         landed = measured["landed"]
+        refolds = refold(settings, emulator.pid, args.refolds) if args.refolds else []
     finally:
         emulator.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -361,7 +403,11 @@ def main(argv: list[str] | None = None) -> None:
         f"input: {n:,} records in one hour (from {start:%Y-%m-%d %H:%M:%S} UTC), {objects:,} "
         f"{'gzip' if args.gzip else 'plain'} objects of up to {args.object_records} records"
     )
-    exact = all(landed[kind] == (counts[kind], counts[kind]) for kind in counts)
+    exact = all(
+        got[kind] == (counts[kind], counts[kind])
+        for got in [landed, *(f["landed"] for f in refolds)]
+        for kind in counts
+    )
     print(
         "landed: "
         + ", ".join(f"{TABLE_NAMES[k]} {landed[k][0]:,} rows of {counts[k]:,} sent" for k in counts)
@@ -372,6 +418,14 @@ def main(argv: list[str] | None = None) -> None:
     if len(folds) > 1:
         _report(f"folds 2-{len(folds)} (steady state)", folds[1:])
         _report(f"all {len(folds)} folds", folds)
+    if refolds:
+        best = min(refolds, key=lambda f: f["cpu"] - f["features_cpu"])
+        _report(f"refold, best of {len(refolds)} (fresh tables, a new ETL each)", [best])
+        spread = sorted(f["records"] / (f["cpu"] - f["features_cpu"]) for f in refolds)
+        print(
+            "  refolds without the features step, records/s per core: "
+            + ", ".join(f"{v:,.0f}" for v in spread)
+        )
     print(
         "where the ETL process's CPU went, all folds (steps overlap: typing is part of the "
         "GETs + typing, Parquet files of the commits):"
@@ -392,6 +446,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"rerun: {RERUN} --records {args.records} --object-records {args.object_records} "
         f"--folds {args.folds}"
+        + (f" --refolds {args.refolds}" if args.refolds else "")
         + (" --gzip" if args.gzip else "")
         + (" --live" if args.live else "")
     )

@@ -237,7 +237,8 @@ def build_service(
     )
     catalog = open_catalog(settings)
     # Stop committing well before the lease could be taken over.
-    committer = Committer(catalog, lease, settings.etl_lease_seconds / 3)
+    reader = RawReader(settings)
+    committer = Committer(catalog, lease, settings.etl_lease_seconds / 3, store=reader)
     s3 = aws.client("s3", settings)
     # The features thread writes only while the fold loop could commit too.
     features = FeatureStep(catalog, settings, lambda: lease.held(settings.etl_lease_seconds / 3))
@@ -249,7 +250,7 @@ def build_service(
         on_commit=[features.after_commit, *(on_commit or [])],
         periodic=[features.tick],
         maintenance=Maintenance(settings, committer, s3),
-        reader=RawReader(settings),
+        reader=reader,
     )
     return etl, features
 

@@ -116,8 +116,18 @@ def partitions_of(name: str, rows: pa.Table) -> set[Partition]:
 class Committer:
     """The tables, the ``source_key`` sets they hold, and guarded commits to them."""
 
-    def __init__(self, catalog: Catalog, lease: NamedLease, lease_margin_seconds: float) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        lease: NamedLease,
+        lease_margin_seconds: float,
+        *,
+        store: Any = None,
+    ) -> None:
         self.catalog = catalog
+        # What uploads the data files (``reads.RawReader.put``: obstore), else the table's
+        # FileIO.
+        self.put = store.put if store is not None else None
         self.lease = lease
         self.margin = lease_margin_seconds
         self.tables: dict[str, Table] = {}
@@ -254,11 +264,13 @@ class Committer:
     ) -> pa.Table:
         """Append the rows of ``parts`` whose object the table does not hold yet; returns what
         was committed (no commit when nothing is new)."""
-        rows = combine(parts)
+        # One table of all parts without copying them into one chunk: the data files' writer
+        # sorts the rows (a copy) anyway.
+        rows = pa.concat_tables(list(parts), promote_options="permissive")
         name = TABLE_NAMES[kind]
+        keys = distinct_keys(rows.column(SOURCE))
         for attempt in range(MAX_ATTEMPTS):
             table = self.tables[kind] if attempt == 0 else self.reload(kind)
-            keys = set(_plain(rows.column(SOURCE)).to_pylist())
             if attempt > 0:
                 # Someone committed since our load: read back which of our objects it holds.
                 self.held[kind] |= self.source_keys(table, In(SOURCE, keys))
@@ -272,7 +284,7 @@ class Committer:
                 return fresh
             self.check_writer(table)
             tx = table.transaction()
-            files = write_data_files(table, kind, fresh)
+            files = write_data_files(table, kind, fresh, put=self.put)
             with tx.update_snapshot(self.snapshot_properties()).fast_append() as append:
                 for written in files:
                     append.append_data_file(written.data_file)
@@ -334,12 +346,18 @@ def _file_source_keys(table: Table, path: str) -> frozenset[str]:
         if SOURCE not in parquet.schema_arrow.names:
             return frozenset()
         column = parquet.read(columns=[SOURCE], use_threads=False).column(0)
+    return frozenset(distinct_keys(column))
+
+
+def distinct_keys(column: pa.ChunkedArray) -> set[str]:
+    """The distinct non-null values of a string column, plain or dictionary-encoded (taken
+    from the dictionary, without decoding every row)."""
     keys: set[str] = set()
     for chunk in column.chunks:
         if pa.types.is_dictionary(chunk.type):
             chunk = chunk.dictionary.take(pc.unique(chunk.indices.drop_null()))
         keys.update(k for k in pc.unique(chunk).to_pylist() if k is not None)
-    return frozenset(keys)
+    return keys
 
 
 def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:

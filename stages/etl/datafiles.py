@@ -14,6 +14,7 @@ commits them with a fast append (``Committer.append_new``).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -63,9 +64,16 @@ def partition_slices(rows: pa.Table) -> list[tuple[tuple[str, date, int], int, i
     return out
 
 
-def write_data_files(table: Table, kind: str, rows: pa.Table) -> list[WrittenFile]:
+def write_data_files(
+    table: Table,
+    kind: str,
+    rows: pa.Table,
+    *,
+    put: Callable[[str, pa.Buffer], None] | None = None,
+) -> list[WrittenFile]:
     """Write ``rows`` (typed rows of ``kind``'s table, any column order, dictionary columns
-    allowed) as one data file per partition; returns the files to commit."""
+    allowed) as one data file per partition; returns the files to commit. ``put`` uploads a
+    file (``tables.write_data_file``)."""
     metadata = table.metadata
     schema = metadata.schema()
     spec = metadata.spec()
@@ -108,6 +116,7 @@ def write_data_files(table: Table, kind: str, rows: pa.Table) -> list[WrittenFil
             name=f"00000-{index}-{write_id}.parquet",
             writer_options=writer_options,
             row_group_size=row_group_size,
+            put=put,
         )
         keys = frozenset(k for k in pc.unique(rows.column(SOURCE)).to_pylist() if k is not None)
         return WrittenFile(data_file, keys, rows)

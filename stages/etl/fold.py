@@ -27,7 +27,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,6 +93,26 @@ def read_object(s3: Any, obj: RawObject) -> bytes:
     return b"\n".join(read_lines(s3, obj))
 
 
+def read_body(reader: Any, obj: RawObject) -> bytes:
+    """The JSONL of one raw object, every line ending with a newline: a plain object in one
+    GET as it is stored (``RawReader.read_plain``), a gzip object inflated piece by piece up
+    to the lake's cap (``lake.read_lines``)."""
+    if not lake.is_gzip(obj.key) and hasattr(reader, "read_plain"):
+        return _terminated(reader.read_plain(obj.bucket, obj.key))
+    lines = read_lines(reader, obj)
+    return b"\n".join(lines) + b"\n" if lines else b""
+
+
+def _terminated(body: bytes) -> bytes:
+    return body + b"\n" if body and not body.endswith(b"\n") else body
+
+
+def _as_jsonl(body: bytes | list[bytes]) -> bytes:
+    if isinstance(body, list):
+        return b"\n".join(body) + b"\n" if body else b""
+    return _terminated(body)
+
+
 def type_object(obj: RawObject, data: bytes) -> _Typed:
     typed = type_jsonl(data, source_key=obj.key, partition=obj.partition)
     tables = {
@@ -105,27 +125,29 @@ def _non_blank(lines: list[bytes]) -> int:
     return sum(1 for line in lines if line and not line.isspace())
 
 
-def type_group(objects: list[RawObject], bodies: list[list[bytes]]) -> list[_Typed]:
+def type_group(objects: list[RawObject], bodies: Sequence[bytes | list[bytes]]) -> list[_Typed]:
     """Type the objects of one raw partition (bucket, service, hour) with one typing call.
 
-    Typing has a fixed cost per call that is larger than the work for a 1 s object of a few
-    dozen lines, so the objects' lines are typed together and each row is given its object
-    afterwards: typing keeps the input order of the rows of a kind, so the rows of a bucket's
-    own kind are, in order, each object's non-blank lines minus its quarantined ones. When that
-    does not hold (rows of another kind, counts that disagree) the objects are typed one by one.
+    ``bodies`` holds each object's JSONL (``read_body``), or its lines. Typing has a fixed cost
+    per call that is larger than the work for a 1 s object of a few dozen lines, so the objects
+    are typed together and each row is given its object afterwards: typing keeps the input order
+    of the rows of a kind, so the rows of a bucket's own kind are, in order, each object's
+    non-blank lines minus its quarantined ones. When that does not hold (rows of another kind,
+    counts that disagree) the objects are typed one by one.
     """
+    datas = [_as_jsonl(body) for body in bodies]
     if len(objects) == 1:
-        return [type_object(objects[0], b"\n".join(bodies[0]))]
+        return [type_object(objects[0], datas[0])]
     kind = objects[0].kind
-    starts = list(itertools.accumulate((len(b) for b in bodies), initial=0))
-    joined = b"\n".join(line for body in bodies for line in body)
+    counts = [data.count(b"\n") for data in datas]
+    starts = list(itertools.accumulate(counts, initial=0))
     try:
-        typed = type_jsonl(joined, partition=objects[0].partition)
+        typed = type_jsonl(b"".join(datas), partition=objects[0].partition)
     except Exception:
         typed = None
 
     def one_by_one() -> list[_Typed]:
-        return [type_object(o, b"\n".join(b)) for o, b in zip(objects, bodies, strict=True)]
+        return [type_object(o, data) for o, data in zip(objects, datas, strict=True)]
 
     if typed is None or any(t.num_rows for k, t in typed.tables.items() if k != kind):
         return one_by_one()
@@ -133,8 +155,11 @@ def type_group(objects: list[RawObject], bodies: list[list[bytes]]) -> list[_Typ
     line_numbers = quarantine.column("line_number").to_pylist()
     owners = [bisect.bisect_right(starts, n - 1) - 1 for n in line_numbers]
     quarantined = collections.Counter(owners)
-    rows = [_non_blank(body) - quarantined[i] for i, body in enumerate(bodies)]
     table = typed.tables[kind]
+    rows = [count - quarantined[i] for i, count in enumerate(counts)]
+    if sum(rows) != table.num_rows:
+        # Blank lines, which are no records: count the others.
+        rows = [_non_blank(data.split(b"\n")[:-1]) - quarantined[i] for i, data in enumerate(datas)]
     if min(rows) < 0 or sum(rows) != table.num_rows:
         return one_by_one()
     indices = pa.array(
@@ -423,7 +448,7 @@ class Etl:
 
     def _read_and_type(self, chosen: list[RawObject]) -> list[_Typed]:
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="etl-read") as pool:
-            bodies = list(pool.map(lambda o: read_lines(self.reader, o), chosen))
+            bodies = list(pool.map(lambda o: read_body(self.reader, o), chosen))
         groups: dict[tuple[str, Any], list[int]] = collections.defaultdict(list)
         for i, obj in enumerate(chosen):
             groups[(obj.bucket, obj.partition)].append(i)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -333,6 +334,7 @@ def write_data_file(
     name: str | None = None,
     writer_options: dict[str, Any] | None = None,
     row_group_size: int = PARQUET_ROW_GROUP_ROWS,
+    put: Callable[[str, pa.Buffer], None] | None = None,
 ) -> DataFile:
     """Write ``rows`` (of one (service, dt, hr) partition, in the order given) as one Parquet
     file of ``table`` in the tables' Parquet layout, and describe it for a commit.
@@ -344,6 +346,9 @@ def write_data_file(
 
     Compaction writes with the defaults (compaction's layout, a ``compacted-`` name); the fold
     passes the table's own writer properties and its file name (``datafiles.py``).
+
+    With ``put`` (``put(s3_url, data)``) the file is written in memory and uploaded in one
+    request by ``put``; without it, through the table's FileIO (pyarrow's S3 filesystem).
     """
     table_schema = table.schema()
     # Each column keeps the Arrow type it has in ``rows`` (a dictionary stays a dictionary):
@@ -371,13 +376,22 @@ def write_data_file(
     options = (
         parquet_writer_options(arrow_schema.names) if writer_options is None else writer_options
     )
-    output = table.io.new_output(path)
-    with output.create(overwrite=True) as stream:
-        writer = pq.ParquetWriter(stream, schema=arrow_schema, **options)
+    if put is not None:
+        buffer = pa.BufferOutputStream()
+        writer = pq.ParquetWriter(buffer, schema=arrow_schema, **options)
         with writer:
             writer.write_table(data, row_group_size=row_group_size)
-        # The stream's position is the file's size; asking S3 for it would cost a request.
-        size = stream.tell()
+        body = buffer.getvalue()
+        put(path, body)
+        size = body.size
+    else:
+        output = table.io.new_output(path)
+        with output.create(overwrite=True) as stream:
+            writer = pq.ParquetWriter(stream, schema=arrow_schema, **options)
+            with writer:
+                writer.write_table(data, row_group_size=row_group_size)
+            # The stream's position is the file's size; asking S3 for it would cost a request.
+            size = stream.tell()
     statistics = data_file_statistics_from_parquet_metadata(
         parquet_metadata=writer.writer.metadata,
         stats_columns=compute_statistics_plan(table_schema, table.metadata.properties),

@@ -30,7 +30,7 @@ import gc
 import itertools
 import operator
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -419,6 +419,7 @@ _LINE_STRUCTS: dict[str, type[msgspec.Struct]] = {kind: _line_struct(kind) for k
 _KIND_OF: dict[type, str] = {struct: kind for kind, struct in _LINE_STRUCTS.items()}
 _LINE_DECODER = msgspec.json.Decoder(Union[tuple(_LINE_STRUCTS.values())])  # noqa: UP007
 _ATTRIBUTES_DECODER = msgspec.json.Decoder(dict[str, Any] | None)
+_ATTRIBUTES_LIST_DECODER = msgspec.json.Decoder(list[dict[str, Any] | None])
 # Per kind, the Arrow struct the decoded fields are converted to in one call (the timestamp as
 # its text, checked and cast afterwards; ``kind`` is the struct's tag, not a field), and the
 # getter that lists them in its order.
@@ -517,11 +518,13 @@ def _fast_table(kind: str, records: list[msgspec.Struct]) -> pa.Table:
 
 
 def _attribute_objects(raws: list[msgspec.Raw]) -> list[dict[str, Any] | None]:
-    decode = _ATTRIBUTES_DECODER.decode
+    # One decoder call for the whole batch (each raw text is one JSON value, so joined with
+    # commas they are an array); when it refuses, item by item to find which.
     try:
-        return list(map(decode, raws))
+        return _ATTRIBUTES_LIST_DECODER.decode(b"[" + b",".join(raws) + b"]")
     except (msgspec.MsgspecError, RecursionError):
         pass
+    decode = _ATTRIBUTES_DECODER.decode
     refused = []
     for i, raw in enumerate(raws):
         try:
@@ -582,15 +585,28 @@ def type_objects(
     data = b"".join(body if body.endswith(b"\n") or not body else body + b"\n" for body in bodies)
     quarantine = _Quarantine("", partition, object_starts=starts, object_keys=keys)
     with _collector_paused():
-        return _type_lines(data.split(b"\n"), quarantine)
+        return _type_data(data, quarantine)
 
 
 def _type_jsonl(data: bytes, source_key: str, partition: RawPartition | None) -> Typed:
-    return _type_lines(decompress(data).split(b"\n"), _Quarantine(source_key, partition))
+    return _type_data(decompress(data), _Quarantine(source_key, partition))
 
 
-def _type_lines(raw_lines: list[bytes], quarantine: _Quarantine) -> Typed:
+def _type_data(data: bytes, quarantine: _Quarantine) -> Typed:
+    whole = _decode_whole(data)
+    if whole is not None:
+        return _type_decoded(whole, [], lambda: data.split(b"\n"), quarantine)
+    raw_lines = data.split(b"\n")
     fast, careful = _decode(raw_lines)
+    return _type_decoded(fast, careful, lambda: raw_lines, quarantine)
+
+
+def _type_decoded(
+    fast: dict[str, tuple[list[msgspec.Struct], list[int]]],
+    careful: list[int],
+    split: Callable[[], list[bytes]],
+    quarantine: _Quarantine,
+) -> Typed:
     parts: dict[str, list[tuple[pa.Table, list[int]]]] = {kind: [] for kind in KINDS}
     for kind, (records, origin) in fast.items():
         while records:
@@ -604,12 +620,46 @@ def _type_lines(raw_lines: list[bytes], quarantine: _Quarantine) -> Typed:
                 origin = [o for i, o in enumerate(origin) if i not in out]
     lines = sum(len(origin) for kind_parts in parts.values() for _, origin in kind_parts)
     if careful:
-        careful_tables, careful_lines = _careful(raw_lines, sorted(careful), quarantine)
+        careful_tables, careful_lines = _careful(split(), sorted(careful), quarantine)
         lines += careful_lines
         for kind, part in careful_tables.items():
             parts[kind].append(part)
     tables = {kind: _in_line_order(kind, kind_parts) for kind, kind_parts in parts.items()}
     return Typed(tables=tables, quarantine=quarantine.table(), lines=lines)
+
+
+def _decode_whole(data: bytes) -> dict[str, tuple[list[msgspec.Struct], list[int]]] | None:
+    """The common case in one decoder call over the whole body (no split into lines, no call
+    per line): every line one record of one kind. None when that cannot be shown, and the body
+    goes line by line (``_decode``).
+
+    msgspec's ``decode_lines`` reads a stream of whitespace-separated values, not one value per
+    line, so its records are the lines' only when every line holds exactly one value. JSON
+    strings cannot hold a raw newline (msgspec refuses one), so each newline in the body is
+    whitespace between tokens; inside a value a ``}`` is never followed by a ``{``, so a newline
+    between ``}`` and ``{`` lies between two values. When every line but the first starts that
+    way, and the first starts with ``{``, no value spans two lines and no line is blank; with as
+    many values as lines, each line holds exactly one."""
+    if not data.startswith(b"{"):
+        return None
+    lines = data.count(b"\n")
+    if data.endswith(b"}\n"):
+        separators = lines - 1
+    elif data.endswith(b"}"):
+        separators = lines
+        lines += 1
+    else:
+        return None
+    if data.count(b"}\n{") != separators:
+        return None
+    try:
+        decoded = _LINE_DECODER.decode_lines(data)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    types = set(map(type, decoded))
+    if len(decoded) != lines or len(types) != 1:
+        return None
+    return {_KIND_OF[types.pop()]: (decoded, list(range(lines)))}
 
 
 def _decode(

@@ -43,6 +43,13 @@ def test_the_fold_benchmark_reports_cpu_per_record_and_the_startup() -> None:
     assert fold, out
     objects = int(fold[1].replace(",", ""))
     assert objects > 3000 // 35 and int(fold[2].replace(",", "")) > 0
+    alone = re.search(
+        r"^  without the features step: [\d.]+ s CPU = ([\d,]+) records/s per core "
+        r"\([\d.]+ us per record\); steps \(us per record\): listing [\d.]+, ",
+        out,
+        re.MULTILINE,
+    )
+    assert alone and int(alone[1].replace(",", "")) >= int(fold[2].replace(",", "")), out
     for step in ("listing", "GETs \\+ typing", "typing", "commits", "Parquet files"):
         assert re.search(rf"^  {step}.*: [\d.]+ s CPU", out, re.MULTILINE), (step, out)
     # 3,000 folded rows copied under new keys until the tables hold at least 9,000.

@@ -76,3 +76,25 @@ def test_a_record_of_another_kind_falls_back_to_one_object_at_a_time() -> None:
     assert [t.objects for t in typed] == [[objects[0]], [objects[1]]]
     assert typed[1].tables["metric"].column("source_key").to_pylist() == [objects[1].key]
     assert typed[1].tables["log"].column("source_key").to_pylist() == [objects[1].key]
+
+
+def test_whole_bodies_give_each_row_and_bad_line_its_object() -> None:
+    objects = [_object(i) for i in range(4)]
+    bodies = [
+        _log("a1") + b"\n" + b"{broken\n" + _log("a2") + b"\n",
+        b"\n" + _log("b1") + b"\n   \n" + _log("b2", timestamp="never") + b"\n" + _log("b3"),
+        b"",
+        _log("d1") + b"\n",
+    ]
+    (typed,) = type_group(objects, bodies)
+    rows = typed.tables["log"].to_pylist()
+    assert [(r["event_id"], r["source_key"]) for r in rows] == [
+        ("a1", objects[0].key),
+        ("a2", objects[0].key),
+        ("b1", objects[1].key),
+        ("b3", objects[1].key),
+        ("d1", objects[3].key),
+    ]
+    bad = sorted((r["source_key"], r["line_number"]) for r in typed.quarantine.to_pylist())
+    assert bad == [(objects[0].key, 2), (objects[1].key, 4)]
+    assert typed.lines == 7

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 
+import pyarrow as pa
 import pytest
 
 from stages.common import aws, lake
@@ -49,3 +50,25 @@ def test_a_bomb_stops_at_the_cap_and_a_missing_object_is_an_error(
         read.require_complete()
     with pytest.raises(FileNotFoundError):
         lake.read_lines(reader, BUCKET, "gone.jsonl")
+
+
+def test_a_plain_object_is_read_whole_and_refused_above_the_cap(lake_settings: Settings) -> None:
+    s3 = aws.client("s3", lake_settings)
+    body = b"".join(b'{"n":%d}\n' % i for i in range(50000))
+    s3.put_object(Bucket=BUCKET, Key="whole.jsonl", Body=body)
+    reader = RawReader(lake_settings)
+    assert reader.read_plain(BUCKET, "whole.jsonl") == body
+    with pytest.raises(Unprocessable, match="more than this reader may read"):
+        reader.read_plain(BUCKET, "whole.jsonl", max_bytes=len(body) - 1)
+    with pytest.raises(FileNotFoundError):
+        reader.read_plain(BUCKET, "gone.jsonl")
+
+
+def test_put_uploads_an_arrow_buffer_boto3_reads_back(lake_settings: Settings) -> None:
+    data = pa.py_buffer(bytes(range(256)) * 1000)
+    RawReader(lake_settings).put("s3://md-processed/t/data/service=a/x.parquet", data)
+    s3 = aws.client("s3", lake_settings)
+    got = s3.get_object(Bucket="md-processed", Key="t/data/service=a/x.parquet")["Body"].read()
+    assert got == data.to_pybytes()
+    with pytest.raises(ValueError, match="not an s3:// location"):
+        RawReader(lake_settings).put("/tmp/x.parquet", data)

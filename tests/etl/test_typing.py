@@ -352,3 +352,32 @@ def test_several_objects_typed_at_once_keep_each_bad_line_s_object_and_line() ->
         ("raw/2.jsonl.gz", 2, "invalid JSON"),
         ("raw/3", 2, "wrong type f"),
     ]
+
+
+def test_lines_holding_two_records_or_half_a_record_are_quarantined_in_a_whole_body() -> None:
+    # A body of one kind that msgspec's stream reader would read as as many values as lines:
+    # one line holds two records, and one record spans two lines. Each line is its own record
+    # or a quarantined line, as if typed alone.
+    good = [orjson.dumps(_log(event_id=f"{i:032x}")) for i in range(4)]
+    two = good[1] + good[2]
+    half = orjson.dumps(_log(event_id="a" * 32)).replace(b'"level":', b'"level":\n')
+    body = b"\n".join([good[0], two, half, good[3]]) + b"\n"
+    assert body.count(b"\n") == 5
+    typed = type_jsonl(body, source_key="k")
+    assert typed.tables["log"].column("event_id").to_pylist() == [f"{0:032x}", f"{3:032x}"]
+    bad = [(r["line_number"], r["reason"][:12]) for r in typed.quarantine.to_pylist()]
+    assert bad == [(2, "invalid JSON"), (3, "invalid JSON"), (4, "invalid JSON")]
+    assert typed.lines == 5
+
+
+def test_a_body_without_its_last_newline_or_with_blank_lines_types_every_record() -> None:
+    records = [_log(event_id=f"{i:032x}") for i in range(3)]
+    ids = [r["event_id"] for r in records]
+    for body in (
+        _jsonl(records).rstrip(b"\n"),
+        _jsonl(records[:1]) + b"\n" + _jsonl(records[1:]),
+        b"\n" + _jsonl(records),
+    ):
+        typed = type_jsonl(body)
+        assert typed.tables["log"].column("event_id").to_pylist() == ids, body[:40]
+        assert typed.lines == 3 and typed.quarantine.num_rows == 0
