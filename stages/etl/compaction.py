@@ -15,6 +15,15 @@
   happened (a crash after the data files were written), files of expired snapshots, old metadata.
   A commit in flight is this process's own (one writer, and maintenance never runs during a
   fold), and its files are younger than the safety age anyway.
+
+Snapshot expiry and orphan removal also keep ``telemetry.features`` (the features thread commits
+about every ``ETL_INTERVAL_SECONDS``), with the same settings; it is not compacted (the features
+step writes a closed hour as one file itself). Expiry only drops snapshots other than the
+current one, so every data file the current snapshot's manifests reference (what detection reads,
+by sequence number) stays. The features thread commits while maintenance runs (on the fold
+thread): a commit that lands between an expiry's load and its catalog update makes the catalog
+refuse the expiry, which is redone here from a fresh load; the other way round, pyiceberg's
+transaction redoes the refused features commit on the new metadata (snapshot producers only).
 """
 
 from __future__ import annotations
@@ -26,18 +35,24 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.expressions import And, BooleanExpression, EqualTo
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from stages.common import lake
 from stages.common.config import Settings
+from stages.common.lakehouse import FEATURES_TABLE
 from stages.etl import metrics
 from stages.etl.committer import MAX_ATTEMPTS, Committer
 from stages.etl.tables import COMPACTED_PREFIX, TABLE_NAMES, in_write_order, write_data_file
 
 log = logging.getLogger(__name__)
+
+# The features table's key among the maintained tables (the curated ones are TABLE_NAMES).
+FEATURES = "features"
+# Every table snapshot expiry and orphan removal keep: kind -> table name (metrics' label).
+MAINTAINED: dict[str, str] = {**TABLE_NAMES, FEATURES: FEATURES_TABLE.rpartition(".")[2]}
 
 
 def partition_filter(service: str, dt: date, hr: int) -> BooleanExpression:
@@ -74,13 +89,28 @@ class Maintenance:
         self.s3 = s3
 
     def __call__(self, now: datetime) -> None:
-        for step in (self.compact, self.expire_snapshots, self.remove_orphans):
-            for kind in TABLE_NAMES:
+        steps = (
+            (self.compact, TABLE_NAMES),
+            (self.expire_snapshots, MAINTAINED),
+            (self.remove_orphans, MAINTAINED),
+        )
+        for step, kinds in steps:
+            for kind in kinds:
                 try:
                     step(kind, now)
                 except Exception as exc:
                     metrics.MAINTENANCE_ERRORS.labels(step.__name__).inc()
-                    log.warning("%s of %s failed: %s", step.__name__, TABLE_NAMES[kind], exc)
+                    log.warning("%s of %s failed: %s", step.__name__, MAINTAINED[kind], exc)
+
+    def load(self, kind: str) -> Table | None:
+        """``kind``'s table as the catalog has it now; None for a features table not created
+        yet (the features step creates it)."""
+        if kind != FEATURES:
+            return self.committer.reload(kind)
+        try:
+            return self.committer.catalog.load_table(FEATURES_TABLE)
+        except NoSuchTableError:
+            return None
 
     def compact(self, kind: str, now: datetime) -> int:
         """Rewrite each closed hour partition that is not one compaction file as one file: one
@@ -160,25 +190,37 @@ class Maintenance:
         raise CommitFailedException(f"{name}: {MAX_ATTEMPTS} compactions refused in a row")
 
     def expire_snapshots(self, kind: str, now: datetime) -> int:
-        table = self.committer.reload(kind)
-        snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms, reverse=True)
-        # The pass's own compactions are newer than ``now``: age counts from the present.
-        reference = max(now.timestamp(), time.time())
-        horizon = (reference - self.settings.etl_snapshot_max_age_seconds) * 1000
-        current = table.current_snapshot()
-        expired = [
-            s.snapshot_id
-            for s in snapshots[self.settings.etl_snapshots_keep :]
-            if s.timestamp_ms < horizon
-            and (current is None or s.snapshot_id != current.snapshot_id)
-        ]
-        if not expired:
-            return 0
-        self.committer.check_writer(table)
-        table.maintenance.expire_snapshots().by_ids(expired).commit()
-        metrics.SNAPSHOTS_EXPIRED.labels(TABLE_NAMES[kind]).inc(len(expired))
-        self.committer.reload(kind)
-        return len(expired)
+        """Expire the snapshots beyond the newest ETL_SNAPSHOTS_KEEP that are older than
+        ETL_SNAPSHOT_MAX_AGE_SECONDS, never the current one. A refused expiry (a commit landed
+        since the load, e.g. the features thread's) is redone from a fresh load."""
+        for _ in range(MAX_ATTEMPTS):
+            table = self.load(kind)
+            if table is None:
+                return 0
+            snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms, reverse=True)
+            # The pass's own compactions are newer than ``now``: age counts from the present.
+            reference = max(now.timestamp(), time.time())
+            horizon = (reference - self.settings.etl_snapshot_max_age_seconds) * 1000
+            current = table.current_snapshot()
+            expired = [
+                s.snapshot_id
+                for s in snapshots[self.settings.etl_snapshots_keep :]
+                if s.timestamp_ms < horizon
+                and (current is None or s.snapshot_id != current.snapshot_id)
+            ]
+            if not expired:
+                return 0
+            self.committer.check_writer(table)
+            try:
+                table.maintenance.expire_snapshots().by_ids(expired).commit()
+            except CommitFailedException as exc:
+                metrics.COMMIT_CONFLICTS.labels(MAINTAINED[kind]).inc()
+                log.warning("%s: expiry refused (%s); redoing it", MAINTAINED[kind], exc)
+                continue
+            metrics.SNAPSHOTS_EXPIRED.labels(MAINTAINED[kind]).inc(len(expired))
+            self.load(kind)
+            return len(expired)
+        raise CommitFailedException(f"{MAINTAINED[kind]}: {MAX_ATTEMPTS} expiries refused in a row")
 
     def referenced(self, table: Table) -> set[str]:
         metadata = table.metadata
@@ -194,7 +236,9 @@ class Maintenance:
         return {_normal(p) for p in paths if p}
 
     def remove_orphans(self, kind: str, now: datetime) -> int:
-        table = self.committer.reload(kind)
+        table = self.load(kind)
+        if table is None:
+            return 0
         keep = self.referenced(table)
         location = urlparse(table.location())
         bucket, prefix = location.netloc, location.path.lstrip("/").rstrip("/") + "/"
@@ -208,15 +252,18 @@ class Maintenance:
             return 0
         # Look again right before deleting: a commit since the first look may reference more.
         self.committer.check_writer(table)
-        keep = self.referenced(self.committer.reload(kind))
+        again = self.load(kind)
+        if again is None:
+            return 0
+        keep = self.referenced(again)
         doomed = [key for key in doomed if f"s3://{bucket}/{key}" not in keep]
         for start in range(0, len(doomed), 1000):
             chunk = doomed[start : start + 1000]
             self.s3.delete_objects(
                 Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
             )
-        metrics.ORPHANS_REMOVED.labels(TABLE_NAMES[kind]).inc(len(doomed))
-        log.info("removed %d orphan files of %s", len(doomed), TABLE_NAMES[kind])
+        metrics.ORPHANS_REMOVED.labels(MAINTAINED[kind]).inc(len(doomed))
+        log.info("removed %d orphan files of %s", len(doomed), MAINTAINED[kind])
         return len(doomed)
 
 

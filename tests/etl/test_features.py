@@ -634,3 +634,41 @@ def test_a_restart_catches_up_what_the_last_process_committed_but_did_not_write(
     report = third.tick(_at(71))
     assert report.written == [] and not report.failed
     assert len(catalog.load_table(FEATURES_TABLE).snapshots()) == snapshots
+
+
+def test_a_commit_refused_because_maintenance_expired_snapshots_is_redone(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Maintenance's snapshot expiry (on the fold thread) lands between a features commit's load
+    of the table and its catalog update: the catalog refuses the commit (Glue's VersionId),
+    pyiceberg's transaction commits it again on the new metadata (a features commit is a snapshot
+    producer), and the builder does not start over."""
+    settings = settings.model_copy(
+        update={"features_bucket_seconds": 10, "features_allowed_lateness_seconds": 30}
+    )
+    catalog = open_catalog(settings)
+    tables = ensure_tables(catalog)
+    builder = FeatureBuilder(catalog, settings)
+    touched = _commit_and_prime(tables, builder, [_log(_stamp(s)) for s in (1, 11, 21)])
+    assert not builder.after_commit(touched, _at(45)).failed  # bucket 0
+    assert not builder.tick(_at(55)).failed  # bucket 10
+    other = open_catalog(settings, name="maintenance")
+    oldest = min(other.load_table(FEATURES_TABLE).snapshots(), key=lambda s: s.timestamp_ms)
+    original = catalog.glue.update_table
+    refused: list[int] = []
+
+    def expire_first(**kwargs: Any) -> Any:
+        if not refused:
+            refused.append(1)
+            table = other.load_table(FEATURES_TABLE)
+            table.maintenance.expire_snapshots().by_ids([oldest.snapshot_id]).commit()
+        return original(**kwargs)
+
+    monkeypatch.setattr(catalog.glue, "update_table", expire_first)
+    report = builder.tick(_at(65))  # bucket 20
+    assert refused and not report.failed and report.rebuilt == []
+    assert builder.status()["rebuild_failures"] == 0
+    table = other.load_table(FEATURES_TABLE)
+    assert oldest.snapshot_id not in {s.snapshot_id for s in table.snapshots()}
+    assert len(table.snapshots()) == 2
+    assert _by_bucket(_stored(settings)) == {0: 1, 10: 1, 20: 1}

@@ -5,11 +5,14 @@ removal, the commit hook, and a commit conflict retried without duplicates."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from stages.common import aws
 from stages.common.config import Settings
+from stages.common.lakehouse import FEATURES_BUCKET
 from stages.etl.app import build_etl
 from stages.etl.committer import Partition
+from stages.etl.features import FEATURES_TABLE, SORT_KEYS
 from stages.etl.fold import CommitInfo
 from stages.etl.tables import open_catalog
 from tests.etl.support import RawLake, exactly_once, partitions_files, records
@@ -127,3 +130,91 @@ def test_a_commit_conflict_is_retried_from_a_fresh_load_without_duplicates(
         if v.name == "etl_commit_conflicts_total" and v.labels.get("table") == "logs"
     ]
     assert conflicts and conflicts[0].value >= 1
+
+
+def test_the_features_table_keeps_its_rows_and_only_the_retained_snapshots(
+    lake_settings: Settings,
+) -> None:
+    """Snapshot expiry and orphan removal of telemetry.features, run by the ETL's maintenance
+    pass: the newest ETL_SNAPSHOTS_KEEP snapshots stay, the rows and every file the current
+    snapshot references stay, the files only expired snapshots referenced go, and the features
+    step goes on committing after it."""
+    from prometheus_client import REGISTRY
+
+    settings = _settings(lake_settings, etl_snapshots_keep=2)
+    raw = RawLake(settings)
+    etl = build_etl(settings)
+    step = etl.on_commit[0].__self__  # type: ignore[attr-defined]  # the FeatureStep
+    # Four folds of one long-past hour: one features commit each, every fold after the first
+    # replacing each partition's file (late records), so old snapshots reference other files.
+    for seed in (61, 62, 63, 64):
+        raw.put(records(200, seed, "2026-11-27T06:00:00Z", spread_seconds=3000))
+        etl.tick()
+        assert etl.last_error is None
+    catalog = open_catalog(settings, name="features-check")
+    table = catalog.load_table(FEATURES_TABLE)
+    snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)
+    assert len(snapshots) == 4
+    rows = table.scan().to_arrow().sort_by(SORT_KEYS)
+    assert rows.num_rows > 0
+    current = set(table.inspect.files().column("file_path").to_pylist())
+    every = set(table.inspect.all_files().column("file_path").to_pylist())
+    assert every - current  # files only older snapshots reference
+    s3 = aws.client("s3", settings)
+    stray = "telemetry/features/data/service=auth-service/dt=2026-11-27/hr=6/stray.parquet"
+    s3.put_object(Bucket=FEATURES_BUCKET, Key=stray, Body=b"PAR1")
+    errors = REGISTRY.get_sample_value("etl_maintenance_errors_total", {"step": "expire_snapshots"})
+    conflicts = REGISTRY.get_sample_value("etl_commit_conflicts_total", {"table": "features"}) or 0
+    # Another commit to the features table (as the features thread's) lands between the expiry's
+    # load and its catalog update: the catalog refuses the expiry, which is redone.
+    glue = etl.committer.catalog.glue
+    original = glue.update_table
+    raced: list[int] = []
+
+    def race_the_expiry(**kwargs: Any) -> Any:
+        if kwargs["TableInput"]["Name"] == "features" and not raced:
+            raced.append(1)
+            moved = open_catalog(settings, name="other-writer").load_table(FEATURES_TABLE)
+            moved.transaction().set_properties({"test.moved": "1"}).commit_transaction()
+        return original(**kwargs)
+
+    glue.update_table = race_the_expiry
+
+    # The whole pass, as the fold loop runs it, an hour later (orphans older than the safety age).
+    etl.maintenance(datetime.now(UTC) + timedelta(hours=2))
+    glue.update_table = original
+    assert raced
+    assert (
+        REGISTRY.get_sample_value("etl_commit_conflicts_total", {"table": "features"})
+        == conflicts + 1
+    )
+
+    table = catalog.load_table(FEATURES_TABLE)
+    kept = [s.snapshot_id for s in sorted(table.snapshots(), key=lambda s: s.timestamp_ms)]
+    assert kept == [s.snapshot_id for s in snapshots[-2:]]
+    assert table.current_snapshot().snapshot_id == snapshots[-1].snapshot_id
+    after = table.scan().to_arrow().sort_by(SORT_KEYS)
+    assert after.equals(rows)
+    keys = {
+        f"s3://{FEATURES_BUCKET}/{o['Key']}"
+        for o in s3.list_objects_v2(Bucket=FEATURES_BUCKET)["Contents"]
+    }
+    assert current <= keys  # every data file the current snapshot reads is still there
+    kept_files = set(table.inspect.all_files().column("file_path").to_pylist())
+    assert not (every - kept_files) & keys  # the files of the expired snapshots are gone
+    assert f"s3://{FEATURES_BUCKET}/{stray}" not in keys
+    assert (
+        REGISTRY.get_sample_value("etl_maintenance_errors_total", {"step": "expire_snapshots"})
+        == errors
+    )
+
+    # The features step commits on top of the maintained table without starting over.
+    rebuilt = step.builder.status()["partitions_rebuilt"]
+    raw.put(records(200, 65, "2026-11-27T06:00:00Z", spread_seconds=3000))
+    etl.tick()
+    assert etl.last_error is None
+    status = step.builder.status()
+    assert status["rebuild_failures"] == 0 and status["partitions_rebuilt"] == rebuilt
+    table = catalog.load_table(FEATURES_TABLE)
+    assert len(table.snapshots()) == 3
+    assert table.scan().to_arrow().num_rows >= rows.num_rows
