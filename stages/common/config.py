@@ -323,6 +323,14 @@ class Settings(BaseSettings):
         le=3600,
         description="How often detection reads the features buckets newer than its progress.",
     )
+    detection_wake_poll_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="How often detection looks in the Glue catalog for a new commit of "
+        "telemetry.features, and on one reads it at once instead of at the next interval "
+        "(0 = off).",
+    )
     detection_series: str = Field(
         default=(
             "cpu=metric:cpu.utilization:mean,latency=metric:latency.p95:mean,"
