@@ -13,6 +13,7 @@ import httpx
 import orjson
 from pyiceberg.expressions import And, EqualTo
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Operation
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,9 @@ def first_commit_with(table: Table, service: str, bucket_start: float) -> float 
     ``service`` for the bucket starting at ``bucket_start``; None when no kept snapshot holds
     it, or when the oldest kept snapshot already does (its first commit was expired).
 
-    Once written, a bucket stays in every later snapshot (a rebuild replaces its rows in the
-    same commit), so the snapshots are binary-searched."""
+    A rebuild replaces a partition by a delete and an append in one transaction, which makes
+    two snapshots: the delete's lacks the partition. Among the append snapshots a written bucket
+    stays in every later one, so those are binary-searched."""
     start = datetime.fromtimestamp(bucket_start, UTC)
     row_filter = And(
         EqualTo("service", service),
@@ -160,7 +162,10 @@ def first_commit_with(table: Table, service: str, bucket_start: float) -> float 
         )
         return scan.to_arrow().num_rows > 0
 
-    snapshots = sorted(table.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0))
+    snapshots = sorted(
+        (s for s in table.snapshots() if s.summary and s.summary.operation == Operation.APPEND),
+        key=lambda s: (s.sequence_number or 0, s.timestamp_ms),
+    )
     low, high = 0, len(snapshots)
     while low < high:
         middle = (low + high) // 2
