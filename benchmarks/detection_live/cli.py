@@ -87,6 +87,7 @@ def _fmt(stats: dict[str, float] | None) -> str:
 
 def report(result: dict[str, Any], path: Path) -> str:
     s = result["summary"]
+    live, live_late = result["run"]["live"], result["run"]["live_late_records"]
     lines = [
         "",
         f"{'type':22s} {'service':16s} {'ttd s':>6s} {'api s':>6s} {'event':>6s} "
@@ -111,8 +112,9 @@ def report(result: dict[str, Any], path: Path) -> str:
         f"detected {s['detected']}/{s['triggers']}, misses {s['misses']}, "
         f"false alarms {s['false_alarms']} (open alerts matching no trigger)",
         f"late records (etl_features_late_records_total): "
-        f"{result['run']['etl_features']['late_records']}; live rate "
-        f"{result['run']['live']['measured_rate']}/s",
+        f"{result['run']['etl_features']['late_records']} in all, "
+        f"{live_late['late_records']} of the {live_late['records_produced']} live records "
+        f"generated from the first trigger on; live rate {live['measured_rate']}/s",
         f"settings: {result['run']['settings']}",
         f"target: p50 <= {TARGET_P50_S:g} s: {'met' if s['met'] else 'NOT met'}",
         f"JSON: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}",
