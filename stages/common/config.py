@@ -308,7 +308,7 @@ class Settings(BaseSettings):
         "straddle an hour partition).",
     )
     features_allowed_lateness_seconds: float = Field(
-        default=30.0,
+        default=20.0,
         ge=0,
         le=3600,
         description="A features bucket is written once this long has passed after its end.",

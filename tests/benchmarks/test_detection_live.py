@@ -90,6 +90,10 @@ def test_a_quick_run_gets_an_open_alert_for_its_trigger() -> None:
     assert split["to_features_s"] >= lateness, (split, lateness)
     assert trigger["api_ttd_s"] is not None and trigger["api_ttd_s"] > split["event_time_s"]
     assert run["live"]["records_failed"] == 0 and run["live"]["records_produced"] > 0
+    # The live phase's share of the late records is counted apart from the history's.
+    live_late = run["live_late_records"]
+    assert 0 < live_late["records_produced"] <= run["live"]["records_produced"]
+    assert 0 <= live_late["late_records"] <= run["etl_features"]["late_records"]
     summary = saved["summary"]
     assert summary["detected"] == 1 and summary["ttd_sqs"]["p50_s"] == trigger["ttd_s"]
     assert ("met" if summary["met"] else "NOT met") in out
