@@ -308,7 +308,7 @@ class Settings(BaseSettings):
         "straddle an hour partition).",
     )
     features_allowed_lateness_seconds: float = Field(
-        default=30.0,
+        default=20.0,
         ge=0,
         le=3600,
         description="A features bucket is written once this long has passed after its end.",
@@ -329,6 +329,14 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description="How often detection reads the features buckets added since its last read.",
+    )
+    detection_wake_poll_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="How often detection looks in the Glue catalog for a new commit of "
+        "telemetry.features, and on one reads it at once instead of at the next interval "
+        "(0 = off).",
     )
     detection_series: str = Field(
         default=(

@@ -63,6 +63,7 @@ from stages.detection.metrics import LAG, OPEN_EVENTS, OUTBOX_PENDING, OWNED_SER
 from stages.detection.progress import Coverage, Progress
 from stages.detection.reader import FeatureReader, Point, SeriesSpec, parse_series
 from stages.detection.store import EventNotFound, EventStore, event_document, iso
+from stages.detection.wake import FeaturesWatch
 
 log = logging.getLogger(__name__)
 
@@ -597,6 +598,15 @@ class DetectionWorker:
             target=self.leases.run, args=(self._lease_stop,), name="detection-leases", daemon=True
         )
         self._lease_thread.start()
+        if self.settings.detection_wake_poll_seconds > 0:
+            watch = FeaturesWatch(
+                aws.client("glue", self.settings),
+                self._wake.set,
+                self.settings.detection_wake_poll_seconds,
+            )
+            threading.Thread(
+                target=watch.run, args=(self._lease_stop,), name="detection-wake", daemon=True
+            ).start()
         self._thread = threading.Thread(target=self.run_forever, name="detection", daemon=True)
         self._thread.start()
 

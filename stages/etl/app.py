@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -42,6 +44,9 @@ from stages.etl.tables import open_catalog
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "etl-writer"
+# How long after a watermark the features thread runs: enough for the builder's own clock
+# reading to be past it.
+WATERMARK_MARGIN_SECONDS = 0.05
 
 
 class Totals(BaseModel):
@@ -98,9 +103,13 @@ class FeatureStep:
 
     In the service the rebuilds run on a thread of their own (:meth:`start`): the fold loop only
     hands over the touched partitions, so a rebuild (seconds of Iceberg reads and a commit) does
-    not delay the next fold, which is what bounds how fresh the curated tables are. Partitions
-    handed over while a rebuild runs are merged into the next one; a rebuild that raises keeps
-    its partitions for the next attempt. The thread writes only while ``may_write`` says this
+    not delay the next fold, which is what bounds how fresh the curated tables are. The thread
+    runs on the clock, right after each bucket's watermark (bucket end + the allowed lateness;
+    at least once per fold interval), not when a commit lands: a closed bucket is then written
+    as soon as it may be, which is what live detection waits for, and the partitions touched by
+    the folds in between go into that same rebuild. Partitions handed over while a rebuild runs
+    are merged into the next one; a rebuild that raises keeps its partitions for the next
+    attempt. The thread writes only while ``may_write`` says this
     process holds the writer lease. Without :meth:`start` (tests, scripts) every call runs in
     the caller, as the builder's own calls do.
 
@@ -172,15 +181,29 @@ class FeatureStep:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def next_run(self, now: float) -> float:
+        """When the thread next looks (epoch seconds): just after the next bucket's watermark,
+        or one fold interval after ``now`` when that comes first (wide buckets)."""
+        width = self._settings.features_bucket_seconds
+        lateness = self._settings.features_allowed_lateness_seconds
+        watermark = (math.floor((now - lateness) / width) + 1) * width + lateness
+        return min(watermark + WATERMARK_MARGIN_SECONDS, now + self._settings.etl_interval_seconds)
+
     def _loop(self) -> None:
-        # Buckets close with time, not only with commits: look at least once per fold interval.
-        every = self._settings.etl_interval_seconds
         while not self._stop.is_set():
-            woken = self._wake.wait(every)
-            self._wake.clear()
-            if self._stop.is_set() or (not woken and self.builder is None):
+            if self.builder is None:
                 # The builder is made at the end of a fold, never in the middle of one (its
                 # start would read back from the curated tables what the fold hands over).
+                woken = self._wake.wait(self._settings.etl_interval_seconds)
+            else:
+                # The stop event, not the commit wake: a commit's partitions wait for the next
+                # watermark, so each bucket width costs one rebuild, not one per commit as well.
+                due = self.next_run(time.time())
+                while not self._stop.is_set() and (left := due - time.time()) > 0:
+                    self._stop.wait(left)
+                woken = True
+            self._wake.clear()
+            if self._stop.is_set() or not woken:
                 continue
             if not self._may_write():
                 # Another process may write the tables until this one holds the lease again:
