@@ -51,7 +51,7 @@ from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
 from pyiceberg.io.pyarrow import ArrowScan, _get_parquet_writer_kwargs, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
-from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table import DataScan, FileScanTask, Table
 from pyiceberg.types import (
     DateType,
     DoubleType,
@@ -441,6 +441,23 @@ def _hours_of(partitions: Iterable[Partition]) -> BooleanExpression:
     return And(In("dt", dts), In("hr", hrs))
 
 
+def _plan_by_partition(
+    scan: DataScan, partitions: Iterable[Partition]
+) -> tuple[dict[Partition, list[FileScanTask]], ArrowScan]:
+    """The scan's files grouped by (service, dt, hr) partition (one plan for all of them; the
+    filter on dt and hr alone also matches other services' files, left out here), and a reader
+    of them."""
+    tasks: dict[Partition, list[FileScanTask]] = {p: [] for p in partitions}
+    for task in scan.plan_files():
+        partition = _partition_of(task)
+        if partition in tasks:
+            tasks[partition].append(task)
+    reader = ArrowScan(
+        scan.table_metadata, scan.io, scan.projection(), scan.row_filter, scan.case_sensitive
+    )
+    return tasks, reader
+
+
 def scan_partitions(
     tables: Mapping[str, Table],
     partitions: Mapping[Partition, dict[str, dict[FileKey, pa.Table]] | None],
@@ -457,14 +474,7 @@ def scan_partitions(
         scan = tables[kind].scan(
             row_filter=_hours_of(partitions), selected_fields=INPUT_COLUMNS[kind]
         )
-        tasks: dict[Partition, list[FileScanTask]] = {p: [] for p in partitions}
-        for task in scan.plan_files():
-            partition = _partition_of(task)
-            if partition in tasks:
-                tasks[partition].append(task)
-        reader = ArrowScan(
-            scan.table_metadata, scan.io, scan.projection(), scan.row_filter, scan.case_sensitive
-        )
+        tasks, reader = _plan_by_partition(scan, partitions)
         empty = schema_to_pyarrow(scan.projection()).empty_table()
         # The files no cache holds, read side by side: each is a GET of its own.
         missing = [
@@ -1247,15 +1257,7 @@ def _features_of(
     }
     if table.current_snapshot() is None:
         return out
-    scan = table.scan(row_filter=_hours_of(partitions))
-    tasks: dict[Partition, list[FileScanTask]] = {p: [] for p in partitions}
-    for task in scan.plan_files():
-        partition = _partition_of(task)
-        if partition in tasks:
-            tasks[partition].append(task)
-    reader = ArrowScan(
-        scan.table_metadata, scan.io, scan.projection(), scan.row_filter, scan.case_sensitive
-    )
+    tasks, reader = _plan_by_partition(table.scan(row_filter=_hours_of(partitions)), partitions)
     for partition, found in tasks.items():
         if not found:
             continue

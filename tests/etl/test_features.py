@@ -488,14 +488,8 @@ def _exact(settings: Settings, catalog: Any, partition: Partition, closed_before
     assert got.equals(expected.sort_by(SORT_KEYS))
 
 
-def test_closed_buckets_are_appended_from_the_rows_handed_over(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = settings.model_copy(
-        update={"features_bucket_seconds": 10, "features_allowed_lateness_seconds": 30}
-    )
-    catalog = open_catalog(settings)
-    tables = ensure_tables(catalog)
+def _count_curated_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gains an item at every read of the curated tables by the features step."""
     from stages.etl import features as module
 
     scans: list[int] = []
@@ -506,6 +500,19 @@ def test_closed_buckets_are_appended_from_the_rows_handed_over(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(module, "scan_partitions", counted)
+    return scans
+
+
+def test_closed_buckets_are_appended_from_the_rows_handed_over(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(
+        update={"features_bucket_seconds": 10, "features_allowed_lateness_seconds": 30}
+    )
+    catalog = open_catalog(settings)
+    tables = ensure_tables(catalog)
+
+    scans = _count_curated_scans(monkeypatch)
     builder = FeatureBuilder(catalog, settings)
     # The first call finds the partition in the curated tables (committed before the builder
     # started): it is rebuilt from them once.
@@ -553,14 +560,7 @@ def test_after_n_incremental_folds_the_table_is_the_features_of_the_curated_tabl
     settings = lake_settings.model_copy(update={"etl_full_listing_seconds": 0})
     raw = RawLake(settings)
     etl = build_etl(settings)
-    scans: list[int] = []
-    original = module.scan_partitions
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        scans.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(module, "scan_partitions", counted)
+    scans = _count_curated_scans(monkeypatch)
     counts = []
     for seed in (51, 52, 53, 54):
         raw.put(records(300, seed, "2026-11-27T06:00:00Z", spread_seconds=3000))
