@@ -142,10 +142,9 @@ def detect_service(
     tracked = _Tracked(service, config.open_after, config.close_after, width)
     scored = 0
     for point in points:
-        known = {k: v for k, v in point.values.items() if k in ensemble.signals}
-        if not known:
+        outcome = ensemble.update_known(point.timestamp, point.values)
+        if outcome is None:
             continue
-        outcome = ensemble.update(point.timestamp, known)
         scored += 1
         anomalous = tuple(s for s, r in outcome.signals.items() if r.decision.anomalous)
         tracked.feed(point.timestamp, outcome.decision, anomalous)

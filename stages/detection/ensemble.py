@@ -177,6 +177,12 @@ class ServiceEnsemble:
         self.multivariate = RobustMahalanobis(len(self.signals)) if len(self.signals) > 1 else None
         self.tracker = EventTracker(service, open_after, close_after)
 
+    def update_known(self, timestamp: float, values: Mapping[str, float]) -> ServicePoint | None:
+        """:meth:`update` with the values of this ensemble's series among ``values`` (a read
+        point may carry series another configuration scores); None when it has none of them."""
+        known = {k: v for k, v in values.items() if k in self.signals}
+        return self.update(timestamp, known) if known else None
+
     def update(self, timestamp: float, values: Mapping[str, float]) -> ServicePoint:
         if not values:
             raise ValueError(f"no values for {self.service}")

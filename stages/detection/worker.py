@@ -374,10 +374,9 @@ class DetectionWorker:
         scored = 0
         for point in live:
             progress.seen.add(point.timestamp, point.timestamp + width)
-            known = {k: v for k, v in point.values.items() if k in ensemble.signals}
-            if not known:
+            result = ensemble.update_known(point.timestamp, point.values)
+            if result is None:
                 continue
-            result = ensemble.update(point.timestamp, known)
             scored += 1
             changes.extend(result.changes)
             last = {
@@ -447,10 +446,9 @@ class DetectionWorker:
         closed = []
         fed = 0
         for point in points:
-            known = {k: v for k, v in point.values.items() if k in rebuilt.signals}
-            if not known:
+            result = rebuilt.update_known(point.timestamp, point.values)
+            if result is None:
                 continue
-            result = rebuilt.update(point.timestamp, known)
             fed += 1
             closed += [c.event for c in result.changes if c.action == "close"]
         learned = sum(1 for p in points if p.timestamp in progress.pending)

@@ -150,14 +150,9 @@ def test_a_fold_writes_one_file_per_partition_with_the_tables_writer_settings(
         assert meta.schema.to_arrow_schema().field("event_id").metadata[b"PARQUET:field_id"]
 
 
-def test_the_features_step_takes_the_folds_rows_instead_of_reading_its_files(
-    lake_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = _settings(lake_settings)
-    raw = RawLake(settings)
-    etl = build_etl(settings)
-    batch = records(150, 41, "2026-11-27T06:05:00Z", spread_seconds=3000)
-    raw.put(batch)
+def _count_curated_file_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the curated data files the features step reads back from S3, as it reads
+    them."""
     reads: list[str] = []
     original = features._read_file
 
@@ -166,6 +161,18 @@ def test_the_features_step_takes_the_folds_rows_instead_of_reading_its_files(
         return original(reader, task)
 
     monkeypatch.setattr(features, "_read_file", counted)
+    return reads
+
+
+def test_the_features_step_takes_the_folds_rows_instead_of_reading_its_files(
+    lake_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(lake_settings)
+    raw = RawLake(settings)
+    etl = build_etl(settings)
+    batch = records(150, 41, "2026-11-27T06:05:00Z", spread_seconds=3000)
+    raw.put(batch)
+    reads = _count_curated_file_reads(monkeypatch)
     etl.tick()
     assert etl.last_error is None
     assert reads == []  # every curated file of the fold came from the fold itself
@@ -197,14 +204,7 @@ def test_the_features_thread_takes_the_folds_rows_too(
     etl, step = build_service(settings)
     batch = records(150, 43, "2026-11-27T06:05:00Z", spread_seconds=3000)
     raw.put(batch)
-    reads: list[str] = []
-    original = features._read_file
-
-    def counted(reader: Any, task: Any) -> pa.Table:
-        reads.append(task.file.file_path)
-        return original(reader, task)
-
-    monkeypatch.setattr(features, "_read_file", counted)
+    reads = _count_curated_file_reads(monkeypatch)
     step.start()
     try:
         etl.tick()
