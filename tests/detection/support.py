@@ -3,6 +3,7 @@ from a /metrics page, and the alerts drained from the SQS queue."""
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterable
 from datetime import date, datetime
@@ -42,6 +43,17 @@ def metric_rows(
         for key, item in row.items():
             columns[key].append(item)
     return pa.table(columns, schema=ARROW_SCHEMA)
+
+
+def cpu_and_latency(i: int, service: str, spiked: bool) -> dict[str, float]:
+    """Bucket ``i``'s cpu and latency of ``service``: steady noise, seeded by both, or a spike
+    far outside it when ``spiked``."""
+    rng = random.Random(f"{service}-{i}")
+    cpu = 40.0 + rng.gauss(0, 2.0)
+    latency = 120.0 + rng.gauss(0, 6.0)
+    if spiked:
+        cpu, latency = 97.0, 950.0
+    return {"cpu": cpu, "latency": latency}
 
 
 def prometheus_value(text: str, name: str) -> float:

@@ -17,7 +17,6 @@ and the last score against an uninterrupted run of the library.
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from stages.detection.ensemble import ServiceEnsemble
 from stages.detection.events_table import ANOMALIES_TABLE
 from stages.etl.features import ensure_features_table
 from stages.etl.tables import open_catalog
-from tests.detection.support import drain_alerts, metric_rows, prometheus_value
+from tests.detection.support import cpu_and_latency, drain_alerts, metric_rows, prometheus_value
 from tests.support.processes import Process, base_env, free_port, start_emulator, wait_http_ok
 
 SPIKED = "payment-service"
@@ -62,12 +61,7 @@ INTERVAL_SECONDS = 0.5
 
 
 def _values(i: int, service: str) -> dict[str, float]:
-    rng = random.Random(f"{service}-{i}")
-    cpu = 40.0 + rng.gauss(0, 2.0)
-    latency = 120.0 + rng.gauss(0, 6.0)
-    if service == SPIKED and i in SPIKE:
-        cpu, latency = 97.0, 950.0
-    return {"cpu": cpu, "latency": latency}
+    return cpu_and_latency(i, service, spiked=service == SPIKED and i in SPIKE)
 
 
 def _rows(first: int, last: int) -> pa.Table:

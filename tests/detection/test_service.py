@@ -9,7 +9,6 @@ an uninterrupted run of the library, the lake table, the filters and the feedbac
 
 from __future__ import annotations
 
-import random
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ from stages.detection.events_table import ANOMALIES_TABLE
 from stages.detection.reader import parse_series, read_columns
 from stages.etl.features import ARROW_SCHEMA, ensure_features_table
 from stages.etl.tables import open_catalog
-from tests.detection.support import drain_alerts, metric_rows, prometheus_value
+from tests.detection.support import cpu_and_latency, drain_alerts, metric_rows, prometheus_value
 from tests.support.processes import Process, base_env, free_port, start_emulator, wait_http_ok
 
 SERVICE = "payment-service"
@@ -50,12 +49,7 @@ AFTER = 195  # buckets scored without an event change, checkpointed at the clean
 
 
 def _values(i: int, service: str) -> dict[str, float]:
-    rng = random.Random(f"{service}-{i}")
-    cpu = 40.0 + rng.gauss(0, 2.0)
-    latency = 120.0 + rng.gauss(0, 6.0)
-    if service == SERVICE and i in SPIKE:
-        cpu, latency = 97.0, 950.0
-    return {"cpu": cpu, "latency": latency}
+    return cpu_and_latency(i, service, spiked=service == SERVICE and i in SPIKE)
 
 
 def _rows(first: int, last: int) -> pa.Table:
