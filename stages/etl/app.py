@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
@@ -337,6 +338,23 @@ def run_backfill(settings: Settings, start: str, end: str) -> int:
     if last <= first:
         print("error: --to must be after --from", file=sys.stderr)
         return 2
+    try:
+        return _backfill_under_lease(settings, first, last)
+    except backfill_module.BackfillStopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError, OSError) as exc:
+        # The catalog, S3 or the lease table did not answer: a message, not a traceback. A
+        # backfill rewrites whole (table, hour) partitions, so running it again is safe.
+        print(
+            f"error: the lake (Glue, S3 or the lease table) failed: {type(exc).__name__}: {exc}; "
+            "run the backfill again once it answers (it rewrites whole hours, so a rerun is safe)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _backfill_under_lease(settings: Settings, first: datetime, last: datetime) -> int:
     etl = build_etl(settings)
     committer = etl.committer
     if not backfill_module.wait_for_lease(committer, settings.etl_lease_seconds):
@@ -353,7 +371,9 @@ def run_backfill(settings: Settings, start: str, end: str) -> int:
         # The features of the rewritten hours follow, as after a fold's commit (buckets still
         # inside the allowed lateness are left to the service).
         touched = set().union(*(report.touched for report in reports))
-        FeatureBuilder(committer.catalog, settings).after_commit(touched, datetime.now(UTC))
+        features = FeatureBuilder(committer.catalog, settings).after_commit(
+            touched, datetime.now(UTC)
+        )
     finally:
         etl.lease.release()
     for report in reports:
@@ -362,6 +382,15 @@ def run_backfill(settings: Settings, start: str, end: str) -> int:
             f"{report.hour.strftime('%Y-%m-%dT%H')}: {report.objects} objects; rows: "
             f"{rows or 'none'}; outside the hour: {report.outside}"
         )
+    if features.failed:
+        # The curated tables are rebuilt; the features of these partitions are not.
+        for partition, reason in sorted(features.failed.items(), key=lambda item: str(item[0])):
+            print(f"error: features of {partition} not rebuilt: {reason}", file=sys.stderr)
+        print(
+            "error: telemetry.features is not up to date for these hours; run the backfill again",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

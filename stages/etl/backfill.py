@@ -32,6 +32,10 @@ from stages.etl.typing import KINDS
 log = logging.getLogger(__name__)
 
 
+class BackfillStopped(RuntimeError):
+    """The backfill stopped before its last hour; the hours before were rebuilt."""
+
+
 @dataclass
 class HourReport:
     hour: datetime
@@ -123,7 +127,11 @@ def backfill(
     reports = []
     for hour in hours_in(start, end):
         if not committer.lease.acquire():
-            raise RuntimeError("lost the writer lease during the backfill")
+            raise BackfillStopped(
+                f"lost the writer lease before {hour.strftime('%Y-%m-%dT%H')} (another ETL took "
+                f"it); {len(reports)} hours before it were rebuilt; stop the ETL service and "
+                "run the backfill again"
+            )
         report = backfill_hour(settings, s3, committer, hour)
         log.info(
             "backfilled %s: %d objects, rows %s, %d outside the hour",

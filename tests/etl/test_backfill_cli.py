@@ -1,0 +1,54 @@
+"""``python -m stages.etl backfill`` answers every failure with a message and a non-zero exit,
+never a traceback, and never exits 0 with a table it did not rebuild."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from stages.common import aws, lake
+from stages.common.config import Settings
+from tests.etl.support import RawLake, records, table_counts
+from tests.support.processes import ROOT, base_env, free_port
+
+
+def _backfill(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stages.etl", "backfill", *args],
+        env=base_env(endpoint, ETL_LEASE_SECONDS="2"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_an_unreachable_lake_is_a_message_and_exit_1() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    done = _backfill(dead, "--from", "2026-11-27T06", "--to", "2026-11-27T07")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "error: the lake (Glue, S3 or the lease table) failed" in done.stderr
+    assert "Could not connect to the endpoint URL" in done.stderr
+
+
+def test_a_features_table_that_cannot_be_written_fails_the_backfill(
+    lake_settings: Settings, lake_endpoint: str
+) -> None:
+    raw = RawLake(lake_settings)
+    raw.put(records(60, 5, "2026-11-27T06:20:00Z"))
+    s3 = aws.client("s3", lake_settings)
+    bucket = "md-features"
+    for obj in lake.list_objects(s3, bucket):
+        s3.delete_object(Bucket=bucket, Key=obj["Key"])
+    s3.delete_bucket(Bucket=bucket)
+    try:
+        done = _backfill(lake_endpoint, "--from", "2026-11-27T06", "--to", "2026-11-27T07")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert "error:" in done.stderr and bucket in done.stderr
+        # The curated tables were rebuilt before the features step failed.
+        counts = table_counts(lake_settings)
+        assert sum(sum(c.values()) for c in counts.values()) == len(raw.sent)
+    finally:
+        s3.create_bucket(Bucket=bucket)
