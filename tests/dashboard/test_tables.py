@@ -118,6 +118,49 @@ def test_a_broken_table_is_reported_in_its_row_and_hides_no_other(
     assert Counter(t["name"] for t in view["tables"])["broken"] == 1
 
 
+def test_glue_tables_the_dashboard_cannot_read_are_a_row_or_a_404_never_a_500(
+    dashboard: DashboardProcess, lake_endpoint: str
+) -> None:
+    settings = Settings(aws_endpoint_url=lake_endpoint)
+    ensure_tables(open_catalog(settings))
+    glue = aws.client("glue", settings)
+    aws.client("s3", settings).put_object(
+        Bucket=PROCESSED_BUCKET, Key="garbled/v1.metadata.json", Body=b"not json\n"
+    )
+    entries = {
+        # what a Glue crawler makes over the raw zone: not an Iceberg table
+        "crawled": {"classification": "json"},
+        # an Iceberg entry without its metadata file's location
+        "half_made": {"table_type": "ICEBERG"},
+        # an Iceberg entry whose metadata file is not Iceberg metadata
+        "garbled": {
+            "table_type": "ICEBERG",
+            "metadata_location": f"s3://{PROCESSED_BUCKET}/garbled/v1.metadata.json",
+        },
+    }
+    for name, parameters in entries.items():
+        glue.create_table(
+            DatabaseName=NAMESPACE, TableInput={"Name": name, "Parameters": parameters}
+        )
+
+    overview = dashboard.get("/api/tables")
+    assert overview.status_code == 200, overview.text
+    rows = {t["name"]: t for t in overview.json()["tables"]}
+    assert "metadata_location is missing" in rows["half_made"]["error"]
+    assert "ValidationError" in rows["garbled"]["error"]
+    assert "crawled" not in rows
+    assert rows["logs"]["error"] is None and rows["logs"]["location"]
+
+    for name in ("half_made", "garbled"):
+        one = dashboard.get(f"/api/tables/{name}")
+        assert one.status_code == 200, one.text
+        assert one.json()["error"] == rows[name]["error"]
+    crawled = dashboard.get("/api/tables/crawled")
+    assert crawled.status_code == 404, crawled.text
+    assert crawled.json()["message"] == "'crawled' in telemetry is not an Iceberg table"
+    assert "logs" in crawled.json()["detail"]["tables"]
+
+
 def test_an_unreachable_catalog_is_a_prompt_503(tmp_path: Path) -> None:
     dashboard = DashboardProcess(f"http://127.0.0.1:{free_port()}", tmp_path)
     try:
