@@ -24,10 +24,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from stages.common import aws
-from stages.common.config import Settings, get_settings
+from stages.common.config import Settings, describe_settings_error, get_settings
 from stages.common.counters import OutcomeCounters
 from stages.common.lakehouse import FEATURES_LOCATION, FEATURES_TABLE
 from stages.common.logging_setup import configure_logging
@@ -404,7 +404,11 @@ def main(argv: list[str] | None = None) -> None:
     fill.add_argument("--from", dest="start", required=True, help="first hour, e.g. 2026-12-01T00")
     fill.add_argument("--to", dest="end", required=True, help="end hour (not included)")
     args = parser.parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"error: invalid setting: {describe_settings_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(settings)
     # pyiceberg says "Loaded FileIO" at INFO on every table load, several times per fold.
     logging.getLogger("pyiceberg.io").setLevel(logging.WARNING)

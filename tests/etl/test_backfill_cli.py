@@ -12,10 +12,10 @@ from tests.etl.support import RawLake, records, table_counts
 from tests.support.processes import ROOT, base_env, free_port
 
 
-def _backfill(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _backfill(endpoint: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stages.etl", "backfill", *args],
-        env=base_env(endpoint, ETL_LEASE_SECONDS="2"),
+        env=base_env(endpoint, **{"ETL_LEASE_SECONDS": "2", **env}),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -30,6 +30,15 @@ def test_an_unreachable_lake_is_a_message_and_exit_1() -> None:
     assert "Traceback" not in done.stderr, done.stderr
     assert "error: the lake (Glue, S3 or the lease table) failed" in done.stderr
     assert "Could not connect to the endpoint URL" in done.stderr
+
+
+def test_an_invalid_setting_is_a_message_and_exit_2() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    args = ("--from", "2026-11-27T06", "--to", "2026-11-27T07")
+    done = _backfill(dead, *args, ETL_LEASE_SECONDS="-5")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("error: invalid setting: ETL_LEASE_SECONDS: "), done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_features_table_that_cannot_be_written_fails_the_backfill(
