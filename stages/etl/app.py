@@ -336,7 +336,11 @@ def run_backfill(settings: Settings, start: str, end: str) -> int:
         print(f"error: {exc} (use e.g. 2026-12-01T06)", file=sys.stderr)
         return 2
     if last <= first:
-        print("error: --to must be after --from", file=sys.stderr)
+        print(
+            f"error: --to must be after --from (as whole UTC hours: --from {first:%Y-%m-%dT%H}, "
+            f"--to {last:%Y-%m-%dT%H}, which is not included)",
+            file=sys.stderr,
+        )
         return 2
     try:
         return _backfill_under_lease(settings, first, last)

@@ -32,6 +32,16 @@ def test_an_unreachable_lake_is_a_message_and_exit_1() -> None:
     assert "Could not connect to the endpoint URL" in done.stderr
 
 
+def test_a_range_within_one_hour_says_the_hours_it_compared() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    done = _backfill(dead, "--from", "2026-11-27T06:30", "--to", "2026-11-27T06:45")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        "error: --to must be after --from (as whole UTC hours: --from 2026-11-27T06, "
+        "--to 2026-11-27T06, which is not included)"
+    )
+
+
 def test_an_invalid_setting_is_a_message_and_exit_2() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     args = ("--from", "2026-11-27T06", "--to", "2026-11-27T07")
