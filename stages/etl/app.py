@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from stages.common import aws
 from stages.common.config import Settings, describe_settings_error, get_settings
 from stages.common.counters import OutcomeCounters
+from stages.common.errors import Unprocessable
 from stages.common.lakehouse import FEATURES_LOCATION, FEATURES_TABLE
 from stages.common.logging_setup import configure_logging
 from stages.common.named_lease import NamedLease
@@ -346,6 +347,15 @@ def run_backfill(settings: Settings, start: str, end: str) -> int:
         return _backfill_under_lease(settings, first, last)
     except backfill_module.BackfillStopped as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Unprocessable as exc:
+        # A raw object that cannot be read whole (not gzip, a truncated gzip stream): its hour
+        # cannot be rebuilt from the raw zone as it is.
+        print(
+            f"error: {exc.message}; the hours before its hour were rebuilt; move the object "
+            "out of the raw zone (or repair it) and run the backfill again",
+            file=sys.stderr,
+        )
         return 1
     except (BotoCoreError, ClientError, OSError) as exc:
         # The catalog, S3 or the lease table did not answer: a message, not a traceback. A

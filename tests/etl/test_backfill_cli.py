@@ -51,6 +51,21 @@ def test_an_invalid_setting_is_a_message_and_exit_2() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_an_object_that_is_not_gzip_is_a_message_and_exit_1(
+    lake_settings: Settings, lake_endpoint: str
+) -> None:
+    raw = RawLake(lake_settings)
+    key = raw.put_object("log", "auth-service", "year=2026/month=11/day=27/hour=06", b"")
+    s3 = aws.client("s3", lake_settings)
+    s3.delete_object(Bucket="md-raw-logs", Key=key)
+    named_gzip = key.replace(".jsonl", ".jsonl.gz")
+    s3.put_object(Bucket="md-raw-logs", Key=named_gzip, Body=b'{"plain": "text"}\n')
+    done = _backfill(lake_endpoint, "--from", "2026-11-27T06", "--to", "2026-11-27T07")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"error: object '{named_gzip}' is not valid gzip" in done.stderr
+
+
 def test_a_features_table_that_cannot_be_written_fails_the_backfill(
     lake_settings: Settings, lake_endpoint: str
 ) -> None:
