@@ -457,7 +457,9 @@ def describe_settings_error(exc: ValidationError) -> str:
     a command prints instead of pydantic's traceback."""
     problems = []
     for err in exc.errors(include_url=False):
-        name = "_".join(str(part) for part in err.get("loc", ())).upper() or "settings"
+        loc = [str(part) for part in err.get("loc", ())]
+        # The first part is the field, whose environment variable is its name in capitals.
+        name = (loc[0].upper() + "".join(f"[{part}]" for part in loc[1:])) if loc else "settings"
         value = err.get("input")
         shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
         problems.append(f"{name}: {err.get('msg', 'invalid')}{shown}")
