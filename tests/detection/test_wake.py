@@ -88,6 +88,9 @@ def test_a_commit_is_scored_long_before_the_interval(endpoint: str, proc_logs: P
             assert time.monotonic() - appended < 20 and proc.alive(), proc.log_tail()
             time.sleep(0.2)
         assert scored() == 45
+        # A watch that reads the catalog fine counts no failure.
+        scrape = httpx.get(f"{url}/metrics", timeout=5).text
+        assert "\ndetection_wake_errors_total 0.0\n" in scrape
     finally:
         proc.stop()
 
