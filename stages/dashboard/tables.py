@@ -34,8 +34,9 @@ QUARANTINE = "quarantine"
 # table.
 UNREADABLE = (OSError, NoSuchPropertyException, ValidationError, ValueError)
 # The column whose newest value says how fresh a table is, in order of preference: records carry
-# ``timestamp``; an aggregate table (features) its bucket's start.
-EVENT_TIME_COLUMNS = ("timestamp", "bucket_start", "bucket", "window_start")
+# ``timestamp``; an aggregate table (features) its bucket's start; the anomaly events table
+# (``telemetry.anomalies``) the time each event transition was recorded.
+EVENT_TIME_COLUMNS = ("timestamp", "bucket_start", "bucket", "window_start", "recorded_at")
 
 
 def _event_time_column(table: Table) -> str | None:

@@ -12,11 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.common import aws
+from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.common.lakehouse import FEATURES_LOCATION, FEATURES_TABLE
+from stages.detection.events_table import ARROW_SCHEMA as anomalies_schema
+from stages.detection.events_table import ensure_anomalies_table
 from stages.etl.features import FeatureBuilder
 from stages.etl.tables import NAMESPACE, PROCESSED_BUCKET, ensure_tables, open_catalog
 from tests.dashboard.helpers import DashboardProcess
@@ -212,3 +215,23 @@ def test_the_features_table_shows_its_newest_bucket_as_freshness(
     assert abs(features["freshness_seconds"] - (time.time() - newest_bucket.timestamp())) < 60
     listed = {t["name"]: t for t in dashboard.json("/api/tables")["tables"]}
     assert listed["features"]["newest"] == features["newest"]
+
+
+def test_the_anomalies_table_shows_its_newest_recorded_transition_as_freshness(
+    dashboard: DashboardProcess, lake_endpoint: str
+) -> None:
+    settings = Settings(aws_endpoint_url=lake_endpoint)
+    table = ensure_anomalies_table(open_catalog(settings), resources.models_bucket(settings))
+    recorded = [datetime(2026, 3, 4, 10, 0, tzinfo=UTC), datetime(2026, 3, 4, 10, 5, tzinfo=UTC)]
+    columns = {
+        field.name: [None] * len(recorded)
+        for field in anomalies_schema
+        if field.name != "recorded_at"
+    }
+    table.append(pa.table({**columns, "recorded_at": recorded}, schema=anomalies_schema))
+
+    view = dashboard.json("/api/tables/anomalies")
+    assert view["rows"] == 2
+    assert view["event_time_column"] == "recorded_at"
+    assert view["newest"] == "2026-03-04T10:05:00.000Z"
+    assert abs(view["freshness_seconds"] - (time.time() - recorded[1].timestamp())) < 60
