@@ -392,9 +392,11 @@ def _backfill_under_lease(settings: Settings, first: datetime, last: datetime) -
         etl.lease.release()
     for report in reports:
         rows = ", ".join(f"{name} {count}" for name, count in sorted(report.rows.items()))
+        kept = ", ".join(f"{table} {service}" for table, service in sorted(report.kept))
         print(
             f"{report.hour.strftime('%Y-%m-%dT%H')}: {report.objects} objects; rows: "
             f"{rows or 'none'}; outside the hour: {report.outside}"
+            + (f"; kept, no raw objects left: {kept}" if kept else "")
         )
     if features.failed:
         # The curated tables are rebuilt; the features of these partitions are not.

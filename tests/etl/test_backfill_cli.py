@@ -86,3 +86,29 @@ def test_a_features_table_that_cannot_be_written_fails_the_backfill(
         assert sum(sum(c.values()) for c in counts.values()) == len(raw.sent)
     finally:
         s3.create_bucket(Bucket=bucket)
+
+
+def test_a_service_whose_raw_objects_are_gone_keeps_its_rows(
+    lake_settings: Settings, lake_endpoint: str
+) -> None:
+    raw = RawLake(lake_settings)
+    raw.put(records(120, 9, "2026-11-27T06:20:00Z"))
+    args = ("--from", "2026-11-27T06", "--to", "2026-11-27T07")
+    first = _backfill(lake_endpoint, *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = table_counts(lake_settings)
+    assert sum(before["logs"].values()) > 0
+
+    # The raw objects of one service expire (a lifecycle rule): nothing to rebuild it from.
+    gone = next(key for key in raw.keys if key.startswith("service="))
+    service = gone.split("/", 1)[0].removeprefix("service=")
+    s3 = aws.client("s3", lake_settings)
+    for bucket in ("md-raw-logs", "md-raw-metrics", "md-raw-apm"):
+        for obj in lake.list_objects(s3, bucket, f"service={service}/"):
+            s3.delete_object(Bucket=bucket, Key=obj["Key"])
+
+    again = _backfill(lake_endpoint, *args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert table_counts(lake_settings) == before
+    kept = again.stdout.split("kept, no raw objects left: ", 1)[1].strip()
+    assert kept == f"apm {service}, logs {service}, metrics {service}"
