@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -450,3 +450,17 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """The invalid settings of ``exc``, each named by its environment variable, on one line: what
+    a command prints instead of pydantic's traceback."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = [str(part) for part in err.get("loc", ())]
+        # The first part is the field, whose environment variable is its name in capitals.
+        name = (loc[0].upper() + "".join(f"[{part}]" for part in loc[1:])) if loc else "settings"
+        value = err.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+        problems.append(f"{name}: {err.get('msg', 'invalid')}{shown}")
+    return "; ".join(problems)

@@ -50,7 +50,7 @@ from stages.dashboard.schemas import (
     TimeSeries,
     Token,
 )
-from stages.dashboard.tables import TableStats
+from stages.dashboard.tables import UNREADABLE, TableStats
 from stages.dashboard.viewer import parse_line, read_first_lines
 
 PACKAGE_DIR = Path(__file__).parent
@@ -298,6 +298,17 @@ def _tables_router() -> APIRouter:
                 f"no table {name!r} in {stats.namespace}",
                 detail={"tables": stats.table_names()},
             ) from None
+        except UNREADABLE as exc:
+            with lake_errors("reading the Glue catalog"):
+                listed = stats.table_names()
+            if name not in listed:
+                # A Glue table of another kind (a crawler's JSON table): not one of the lake's.
+                raise NotFound(
+                    f"{name!r} in {stats.namespace} is not an Iceberg table",
+                    detail={"tables": listed},
+                ) from None
+            # An Iceberg table whose metadata cannot be read: its row, with the reason.
+            return TableView(**stats.unreadable(name, exc))
 
     return router
 

@@ -16,16 +16,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.exceptions import (
+    NoSuchNamespaceError,
+    NoSuchPropertyException,
+    NoSuchTableError,
+    ValidationError,
+)
 from pyiceberg.table import Table
 from pyiceberg.types import TimestampType, TimestamptzType
 
 from stages.common.lakehouse import NAMESPACE
 
 QUARANTINE = "quarantine"
+# A table whose metadata cannot be read: the file is missing or unreadable (OSError), its Glue
+# entry lacks a property (NoSuchPropertyException), or the file is not Iceberg metadata
+# (pyiceberg's ValidationError, or a ValueError). It is shown with the reason; it hides no other
+# table.
+UNREADABLE = (OSError, NoSuchPropertyException, ValidationError, ValueError)
 # The column whose newest value says how fresh a table is, in order of preference: records carry
-# ``timestamp``; an aggregate table (features) its bucket's start.
-EVENT_TIME_COLUMNS = ("timestamp", "bucket_start", "bucket", "window_start")
+# ``timestamp``; an aggregate table (features) its bucket's start; the anomaly events table
+# (``telemetry.anomalies``) the time each event transition was recorded.
+EVENT_TIME_COLUMNS = ("timestamp", "bucket_start", "bucket", "window_start", "recorded_at")
 
 
 def _event_time_column(table: Table) -> str | None:
@@ -122,6 +133,11 @@ class TableStats:
                 view["freshness_seconds"] = round(now - newest.timestamp(), 3)
         return view
 
+    def unreadable(self, name: str, exc: Exception) -> dict[str, Any]:
+        """The view of a table whose metadata cannot be read: blank figures and the reason."""
+        reason = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        return self._blank(name, error=reason[:1000])
+
     def _blank(self, name: str, error: str | None = None) -> dict[str, Any]:
         return {
             "name": name,
@@ -152,9 +168,9 @@ class TableStats:
                 tables.append(self.describe(name, now))
             except NoSuchTableError:
                 continue  # dropped between the listing and the load
-            except OSError as exc:
+            except UNREADABLE as exc:
                 # One unreadable metadata file must not hide the other tables.
-                tables.append(self._blank(name, error=str(exc)))
+                tables.append(self.unreadable(name, exc))
         quarantined = next((t["rows"] for t in tables if t["name"] == QUARANTINE), None)
         return {
             "namespace": self.namespace,

@@ -28,6 +28,8 @@ COUNTER_NAMES = (
     # buckets behind the newest one not learned: older than the replay window, or a few late
     # ones just behind it (worker.LATE_MAX_BUCKETS) that are not worth a replay
     "history_skipped",
+    # polls of the features table's Glue entry that failed (the wake is lost; rounds still run)
+    "wake_errors",
 )
 
 

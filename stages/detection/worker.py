@@ -601,6 +601,7 @@ class DetectionWorker:
                 aws.client("glue", self.settings),
                 self._wake.set,
                 self.settings.detection_wake_poll_seconds,
+                counters=self.counters,
             )
             threading.Thread(
                 target=watch.run, args=(self._lease_stop,), name="detection-wake", daemon=True

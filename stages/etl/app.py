@@ -22,12 +22,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from stages.common import aws
-from stages.common.config import Settings, get_settings
+from stages.common.config import Settings, describe_settings_error, get_settings
 from stages.common.counters import OutcomeCounters
+from stages.common.errors import Unprocessable
 from stages.common.lakehouse import FEATURES_LOCATION, FEATURES_TABLE
 from stages.common.logging_setup import configure_logging
 from stages.common.named_lease import NamedLease
@@ -335,8 +337,38 @@ def run_backfill(settings: Settings, start: str, end: str) -> int:
         print(f"error: {exc} (use e.g. 2026-12-01T06)", file=sys.stderr)
         return 2
     if last <= first:
-        print("error: --to must be after --from", file=sys.stderr)
+        print(
+            f"error: --to must be after --from (as whole UTC hours: --from {first:%Y-%m-%dT%H}, "
+            f"--to {last:%Y-%m-%dT%H}, which is not included)",
+            file=sys.stderr,
+        )
         return 2
+    try:
+        return _backfill_under_lease(settings, first, last)
+    except backfill_module.BackfillStopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Unprocessable as exc:
+        # A raw object that cannot be read whole (not gzip, a truncated gzip stream): its hour
+        # cannot be rebuilt from the raw zone as it is.
+        print(
+            f"error: {exc.message}; the hours before its hour were rebuilt; move the object "
+            "out of the raw zone (or repair it) and run the backfill again",
+            file=sys.stderr,
+        )
+        return 1
+    except (BotoCoreError, ClientError, OSError) as exc:
+        # The catalog, S3 or the lease table did not answer: a message, not a traceback. A
+        # backfill rewrites whole (table, hour) partitions, so running it again is safe.
+        print(
+            f"error: the lake (Glue, S3 or the lease table) failed: {type(exc).__name__}: {exc}; "
+            "run the backfill again once it answers (it rewrites whole hours, so a rerun is safe)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _backfill_under_lease(settings: Settings, first: datetime, last: datetime) -> int:
     etl = build_etl(settings)
     committer = etl.committer
     if not backfill_module.wait_for_lease(committer, settings.etl_lease_seconds):
@@ -353,15 +385,28 @@ def run_backfill(settings: Settings, start: str, end: str) -> int:
         # The features of the rewritten hours follow, as after a fold's commit (buckets still
         # inside the allowed lateness are left to the service).
         touched = set().union(*(report.touched for report in reports))
-        FeatureBuilder(committer.catalog, settings).after_commit(touched, datetime.now(UTC))
+        features = FeatureBuilder(committer.catalog, settings).after_commit(
+            touched, datetime.now(UTC)
+        )
     finally:
         etl.lease.release()
     for report in reports:
         rows = ", ".join(f"{name} {count}" for name, count in sorted(report.rows.items()))
+        kept = ", ".join(f"{table} {service}" for table, service in sorted(report.kept))
         print(
             f"{report.hour.strftime('%Y-%m-%dT%H')}: {report.objects} objects; rows: "
             f"{rows or 'none'}; outside the hour: {report.outside}"
+            + (f"; kept, no raw objects left: {kept}" if kept else "")
         )
+    if features.failed:
+        # The curated tables are rebuilt; the features of these partitions are not.
+        for partition, reason in sorted(features.failed.items(), key=lambda item: str(item[0])):
+            print(f"error: features of {partition} not rebuilt: {reason}", file=sys.stderr)
+        print(
+            "error: telemetry.features is not up to date for these hours; run the backfill again",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -375,7 +420,11 @@ def main(argv: list[str] | None = None) -> None:
     fill.add_argument("--from", dest="start", required=True, help="first hour, e.g. 2026-12-01T00")
     fill.add_argument("--to", dest="end", required=True, help="end hour (not included)")
     args = parser.parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"error: invalid setting: {describe_settings_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(settings)
     # pyiceberg says "Loaded FileIO" at INFO on every table load, several times per fold.
     logging.getLogger("pyiceberg.io").setLevel(logging.WARNING)

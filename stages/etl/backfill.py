@@ -3,7 +3,9 @@
 For every UTC hour of the range, every record object of that hour (all services, all three raw
 buckets) is read and typed again, and each table's partitions (service, dt, hr) of that hour
 are replaced by the result with a partition overwrite, one commit per table per hour. Running it
-twice gives the same tables: each partition is a function of the raw objects of its hour.
+twice gives the same tables: each partition is a function of the raw objects of its hour. A
+service with rows in the tables for an hour but no raw object of that hour left in any raw bucket
+keeps its rows (reported as kept): an empty raw zone is never taken for an empty hour.
 
 A backfill is a writer like the service: it takes the writer lease first (waiting at most one
 lease period), so it never races a running ETL; stop the service or let it lose the lease.
@@ -32,6 +34,10 @@ from stages.etl.typing import KINDS
 log = logging.getLogger(__name__)
 
 
+class BackfillStopped(RuntimeError):
+    """The backfill stopped before its last hour; the hours before were rebuilt."""
+
+
 @dataclass
 class HourReport:
     hour: datetime
@@ -40,6 +46,9 @@ class HourReport:
     outside: int = 0  # typed rows whose own hour is not this one (left to the regular fold)
     # (table, service, dt, hr) partitions rewritten, for the features table to follow.
     touched: set[tuple[str, str, date, int]] = field(default_factory=set)
+    # (table, service) partitions of the hour left as they are: the tables hold rows of the
+    # service in this hour, the raw zone has no object of it any more.
+    kept: set[tuple[str, str]] = field(default_factory=set)
 
 
 def parse_hour(text: str) -> datetime:
@@ -69,6 +78,10 @@ def backfill_hour(settings: Settings, s3: Any, committer: Committer, hour: datet
     report = HourReport(hour)
     objects = planner.list_hours(s3, settings, [hour])
     report.objects = len(objects)
+    # A service of this hour with no raw object left (expired by a lifecycle rule, another
+    # BUCKET_PREFIX, deleted) has nothing to be rebuilt from: its curated rows are kept rather
+    # than replaced by nothing.
+    raw_services = {obj.partition.service for obj in objects}
     parts: dict[str, list[pa.Table]] = defaultdict(list)
     for obj in objects:
         typed = type_object(obj, read_object(s3, obj))
@@ -97,7 +110,9 @@ def backfill_hour(settings: Settings, s3: Any, committer: Committer, hour: datet
             report.outside += rows.num_rows - kept.num_rows
         else:
             kept = None
-        services = existing | (
+        without_raw = existing - raw_services
+        report.kept |= {(TABLE_NAMES[kind], service) for service in without_raw}
+        services = (existing - without_raw) | (
             set(pc.unique(kept["service"].cast(pa.string())).to_pylist())
             if kept is not None
             else set()
@@ -123,7 +138,11 @@ def backfill(
     reports = []
     for hour in hours_in(start, end):
         if not committer.lease.acquire():
-            raise RuntimeError("lost the writer lease during the backfill")
+            raise BackfillStopped(
+                f"lost the writer lease before {hour.strftime('%Y-%m-%dT%H')} (another ETL took "
+                f"it); {len(reports)} hours before it were rebuilt; stop the ETL service and "
+                "run the backfill again"
+            )
         report = backfill_hour(settings, s3, committer, hour)
         log.info(
             "backfilled %s: %d objects, rows %s, %d outside the hour",

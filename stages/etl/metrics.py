@@ -54,6 +54,11 @@ LAG_SECONDS = Gauge(
 )
 LAST_COMMIT = Gauge("etl_last_commit_timestamp_seconds", "Unix time of the last fold's commit")
 LEASE_HELD = Gauge("etl_lease_held", "1 while this process holds the writer lease")
+OUTSIDE_LAYOUT = Gauge(
+    "etl_raw_objects_outside_layout",
+    "Objects under service=<svc>/ in the raw buckets that are in no hour partition (never "
+    "folded), as the last full listing found them",
+)
 SOURCE_KEY_CHECKPOINTS = Counter(
     "etl_source_key_checkpoints_total",
     "Checkpoints of the tables' source keys per data file written",

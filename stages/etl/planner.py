@@ -12,6 +12,7 @@ and a fold waits for all of them before it reads anything.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +21,10 @@ from typing import Any
 
 from stages.common import lake, resources
 from stages.common.config import Settings
+from stages.etl import metrics
 from stages.etl.typing import RawPartition
+
+log = logging.getLogger(__name__)
 
 LIST_THREADS = 8
 # Objects of records generated now land in the current hour, and in the previous (next) one
@@ -92,13 +96,27 @@ def list_hours(s3: Any, settings: Settings, hour_list: Iterable[datetime]) -> li
 
 
 def list_all(s3: Any, settings: Settings) -> list[RawObject]:
-    """Every record object of every raw bucket."""
+    """Every record object of every raw bucket.
+
+    An object under ``service=<svc>/`` that is in no hour partition (another writer's key, an
+    impossible date) is not data and is not folded; it is not dropped silently either: the
+    listing sets ``etl_raw_objects_outside_layout`` and logs a warning naming one of them."""
     found = []
+    outside: list[str] = []
     for spec in resources.streams(settings):
         for entry in lake.list_objects(s3, spec.bucket, "service="):
             obj = _raw_object(spec.bucket, spec.kind, entry)
             if obj is not None:
                 found.append(obj)
+            elif not lake.is_hidden(entry["Key"]):
+                outside.append(f"s3://{spec.bucket}/{entry['Key']}")
+    metrics.OUTSIDE_LAYOUT.set(len(outside))
+    if outside:
+        log.warning(
+            "%d raw objects are in no service/hour partition and are not folded, e.g. %s",
+            len(outside),
+            outside[0],
+        )
     return found
 
 

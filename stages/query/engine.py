@@ -186,5 +186,10 @@ def run(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
     return Result(columns, types, rows)
 
 
+def names_a_missing_table(message: str) -> bool:
+    """Whether DuckDB's error says a table the query names does not exist."""
+    return message.startswith("Catalog Error: Table with name") and "does not exist" in message
+
+
 def _message(exc: BaseException) -> str:
     return str(exc).strip()

@@ -71,11 +71,17 @@ def _run(
 ) -> int:
     # Imported here, not at the top: these imports (pydantic settings, boto3) overlap the
     # extension loading started by main().
-    from stages.common.config import get_settings
+    from pydantic import ValidationError
+
+    from stages.common.config import describe_settings_error, get_settings
     from stages.query import engine, stats
 
     try:
         settings = get_settings()
+    except ValidationError as exc:
+        print(f"{prog}: invalid setting: {describe_settings_error(exc)}", file=sys.stderr)
+        return 2
+    try:
         listed = engine.iceberg_tables(settings)
         catalog_seconds = time.perf_counter() - began
         tables = engine.named_in(sql, listed)
@@ -90,6 +96,10 @@ def _run(
         http = stats.collect(con) if args.stats else None
     except engine.QueryError as exc:
         print(f"{prog}: query failed: {exc}", file=sys.stderr)
+        if engine.names_a_missing_table(str(exc)):
+            # DuckDB's "did you mean" offers its own system tables; the lake's are these.
+            names = ", ".join(t.identifier for t in listed) or "none (the ETL has not run yet)"
+            print(f"{prog}: the lake's tables: {names}", file=sys.stderr)
         return 2
     except (engine.LakeUnavailable, extensions.ExtensionMissing) as exc:
         print(f"{prog}: lake unavailable: {exc}", file=sys.stderr)

@@ -12,11 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.common import aws
+from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.common.lakehouse import FEATURES_LOCATION, FEATURES_TABLE
+from stages.detection.events_table import ARROW_SCHEMA as anomalies_schema
+from stages.detection.events_table import ensure_anomalies_table
 from stages.etl.features import FeatureBuilder
 from stages.etl.tables import NAMESPACE, PROCESSED_BUCKET, ensure_tables, open_catalog
 from tests.dashboard.helpers import DashboardProcess
@@ -118,6 +121,49 @@ def test_a_broken_table_is_reported_in_its_row_and_hides_no_other(
     assert Counter(t["name"] for t in view["tables"])["broken"] == 1
 
 
+def test_glue_tables_the_dashboard_cannot_read_are_a_row_or_a_404_never_a_500(
+    dashboard: DashboardProcess, lake_endpoint: str
+) -> None:
+    settings = Settings(aws_endpoint_url=lake_endpoint)
+    ensure_tables(open_catalog(settings))
+    glue = aws.client("glue", settings)
+    aws.client("s3", settings).put_object(
+        Bucket=PROCESSED_BUCKET, Key="garbled/v1.metadata.json", Body=b"not json\n"
+    )
+    entries = {
+        # what a Glue crawler makes over the raw zone: not an Iceberg table
+        "crawled": {"classification": "json"},
+        # an Iceberg entry without its metadata file's location
+        "half_made": {"table_type": "ICEBERG"},
+        # an Iceberg entry whose metadata file is not Iceberg metadata
+        "garbled": {
+            "table_type": "ICEBERG",
+            "metadata_location": f"s3://{PROCESSED_BUCKET}/garbled/v1.metadata.json",
+        },
+    }
+    for name, parameters in entries.items():
+        glue.create_table(
+            DatabaseName=NAMESPACE, TableInput={"Name": name, "Parameters": parameters}
+        )
+
+    overview = dashboard.get("/api/tables")
+    assert overview.status_code == 200, overview.text
+    rows = {t["name"]: t for t in overview.json()["tables"]}
+    assert "metadata_location is missing" in rows["half_made"]["error"]
+    assert "ValidationError" in rows["garbled"]["error"]
+    assert "crawled" not in rows
+    assert rows["logs"]["error"] is None and rows["logs"]["location"]
+
+    for name in ("half_made", "garbled"):
+        one = dashboard.get(f"/api/tables/{name}")
+        assert one.status_code == 200, one.text
+        assert one.json()["error"] == rows[name]["error"]
+    crawled = dashboard.get("/api/tables/crawled")
+    assert crawled.status_code == 404, crawled.text
+    assert crawled.json()["message"] == "'crawled' in telemetry is not an Iceberg table"
+    assert "logs" in crawled.json()["detail"]["tables"]
+
+
 def test_an_unreachable_catalog_is_a_prompt_503(tmp_path: Path) -> None:
     dashboard = DashboardProcess(f"http://127.0.0.1:{free_port()}", tmp_path)
     try:
@@ -169,3 +215,23 @@ def test_the_features_table_shows_its_newest_bucket_as_freshness(
     assert abs(features["freshness_seconds"] - (time.time() - newest_bucket.timestamp())) < 60
     listed = {t["name"]: t for t in dashboard.json("/api/tables")["tables"]}
     assert listed["features"]["newest"] == features["newest"]
+
+
+def test_the_anomalies_table_shows_its_newest_recorded_transition_as_freshness(
+    dashboard: DashboardProcess, lake_endpoint: str
+) -> None:
+    settings = Settings(aws_endpoint_url=lake_endpoint)
+    table = ensure_anomalies_table(open_catalog(settings), resources.models_bucket(settings))
+    recorded = [datetime(2026, 3, 4, 10, 0, tzinfo=UTC), datetime(2026, 3, 4, 10, 5, tzinfo=UTC)]
+    columns = {
+        field.name: [None] * len(recorded)
+        for field in anomalies_schema
+        if field.name != "recorded_at"
+    }
+    table.append(pa.table({**columns, "recorded_at": recorded}, schema=anomalies_schema))
+
+    view = dashboard.json("/api/tables/anomalies")
+    assert view["rows"] == 2
+    assert view["event_time_column"] == "recorded_at"
+    assert view["newest"] == "2026-03-04T10:05:00.000Z"
+    assert abs(view["freshness_seconds"] - (time.time() - recorded[1].timestamp())) < 60

@@ -3,7 +3,11 @@ own schedule, every hour on the full listing. Against a real emulator."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import REGISTRY
 
 from stages.common import lake
 from stages.common.config import Settings
@@ -61,3 +65,32 @@ def test_near_lookback_and_full_listings_find_their_hours(lake_settings: Setting
     for obj in planner.list_near(s3, settings, NOW):
         assert obj.kind == ("log" if obj.bucket == "md-raw-logs" else "metric")
         assert obj.partition.service in SERVICES and obj.partition.hr == 6
+
+
+def test_objects_in_no_hour_partition_are_not_folded_and_not_silent(
+    lake_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = _lay_out(lake_settings, {"current": NOW})
+    s3 = RawLake(lake_settings).s3
+    strays = (
+        "service=api-gateway/notes.jsonl",  # no hour at all
+        "service=api-gateway/year=2026/month=02/day=31/hour=06/part-x.jsonl",  # no such day
+    )
+    for key in strays:
+        s3.put_object(Bucket="md-raw-logs", Key=key, Body=b'{"event_id": "stray"}\n')
+    # A dead letter is not data and not a stray either.
+    s3.put_object(Bucket="md-raw-logs", Key="_dead-letter/x.jsonl", Body=b"{}\n")
+    caplog.set_level(logging.WARNING, logger="stages.etl.planner")
+
+    listed = {o.key for o in planner.list_all(s3, lake_settings)}
+
+    assert listed == keys["current"]
+    assert REGISTRY.get_sample_value("etl_raw_objects_outside_layout") == len(strays)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("2 raw objects are in no service/hour partition and are not folded")
+    assert "s3://md-raw-logs/service=api-gateway/" in warning
+
+    for key in strays:
+        s3.delete_object(Bucket="md-raw-logs", Key=key)
+    planner.list_all(s3, lake_settings)
+    assert REGISTRY.get_sample_value("etl_raw_objects_outside_layout") == 0

@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,6 +67,17 @@ def _wait_exactly_once(raw: RawLake, settings: Settings) -> str:
         raise AssertionError(f"not exactly once: {message}") from None
 
 
+def _report(record_property: Any, case: str, raw: RawLake, settings: Settings) -> None:
+    """The case's load report (in, out, duplicated, lost per table, and the quarantine), printed
+    with the fault suite's reports at the end of the run (tests/conftest.py)."""
+    ok, message = exactly_once(raw, settings)
+    quarantined = quarantine_rows(settings)
+    lines = [f"=== ETL load report: {case}", *message.split("; ")]
+    lines.append(f"quarantine: in {MIXED_BAD} bad lines, out {quarantined} rows")
+    record_property("load_report", "\n".join(lines))
+    assert ok, message
+
+
 def _snapshots(settings: Settings) -> int:
     from stages.etl.tables import open_catalog
 
@@ -108,7 +120,7 @@ def _log_counts_in_features(settings: Settings) -> dict[str, int]:
 
 
 def test_the_service_folds_every_record_once_and_answers_its_api(
-    lake_settings: Settings, lake_endpoint: str, etl_logs: Path
+    lake_settings: Settings, lake_endpoint: str, etl_logs: Path, record_property: Any
 ) -> None:
     raw = _lake_with_data(lake_settings)
     etl = EtlProcess(lake_endpoint, etl_logs)
@@ -183,8 +195,7 @@ def test_the_service_folds_every_record_once_and_answers_its_api(
             30,
             "a fold after the restart",
         )
-        ok, message = exactly_once(raw, lake_settings)
-        assert ok, message
+        _report(record_property, "late object, then a restart", raw, lake_settings)
         assert _snapshots(lake_settings) == before
     finally:
         etl.stop()
@@ -194,7 +205,7 @@ def test_the_service_folds_every_record_once_and_answers_its_api(
     "step", ["before-write", "after-data-files", "after-data-files:2", "after-commit"]
 )
 def test_a_sigkill_at_each_step_of_a_fold_loses_and_duplicates_nothing(
-    step: str, lake_settings: Settings, lake_endpoint: str, etl_logs: Path
+    step: str, lake_settings: Settings, lake_endpoint: str, etl_logs: Path, record_property: Any
 ) -> None:
     raw = _lake_with_data(lake_settings, seed=3)
     crashing = EtlProcess(lake_endpoint, etl_logs, name="etl-crash", ETL_FAULT_PAUSE_AT=step)
@@ -208,12 +219,13 @@ def test_a_sigkill_at_each_step_of_a_fold_loses_and_duplicates_nothing(
     try:
         message = _wait_exactly_once(raw, lake_settings)
         assert quarantine_rows(lake_settings) == MIXED_BAD, message
+        _report(record_property, f"SIGKILL at {step}, objects added while down", raw, lake_settings)
     finally:
         etl.stop()
 
 
 def test_two_processes_at_once_write_through_one_lease(
-    lake_settings: Settings, lake_endpoint: str, etl_logs: Path
+    lake_settings: Settings, lake_endpoint: str, etl_logs: Path, record_property: Any
 ) -> None:
     first = EtlProcess(lake_endpoint, etl_logs, name="etl-a")
     second = EtlProcess(lake_endpoint, etl_logs, name="etl-b")
@@ -237,6 +249,7 @@ def test_two_processes_at_once_write_through_one_lease(
         _wait_exactly_once(raw, lake_settings)
         assert standby.status()["lease_held"] is True
         assert quarantine_rows(lake_settings) == MIXED_BAD
+        _report(record_property, "two processes, the holder SIGKILLed", raw, lake_settings)
     finally:
         first.stop()
         second.stop()
@@ -254,7 +267,7 @@ def _backfill(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_backfill_over_folded_data_changes_nothing_and_rebuilds_what_is_gone(
-    lake_settings: Settings, lake_endpoint: str, etl_logs: Path
+    lake_settings: Settings, lake_endpoint: str, etl_logs: Path, record_property: Any
 ) -> None:
     raw = _lake_with_data(lake_settings, seed=7)
     etl = EtlProcess(lake_endpoint, etl_logs)
@@ -278,6 +291,7 @@ def test_a_backfill_over_folded_data_changes_nothing_and_rebuilds_what_is_gone(
         assert quarantine_rows(lake_settings) == MIXED_BAD
         logs_per_service = _records_per_service(lake_settings, "telemetry.logs")
         assert _log_counts_in_features(lake_settings) == logs_per_service
+    _report(record_property, "backfill twice over folded hours", raw, lake_settings)
 
     bad = _backfill(lake_endpoint, "--from", "2026-11-27T09", "--to", "2026-11-27T06")
     assert bad.returncode == 2 and "--to must be after --from" in bad.stderr

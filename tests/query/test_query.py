@@ -187,6 +187,25 @@ def test_bad_options_exit_2(lake) -> None:
     assert "empty" in empty.stderr
 
 
+def test_a_missing_table_names_the_lakes_tables(lake) -> None:
+    done = _query(lake, "SELECT count(*) FROM telemetry.no_such_table")
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert lines[-1] == (
+        "stages-query: the lake's tables: telemetry.apm, telemetry.features, telemetry.logs, "
+        "telemetry.metrics, telemetry.quarantine"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_an_invalid_setting_exits_2_naming_the_variable(lake) -> None:
+    done = _query(lake, "SELECT 1", QUERY_THREADS="many")
+    assert done.returncode == 2
+    assert done.stderr.startswith("stages-query: invalid setting: QUERY_THREADS: ")
+    assert "'many'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_unreachable_catalog_exits_1_with_a_message(lake) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     done = _query(lake, "SELECT 1", AWS_ENDPOINT_URL=dead)
