@@ -354,7 +354,7 @@ def _promoted_values(typ: pa.DataType, values: list[Any]) -> pa.Array:
         values = [v if type(v) is int and _INT32_MIN <= v <= _INT32_MAX else None for v in values]
     elif not kinds <= {int, float, _NONE}:
         values = [v if type(v) in _NUM else None for v in values]
-    return pa.array(values, typ)
+    return _array(values, typ)
 
 
 def _build(kind: str, columns: _Columns) -> pa.Table:

@@ -318,6 +318,18 @@ def test_an_integer_beyond_double_precision_is_stored_as_the_nearest_double() ->
     assert careful_only.tables["metric"].column("value").to_pylist() == [float(huge)]
 
 
+def test_a_promoted_attribute_beyond_double_precision_is_stored_as_the_nearest_double() -> None:
+    huge = 2**60 + 1
+    # The fast path, and the careful path (a timestamp in another form sends the line there).
+    for log in (_log(), _log(timestamp="2026-03-01T10:15:00+00:00")):
+        log["attributes"] = {"duration_ms": huge, "http.status_code": huge}
+        typed = type_jsonl(orjson.dumps(log))
+        assert typed.quarantine.num_rows == 0
+        row = typed.tables["log"].to_pylist()[0]
+        assert (row["duration_ms"], row["http_status_code"]) == (float(huge), None)
+        assert orjson.loads(row["attributes"]) == {"duration_ms": huge, "http.status_code": huge}
+
+
 @pytest.mark.parametrize(
     ("attributes", "reason"),
     [
