@@ -573,8 +573,7 @@ def _attribute_objects(raws: list[msgspec.Raw]) -> list[dict[str, Any] | None]:
             continue
         if type(value) not in _ATTRIBUTE_TYPES:
             refused.append(i)
-    # Nothing refused alone would leave the batch as it was: the careful path takes it all.
-    raise _FastRefused(refused or list(range(len(raws))))
+    raise _FastRefused(refused)
 
 
 _ATTRIBUTE_TYPES = frozenset({dict, _NONE})
@@ -660,8 +659,10 @@ def _type_decoded(
                 parts[kind].append((_fast_table(kind, records), origin))
                 break
             except _FastRefused as refused:
-                out = set(refused.positions)
-                careful += [origin[i] for i in refused.positions]
+                # A refusal that names no row would come back at every try: all go careful.
+                positions = refused.positions or range(len(records))
+                out = set(positions)
+                careful += [origin[i] for i in positions]
                 records = [r for i, r in enumerate(records) if i not in out]
                 origin = [o for i, o in enumerate(origin) if i not in out]
     lines = sum(len(origin) for kind_parts in parts.values() for _, origin in kind_parts)
