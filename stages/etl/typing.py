@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import bisect
 import gc
-import itertools
 import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -136,6 +135,8 @@ QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
+_EMPTY_QUARANTINE = QUARANTINE_SCHEMA.empty_table()
+
 
 def arrow_schema(kind: str) -> pa.Schema:
     """The Arrow schema :func:`type_jsonl` produces for ``kind`` (its Iceberg table's columns)."""
@@ -224,6 +225,8 @@ class _Quarantine:
             rows["hr"].append(None)
 
     def table(self) -> pa.Table:
+        if not self.rows["reason"]:
+            return _EMPTY_QUARANTINE
         return pa.table(self.rows, schema=QUARANTINE_SCHEMA)
 
 
@@ -424,17 +427,13 @@ _LINE_STRUCTS: dict[str, type[msgspec.Struct]] = {kind: _line_struct(kind) for k
 _KIND_OF: dict[type, str] = {struct: kind for kind, struct in _LINE_STRUCTS.items()}
 _LINE_DECODER = msgspec.json.Decoder(Union[tuple(_LINE_STRUCTS.values())])  # noqa: UP007
 # Per kind, the Arrow struct the decoded fields are converted to in one call (the timestamp as
-# its text, checked and cast afterwards; ``kind`` is the struct's tag, not a field), and the
-# getter that lists them in its order.
+# its text, checked and cast afterwards; ``kind`` is the struct's tag, not a field; the
+# low-cardinality strings straight into their dictionary columns), and the getter that lists
+# them in its order.
 _FIELDS: dict[str, pa.StructType] = {
     kind: pa.struct(
         [
-            pa.field(
-                f.name,
-                pa.string()
-                if f.name == "timestamp"
-                else (f.type.value_type if pa.types.is_dictionary(f.type) else f.type),
-            )
+            pa.field(f.name, pa.string() if f.name == "timestamp" else f.type)
             for f in ARROW_SCHEMAS[kind]
             if f.name in _FIELD_TYPES[kind] or f.name in ("timestamp", "service")
         ]
@@ -468,8 +467,8 @@ def _fast_table(kind: str, records: list[msgspec.Struct]) -> pa.Table:
     if not _all_canonical(texts):
         raise _FastRefused(_refused(pc.match_substring_regex(texts, _CANONICAL_ANCHORED)))
     # A batch holds a few services: the names are checked once each, by the careful path's
-    # own pattern, on the dictionary the column is stored with anyway.
-    services = pc.dictionary_encode(columns["service"])
+    # own pattern, on the column's dictionary.
+    services = columns["service"]
     names_ok = [_SERVICE.fullmatch(name) is not None for name in services.dictionary.to_pylist()]
     if not all(names_ok):
         bad = pa.array([i for i, ok in enumerate(names_ok) if not ok], pa.int32())
@@ -481,20 +480,24 @@ def _fast_table(kind: str, records: list[msgspec.Struct]) -> pa.Table:
         raise _FastRefused(
             [i for i, text in enumerate(texts.to_pylist()) if not _is_moment(text)]
         ) from None
-    years = pc.year(timestamps)
-    ok = pc.and_(pc.greater_equal(years, MIN_YEAR), pc.less_equal(years, MAX_YEAR))
-    if not pc.all(ok).as_py():
-        raise _FastRefused(_refused(ok))
+    first, last = pc.min_max(timestamps).values()
+    if first.as_py().year < MIN_YEAR or last.as_py().year > MAX_YEAR:
+        years = pc.year(timestamps)
+        raise _FastRefused(
+            _refused(pc.and_(pc.greater_equal(years, MIN_YEAR), pc.less_equal(years, MAX_YEAR)))
+        )
     raws = list(map(_GET_ATTRIBUTES, records))
     # The line decoder only skipped over the attributes: parsing them with the careful path's
     # parser refuses what it refuses (a number out of range, a lone surrogate, bytes that are
     # not UTF-8) and gives the promoted keys the same values.
     objects = _attribute_objects(raws)
-    # The stored text is the line's own: no second serialisation per record.
-    offsets = pa.array(itertools.accumulate(map(len, raws), initial=0), pa.int64())
-    attributes = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), len(raws), [None, offsets.buffers()[1], pa.py_buffer(b"".join(raws))]
-    ).cast(pa.string())
+    # The stored text is the line's own: no second serialisation per record, and no second
+    # UTF-8 check (orjson parsed these very bytes).
+    offsets = np.zeros(len(raws) + 1, np.int32)
+    np.cumsum(np.fromiter(map(len, raws), np.int32, len(raws)), out=offsets[1:])
+    attributes = pa.StringArray.from_buffers(
+        len(raws), pa.py_buffer(offsets), pa.py_buffer(b"".join(raws))
+    )
     if None in objects:
         attributes = pc.if_else(pc.equal(attributes, "null"), "{}", attributes)
         objects = [o if o is not None else {} for o in objects]
@@ -511,14 +514,10 @@ def _fast_table(kind: str, records: list[msgspec.Struct]) -> pa.Table:
             array = pc.hour(timestamps).cast(pa.int32())
         elif name == "kind":
             array = pc.dictionary_encode(pa.repeat(pa.scalar(kind), len(records)))
-        elif name == "service":
-            array = services
         elif name == "attributes":
             array = attributes
         elif name in promoted:
             array = _promoted(*promoted[name], objects)
-        elif pa.types.is_dictionary(f.type):
-            array = pc.dictionary_encode(columns[name])
         else:
             array = columns[name]
         arrays.append(array)
