@@ -676,7 +676,7 @@ def _type_decoded(
 
 def _decode_whole(data: bytes) -> dict[str, tuple[list[msgspec.Struct], list[int]]] | None:
     """The common case in one decoder call over the whole body (no split into lines, no call
-    per line): every line one record of one kind. None when that cannot be shown, and the body
+    per line): every line one record. None when that cannot be shown, and the body
     goes line by line (``_decode``).
 
     msgspec's ``decode_lines`` reads a stream of whitespace-separated values, not one value per
@@ -700,10 +700,26 @@ def _decode_whole(data: bytes) -> dict[str, tuple[list[msgspec.Struct], list[int
         decoded = _LINE_DECODER.decode_lines(data)
     except (msgspec.MsgspecError, RecursionError):
         return None
-    types = set(map(type, decoded))
-    if len(decoded) != lines or len(types) != 1:
+    if len(decoded) != lines:
         return None
-    return {_KIND_OF[types.pop()]: (decoded, list(range(lines)))}
+    return _by_kind(decoded)
+
+
+def _by_kind(
+    decoded: list[msgspec.Struct],
+) -> dict[str, tuple[list[msgspec.Struct], list[int]]]:
+    """Decoded lines by kind, with their line indices: a raw object holds one kind; a body of
+    several kinds is grouped here rather than decoded again line by line."""
+    types = set(map(type, decoded))
+    if len(types) == 1:
+        return {_KIND_OF[types.pop()]: (decoded, list(range(len(decoded))))}
+    grouped: dict[str, tuple[list[msgspec.Struct], list[int]]] = {kind: ([], []) for kind in KINDS}
+    by_type = {struct: grouped[kind] for struct, kind in _KIND_OF.items()}
+    for index, record in enumerate(decoded):
+        records, origin = by_type[type(record)]
+        records.append(record)
+        origin.append(index)
+    return grouped
 
 
 def _decode(
@@ -714,15 +730,13 @@ def _decode(
     decode = _LINE_DECODER.decode
     lines = raw_lines[:-1] if raw_lines and not raw_lines[-1] else raw_lines
     if b"" not in lines:
-        # The common case: one decoder call per line from C, and one kind per object.
+        # The common case: one decoder call per line from C.
         try:
             decoded = list(map(decode, lines))
         except (msgspec.MsgspecError, RecursionError):
             pass
         else:
-            types = set(map(type, decoded))
-            if len(types) == 1:
-                return {_KIND_OF[types.pop()]: (decoded, list(range(len(lines))))}, []
+            return _by_kind(decoded), []
     fast: dict[str, tuple[list[msgspec.Struct], list[int]]] = {kind: ([], []) for kind in KINDS}
     by_type = {struct: fast[kind] for struct, kind in _KIND_OF.items()}
     careful: list[int] = []
