@@ -485,11 +485,15 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
+@pytest.mark.parametrize("chunk_bytes", [None, 4096])
 def test_the_fast_path_types_and_quarantines_every_line_as_the_careful_path_does(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, chunk_bytes: int | None
 ) -> None:
     from stages.etl import typing
 
+    if chunk_bytes:
+        # The body typed in pieces of a few lines: line numbers and order across pieces.
+        monkeypatch.setattr(typing, "CHUNK_BYTES", chunk_bytes)
     lines, expected_careful = _mixed_sample()
     quarantine = typing._Quarantine("k", None)
     careful, count = typing._careful(lines, list(range(len(lines))), quarantine)
@@ -497,19 +501,20 @@ def test_the_fast_path_types_and_quarantines_every_line_as_the_careful_path_does
     reasons = [(r["line_number"], r["reason"]) for r in quarantine.table().to_pylist()]
     assert count == len(lines) and len(reasons) == 22
 
-    taken: list[int] = []
+    taken: list[bytes] = []
     real_careful = typing._careful
 
     def spy(raw_lines: list[bytes], indices: list[int], q: Any) -> Any:
-        taken.extend(indices)
+        taken.extend(raw_lines[i] for i in indices)
         return real_careful(raw_lines, indices, q)
 
     monkeypatch.setattr(typing, "_careful", spy)
     # The whole sample in one body (kinds mixed: line by line), and each kind's lines alone
     # (one decoder call over the whole body), as the fold types a raw partition.
     mixed = type_jsonl(b"\n".join(lines) + b"\n", source_key="k")
-    assert sorted(taken) == sorted(expected_careful)
-    assert [(r["line_number"], r["reason"]) for r in mixed.quarantine.to_pylist()] == reasons
+    assert sorted(taken) == sorted(lines[i] for i in expected_careful)
+    quarantined = [(r["line_number"], r["reason"]) for r in mixed.quarantine.to_pylist()]
+    assert sorted(quarantined) == sorted(reasons)
     for kind in KINDS:
         assert _rows(mixed.tables[kind]) == careful_rows[kind], kind
         assert mixed.tables[kind].schema == careful[kind][0].schema
