@@ -318,6 +318,18 @@ def test_an_integer_beyond_double_precision_is_stored_as_the_nearest_double() ->
     assert careful_only.tables["metric"].column("value").to_pylist() == [float(huge)]
 
 
+def test_a_promoted_attribute_beyond_double_precision_is_stored_as_the_nearest_double() -> None:
+    huge = 2**60 + 1
+    # The fast path, and the careful path (a timestamp in another form sends the line there).
+    for log in (_log(), _log(timestamp="2026-03-01T10:15:00+00:00")):
+        log["attributes"] = {"duration_ms": huge, "http.status_code": huge}
+        typed = type_jsonl(orjson.dumps(log))
+        assert typed.quarantine.num_rows == 0
+        row = typed.tables["log"].to_pylist()[0]
+        assert (row["duration_ms"], row["http_status_code"]) == (float(huge), None)
+        assert orjson.loads(row["attributes"]) == {"duration_ms": huge, "http.status_code": huge}
+
+
 @pytest.mark.parametrize(
     ("attributes", "reason"),
     [
@@ -381,3 +393,136 @@ def test_a_body_without_its_last_newline_or_with_blank_lines_types_every_record(
         typed = type_jsonl(body)
         assert typed.tables["log"].column("event_id").to_pylist() == ids, body[:40]
         assert typed.lines == 3 and typed.quarantine.num_rows == 0
+
+
+def _mixed_sample() -> tuple[list[bytes], set[int]]:
+    """Real Stage 00 records of every kind, variants the fast path types too (unicode, nulls,
+    integers where doubles go, promoted keys of every type, no attributes), and lines only the
+    careful path takes: a timestamp with an offset (typed) and malformed lines (quarantined).
+    Returns the lines and the indices of those the fast path must leave to the careful one."""
+    request = SynthesizeRequest.model_validate(
+        {"count": 600, "seed": 11, "spread_seconds": 600, "anomalous_share": 0.2}
+    )
+    records = synthesize(request, EntityPool()).records
+    assert {r["kind"] for r in records} == set(KINDS)
+    variants: list[dict[str, Any]] = []
+    for i, record in enumerate(records[:120]):
+        variant = dict(record, event_id=f"{i:032x}")
+        attributes = dict(record.get("attributes") or {})
+        match i % 12:
+            case 0:
+                variant["message" if record["kind"] == "log" else "host"] = "café ☕ 東京 \u2028 ok"
+                attributes["naïve"] = "ünïcödé 🚀"
+            case 1:
+                variant |= {"host": None, "source": None, "anomaly_score": None}
+                variant |= {"scenario_id": None, "anomaly_type": None, "is_anomaly": None}
+            case 2:
+                variant["anomaly_score"] = 7
+                variant["value" if record["kind"] == "metric" else "anomaly_score"] = 12
+                if record["kind"] == "apm":
+                    variant["duration_ms"] = 40
+            case 3:
+                attributes |= {"http.status_code": "500", "duration_ms": True, "depth": 2.5}
+                attributes |= {"self_time_ms": None, "metric.baseline": "high"}
+            case 4:
+                attributes |= {"http.status_code": 2**40, "duration_ms": 3, "depth": -1}
+                attributes |= {"self_time_ms": 1.25, "metric.baseline": 2**62 + 1}
+            case 5:
+                variant.pop("attributes", None)
+                attributes = None
+            case 6:
+                attributes = {"nested": {"a": [1, 2.5, None, {"b": "c"}]}, "empty": {}}
+            case 7:
+                variant["timestamp"] = "2026-03-01T23:30:00.5+02:00"
+            case 9:
+                # Beyond 64 bits: a placeholder replaced in the line's text below.
+                attributes |= {"duration_ms": 999, "metric.baseline": 999, "depth": 999}
+            case 8:
+                variant["is_anomaly"] = not record["is_anomaly"]
+                variant["scenario_id"], variant["anomaly_type"] = "s-9", "error_burst"
+        if attributes is not None:
+            variant["attributes"] = attributes
+        variants.append(variant)
+    huge = b"123456789012345678901234567890"
+    tagged = [
+        (orjson.dumps(r).replace(b":999", b":" + huge), "+" in r["timestamp"])
+        for r in records + variants
+    ]
+    assert sum(huge in line for line, _ in tagged) == 10
+    malformed = [
+        b'{"kind": "log", "timestamp": ',
+        b"[1, 2]",
+        b"null",
+        orjson.dumps(_log(kind="trace")),
+        orjson.dumps(_log(colour="red")),
+        orjson.dumps({k: v for k, v in _log().items() if k != "timestamp"}),
+        orjson.dumps(_log(timestamp=1700000000)),
+        orjson.dumps(_log(timestamp="2026-02-31T00:00:00.000Z")),
+        orjson.dumps(_log(timestamp="2026-03-01T10:15:00")),
+        orjson.dumps(_log(timestamp="1969-12-31T23:59:59.000Z")),
+        orjson.dumps(_log(service="Auth Service")),
+        orjson.dumps(_log(service=7)),
+        orjson.dumps(_log(level=3)),
+        orjson.dumps(_log(attributes=["a"])),
+        orjson.dumps(_log(attributes="x")),
+        orjson.dumps(_log(message=None)),
+        orjson.dumps(_metric(value="9.5")),
+        orjson.dumps(_metric(value=True)),
+        orjson.dumps(_log(attributes={"a": "x"})).replace(b'"x"', b'"\xff"'),
+        orjson.dumps(_log(attributes={})).replace(b"{}", b'{"x": 1e400}'),
+        orjson.dumps(_log(attributes={})).replace(b"{}", b'{"x": "\\ud800"}'),
+        orjson.dumps(_log(message="\u00e9")).replace("\u00e9".encode(), b"\xe9"),
+    ]
+    for n, line in enumerate(malformed):
+        tagged.insert(37 * (n + 1), (line, True))
+    return [line for line, _ in tagged], {i for i, (_, careful) in enumerate(tagged) if careful}
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    rows = table.to_pylist()
+    for row in rows:
+        row["attributes"] = orjson.loads(row["attributes"])
+    return rows
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 4096])
+def test_the_fast_path_types_and_quarantines_every_line_as_the_careful_path_does(
+    monkeypatch: pytest.MonkeyPatch, chunk_bytes: int | None
+) -> None:
+    from stages.etl import typing
+
+    if chunk_bytes:
+        # The body typed in pieces of a few lines: line numbers and order across pieces.
+        monkeypatch.setattr(typing, "CHUNK_BYTES", chunk_bytes)
+    lines, expected_careful = _mixed_sample()
+    quarantine = typing._Quarantine("k", None)
+    careful, count = typing._careful(lines, list(range(len(lines))), quarantine)
+    careful_rows = {kind: _rows(table) for kind, (table, _) in careful.items()}
+    reasons = [(r["line_number"], r["reason"]) for r in quarantine.table().to_pylist()]
+    assert count == len(lines) and len(reasons) == 22
+
+    taken: list[bytes] = []
+    real_careful = typing._careful
+
+    def spy(raw_lines: list[bytes], indices: list[int], q: Any) -> Any:
+        taken.extend(raw_lines[i] for i in indices)
+        return real_careful(raw_lines, indices, q)
+
+    monkeypatch.setattr(typing, "_careful", spy)
+    # The whole sample in one body (kinds mixed: line by line), and each kind's lines alone
+    # (one decoder call over the whole body), as the fold types a raw partition.
+    mixed = type_jsonl(b"\n".join(lines) + b"\n", source_key="k")
+    assert sorted(taken) == sorted(lines[i] for i in expected_careful)
+    quarantined = [(r["line_number"], r["reason"]) for r in mixed.quarantine.to_pylist()]
+    assert sorted(quarantined) == sorted(reasons)
+    for kind in KINDS:
+        assert _rows(mixed.tables[kind]) == careful_rows[kind], kind
+        assert mixed.tables[kind].schema == careful[kind][0].schema
+        # The lines of this kind the fast path types, in a body of their own.
+        origin = careful[kind][1]
+        own = [i for i in origin if i not in expected_careful]
+        taken.clear()
+        alone = type_jsonl(b"\n".join(lines[i] for i in own) + b"\n")
+        assert taken == [] and alone.quarantine.num_rows == 0
+        rows = [row for row, i in zip(careful_rows[kind], origin, strict=True) if i in own]
+        assert _rows(alone.tables[kind]) == rows, kind
