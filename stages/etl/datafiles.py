@@ -21,12 +21,11 @@ from datetime import date
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.io.pyarrow import _get_parquet_writer_kwargs, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.utils.properties import property_as_int
 
-from stages.etl.tables import in_write_order, write_data_file
+from stages.etl.tables import file_layout, fold_writer_options, in_write_order, write_data_file
 
 PARTITION_COLUMNS = ("service", "dt", "hr")
 
@@ -74,52 +73,69 @@ def write_data_files(
     """Write ``rows`` (typed rows of ``kind``'s table, any column order, dictionary columns
     allowed) as one data file per partition; returns the files to commit. ``put`` uploads a
     file (``tables.write_data_file``)."""
-    metadata = table.metadata
-    schema = metadata.schema()
-    spec = metadata.spec()
-    target = schema_to_pyarrow(schema, include_field_ids=True)
+    layout = file_layout(table)
+    if layout.partition_columns != PARTITION_COLUMNS:
+        raise ValueError(f"{table.name()}: partition spec is not {PARTITION_COLUMNS}")
     ordered = in_write_order(kind, rows)
-    plain = pa.table(
-        [
-            ordered.column(f.name).cast(f.type)
-            if f.name in ordered.column_names
-            else pa.nulls(ordered.num_rows, f.type)
-            for f in target
-        ],
-        schema=target,
-    )
-    slices = partition_slices(plain)
+    columns = []
+    for f in layout.fields:
+        if f.name not in ordered.column_names:
+            columns.append(pa.nulls(ordered.num_rows, f.type))
+            continue
+        column = ordered.column(f.name)
+        typ = column.type
+        if pa.types.is_dictionary(typ) and typ.value_type == f.type:
+            # Written as it is (``tables.fold_writer_options``): read back as f.type.
+            columns.append(column)
+        else:
+            columns.append(column.cast(f.type))
+    data = pa.table(columns, names=[f.name for f in layout.fields])
+    slices = partition_slices(data)
     if len(slices) != len({part for part, _, _ in slices}):
         raise ValueError("rows are not sorted by their partition columns")
-    properties = metadata.properties
     row_group_size = property_as_int(
-        properties,
+        layout.properties,
         TableProperties.PARQUET_ROW_GROUP_LIMIT,
         TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT,
     )
-    fields = [schema.find_field(f.source_id).name for f in spec.fields]
-    if tuple(fields) != PARTITION_COLUMNS:
-        raise ValueError(f"{table.name()}: partition spec is not {PARTITION_COLUMNS}")
-    # The table's own writer properties, as pyiceberg's append would use them.
-    writer_options = {"store_decimal_as_integer": True, **_get_parquet_writer_kwargs(properties)}
+    writer_options = fold_writer_options(layout, data.column_names)
     write_id = uuid.uuid4()
 
     def write_one(
         item: tuple[int, tuple[tuple[str, date, int], int, int]],
     ) -> WrittenFile:
         index, (values, offset, length) = item
-        rows = plain.slice(offset, length)
+        part = data.slice(offset, length)
+        source = part.column(SOURCE)
+        keys: frozenset[str] | None = None
+        if pa.types.is_dictionary(source.type) and source.num_chunks == 1:
+            # The fold's dictionary holds every object of the fold: each file's holds only its
+            # own (they are its source keys), not a dictionary page of all of them.
+            compacted = _only_used(source.chunk(0))
+            part = part.set_column(part.schema.get_field_index(SOURCE), SOURCE, compacted)
+            keys = frozenset(k for k in compacted.dictionary.to_pylist() if k is not None)
         data_file = write_data_file(
             table,
-            rows,
+            part,
             values,
             name=f"00000-{index}-{write_id}.parquet",
             writer_options=writer_options,
             row_group_size=row_group_size,
             put=put,
+            layout=layout,
         )
-        keys = frozenset(k for k in pc.unique(rows.column(SOURCE)).to_pylist() if k is not None)
-        return WrittenFile(data_file, keys, rows)
+        if keys is None:
+            keys = frozenset(k for k in pc.unique(source).to_pylist() if k is not None)
+        return WrittenFile(data_file, keys, part)
 
     with ThreadPoolExecutor(WRITERS, thread_name_prefix="etl-write") as pool:
         return list(pool.map(write_one, enumerate(slices)))
+
+
+def _only_used(column: pa.DictionaryArray) -> pa.DictionaryArray:
+    """``column`` with a dictionary of the values its rows use, in the order of the old one."""
+    used = pc.unique(column.indices.drop_null()).sort()
+    if len(used) == len(column.dictionary):
+        return column
+    indices = pc.index_in(column.indices, value_set=used).cast(column.type.index_type)
+    return pa.DictionaryArray.from_arrays(indices, column.dictionary.take(used))
