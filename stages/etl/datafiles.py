@@ -51,9 +51,16 @@ def partition_slices(rows: pa.Table) -> list[tuple[tuple[str, date, int], int, i
     """(partition, offset, length) of each run of ``rows`` sorted by the partition columns."""
     if rows.num_rows == 0:
         return []
-    groups = pa.TableGroupBy(
-        rows.select(list(PARTITION_COLUMNS)), list(PARTITION_COLUMNS), use_threads=False
-    ).aggregate([([], "count_all")])
+    keys = rows.select(list(PARTITION_COLUMNS))
+    # Arrow's group-by gives the groups in the order it first meets them only for plain keys;
+    # a dictionary key's groups can come in dictionary order instead.
+    keys = pa.table(
+        [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in keys.columns],
+        names=keys.column_names,
+    )
+    groups = pa.TableGroupBy(keys, list(PARTITION_COLUMNS), use_threads=False).aggregate(
+        [([], "count_all")]
+    )
     out = []
     offset = 0
     columns = [groups.column(name).to_pylist() for name in (*PARTITION_COLUMNS, "count_all")]
@@ -83,9 +90,9 @@ def write_data_files(
             columns.append(pa.nulls(ordered.num_rows, f.type))
             continue
         column = ordered.column(f.name)
-        typ = column.type
-        if pa.types.is_dictionary(typ) and typ.value_type == f.type:
-            # Written as it is (``tables.fold_writer_options``): read back as f.type.
+        if column.type == f.type or (_is_string(f.type) and _is_string(column.type)):
+            # Written as it is (``tables.fold_writer_options``): Parquet has one string type,
+            # and a dictionary column goes in with its dictionary; read back as f.type.
             columns.append(column)
         else:
             columns.append(column.cast(f.type))
@@ -139,3 +146,10 @@ def _only_used(column: pa.DictionaryArray) -> pa.DictionaryArray:
         return column
     indices = pc.index_in(column.indices, value_set=used).cast(column.type.index_type)
     return pa.DictionaryArray.from_arrays(indices, column.dictionary.take(used))
+
+
+def _is_string(typ: pa.DataType) -> bool:
+    """A string type, plain or dictionary-encoded, of either offset width."""
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ)
