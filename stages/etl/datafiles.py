@@ -3,12 +3,14 @@
 pyiceberg's ``Transaction.append`` works partition by partition: it filters each partition out
 of the whole batch, casts it to the table's schema and writes it, one file after the other.
 Here the rows are sorted once (``tables.in_write_order``, whose first keys are the partition
-columns), cast once, cut into contiguous slices, and the slices are written side by side (Arrow
-writes and uploads without the GIL). The files are what pyiceberg writes: the table's own
-Parquet writer properties (``_get_parquet_writer_kwargs`` over the table's properties, which
-``tables.WRITE_PROPERTIES`` sets), the Iceberg field ids, plain string columns, and pyiceberg's
-column statistics (``tables.write_data_file`` writes each, as it writes compaction's); the caller
-commits them with a fast append (``Committer.append_new``).
+columns), cut into contiguous slices, and the slices are written side by side (Arrow writes and
+uploads without the GIL). The typed rows' dictionary columns go to the Parquet writer as they
+are (no cast to plain strings, no dictionary built again from the values), in the layout of
+``tables.fold_writer_options`` (compaction's per-column encodings at the table's zstd level, no
+Arrow schema stored, so every reader gets the tables' plain string types back). Each file
+carries the Iceberg field ids and pyiceberg's column statistics (``tables.write_data_file``,
+which writes compaction's files too, with what is the same for every file of a table made once:
+``tables.file_layout``); the caller commits them with a fast append (``Committer.append_new``).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ PARTITION_COLUMNS = ("service", "dt", "hr")
 @dataclass(frozen=True)
 class WrittenFile:
     """One data file written for a commit: what to commit, the distinct ``source_key`` values
-    of its rows, and the rows themselves (cast to the table's schema), which the features step
-    takes instead of reading the file back."""
+    of its rows, and the rows themselves (the table's columns, dictionary columns as typing
+    made them), which the features step takes instead of reading the file back."""
 
     data_file: DataFile
     source_keys: frozenset[str]
