@@ -50,26 +50,30 @@ WRITERS = 2
 
 
 def partition_slices(rows: pa.Table) -> list[tuple[tuple[str, date, int], int, int]]:
-    """(partition, offset, length) of each run of ``rows`` sorted by the partition columns."""
-    if rows.num_rows == 0:
+    """(partition, offset, length) of each run of ``rows`` sorted by the partition columns.
+
+    The runs are found where a partition column's value changes from one row to the next (the
+    order of Arrow's group-by output is not the order of the rows)."""
+    count = rows.num_rows
+    if count == 0:
         return []
-    keys = rows.select(list(PARTITION_COLUMNS))
-    # Arrow's group-by gives the groups in the order it first meets them only for plain keys;
-    # a dictionary key's groups can come in dictionary order instead.
-    keys = pa.table(
-        [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in keys.columns],
-        names=keys.column_names,
-    )
-    groups = pa.TableGroupBy(keys, list(PARTITION_COLUMNS), use_threads=False).aggregate(
-        [([], "count_all")]
-    )
-    out = []
-    offset = 0
-    columns = [groups.column(name).to_pylist() for name in (*PARTITION_COLUMNS, "count_all")]
-    for service, dt, hr, count in zip(*columns, strict=True):
-        out.append(((service, dt, hr), offset, count))
-        offset += count
-    return out
+    changed = None
+    for name in PARTITION_COLUMNS:
+        column = rows.column(name)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        column = column.combine_chunks()
+        step = pc.fill_null(pc.not_equal(column.slice(1), column.slice(0, count - 1)), True)
+        changed = step if changed is None else pc.or_(changed, step)
+    assert changed is not None
+    starts = [0, *(i + 1 for i in pc.indices_nonzero(changed).to_pylist())]
+    heads = rows.select(list(PARTITION_COLUMNS)).take(pa.array(starts, pa.int64()))
+    values = zip(*(heads.column(name).to_pylist() for name in PARTITION_COLUMNS), strict=True)
+    ends = [*starts[1:], count]
+    return [
+        ((service, dt, hr), start, end - start)
+        for (service, dt, hr), start, end in zip(values, starts, ends, strict=True)
+    ]
 
 
 def write_data_files(

@@ -45,9 +45,9 @@ def _read(rows: pa.Table, name: str) -> dict[str, dict[str, Any]]:
 
 
 def _folded(settings: Settings) -> tuple[list[dict[str, Any]], Any]:
-    """Three objects of each (kind, service) of one hour folded by the service's ETL."""
+    """Objects of each (kind, service) of two hours folded by the service's ETL in one fold."""
     raw = RawLake(settings)
-    sent = records(1200, 21, "2026-11-27T06:02:00Z", spread_seconds=1800)
+    sent = records(1200, 21, "2026-11-27T06:40:00Z", spread_seconds=1800)
     raw.put(sent, per_object=150)
     etl = build_etl(settings)
     etl.tick()
@@ -142,14 +142,16 @@ def test_duckdb_and_compaction_read_the_fold_files(lake_settings: Settings, tmp_
     got = {(r["service"], r["level"], r["log_type"]): r["n"] for r in json.loads(done.stdout)}
     assert got == dict(Counter((r["service"], r["level"], r["log_type"]) for r in logs))
 
-    # Compaction of the hour reads the fold's files (one per service) and writes one file per
-    # service with every row as it was.
+    # Compaction of each hour reads the fold's files (one per service and hour) and writes one
+    # file per service and hour with every row as it was.
     table = etl.committer.reload("log")
     before = table.scan().to_arrow()
     parts = files_per_partition(table)
-    dt, hr = next(iter(parts))[1:]
-    services = sorted(service for service, _, _ in parts)
-    etl.maintenance.compact_hour("log", dt, hr, services)
+    hours = sorted({(dt, hr) for _, dt, hr in parts})
+    assert len(hours) == 2
+    for dt, hr in hours:
+        services = sorted(s for s, d, h in parts if (d, h) == (dt, hr))
+        etl.maintenance.compact_hour("log", dt, hr, services)
     table = etl.committer.reload("log")
     after = files_per_partition(table)
     assert set(after) == set(parts)
