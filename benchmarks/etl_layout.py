@@ -9,7 +9,7 @@ slice as the ETL types it (``stages.etl.typing.type_jsonl``) and gives every row
 per (stream, service) and ``--object-seconds`` of event time, under the consumer's keys. Then
 each (table, service) partition of the hour, rows in ``stages.etl.tables.in_write_order``, is
 written as one Parquet file in memory twice: with pyiceberg's writer settings (the tables'
-``WRITE_PROPERTIES``: the layout of the fold's and backfill's files) and with compaction's
+``WRITE_PROPERTIES``: the layout of backfill's files) and with compaction's
 (``stages.etl.tables.parquet_writer_options``). It prints bytes per record per table and per
 column (compressed column chunks from the files' footers), files, average file size and the CPU
 of writing. No emulator: the Iceberg path of the same files is ``benchmarks.etl`` (d).

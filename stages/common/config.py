@@ -224,6 +224,11 @@ class Settings(BaseSettings):
         description="Seconds between two checkpoints of the source keys of every data file, "
         "which a starting ETL reads instead of scanning the tables; 0 = after every fold.",
     )
+    etl_arrow_memory_pool: Literal["system", "mimalloc", "jemalloc"] = Field(
+        default="system",
+        description="Arrow's memory pool in the ETL process (typing, sort, Parquet files): "
+        "the C library's malloc, or Arrow's bundled mimalloc or jemalloc.",
+    )
     etl_fault_pause_at: str | None = Field(
         default=None,
         pattern=r"^(before-write|after-data-files|after-commit)(:[1-9][0-9]*)?$",

@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 from pyiceberg.catalog.glue import GlueCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
 from pyiceberg.io.pyarrow import (
+    StatisticsCollector,
+    _get_parquet_writer_kwargs,
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
     parquet_path_to_id_mapping,
@@ -35,6 +37,7 @@ from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionField, PartitionFieldValue, PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
+from pyiceberg.table.locations import LocationProvider
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import (
     BooleanType,
@@ -235,15 +238,37 @@ def in_write_order(kind: str, rows: pa.Table) -> pa.Table:
     """``rows`` of ``kind``'s table sorted as its files are best written (``WRITE_ORDER``);
     dictionary columns sort by their values, not their codes."""
     keys = [(name, "ascending", "at_end") for name in WRITE_ORDER[kind]]
-    plain = pa.table(
-        {
-            name: pc.cast(rows[name], rows.schema.field(name).type.value_type)
-            if pa.types.is_dictionary(rows.schema.field(name).type)
-            else rows[name]
-            for name, _, _ in keys
-        }
-    )
-    return rows.take(pc.sort_indices(plain, sort_keys=keys))
+    return rows.take(pc.sort_indices(_sort_keys(rows, [name for name, _, _ in keys]), keys))
+
+
+def _sort_keys(rows: pa.Table, names: list[str]) -> pa.Table:
+    """The columns ``names`` of ``rows`` as a table that sorts like their values: a dictionary
+    column becomes the rank of each row's value among its dictionary's values (an integer
+    sort, the same order as the strings' and without decoding them)."""
+    dictionaries = [name for name in names if pa.types.is_dictionary(rows.schema.field(name).type)]
+    # One dictionary for all chunks of a column, so that one ranking serves them all.
+    unified = rows.select(dictionaries).unify_dictionaries() if dictionaries else None
+    columns = {}
+    for name in names:
+        if unified is None or name not in dictionaries:
+            columns[name] = rows.column(name)
+            continue
+        column = unified.column(name)
+        if column.num_chunks == 0:
+            columns[name] = column.cast(column.type.value_type)
+            continue
+        dictionary = column.chunk(0).dictionary
+        # Dense ranks keep equal values equal; a null value (in the dictionary or as a null
+        # index) stays null, so it sorts at the end as it would as a string.
+        ranks = pc.if_else(
+            pc.is_null(dictionary),
+            pa.scalar(None, pa.uint32()),
+            pc.rank(dictionary, sort_keys="ascending", tiebreaker="dense").cast(pa.uint32()),
+        )
+        columns[name] = pa.chunked_array(
+            [ranks.take(chunk.indices) for chunk in column.chunks], pa.uint32()
+        )
+    return pa.table(columns)
 
 
 def _columns(kind: str) -> tuple[tuple[str, object], ...]:
@@ -323,6 +348,92 @@ def ensure_tables(catalog: GlueCatalog) -> dict[str, Table]:
     return tables
 
 
+@dataclass(frozen=True)
+class FileLayout:
+    """What every data file of a table shares while its schema, partition spec, location and
+    properties stay the same: the Iceberg read types with field ids, pyiceberg's statistics
+    plan and column mapping, the partition spec and the location provider. pyiceberg works
+    them out again for every file it writes (~1 ms of CPU); the fold makes them once."""
+
+    schema: Schema
+    spec: PartitionSpec
+    spec_id: int
+    fields: tuple[pa.Field, ...]
+    # The column each partition field is the identity of, in the spec's order.
+    partition_columns: tuple[str, ...]
+    stats_columns: dict[int, StatisticsCollector]
+    column_mapping: dict[str, int]
+    locations: LocationProvider
+    properties: dict[str, str]
+
+    def partition_key(self, partition: tuple[str, date, int]) -> PartitionKey:
+        values = dict(zip(("service", "dt", "hr"), partition, strict=True))
+        return PartitionKey(
+            field_values=[
+                PartitionFieldValue(field, values[column])
+                for field, column in zip(self.spec.fields, self.partition_columns, strict=True)
+            ],
+            partition_spec=self.spec,
+            schema=self.schema,
+        )
+
+
+_LAYOUTS: dict[tuple[Any, ...], FileLayout] = {}
+
+
+def file_layout(table: Table) -> FileLayout:
+    """``table``'s ``FileLayout``, made once per table schema, spec, location and properties
+    (a commit that changes none of them keeps it)."""
+    metadata = table.metadata
+    key = (
+        str(metadata.table_uuid),
+        metadata.current_schema_id,
+        metadata.default_spec_id,
+        metadata.location,
+        tuple(sorted(metadata.properties.items())),
+    )
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        table_schema = metadata.schema()
+        spec = metadata.spec()
+        layout = FileLayout(
+            schema=table_schema,
+            spec=spec,
+            spec_id=metadata.default_spec_id,
+            fields=tuple(schema_to_pyarrow(table_schema, include_field_ids=True)),
+            partition_columns=tuple(
+                table_schema.find_field(field.source_id).name for field in spec.fields
+            ),
+            stats_columns=compute_statistics_plan(table_schema, metadata.properties),
+            column_mapping=parquet_path_to_id_mapping(table_schema),
+            locations=table.location_provider(),
+            properties=dict(metadata.properties),
+        )
+        if len(_LAYOUTS) >= 64:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def fold_writer_options(layout: FileLayout, columns: list[str]) -> dict[str, Any]:
+    """``pyarrow.parquet.ParquetWriter`` options of the fold's data files: compaction's
+    per-column layout (``parquet_writer_options``: a dictionary only on the columns that repeat,
+    delta encodings for the ids and the timestamp) with the table's own codec and level
+    (``WRITE_PROPERTIES``: zstd level 1, the fold's files are rewritten when their hour is
+    compacted), and no Arrow schema stored in the file. The dictionary columns of the typed rows
+    go to the Parquet writer as they are, which writes their dictionaries and codes without
+    hashing every value again; without a stored Arrow schema every reader (pyiceberg, DuckDB,
+    compaction) reads them back as the tables' plain strings, as from any Iceberg writer."""
+    table = _get_parquet_writer_kwargs(layout.properties)
+    return {
+        **parquet_writer_options(columns),
+        "compression": table["compression"],
+        "compression_level": table["compression_level"],
+        "write_batch_size": table["write_batch_size"],
+        "store_schema": False,
+    }
+
+
 COMPACTED_PREFIX = "compacted-"
 
 
@@ -335,6 +446,7 @@ def write_data_file(
     writer_options: dict[str, Any] | None = None,
     row_group_size: int = PARQUET_ROW_GROUP_ROWS,
     put: Callable[[str, pa.Buffer], None] | None = None,
+    layout: FileLayout | None = None,
 ) -> DataFile:
     """Write ``rows`` (of one (service, dt, hr) partition, in the order given) as one Parquet
     file of ``table`` in the tables' Parquet layout, and describe it for a commit.
@@ -345,32 +457,26 @@ def write_data_file(
     references it (orphan removal deletes it if none ever does).
 
     Compaction writes with the defaults (compaction's layout, a ``compacted-`` name); the fold
-    passes the table's own writer properties and its file name (``datafiles.py``).
+    passes ``fold_writer_options``, its file name and the table's ``file_layout`` (made once
+    for all its files, ``datafiles.py``).
 
     With ``put`` (``put(s3_url, data)``) the file is written in memory and uploaded in one
     request by ``put``; without it, through the table's FileIO (pyarrow's S3 filesystem).
     """
-    table_schema = table.schema()
+    layout = file_layout(table) if layout is None else layout
     # Each column keeps the Arrow type it has in ``rows`` (a dictionary stays a dictionary):
-    # the file's stored Arrow schema is what a reader gets back, and a scan over this file and
-    # the fold's files can only join them when their types agree.
-    fields = []
-    for field in schema_to_pyarrow(table_schema, include_field_ids=True):
-        typ = rows.schema.field(field.name).type
-        fields.append(pa.field(field.name, typ, nullable=True, metadata=field.metadata))
+    # with the Arrow schema stored in the file (compaction's files), it is what a reader gets
+    # back, and a scan over this file and the fold's files can only join them when their types
+    # agree; the fold stores none (``fold_writer_options``), so its files read back in the
+    # tables' plain types whatever the Arrow types written.
+    fields = [
+        pa.field(f.name, rows.schema.field(f.name).type, nullable=True, metadata=f.metadata)
+        for f in layout.fields
+    ]
     arrow_schema = pa.schema(fields)
     data = pa.Table.from_arrays([rows.column(f.name) for f in fields], schema=arrow_schema)
-    spec = table.spec()
-    values = dict(zip(("service", "dt", "hr"), partition, strict=True))
-    key = PartitionKey(
-        field_values=[
-            PartitionFieldValue(field, values[table_schema.find_field(field.source_id).name])
-            for field in spec.fields
-        ],
-        partition_spec=spec,
-        schema=table_schema,
-    )
-    path = table.location_provider().new_data_location(
+    key = layout.partition_key(partition)
+    path = layout.locations.new_data_location(
         name or f"{COMPACTED_PREFIX}{uuid.uuid4()}.parquet", key
     )
     options = (
@@ -394,8 +500,8 @@ def write_data_file(
             size = stream.tell()
     statistics = data_file_statistics_from_parquet_metadata(
         parquet_metadata=writer.writer.metadata,
-        stats_columns=compute_statistics_plan(table_schema, table.metadata.properties),
-        parquet_column_mapping=parquet_path_to_id_mapping(table_schema),
+        stats_columns=layout.stats_columns,
+        parquet_column_mapping=layout.column_mapping,
     )
     return DataFile.from_args(
         content=DataFileContent.DATA,
@@ -404,7 +510,7 @@ def write_data_file(
         partition=key.partition,
         file_size_in_bytes=size,
         sort_order_id=None,
-        spec_id=table.metadata.default_spec_id,
+        spec_id=layout.spec_id,
         equality_ids=None,
         key_metadata=None,
         **statistics.to_serialized_dict(),
