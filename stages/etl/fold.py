@@ -31,12 +31,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
 from stages.common import lake
 from stages.common.config import Settings
+from stages.common.errors import Unprocessable
 from stages.common.named_lease import LeaseLost, NamedLease
 from stages.etl import metrics, planner
 from stages.etl.committer import SOURCE, Committer, Partition, partitions_of, with_source
@@ -44,7 +45,7 @@ from stages.etl.datafiles import WrittenFile
 from stages.etl.faults import FaultPoint
 from stages.etl.planner import RawObject
 from stages.etl.tables import TABLE_NAMES
-from stages.etl.typing import KINDS, type_jsonl
+from stages.etl.typing import KINDS, QUARANTINE_SCHEMA, type_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,23 @@ def type_object(obj: RawObject, data: bytes) -> _Typed:
         kind: with_source(table, obj.key) for kind, table in typed.tables.items() if table.num_rows
     }
     return _Typed([obj], obj.kind, typed.lines, tables, typed.quarantine)
+
+
+def unreadable(obj: RawObject, reason: str) -> _Typed:
+    """An object whose body cannot be read as lines (not valid gzip, a truncated stream, more
+    than the reader may inflate) as one quarantine row naming it (line 0, no line): folded
+    and counted like a malformed line, instead of failing every fold after it."""
+    row = {
+        "source_key": [obj.key],
+        "line_number": [0],
+        "reason": [f"unreadable object: {reason}"],
+        "raw_line": [None],
+        "kind": [obj.kind],
+        "service": [obj.partition.service],
+        "dt": [obj.partition.dt],
+        "hr": [obj.partition.hr],
+    }
+    return _Typed([obj], obj.kind, 0, {}, pa.table(row, schema=QUARANTINE_SCHEMA))
 
 
 def _non_blank(lines: list[bytes]) -> int:
@@ -448,14 +466,30 @@ class Etl:
 
     def _read_and_type(self, chosen: list[RawObject]) -> list[_Typed]:
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="etl-read") as pool:
-            bodies = list(pool.map(lambda o: read_body(self.reader, o), chosen))
+            bodies = list(pool.map(self._read_or_refusal, chosen))
         groups: dict[tuple[str, Any], list[int]] = collections.defaultdict(list)
-        for i, obj in enumerate(chosen):
-            groups[(obj.bucket, obj.partition)].append(i)
         typed: list[_Typed] = []
+        for i, obj in enumerate(chosen):
+            body = bodies[i]
+            if isinstance(body, Unprocessable):
+                log.warning("raw object %s/%s quarantined: %s", obj.bucket, obj.key, body)
+                metrics.UNREADABLE.labels(obj.bucket).inc()
+                typed.append(unreadable(obj, str(body)))
+            else:
+                groups[(obj.bucket, obj.partition)].append(i)
         for members in groups.values():
-            typed.extend(type_group([chosen[i] for i in members], [bodies[i] for i in members]))
+            typed.extend(
+                type_group([chosen[i] for i in members], [cast(bytes, bodies[i]) for i in members])
+            )
         return typed
+
+    def _read_or_refusal(self, obj: RawObject) -> bytes | Unprocessable:
+        """The object's body, or the refusal of a body that no retry can read. Any other error
+        (the lake unreachable, a throttled GET) fails the fold, which the next tick retries."""
+        try:
+            return read_body(self.reader, obj)
+        except Unprocessable as exc:
+            return exc
 
     def _observe_backlog(self, waiting: list[RawObject]) -> None:
         metrics.BACKLOG_OBJECTS.set(len(waiting))

@@ -17,6 +17,12 @@ RECORDS_WRITTEN = Counter(
 QUARANTINED = Counter(
     "etl_quarantined_total", "Raw lines committed to the quarantine table, with their reason"
 )
+UNREADABLE = Counter(
+    "etl_raw_objects_unreadable_total",
+    "Raw objects whose body could not be read as lines (not gzip, a truncated stream, over "
+    "the size cap), each committed to the quarantine table as one row with the reason",
+    ["bucket"],
+)
 ALREADY_FOLDED = Counter(
     "etl_rows_already_folded_total",
     "Typed rows not written because their object's rows were already in the table "
