@@ -50,7 +50,7 @@ from stages.common import aws, resources
 from stages.common.config import Settings
 from stages.common.lake import hour_path, object_key, service_partition
 from stages.common.lakehouse import FEATURES_TABLE
-from stages.common.runtime import tune_garbage_collector
+from stages.common.runtime import reclaim_memory, tune_garbage_collector
 from stages.etl import committer as committer_module
 from stages.etl import fold as fold_module
 from stages.etl.app import build_etl
@@ -280,11 +280,15 @@ def fold(
     return out
 
 
-def refold(settings: Settings, emulator_pid: int, repeats: int) -> list[dict[str, Any]]:
+def refold(
+    settings: Settings, emulator_pid: int, repeats: int, reclaim: bool = False
+) -> list[dict[str, Any]]:
     """Fold the same raw objects again ``repeats`` times, each time into fresh tables (the
     curated and features tables dropped from the catalog) by a new ETL built as the service
     builds it: the spread of these folds, and their best, say what a fold costs on a machine
-    whose load changes from second to second."""
+    whose load changes from second to second. With ``reclaim``, each refold follows one round
+    of the service's memory reclaim (a collection and ``malloc_trim``), as a fold of the running
+    service follows the rounds made since the last one: its freed heap pages are gone again."""
     from stages.etl.tables import open_catalog
 
     catalog = open_catalog(settings, name="bench-refold")
@@ -293,6 +297,8 @@ def refold(settings: Settings, emulator_pid: int, repeats: int) -> list[dict[str
         for identifier in [f"telemetry.{name}" for name in TABLE_NAMES.values()] + [FEATURES_TABLE]:
             with contextlib.suppress(NoSuchTableError):
                 catalog.drop_table(identifier)
+        if reclaim:
+            reclaim_memory()
         measured = fold(settings, [[]], emulator_pid, None, 0)
         out.append(measured["folds"][0] | {"landed": measured["landed"]})
     return out
@@ -359,6 +365,12 @@ def main(argv: list[str] | None = None) -> None:
         help="afterwards, fold the same objects again this many times into fresh tables, each "
         "by a new ETL, and report the best and the spread (CPU under a changing load)",
     )
+    parser.add_argument(
+        "--reclaim",
+        action="store_true",
+        help="before each refold, one round of the service's memory reclaim (collection and "
+        "malloc_trim), as between two folds of the running service",
+    )
     parser.add_argument("--quick", action="store_true", help="3,000 records")
     args = parser.parse_args(argv)
     if args.quick:
@@ -392,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         tune_garbage_collector()
         measured = fold(settings, batches, emulator.pid, args.profile, args.startup_rows)
         landed = measured["landed"]
-        refolds = refold(settings, emulator.pid, args.refolds) if args.refolds else []
+        refolds = refold(settings, emulator.pid, args.refolds, args.reclaim) if args.refolds else []
     finally:
         emulator.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -447,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
         f"rerun: {RERUN} --records {args.records} --object-records {args.object_records} "
         f"--folds {args.folds}"
         + (f" --refolds {args.refolds}" if args.refolds else "")
+        + (" --reclaim" if args.reclaim else "")
         + (" --gzip" if args.gzip else "")
         + (" --live" if args.live else "")
     )

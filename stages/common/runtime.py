@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import threading
 import time
@@ -32,7 +33,7 @@ def tune_process(memory_reclaim_seconds: float) -> None:
     if memory_reclaim_seconds > 0:
         threading.Thread(
             target=_reclaim_forever,
-            args=(libc, memory_reclaim_seconds),
+            args=(memory_reclaim_seconds,),
             name="memory-reclaim",
             daemon=True,
         ).start()
@@ -43,6 +44,7 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if name is None:
@@ -64,7 +66,15 @@ def _glibc() -> ctypes.CDLL | None:
 FULL_COLLECTION_ROUNDS = 150
 
 
-def _reclaim_forever(libc: ctypes.CDLL | None, interval: float) -> None:
+def reclaim_memory(full: bool = False) -> None:
+    """One round of what the memory-reclaim thread does: a collection, then ``malloc_trim``."""
+    gc.collect(2 if full else 0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _reclaim_forever(interval: float) -> None:
     # With the raised thresholds, garbage in reference cycles (framework request objects hold
     # their bodies in such cycles) waits for a collection that, when a process makes few but
     # large objects, may not come for a long time: the emulator held more memory in old request
@@ -75,6 +85,4 @@ def _reclaim_forever(libc: ctypes.CDLL | None, interval: float) -> None:
     while True:
         time.sleep(interval)
         rounds += 1
-        gc.collect(2 if rounds % FULL_COLLECTION_ROUNDS == 0 else 0)
-        if libc is not None:
-            libc.malloc_trim(0)
+        reclaim_memory(full=rounds % FULL_COLLECTION_ROUNDS == 0)
