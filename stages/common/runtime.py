@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import functools
 import gc
 import threading
-import time
 
 # Records are short-lived dicts by the thousand per request: with CPython's default threshold
 # (700 allocations) the cyclic collector ran hundreds of times a second on the data path and
@@ -31,12 +31,25 @@ def tune_process(memory_reclaim_seconds: float) -> None:
     if libc is not None:
         libc.mallopt(_M_ARENA_MAX, ARENA_MAX)
     if memory_reclaim_seconds > 0:
-        threading.Thread(
+        thread = threading.Thread(
             target=_reclaim_forever,
             args=(memory_reclaim_seconds,),
             name="memory-reclaim",
             daemon=True,
-        ).start()
+        )
+        thread.start()
+        atexit.register(_stop_reclaim, thread)
+
+
+# Set at exit: the reclaim thread ends before the interpreter finalizes. A collection or a
+# malloc_trim still running in a daemon thread then can kill the process (SIGSEGV) after an
+# otherwise clean shutdown.
+_RECLAIM_STOP = threading.Event()
+
+
+def _stop_reclaim(thread: threading.Thread) -> None:
+    _RECLAIM_STOP.set()
+    thread.join(5.0)
 
 
 def tune_garbage_collector() -> None:
@@ -82,7 +95,6 @@ def _reclaim_forever(interval: float) -> None:
     # interval instead. Then large buffers freed in the middle of glibc's heap, where free()
     # never hands pages back, are returned by malloc_trim.
     rounds = 0
-    while True:
-        time.sleep(interval)
+    while not _RECLAIM_STOP.wait(interval):
         rounds += 1
         reclaim_memory(full=rounds % FULL_COLLECTION_ROUNDS == 0)

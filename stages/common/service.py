@@ -14,6 +14,7 @@ import hmac
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -389,7 +390,22 @@ def run_service(app: FastAPI, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, log_config=None)
 
 
-def serve_in_thread(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+@dataclass
+class ServingThread:
+    """An app served from a daemon thread; ``stop`` before the process exits."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the server and wait for its thread: an event loop still running in a daemon
+        thread while the interpreter finalizes can kill the process (SIGSEGV) after an
+        otherwise clean shutdown."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def serve_in_thread(app: FastAPI, host: str, port: int) -> ServingThread:
     """Serve ``app`` from a daemon thread, for processes whose main thread does other work."""
     server = uvicorn.Server(
         uvicorn.Config(
@@ -398,4 +414,4 @@ def serve_in_thread(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     )
     thread = threading.Thread(target=server.run, name=f"http-{port}", daemon=True)
     thread.start()
-    return server
+    return ServingThread(server, thread)

@@ -392,5 +392,5 @@ def main() -> None:
     app = create_service_app("kinesis-consumer", health=consumer.health)
     server = serve_in_thread(app, settings.consumer_host, settings.consumer_port)
     code = consumer.run()
-    server.should_exit = True
+    server.stop()
     raise SystemExit(code)

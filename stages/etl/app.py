@@ -352,7 +352,7 @@ def serve(settings: Settings) -> int:
         etl.run()
     finally:
         features.stop()
-    server.should_exit = True
+    server.stop()
     return 0
 
 
