@@ -390,7 +390,7 @@ def run_service(app: FastAPI, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, log_config=None)
 
 
-@dataclass
+@dataclass(slots=True)  # slots: setting uvicorn's ``should_exit`` here fails loudly
 class ServingThread:
     """An app served from a daemon thread; ``stop`` before the process exits."""
 

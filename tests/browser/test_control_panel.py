@@ -60,7 +60,7 @@ def patient_assertions() -> Iterator[None]:
 def peers() -> Iterator[Peers]:
     peers, server = start_peers()
     yield peers
-    server.should_exit = True
+    server.stop()
 
 
 @pytest.fixture(scope="module")

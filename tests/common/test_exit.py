@@ -52,4 +52,8 @@ def test_the_http_and_reclaim_threads_end_before_the_interpreter_finalizes() -> 
     lines = done.stdout.splitlines()
     assert "health: 200" in lines, done.stdout + done.stderr
     assert "served thread alive after stop: False" in lines
-    assert lines[-1] == "at exit: []", done.stdout
+    # anyio's idle worker threads (the sync /health endpoint ran in one) wait on a queue and
+    # run no code; the reclaim and the server threads are the ones that would.
+    last = lines[-1]
+    assert last.startswith("at exit: "), done.stdout
+    assert "memory-reclaim" not in last and f"http-{port}" not in last, done.stdout

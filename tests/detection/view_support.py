@@ -92,4 +92,4 @@ class FakeOrchestrator:
         wait_http_ok(f"http://127.0.0.1:{self.port}/health", timeout=30)
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        self.server.stop()

@@ -15,7 +15,7 @@ from tests.orchestrator.stubs import Peers, start_peers
 def peers() -> Iterator[Peers]:
     peers, server = start_peers()
     yield peers
-    server.should_exit = True
+    server.stop()
 
 
 @pytest.fixture

@@ -50,4 +50,4 @@ def running(tmp_path: Path, *names: str) -> Iterator[tuple[dict[str, str], Peers
             for proc in procs:
                 proc.stop()
     finally:
-        server.should_exit = True
+        server.stop()

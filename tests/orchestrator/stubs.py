@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from stages.common import estate
-from stages.common.service import serve_in_thread
+from stages.common.service import ServingThread, serve_in_thread
 from stages.synthesis.schemas import SynthesizeRequest
 from tests.support.processes import free_port
 
@@ -167,12 +167,12 @@ def build_app(peers: Peers) -> FastAPI:
     return app
 
 
-def start_peers() -> tuple[Peers, Any]:
+def start_peers() -> tuple[Peers, ServingThread]:
     peers = Peers(port=free_port())
     peers.url = f"http://127.0.0.1:{peers.port}"
     server = serve_in_thread(build_app(peers), "127.0.0.1", peers.port)
     deadline = time.monotonic() + 10
-    while not server.started:
+    while not server.server.started:
         if time.monotonic() > deadline:
             raise TimeoutError("stub peers did not start")
         time.sleep(0.02)

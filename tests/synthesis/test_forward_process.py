@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -85,12 +84,12 @@ class StubIngestion:
 def stub() -> Iterator[tuple[StubIngestion, int]]:
     ingestion = StubIngestion()
     port = free_port()
-    server: uvicorn.Server = serve_in_thread(ingestion.app(), "127.0.0.1", port)
+    served = serve_in_thread(ingestion.app(), "127.0.0.1", port)
     deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
+    while not served.server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     yield ingestion, port
-    server.should_exit = True
+    served.stop()
 
 
 @pytest.fixture(scope="module")
