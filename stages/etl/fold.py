@@ -45,7 +45,7 @@ from stages.etl.datafiles import WrittenFile
 from stages.etl.faults import FaultPoint
 from stages.etl.planner import RawObject
 from stages.etl.tables import TABLE_NAMES
-from stages.etl.typing import KINDS, QUARANTINE_SCHEMA, type_jsonl
+from stages.etl.typing import KINDS, quarantine_object, type_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +126,8 @@ def unreadable(obj: RawObject, reason: str) -> _Typed:
     """An object whose body cannot be read as lines (not valid gzip, a truncated stream, more
     than the reader may inflate) as one quarantine row naming it (line 0, no line): folded
     and counted like a malformed line, instead of failing every fold after it."""
-    row = {
-        "source_key": [obj.key],
-        "line_number": [0],
-        "reason": [f"unreadable object: {reason}"],
-        "raw_line": [None],
-        "kind": [obj.kind],
-        "service": [obj.partition.service],
-        "dt": [obj.partition.dt],
-        "hr": [obj.partition.hr],
-    }
-    return _Typed([obj], obj.kind, 0, {}, pa.table(row, schema=QUARANTINE_SCHEMA))
+    row = quarantine_object(obj.key, obj.partition, obj.kind, f"unreadable object: {reason}")
+    return _Typed([obj], obj.kind, 0, {}, row)
 
 
 def _non_blank(lines: list[bytes]) -> int:

@@ -204,7 +204,7 @@ class _Quarantine:
     # Lines before the piece being typed (``CHUNK_BYTES``) in the whole body.
     line_offset: int = 0
 
-    def add(self, line_number: int, reason: str, line: bytes, obj: Any = None) -> None:
+    def add(self, line_number: int, reason: str, line: bytes | None, obj: Any = None) -> None:
         record = obj if isinstance(obj, dict) else {}
         kind, service = record.get("kind"), record.get("service")
         source_key = self.source_key
@@ -217,7 +217,7 @@ class _Quarantine:
         rows["source_key"].append(source_key)
         rows["line_number"].append(line_number)
         rows["reason"].append(reason)
-        rows["raw_line"].append(line.decode("utf-8", errors="replace"))
+        rows["raw_line"].append(None if line is None else line.decode("utf-8", errors="replace"))
         rows["kind"].append(kind if isinstance(kind, str) else None)
         if self.partition is not None:
             rows["service"].append(self.partition.service)
@@ -232,6 +232,13 @@ class _Quarantine:
         if not self.rows["reason"]:
             return _EMPTY_QUARANTINE
         return pa.table(self.rows, schema=QUARANTINE_SCHEMA)
+
+
+def quarantine_object(key: str, partition: RawPartition, kind: str, reason: str) -> pa.Table:
+    """The quarantine row of a whole object that yields no line (line 0, no raw line)."""
+    quarantine = _Quarantine(key, partition)
+    quarantine.add(0, reason, None, {"kind": kind})
+    return quarantine.table()
 
 
 def _type_name(value: Any) -> str:
