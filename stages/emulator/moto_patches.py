@@ -8,6 +8,7 @@ Each concern has its module, whose docstring lists what it corrects and why:
 - ``s3_bodies``: S3 object bodies in those files, read without a shared position, and ranged
   GETs that read only their range;
 - ``s3_keys``: S3 key metadata on disk, and listings that read only what they answer;
+- ``s3_digests``: PutObject refuses a body that does not match its checksum or Content-MD5;
 - ``glue``: Glue's ``UpdateTable`` honours ``VersionId``;
 - ``moto_core``: request handling and model tracking that cost CPU and memory on every call.
 """
@@ -16,7 +17,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.emulator import files, glue, kinesis_model, moto_core, s3_bodies, s3_keys
+from stages.emulator import (
+    files,
+    glue,
+    kinesis_model,
+    moto_core,
+    s3_bodies,
+    s3_digests,
+    s3_keys,
+)
 
 _applied = False
 
@@ -29,6 +38,7 @@ def apply(s3_memory_object_bytes: int, data_directory: Path | None = None) -> No
         data_directory.mkdir(parents=True, exist_ok=True)
     s3_bodies.install(files.SegmentedStore(data_directory), s3_memory_object_bytes)
     s3_keys.install(data_directory)
+    s3_digests.install()
     kinesis_model.install(data_directory)
     moto_core.install()
     glue.apply()

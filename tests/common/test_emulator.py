@@ -1,9 +1,13 @@
+import base64
 import hashlib
 import random
 import time
+import zlib
 
 import httpx
 import psutil
+import pytest
+from botocore.exceptions import ClientError
 
 from stages.common import aws, resources
 from stages.common.config import Settings
@@ -148,6 +152,46 @@ def test_s3_bodies_on_disk_read_back_through_every_path(settings: Settings) -> N
     assert s3.get_object(Bucket=bucket, Key="a/large")["Body"].read() == small
     assert s3.get_object(Bucket=bucket, Key="a/small")["Body"].read() == small
     assert s3.get_object(Bucket=bucket, Key="a/copy")["Body"].read() == large
+
+
+def _crc32(body: bytes) -> str:
+    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+
+
+def _md5(body: bytes) -> str:
+    return base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
+def test_a_put_whose_body_does_not_match_its_digest_is_refused(settings: Settings) -> None:
+    """As in S3: 400 BadDigest and nothing stored, so a body cut short on its way (here, the
+    whole body's checksum sent with a piece of it) never becomes an object."""
+    s3 = aws.client("s3", settings)
+    bucket = next(iter(resources.buckets(settings)))
+    body = b'{"event_id": "a"}\n' * 100
+    cases = {
+        "crc32": {"ChecksumCRC32": _crc32(body)},
+        "sha256": {"ChecksumSHA256": base64.b64encode(hashlib.sha256(body).digest()).decode()},
+        "md5": {"ContentMD5": _md5(body)},
+    }
+    for name, claimed in cases.items():
+        with pytest.raises(ClientError) as refused:
+            s3.put_object(Bucket=bucket, Key=f"cut/{name}", Body=body[:40], **claimed)
+        error = refused.value.response
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 400, name
+        assert error["Error"]["Code"] == "BadDigest", name
+        assert "did not match" in error["Error"]["Message"], name
+        with pytest.raises(ClientError) as missing:
+            s3.head_object(Bucket=bucket, Key=f"cut/{name}")
+        assert missing.value.response["Error"]["Code"] == "404", name
+
+        # The whole body with the same digest is stored and reads back, checksum and all.
+        s3.put_object(Bucket=bucket, Key=f"cut/{name}", Body=body, **claimed)
+        got = s3.get_object(Bucket=bucket, Key=f"cut/{name}", ChecksumMode="ENABLED")
+        assert got["Body"].read() == body, name
+
+    with pytest.raises(ClientError) as invalid:
+        s3.put_object(Bucket=bucket, Key="cut/invalid-md5", Body=body, ContentMD5="not base64!")
+    assert invalid.value.response["Error"]["Code"] == "InvalidDigest"
 
 
 def test_an_emulator_bound_to_every_address_provisions_itself(tmp_path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -100,6 +101,28 @@ def test_chunked_request_bodies_are_forwarded(proxy: FaultProxy, settings: Setti
     stored = direct_s3.get_object(Bucket=BUCKET, Key="chunked.bin")
     assert stored["Body"].read() == body
     assert stored["Metadata"] == {"origin": "chunked-test"}
+
+
+def test_a_body_cut_short_by_its_client_is_not_forwarded(
+    proxy: FaultProxy, settings: Settings
+) -> None:
+    """A client killed mid-upload: the proxy drops the request instead of storing a cut object."""
+    body = os.urandom(1_000_000)
+    head = (
+        f"PUT /{BUCKET}/cut.bin HTTP/1.1\r\nHost: 127.0.0.1:{proxy.port}\r\n"
+        "Authorization: AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host, Signature=0\r\n"
+        f"x-amz-content-sha256: UNSIGNED-PAYLOAD\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as client:
+        client.sendall(head.encode() + body[:300_000])
+        client.shutdown(socket.SHUT_WR)  # what the kernel does for a killed process
+        assert client.recv(1024) == b"", "the proxy answered a request it never fully received"
+    assert proxy.received["s3:PUT"] == 0 and proxy.forwarded["s3:PUT"] == 0
+    _, direct_s3 = _clients(settings.aws_endpoint_url or "")
+    with pytest.raises(ClientError) as missing:
+        direct_s3.head_object(Bucket=BUCKET, Key="cut.bin")
+    assert missing.value.response["Error"]["Code"] == "404"
 
 
 def test_concurrent_requests(proxy: FaultProxy) -> None:

@@ -506,10 +506,18 @@ class _Handler(BaseHTTPRequestHandler):
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass  # trailers are dropped with the chunked framing
                     return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
+                chunks.append(self._read_exactly(size))
                 self.rfile.readline(65537)
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return self._read_exactly(length) if length else b""
+
+    def _read_exactly(self, size: int) -> bytes:
+        # A client killed mid-upload leaves a short body: forwarding it would store a cut
+        # object (a real proxy, like a real S3, drops the request with the connection).
+        data = self.rfile.read(size)
+        if len(data) < size:
+            raise ConnectionAbortedError(f"the client sent {len(data)} of {size} body bytes")
+        return data
 
     def _serve(self) -> None:
         try:

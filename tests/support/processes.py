@@ -16,10 +16,21 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Every port this process handed out: the kernel may give the same free port to two binds in
+# a row once the first socket is closed, and a fleet of ten services on free ports once got one
+# port twice (the second service then refused to start).
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now on 127.0.0.1, never one this process handed out before."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def base_env(endpoint: str, **extra: str) -> dict[str, str]:
