@@ -20,6 +20,7 @@ from stages.detection.worker import DetectionWorker
 from stages.etl.features import ensure_features_table
 from tests.detection.test_leases import SERIES, SPIKED, START, WIDTH, _rows
 
+LEASE_SECONDS = 3.0
 LEASE_COUNTERS = ("leases_taken", "leases_stolen", "leases_lost", "leases_released")
 
 
@@ -71,15 +72,17 @@ def test_a_busy_holder_hands_services_over_when_asked(settings: Settings) -> Non
 def test_an_expired_lease_is_taken_over_and_its_old_holder_learns_it_lost(
     settings: Settings,
 ) -> None:
-    a = _leases(settings, "paused", 1.0)
-    b = _leases(settings, "live", 1.0)
+    # Long enough that b's first look comes well inside a's lease on a loaded machine (with 1 s,
+    # a CI run's b found it already expired), short enough to wait out.
+    a = _leases(settings, "paused", LEASE_SECONDS)
+    b = _leases(settings, "live", LEASE_SECONDS)
     a.add_services(["svc"])
     a.tick()
     fence = a.owned()["svc"]
     b.add_services(["svc"])
     b.tick()
     assert b.owned() == {}  # held and renewed: not b's
-    time.sleep(1.2)  # a stops renewing (a pause, a crash)
+    time.sleep(LEASE_SECONDS + 0.3)  # a stops renewing (a pause, a crash)
     assert not a.ready("svc", fence)  # a's own clock already says it must not write
     b.tick()
     assert b.owned() == {"svc": fence + 1}
