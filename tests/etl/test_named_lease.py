@@ -10,8 +10,13 @@ from stages.common import aws
 from stages.common.config import Settings
 from stages.common.named_lease import LeaseLost, NamedLease
 
+# Long enough that b's look and a's renewal come well inside a's lease on a loaded machine
+# (with 1 s, a pause between a.acquire() and b.acquire() could outlast it), short enough to
+# wait out.
+LEASE_SECONDS = 3.0
 
-def _lease(settings: Settings, owner: str, seconds: float = 1.0) -> NamedLease:
+
+def _lease(settings: Settings, owner: str, seconds: float = LEASE_SECONDS) -> NamedLease:
     db = aws.client("dynamodb", settings)
     return NamedLease(db, settings.etl_lease_table, "job", owner, seconds)
 
@@ -25,7 +30,7 @@ def test_one_holder_expiry_takeover_and_fencing(settings: Settings) -> None:
     assert a.acquire()  # a renewal keeps the token
     assert a.fence == 1
 
-    time.sleep(1.2)
+    time.sleep(LEASE_SECONDS + 0.2)
     assert not a.held()
     assert b.acquire()
     assert b.fence == 2
