@@ -28,7 +28,10 @@ SEED_BODY = {"interval_seconds": 2, "logs_per_interval": 10, "duration_seconds":
 
 
 def test_seed_body_start_409_stop_and_stats(client: TestClient, peers: Peers) -> None:
-    started = client.post("/api/continuous/start", json=SEED_BODY)
+    # The seed body's rate (5/s), in ticks far enough apart that the stop surely comes before
+    # the second one on a loaded machine (with the seed's 2 s, a stall could let it in).
+    body = SEED_BODY | {"interval_seconds": 20, "logs_per_interval": 100}
+    started = client.post("/api/continuous/start", json=body)
     assert started.status_code == 200
     assert started.json()["running"] is True
     assert started.json()["requested_rate"] == 5.0
@@ -37,13 +40,13 @@ def test_seed_body_start_409_stop_and_stats(client: TestClient, peers: Peers) ->
     assert again.status_code == 409
     assert "already running" in again.json()["message"]
 
-    wait_until(lambda: peers.produced() == 10)
+    wait_until(lambda: peers.produced() == 100)
     stopped = client.post("/api/continuous/stop").json()
     assert stopped["running"] is False
-    assert stopped["records_produced"] == 10 == stopped["records_requested"]
+    assert stopped["records_produced"] == 100 == stopped["records_requested"]
     assert stopped["ticks"] == 1
     stats = client.get("/api/continuous/stats").json()
-    assert stats["running"] is False and stats["records_produced"] == 10
+    assert stats["running"] is False and stats["records_produced"] == 100
     # A new start is allowed once stopped.
     assert client.post("/api/continuous/start", json=SEED_BODY).status_code == 200
     client.post("/api/continuous/stop")
@@ -73,12 +76,14 @@ def test_measured_rate_matches_200_per_second(client: TestClient, peers: Peers) 
         timeout=10,
     )
     assert stats["records_produced"] == 1000 == peers.produced()
-    assert abs(stats["measured_rate"] - 200) <= 10
-    assert abs(stats["measured_rate_recent"] - 200) <= 10
+    # Within 10 %: a loaded machine may start the first or end the last tick a few tenths of
+    # a second late; a burst or a wrong pace is off by far more.
+    assert abs(stats["measured_rate"] - 200) <= 20
+    assert abs(stats["measured_rate_recent"] - 200) <= 20
     assert stats["can_keep_up"] is True and stats["ticks_skipped"] == 0
     # Delivery was paced, not bursted: ~5 s between the first and last call.
     times = [r["received_at"] for r in peers.synthesize]
-    assert 4.7 <= times[-1] - times[0] <= 5.3
+    assert 4.5 <= times[-1] - times[0] <= 5.5
 
 
 def test_slow_synthesis_is_reported_as_falling_behind(client: TestClient, peers: Peers) -> None:
@@ -86,8 +91,14 @@ def test_slow_synthesis_is_reported_as_falling_behind(client: TestClient, peers:
     peers.delay_seconds = 1.0
     body = {"interval_seconds": 0.05, "logs_per_interval": 5}
     client.post("/api/continuous/start", json=body)
-    time.sleep(2.5)
-    stats = client.get("/api/continuous/stats").json()
+
+    def behind_with_a_catch_up_call() -> Any:
+        stats = client.get("/api/continuous/stats").json()
+        caught_up = any(r["count"] > 5 for r in peers.synthesize)
+        return stats if stats["ticks_behind"] > 0 and caught_up else None
+
+    # ~2.5 s on an idle machine; polled, as a loaded one may take longer to get there.
+    stats = wait_until(behind_with_a_catch_up_call, timeout=30)
     stopped = client.post("/api/continuous/stop").json()
     assert stats["can_keep_up"] is False
     assert stats["ticks_behind"] > 0
@@ -173,7 +184,8 @@ def test_backlog_beyond_its_bound_is_skipped_and_counted(
     monkeypatch.setattr("stages.orchestrator.continuous.MAX_BACKLOG_TICKS", 12)
     peers.delay_seconds = 1.0
     client.post("/api/continuous/start", json={"interval_seconds": 0.05, "logs_per_interval": 5})
-    time.sleep(2.2)
+    # ~2 s on an idle machine; polled, as a loaded one may take longer to get there.
+    wait_until(lambda: client.get("/api/continuous/stats").json()["ticks_skipped"] > 0, 30)
     stats = client.post("/api/continuous/stop").json()
     assert stats["ticks_skipped"] > 0
     assert stats["records_skipped"] == 5 * stats["ticks_skipped"]
