@@ -135,7 +135,7 @@ def test_rate_history_range_is_bounded(client: TestClient, seconds: str) -> None
 
 def test_rate_history_adds_up_to_what_was_produced(client: TestClient, peers: Peers) -> None:
     # The sampler's first reading is the baseline; wait for it before producing anything.
-    wait_until(lambda: client.get("/api/panel/rate").json()["points"], timeout=5)
+    wait_until(lambda: client.get("/api/panel/rate").json()["points"], timeout=30)
     body = {"interval_seconds": 0.1, "logs_per_interval": 10, "duration_seconds": 2}
     assert client.post("/api/continuous/start", json=body).status_code == 200
     trigger = {"anomaly_type": "cpu_spike", "intensity": 90, "duration_seconds": 60}
@@ -150,7 +150,7 @@ def test_rate_history_adds_up_to_what_was_produced(client: TestClient, peers: Pe
         # a sample taken after the run ended has counted its last records
         return history if history["points"][-1]["at"] > ended else None
 
-    history = wait_until(settled, timeout=5)
+    history = wait_until(settled, timeout=30)  # a sample a second, or later when loaded
     points = history["points"]
     counted = sum(
         later["continuous"] * (later["at"] - earlier["at"])
