@@ -85,7 +85,8 @@ def test_a_commit_is_scored_long_before_the_interval(endpoint: str, proc_logs: P
         appended = time.monotonic()
         table.append(_rows(40, 45))
         while scored() < 45:
-            assert time.monotonic() - appended < 20 and proc.alive(), proc.log_tail()
+            # Far less than the 600 s interval: the wake did it (generous for a loaded machine).
+            assert time.monotonic() - appended < 60 and proc.alive(), proc.log_tail()
             time.sleep(0.2)
         assert scored() == 45
         # A watch that reads the catalog fine counts no failure.
