@@ -26,11 +26,15 @@ SCRIPT = textwrap.dedent(
 
     tune_process(0.01)
     served = serve_in_thread(create_service_app("exit-test"), "127.0.0.1", {port})
-    for _ in range(100):
+    # Up to 30 s for the server thread to answer (5 s was short for a loaded machine).
+    deadline = time.monotonic() + 30
+    while True:
         try:
             print("health:", httpx.get("http://127.0.0.1:{port}/health").status_code)
             break
         except httpx.TransportError:
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.05)
     time.sleep(0.1)  # a few reclaim rounds
     served.stop()
