@@ -20,7 +20,10 @@ from tests.orchestrator.processes import running
 from tests.orchestrator.scope_check import label_errors, windows_of, with_trace_starts
 from tests.orchestrator.stubs import Peers
 
-STATE_REFRESH_SECONDS = 2.5
+# Synthesis re-reads the State Manager every 2 s, plus the time a refresh takes (one may be
+# under way when a run ends, and both take longer on a loaded machine): two periods and slack
+# make sure a whole refresh began and ended after the last change.
+STATE_SETTLE_SECONDS = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +89,12 @@ def test_records_in_a_window_scope_are_labelled_with_it_and_no_others_are(
     wait_until(
         lambda: (
             httpx.get(f"{orch}/api/executions/{execution['id']}").json()["status"] == "completed"
-        )
+        ),
+        timeout=60,
     )
     produced = stats["records_produced"] + 80
     assert stats["records_failed"] == 0
-    records = wait_until(lambda: len(got := _by_event_id(peers)) >= produced and got)
+    records = wait_until(lambda: len(got := _by_event_id(peers)) >= produced and got, timeout=60)
     assert len(records) == produced
 
     windows = _windows_since(orch, started.json()["started_at"])
@@ -132,7 +136,7 @@ def test_cpu_spike_metric_rises_far_above_baseline_then_returns(chain: tuple[str
     )
     _wait_for_the_generator(orch)
     window = next(w for w in _windows_since(orch, window["start"]) if w["id"] == window["id"])
-    wait_until(lambda: peers.ingested)
+    wait_until(lambda: peers.ingested, timeout=60)
     cpu = sorted(
         (r["timestamp"], r["value"])
         for r in peers.ingested
@@ -212,7 +216,7 @@ def test_every_scenario_runs_and_labels_its_declared_services_and_log_types(
     assert all(e["records_failed"] == 0 for e in executions.values())
     produced = sum(e["logs_generated"] for e in executions.values())
     assert produced == 40 * len(scenarios)
-    records = wait_until(lambda: len(got := _by_event_id(peers)) >= produced and got)
+    records = wait_until(lambda: len(got := _by_event_id(peers)) >= produced and got, timeout=60)
     # Exactly the records produced: a retried call must not make a second set (new ids). A
     # chunk synthesis re-sent to ingestion is the same records again, which the lake drops.
     assert len(records) == produced
@@ -279,14 +283,15 @@ def test_same_seed_same_records_labels_included(chain: tuple[str, Peers]) -> Non
     # The first run's anomalies change the State Manager (a locked account, a degraded
     # service), which the records reflect; the same effects change nothing afterwards, so
     # runs two and three start from the same state (synthesis reads it every ~2 s).
-    for _ in range(3):
-        time.sleep(STATE_REFRESH_SECONDS)
+    for run in range(3):
+        if run:  # the first run is not compared: only the later ones need the settled state
+            time.sleep(STATE_SETTLE_SECONDS)
         with peers.lock:
             peers.ingested.clear()
         assert httpx.post(f"{orch}/api/continuous/start", json=body).status_code == 200
         stats = _wait_for_the_generator(orch)
         assert stats["records_produced"] == 200 and stats["anomalies_started"] > 0
-        records = wait_until(lambda: len(got := _by_event_id(peers)) >= 200 and got)
+        records = wait_until(lambda: len(got := _by_event_id(peers)) >= 200 and got, timeout=60)
         assert len(records) == 200
         runs.append(_without_ids_and_times(records))
     assert runs[1] == runs[2]
