@@ -4,14 +4,14 @@ from pathlib import Path
 import httpx
 
 from tests.support.lake import ConsumerProcess
-from tests.support.processes import free_port
+from tests.support.processes import START_TIMEOUT_SECONDS, free_port
 
 
 def test_health_is_503_with_a_reason_when_aws_is_unreachable(proc_logs: Path) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     consumer = ConsumerProcess(nowhere, proc_logs, CONSUMER_MAX_BACKOFF_SECONDS="0.2")
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while True:
             try:
                 resp = httpx.get(f"{consumer.url}/health", timeout=2)

@@ -16,7 +16,13 @@ import orjson
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.processes import (
+    START_TIMEOUT_SECONDS,
+    Process,
+    base_env,
+    free_port,
+    wait_http_ok,
+)
 
 HOUR = "year=2026/month=11/day=27/hour=06"
 
@@ -38,7 +44,7 @@ class DashboardProcess(Process):
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def wait_healthy(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         wait_http_ok(f"{self.url}/health", self, timeout)
 
     def get(self, path: str, **params: Any) -> httpx.Response:

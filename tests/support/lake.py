@@ -17,7 +17,13 @@ import orjson
 from aws_kinesis_agg.aggregator import RecordAggregator
 
 from stages.common.lake import is_hidden, list_objects, read_lines
-from tests.support.processes import Process, base_env, free_port, wait_http_ok
+from tests.support.processes import (
+    START_TIMEOUT_SECONDS,
+    Process,
+    base_env,
+    free_port,
+    wait_http_ok,
+)
 
 SERVICES = ("api-gateway", "payment-service", "auth-service", "account-service", "fraud-detection")
 BASE_TIME = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
@@ -162,7 +168,7 @@ class ConsumerProcess(Process):
         )
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def wait_healthy(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         wait_http_ok(f"{self.url}/health", self, timeout)
 
     def health(self) -> dict[str, Any]:

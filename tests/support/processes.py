@@ -96,7 +96,13 @@ class Process:
         self._log.close()
 
 
-def wait_http_ok(url: str, proc: Process | None = None, timeout: float = 30.0) -> None:
+# A service starts in a few seconds on an idle machine; a loaded CI machine can take ten times that.
+START_TIMEOUT_SECONDS = 60.0
+
+
+def wait_http_ok(
+    url: str, proc: Process | None = None, timeout: float = START_TIMEOUT_SECONDS
+) -> None:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
