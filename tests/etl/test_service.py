@@ -227,8 +227,11 @@ def test_a_sigkill_at_each_step_of_a_fold_loses_and_duplicates_nothing(
 def test_two_processes_at_once_write_through_one_lease(
     lake_settings: Settings, lake_endpoint: str, etl_logs: Path, record_property: Any
 ) -> None:
-    first = EtlProcess(lake_endpoint, etl_logs, name="etl-a")
-    second = EtlProcess(lake_endpoint, etl_logs, name="etl-b")
+    # A 6 s lease, not the usual 3 s: the holder renews it every 2 s, so a stall of the holder
+    # (a slow lease call on a loaded machine) must last 4 s before the standby may fold.
+    lease = {"ETL_LEASE_SECONDS": "6"}
+    first = EtlProcess(lake_endpoint, etl_logs, name="etl-a", **lease)
+    second = EtlProcess(lake_endpoint, etl_logs, name="etl-b", **lease)
     try:
         raw = _lake_with_data(lake_settings, seed=5)
         _wait_exactly_once(raw, lake_settings)
