@@ -220,10 +220,22 @@ def test_probe_reports_health(fleet_run: FleetRun) -> None:
 # A process whose command line looks like the emulator's (`-m stages.emulator` in its argv) but
 # that ignores SIGTERM, as a wedged service would.
 STUBBORN = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', "
+    "flush=True); time.sleep(60)",
     "-m",
     "stages.emulator",
 )
+
+
+def _stubborn(env: dict[str, str]) -> subprocess.Popen[str]:
+    """STUBBORN started, returned once its handler is installed (it says so), however long a
+    loaded machine takes to start Python: a SIGTERM before that would simply end it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", *STUBBORN], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc.stdout.close()  # it writes nothing more
+    return proc
 
 
 def _as_if_started_by(fleet_run: FleetRun) -> dict[str, str]:
@@ -232,10 +244,9 @@ def _as_if_started_by(fleet_run: FleetRun) -> dict[str, str]:
 
 
 def test_stop_escalates_to_sigkill(fleet_run: FleetRun) -> None:
-    stubborn = subprocess.Popen([sys.executable, "-c", *STUBBORN], env=_as_if_started_by(fleet_run))
+    stubborn = _stubborn(_as_if_started_by(fleet_run))
     try:
         fleet_run.run_dir.mkdir(parents=True)
-        time.sleep(0.2)  # the handler is installed before stop signals it
         (fleet_run.run_dir / "emulator.pid").write_text(f"{stubborn.pid}\n")
         result = fleet_run.cli("stop", "--timeout", "1")
         assert result.returncode == 0, result.stdout
@@ -250,7 +261,7 @@ def test_stop_escalates_to_sigkill(fleet_run: FleetRun) -> None:
 def test_a_recycled_pid_is_not_signalled(fleet_run: FleetRun) -> None:
     # Same command line, but another run directory's (or none): the pid was reused.
     other_run = {**os.environ, "RUN_DIR": str(fleet_run.run_dir.parent / "another-run")}
-    lookalike = subprocess.Popen([sys.executable, "-c", *STUBBORN], env=other_run)
+    lookalike = _stubborn(other_run)
     try:
         fleet_run.run_dir.mkdir(parents=True)
         pid_file = fleet_run.run_dir / "emulator.pid"
@@ -266,10 +277,9 @@ def test_a_recycled_pid_is_not_signalled(fleet_run: FleetRun) -> None:
 def test_a_service_is_still_ours_after_the_clock_moved(fleet_run: FleetRun) -> None:
     """A stepped wall clock once made live services look younger than their pid files; they
     were taken for recycled pids, their pid files removed and the processes left running."""
-    ours = subprocess.Popen([sys.executable, "-c", *STUBBORN], env=_as_if_started_by(fleet_run))
+    ours = _stubborn(_as_if_started_by(fleet_run))
     try:
         fleet_run.run_dir.mkdir(parents=True)
-        time.sleep(0.2)  # the handler is installed before stop signals it
         pid_file = fleet_run.run_dir / "emulator.pid"
         pid_file.write_text(f"{ours.pid}\n")
         an_hour_ago = time.time() - 3600
