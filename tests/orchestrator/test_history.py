@@ -174,7 +174,10 @@ def test_a_run_sends_the_range_through_synthesis_and_records_its_windows(
             "schedule": [{"scenario_id": scenario, "start": at.isoformat(), "duration_s": 600}]
         },
     }
-    peers.delay_seconds = 0.2  # the run lasts long enough to meet a second start
+    # The run lasts long enough to meet a second start, even if a loaded machine is slow to
+    # send it (0.2 s was within reach of one slow round trip); only the calls in flight
+    # before the reset below are slowed.
+    peers.delay_seconds = 1.0
     started = client.post("/api/history", json=body)
     assert started.status_code == 202, started.text
     run_id = started.json()["id"]
