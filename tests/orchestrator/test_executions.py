@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -50,6 +51,7 @@ def test_auth_failure_locks_an_account_and_produces_anomalous_records(
 
 
 def test_rate_is_spread_over_the_duration(client: TestClient, peers: Peers) -> None:
+    posted = time.monotonic()
     resp = client.post(
         "/api/scenarios/cpu_spike--payment-service/execute",
         json={"duration_seconds": 2, "rate": 100},
@@ -58,7 +60,11 @@ def test_rate_is_spread_over_the_duration(client: TestClient, peers: Peers) -> N
     assert done["logs_generated"] == 200
     times = [r["received_at"] for r in peers.synthesize]
     assert len(times) == 8  # one call per 0.25 s tick
-    assert 1.5 <= times[-1] - times[0] <= 2.2
+    # Not bursted: the last tick's call is not made before it is due, 1.75 s after the start
+    # (measured from the request, as a loaded machine may make the first call late too), and
+    # not paced slower than asked either.
+    assert times[-1] - posted >= 1.7
+    assert times[-1] - times[0] <= 3.0
     assert Counter(r["count"] for r in peers.synthesize) == {25: 8}
     assert peers.transitions == [("payment-service", peers.transitions[0][1])]
     assert peers.entities["payment-service"]["state"] == "degraded"
