@@ -181,8 +181,10 @@ def test_a_retry_after_a_lost_answer_makes_nothing_twice(
     ingestion.batches.clear()
     replayed_before = _replayed(synthesis)
     # The client gives up after 2 s; later attempts (0.2, 0.4, 0.8 s apart) wait for the first
-    # one, which ends once ingestion answers at 4 s (within synthesis's 6 s budget).
-    ingestion.slow_seconds = 4.0
+    # one, which ends once ingestion answers at 3 s: well within synthesis's 6 s budget even on
+    # a loaded machine (4 s left only 2 s for everything else), and surely after the client's
+    # 2 s, since load only makes the answer later.
+    ingestion.slow_seconds = 3.0
     request = SynthesisRequest(count=40, seed=7, timestamp=datetime.now(UTC), spread_seconds=1)
     with httpx.Client(base_url=synthesis, timeout=httpx.Timeout(2.0)) as http:
         outcome = SynthesisClient(http).synthesize(request, threading.Event())
