@@ -134,11 +134,10 @@ class LiveRun:
         return answer.json()
 
     # --- warm-up --------------------------------------------------------------------------
-    def history(self) -> dict[str, Any]:
-        """Labelled-free history of the services up to the current bucket, through the real
-        path; returns the finished run."""
+    def history(self, end: float) -> dict[str, Any]:
+        """Labelled-free history of the services up to ``end``, through the real path; returns
+        the finished run."""
         o = self.options
-        end = _floor(time.time(), self.width)
         start = end - o.history_minutes * 60
         body = {
             "start": _iso(start),
@@ -281,11 +280,18 @@ class LiveRun:
         timings["fleet_start_s"] = self.start(*FLEET)
         self.log(f"fleet up in {timings['fleet_start_s']:.1f} s; history: "
                  f"{o.history_minutes:g} min of {', '.join(o.services)}")  # fmt: skip
-        began = time.monotonic()
-        history = self.history()
-        timings["history_s"] = time.monotonic() - began
+        # Live traffic starts on a bucket boundary and the history ends exactly there, so no
+        # bucket is left empty or half full between them: a seam with a gap is a real traffic
+        # dip, which detection may rightly flag (a CI run opened an alert on it just before its
+        # trigger, and the trigger then fell into that open event). The history's buckets are
+        # written when it is folded, after the live traffic's first ones.
+        boundary = _floor(time.time(), self.width) + self.width
+        time.sleep(max(0.0, boundary - time.time()))
         live = self.start_live()
         self.marks["live_start"] = time.time()
+        began = time.monotonic()
+        history = self.history(end=boundary)
+        timings["history_s"] = time.monotonic() - began
         timings["history_features_s"] = self.wait_history_features()
         timings["detection_start_s"] = self.start("detection")
         queue_url = aws.client("sqs", self.settings).get_queue_url(
