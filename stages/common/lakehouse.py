@@ -25,7 +25,8 @@ FEATURES_LOCATION = f"s3://{FEATURES_BUCKET}/{NAMESPACE}/features"
 def open_catalog(settings: Settings, name: str = "glue") -> GlueCatalog:
     """pyiceberg's Glue catalog on the project's endpoint (the emulator, or AWS when unset).
 
-    Files go through pyarrow's S3 filesystem; credentials come from the usual AWS chain.
+    Metadata files go through obstore and data files through pyarrow's S3 filesystem
+    (``objectstore.LakeFileIO``); credentials come from the usual AWS chain.
     """
     # Imported here: pyiceberg takes a second or two to import, which a process that never
     # opens the catalog (the dashboard until its tables view is asked for) should not pay.
@@ -34,7 +35,7 @@ def open_catalog(settings: Settings, name: str = "glue") -> GlueCatalog:
     properties = {
         "glue.region": region(settings),
         "s3.region": region(settings),
-        "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO",
+        "py-io-impl": "stages.common.objectstore.LakeFileIO",
     }
     if settings.aws_endpoint_url:
         properties["glue.endpoint"] = settings.aws_endpoint_url

@@ -23,13 +23,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import obstore
-from obstore.auth.boto3 import Boto3CredentialProvider
 from obstore.store import S3Store
 
-from stages.common.aws import _shared_session, is_local_endpoint, needs_path_style, region
+from stages.common.aws import region
 from stages.common.config import Settings
 from stages.common.errors import Unprocessable
 from stages.common.lake import DEFAULT_MAX_INFLATED, PIECE_BYTES
+from stages.common.objectstore import EMULATOR_KEYS, emulator_keys_needed, open_s3_store
 
 
 class _Body:
@@ -75,29 +75,10 @@ class RawReader:
 
     def _open(self, bucket: str) -> S3Store:
         endpoint = self.settings.aws_endpoint_url
-        options: dict[str, Any] = {"region": region(self.settings)}
-        credentials: Any = None
-        if endpoint:
-            options["endpoint"] = endpoint
-            options["virtual_hosted_style_request"] = not needs_path_style(endpoint)
-            if self._default_keys is None:
-                self._default_keys = (
-                    is_local_endpoint(endpoint) and _shared_session().get_credentials() is None
-                )
-            if self._default_keys:
-                # The emulator accepts any key; the same defaults as stages.common.aws.client.
-                options["access_key_id"] = "test"
-                options["secret_access_key"] = "test"
-        if "access_key_id" not in options:
-            # The usual AWS chain (environment, profile, instance role), refreshed as boto3 does.
-            credentials = Boto3CredentialProvider(_shared_session())
-        client_options = {"allow_http": bool(endpoint and endpoint.startswith("http://"))}
-        return S3Store(
-            bucket,
-            client_options=client_options,
-            credential_provider=credentials,
-            **options,
-        )
+        if self._default_keys is None:
+            self._default_keys = emulator_keys_needed(endpoint)
+        keys = EMULATOR_KEYS if self._default_keys else None
+        return open_s3_store(bucket, endpoint=endpoint, region=region(self.settings), keys=keys)
 
     def put(self, url: str, data: Any) -> None:
         """Upload ``data`` (bytes or a buffer) to ``s3://bucket/key`` in one request."""
