@@ -80,33 +80,27 @@ def _as_os_errors(location: str) -> Iterator[None]:
 
 
 class _WholeObject:
-    """What an input and an output of one object share: its store, key and size."""
+    """What an input and an output of one object share: its location, store, key and size."""
 
-    def __init__(self, store: S3Store, key: str) -> None:
+    def __init__(self, location: str, store: S3Store, key: str) -> None:
+        super().__init__(location)  # type: ignore[call-arg]  # InputFile's or OutputFile's
         self._store = store
         self._key = key
 
-    def _size(self, location: str) -> int:
-        with _as_os_errors(location):
+    def __len__(self) -> int:
+        with _as_os_errors(self._location):  # type: ignore[attr-defined]
             return int(obstore.head(self._store, self._key)["size"])
+
+    def exists(self) -> bool:
+        try:
+            len(self)
+        except FileNotFoundError:
+            return False
+        return True
 
 
 class ObjectInput(_WholeObject, InputFile):
     """A small object read whole in one GET (no HEAD before it)."""
-
-    def __init__(self, location: str, store: S3Store, key: str) -> None:
-        _WholeObject.__init__(self, store, key)
-        InputFile.__init__(self, location)
-
-    def __len__(self) -> int:
-        return self._size(self.location)
-
-    def exists(self) -> bool:
-        try:
-            self._size(self.location)
-        except FileNotFoundError:
-            return False
-        return True
 
     def open(self, seekable: bool = True) -> InputStream:
         with _as_os_errors(self.location):
@@ -148,16 +142,6 @@ class _UploadOnClose(io.BytesIO):
 
 class ObjectOutput(_WholeObject, OutputFile):
     """A small object written whole in one PUT when its stream is closed."""
-
-    def __init__(self, location: str, store: S3Store, key: str) -> None:
-        _WholeObject.__init__(self, store, key)
-        OutputFile.__init__(self, location)
-
-    def __len__(self) -> int:
-        return self._size(self.location)
-
-    def exists(self) -> bool:
-        return self.to_input_file().exists()
 
     def to_input_file(self) -> InputFile:
         return ObjectInput(self.location, self._store, self._key)
