@@ -46,10 +46,16 @@ def emulator_keys_needed(endpoint: str | None) -> bool:
 
 
 def open_s3_store(
-    bucket: str, *, endpoint: str | None, region: str, keys: tuple[str, str] | None = None
+    bucket: str,
+    *,
+    endpoint: str | None,
+    region: str,
+    keys: tuple[str, str] | None = None,
+    session_token: str | None = None,
 ) -> S3Store:
-    """An obstore client of ``bucket``: on ``endpoint`` (AWS when None), with ``keys`` or else
-    the usual AWS chain (environment, profile, instance role), refreshed as boto3 does."""
+    """An obstore client of ``bucket``: on ``endpoint`` (AWS when None), with ``keys`` (and
+    their ``session_token``) or else the usual AWS chain (environment, profile, instance role),
+    refreshed as boto3 does."""
     options: dict[str, Any] = {"region": region}
     if endpoint:
         options["endpoint"] = endpoint
@@ -57,6 +63,8 @@ def open_s3_store(
     credentials: Any = None
     if keys is not None:
         options["access_key_id"], options["secret_access_key"] = keys
+        if session_token:
+            options["session_token"] = session_token
     else:
         credentials = Boto3CredentialProvider(_shared_session())
     return S3Store(
@@ -156,7 +164,7 @@ class ObjectOutput(_WholeObject, OutputFile):
 # possibly compressed) and manifests and manifest lists (``.avro``).
 METADATA_SUFFIXES = (".metadata.json", ".metadata.json.gz", ".gz.metadata.json", ".avro")
 
-_stores: dict[tuple[str, str | None, str, tuple[str, str] | None], S3Store] = {}
+_stores: dict[tuple[Any, ...], S3Store] = {}
 _stores_lock = threading.Lock()
 
 
@@ -194,11 +202,14 @@ class LakeFileIO(PyArrowFileIO):
         secret = self.properties.get("s3.secret-access-key") or self.properties.get(
             "client.secret-access-key"
         )
+        token = self.properties.get("s3.session-token") or self.properties.get(
+            "client.session-token"
+        )
         keys = (key_id, secret) if key_id and secret else None
-        cache_key = (bucket, endpoint, region, keys)
+        cache_key = (bucket, endpoint, region, keys, token)
         with _stores_lock:
             if cache_key not in _stores:
                 _stores[cache_key] = open_s3_store(
-                    bucket, endpoint=endpoint, region=region, keys=keys
+                    bucket, endpoint=endpoint, region=region, keys=keys, session_token=token
                 )
             return _stores[cache_key]
