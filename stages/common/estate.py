@@ -72,6 +72,11 @@ HOSTS: tuple[str, ...] = tuple(h for s in SERVICES for h in s.hosts)
 DATABASES: tuple[str, ...] = tuple(sorted({d for s in SERVICES for d in s.databases}))
 QUEUES: tuple[str, ...] = tuple(sorted({q for s in SERVICES for q in s.queues}))
 
+# The estate's week-end change of every metric, as a fraction of its baseline (quieter): live
+# metric records have it, and a history's grid by default, so that live traffic carries on at
+# the level of a history that ends on a week-end.
+WEEKLY_AMPLITUDE = -0.1
+
 # The metrics each service reports (its system metrics, its database's and queue's, and its
 # business ones): what synthesis emits for it and what a history run plans series for.
 _SYSTEM = (

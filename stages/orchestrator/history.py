@@ -72,7 +72,7 @@ class HistoryConfig:
     schedule: tuple[ScheduledWindow, ...] = ()
     normal_only_ranges: tuple[tuple[datetime, datetime], ...] = ()
     trend_per_day: float = 0.01
-    weekly_amplitude: float = -0.1
+    weekly_amplitude: float = estate.WEEKLY_AMPLITUDE
 
     @property
     def steps(self) -> int:

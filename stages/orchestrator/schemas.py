@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from stages.common.estate import SERVICE_NAMES
+from stages.common.estate import SERVICE_NAMES, WEEKLY_AMPLITUDE
 from stages.common.records import StorableText
 from stages.common.vocabulary import ARCHETYPES, LOG_TYPES, METRICS
 
@@ -112,7 +112,10 @@ class HistoryRequest(RequestBody):
         default=0.01, ge=-1, le=1, description="Metric trend per day, fraction of the baseline."
     )
     weekly_amplitude: float = Field(
-        default=-0.1, ge=-1, le=1, description="Week-end change, fraction of the baseline."
+        default=WEEKLY_AMPLITUDE,
+        ge=-1,
+        le=1,
+        description="Week-end change, fraction of the baseline (live traffic has the default).",
     )
 
 

@@ -1,6 +1,7 @@
 """Metric records: every value comes from a Pattern Generator composition.
 
-A value is the catalogue baseline with a daily cycle and noise; inside an anomaly window, for a
+A value is the catalogue baseline with a daily cycle, the estate's week-end change and noise (a
+series grid may ask for another week-end change and a trend); inside an anomaly window, for a
 series in the window's scope, the archetype's overlay is added with magnitude (target - baseline) x
 intensity/100, where target is the effect's ``peak`` or ``factor`` x baseline. The composition is
 clipped to the metric's [low, high].
@@ -45,7 +46,9 @@ class Shape:
     trend_origin: float = 0.0
 
 
-LIVE = Shape()
+# Metric records without a grid (live traffic): the estate's week-end change, as a history's grid
+# has by default, and no trend.
+LIVE = Shape(weekly_amplitude=estate.WEEKLY_AMPLITUDE)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def normal_composition(metric: str, shape: Shape = LIVE) -> Composition:
         {"kind": "daily_seasonality", "amplitude": 0.15 * b, "peak_hour": 14.0},
         {"kind": "gaussian_noise", "sigma": 0.04 * b},
     ]
-    # Appended after the live components, so their noise streams (keyed by position) stay.
+    # Appended after the daily cycle and noise, so their noise streams (keyed by position) stay.
     if shape.weekly_amplitude:
         components.append({"kind": "weekly_seasonality", "amplitude": shape.weekly_amplitude * b})
     if shape.trend_per_day:

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from stages.common.estate import WEEKLY_AMPLITUDE
+
 MAX_COUNT = 5000
 MAX_WINDOWS = 256
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -104,10 +106,11 @@ class SeriesRequest(BaseModel):
         0.0, ge=-1, le=1, description="Linear trend per day, as a fraction of the baseline."
     )
     weekly_amplitude: float = Field(
-        -0.1,
+        WEEKLY_AMPLITUDE,
         ge=-1,
         le=1,
-        description="Week-end change, as a fraction of the baseline (negative: quieter).",
+        description="Week-end change, as a fraction of the baseline (negative: quieter); "
+        "metric records without a grid have the default.",
     )
 
 

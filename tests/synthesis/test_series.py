@@ -127,3 +127,27 @@ def test_total_counts_the_grid() -> None:
         }
     )
     assert req.total() == 7 + 10 * len(METRICS_BY_SERVICE["reporting-service"])
+
+
+def test_live_metric_records_have_the_grid_s_week_end_change() -> None:
+    """History (the grid, default shape) handed over to live traffic (metric records without a
+    grid) on a week-end: both are quieter by the same week-end change, so the first live buckets
+    do not jump above the history's level (a seam detection called an anomaly)."""
+
+    def mean_values(**body: object) -> dict[str, float]:
+        batch = make(
+            services=["payment-service"],
+            timestamp="2026-03-07T12:00:00Z",  # a Saturday
+            spread_seconds=600,
+            **body,
+        )
+        values: dict[str, list[float]] = {}
+        for record in batch.records:
+            if record["kind"] == "metric":
+                values.setdefault(record["metric_name"], []).append(record["value"])
+        return {metric: statistics.mean(v) for metric, v in values.items()}
+
+    grid = mean_values(count=0, series={"step_seconds": 10})
+    live = mean_values(count=4000, kinds=["metric"])
+    for metric in ("cpu.utilization", "latency.p95", "request.rate", "memory.utilization"):
+        assert live[metric] == pytest.approx(grid[metric], rel=0.03), metric
