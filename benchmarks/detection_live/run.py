@@ -305,7 +305,7 @@ class LiveRun:
                 self.marks["history_end"] - self.width, "the history"
             )
             # The first live buckets scored too, so that an event the seam between history and
-            # live traffic may open (a real change of traffic, counted as a false alarm) is open
+            # live traffic may open (counted as a false alarm) is open
             # before the first trigger, which then waits for it to close (run_triggers): an
             # event opened just after a trigger takes its anomaly in and its open alert never
             # comes (a CI run's quick mode, whose 15 s settle ended before the seam was scored).
