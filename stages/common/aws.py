@@ -53,10 +53,8 @@ def client(
     kwargs: dict[str, Any] = {"region_name": region(settings), "config": merged}
     if settings.aws_endpoint_url:
         kwargs["endpoint_url"] = settings.aws_endpoint_url
-        if is_local_endpoint(settings.aws_endpoint_url) and session.get_credentials() is None:
-            # The emulator accepts any key; these are LocalStack's documented defaults.
-            kwargs["aws_access_key_id"] = "test"
-            kwargs["aws_secret_access_key"] = "test"
+        if emulator_keys_needed(settings.aws_endpoint_url):
+            kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = EMULATOR_KEYS
     kwargs.update(overrides)
     with _session_lock:
         return session.client(service, **kwargs)
@@ -93,6 +91,18 @@ def needs_path_style(endpoint_url: str | None) -> bool:
         return False
     host = urlparse(endpoint_url).hostname or ""
     return not (host == "amazonaws.com" or host.endswith((".amazonaws.com", ".amazonaws.com.cn")))
+
+
+# The emulator accepts any key; these are LocalStack's documented defaults.
+EMULATOR_KEYS = ("test", "test")
+
+
+def emulator_keys_needed(endpoint: str | None) -> bool:
+    """Whether ``endpoint`` is a local emulator and the AWS chain finds no credentials: then
+    every client (boto3, obstore, the Iceberg catalog) uses ``EMULATOR_KEYS``."""
+    if not endpoint or not is_local_endpoint(endpoint):
+        return False
+    return _shared_session().get_credentials() is None
 
 
 def is_local_endpoint(url: str) -> bool:

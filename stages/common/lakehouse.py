@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stages.common.aws import _shared_session, is_local_endpoint, region
+from stages.common.aws import EMULATOR_KEYS, emulator_keys_needed, region
 from stages.common.config import Settings
 
 if TYPE_CHECKING:
@@ -40,11 +40,8 @@ def open_catalog(settings: Settings, name: str = "glue") -> GlueCatalog:
     if settings.aws_endpoint_url:
         properties["glue.endpoint"] = settings.aws_endpoint_url
         properties["s3.endpoint"] = settings.aws_endpoint_url
-        if (
-            is_local_endpoint(settings.aws_endpoint_url)
-            and _shared_session().get_credentials() is None
-        ):
-            # The emulator accepts any key; the same defaults as stages.common.aws.client.
-            properties["client.access-key-id"] = "test"
-            properties["client.secret-access-key"] = "test"
+        if emulator_keys_needed(settings.aws_endpoint_url):
+            properties["client.access-key-id"], properties["client.secret-access-key"] = (
+                EMULATOR_KEYS
+            )
     return GlueCatalog(name, **properties)

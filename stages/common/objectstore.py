@@ -32,17 +32,7 @@ from obstore.store import S3Store
 from pyiceberg.io import InputFile, InputStream, OutputFile, OutputStream
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
-from stages.common.aws import _shared_session, is_local_endpoint, needs_path_style
-
-# The emulator's keys, as stages.common.aws.client uses them when no credentials are found.
-EMULATOR_KEYS = ("test", "test")
-
-
-def emulator_keys_needed(endpoint: str | None) -> bool:
-    """Whether ``endpoint`` is a local emulator and the AWS chain finds no credentials."""
-    if not endpoint or not is_local_endpoint(endpoint):
-        return False
-    return _shared_session().get_credentials() is None
+from stages.common.aws import _shared_session, needs_path_style
 
 
 def open_s3_store(

@@ -25,11 +25,11 @@ from urllib.parse import urlparse
 import obstore
 from obstore.store import S3Store
 
-from stages.common.aws import region
+from stages.common.aws import EMULATOR_KEYS, emulator_keys_needed, region
 from stages.common.config import Settings
 from stages.common.errors import Unprocessable
 from stages.common.lake import DEFAULT_MAX_INFLATED, PIECE_BYTES
-from stages.common.objectstore import EMULATOR_KEYS, emulator_keys_needed, open_s3_store
+from stages.common.objectstore import open_s3_store
 
 
 class _Body:
